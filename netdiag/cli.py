@@ -1,0 +1,301 @@
+"""The command line. Commands stay thin: context -> collect -> evaluate -> render -> exit."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import click
+import typer
+
+from netdiag import __version__
+from netdiag.errors import NetdiagError, UsageError
+
+app = typer.Typer(
+    name="netdiag",
+    help="Explain what the Linux TCP stack is doing, against the documented kernel rules.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+
+
+# Options every report command takes (CONTRACT.md).
+FormatOpt = typer.Option(Format.table, "--format", "-f", help="Output format: table or json.")
+JsonOpt = typer.Option(False, "--json", help="Short for --format json.")
+NetnsOpt = typer.Option(None, "--netns", metavar="NAME",
+                        help="Run inside the named network namespace (/run/netns/NAME).")
+PidOpt = typer.Option(None, "--pid", metavar="PID",
+                      help="Run inside the network namespace of process PID.")
+IntervalOpt = typer.Option(None, "--interval", min=0.0, metavar="S",
+                           help="Take two samples S seconds apart; judge counters by rate.")
+RootOpt = typer.Option(None, "--root", metavar="DIR",
+                       help="Read a recorded snapshot under DIR instead of the live host.")
+OutputOpt = typer.Option(None, "--output", "-o", metavar="FILE",
+                         help="Write the report to FILE atomically (temp file + rename).")
+TopOpt = typer.Option(20, "--top", min=1, max=1000, help="Rows per grouping.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"netdiag {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """netdiag reads sysctl, /proc/net and netlink sock_diag, and explains what it finds."""
+
+
+class Run:
+    """One report run: resolves the namespace and root, collects, evaluates, renders."""
+
+    def __init__(self, fmt: Format, as_json: bool, netns: str | None, pid: int | None,
+                 interval: float | None, root: Path | None, output: Path | None) -> None:
+        self.fmt = "json" if as_json else fmt.value
+        self.interval = interval or None
+        self.output = output
+        if netns is not None and pid is not None:
+            raise UsageError("--netns and --pid are mutually exclusive")
+        if root is not None and (netns is not None or pid is not None):
+            raise UsageError("--root reads a snapshot; it cannot be combined with --netns/--pid")
+        from netdiag.context import Context
+
+        if root is not None:
+            if not root.is_dir():
+                raise UsageError(f"--root {root}: not a directory")
+            self.ctx = Context(root=root.resolve(), netns="snapshot")
+        elif netns is not None or pid is not None:
+            from netdiag import netns as nsmod
+
+            path, label = nsmod.namespace_path(netns, pid)
+            nsmod.enter(path)
+            self.ctx = Context(netns=label)
+        else:
+            self.ctx = Context()
+
+    def report(self, topics: list[str], plan, view: Callable, *, show_ok: bool,
+               show_facts: bool, topic: str | None = None) -> None:
+        from netdiag.collect.gather import collect
+        from netdiag.model import HostInfo, Report, Severity
+        from netdiag.rules import evaluate
+
+        plan.interval = self.interval
+        facts, errors = collect(self.ctx, plan)
+        findings, unjudged = evaluate(facts, topics)
+        if not show_ok:
+            findings = [f for f in findings if f.severity > Severity.OK]
+        all_ids = sum((len(_topic_ids(t)) for t in topics), 0)
+        report = Report(
+            host=HostInfo(hostname=self._hostname(), kernel=facts.kernel, netns=self.ctx.netns),
+            generated_at=datetime.datetime.now(datetime.timezone.utc)
+            .strftime("%Y-%m-%dT%H:%M:%SZ"),
+            findings=findings,
+            facts=view(facts),
+            errors=errors,
+            topic=topic,
+            show_facts=show_facts,
+            judged=not topics or len(unjudged) < all_ids,
+        )
+        self.emit(report)
+
+    def _hostname(self) -> str:
+        if self.ctx.live:
+            return socket.gethostname()
+        try:
+            return self.ctx.path("proc/sys/kernel/hostname").read_text().strip()
+        except OSError:
+            return "snapshot"
+
+    def emit(self, report) -> None:
+        from netdiag.render import render
+
+        if self.output is None:
+            render(report, self.fmt, sys.stdout)
+        else:
+            _write_atomically(self.output, lambda fh: render(report, self.fmt, fh))
+        raise typer.Exit(report.exit_code)
+
+
+def _topic_ids(topic: str) -> list[str]:
+    from netdiag.rules import TOPICS
+
+    return [s.id for s in TOPICS[topic].specs]
+
+
+def _write_atomically(path: Path, write: Callable) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def _plan(**kw):
+    from netdiag.collect.gather import Plan
+
+    return Plan(**kw)
+
+
+_STATE_ALIASES = {"established": "ESTABLISHED", "estab": "ESTABLISHED", "syn-sent": "SYN_SENT",
+                  "syn-recv": "SYN_RECV", "fin-wait-1": "FIN_WAIT1", "fin-wait-2": "FIN_WAIT2",
+                  "time-wait": "TIME_WAIT", "close": "CLOSE", "close-wait": "CLOSE_WAIT",
+                  "last-ack": "LAST_ACK", "listen": "LISTEN", "closing": "CLOSING"}
+
+
+def _parse_states(names: list[str]) -> set[int] | None:
+    from netdiag.facts import STATE_BY_NAME
+
+    if not names:
+        return None
+    out = set()
+    for name in names:
+        for part in name.split(","):
+            key = _STATE_ALIASES.get(part.strip().lower(), part.strip().upper().replace("-", "_"))
+            if key not in STATE_BY_NAME:
+                raise UsageError(f"unknown TCP state {part!r} (e.g. established, time-wait, "
+                                 "close-wait, listen)")
+            out.add(STATE_BY_NAME[key])
+    return out
+
+
+@app.command()
+def check(
+    fmt: Format = FormatOpt, as_json: bool = JsonOpt, netns: Optional[str] = NetnsOpt,
+    pid: Optional[int] = PidOpt, interval: Optional[float] = IntervalOpt,
+    root: Optional[Path] = RootOpt, output: Optional[Path] = OutputOpt,
+) -> None:
+    """Every rule on this host (or namespace): one report of findings."""
+    from netdiag import views
+    from netdiag.rules import TOPICS
+
+    run = Run(fmt, as_json, netns, pid, interval, root, output)
+    run.report(list(TOPICS), _plan(), views.check_view, show_ok=False, show_facts=False,
+               topic="check")
+
+
+@app.command()
+def sockets(
+    state: List[str] = typer.Option([], "--state", "-s", help="Only these states "
+                                    "(repeatable or comma-separated: time-wait,close-wait)."),
+    port: Optional[int] = typer.Option(None, "--port", "-p", min=0, max=65535,
+                                       help="Only sockets with this local or remote port."),
+    top: int = TopOpt,
+    processes: bool = typer.Option(False, "--processes", "-P",
+                                   help="Attribute every socket to its process (walks "
+                                        "/proc/PID/fd; slower on large hosts)."),
+    fmt: Format = FormatOpt, as_json: bool = JsonOpt, netns: Optional[str] = NetnsOpt,
+    pid: Optional[int] = PidOpt, interval: Optional[float] = IntervalOpt,
+    root: Optional[Path] = RootOpt, output: Optional[Path] = OutputOpt,
+) -> None:
+    """Socket census: counts by state, local port, remote peer and owning process."""
+    from netdiag import views
+
+    states = _parse_states(state)
+    run = Run(fmt, as_json, netns, pid, interval, root, output)
+    plan = _plan(states=states, port=port, top=top,
+                 processes="all" if processes else "targeted", sysctl_conf=False,
+                 counters=False)
+    run.report(["sockets"], plan, lambda f: views.sockets_view(f, top), show_ok=True,
+               show_facts=True, topic="sockets")
+
+
+def _topic_command(topic: str, view_name: str, doc: str):
+    def command(
+        fmt: Format = FormatOpt, as_json: bool = JsonOpt, netns: Optional[str] = NetnsOpt,
+        pid: Optional[int] = PidOpt, interval: Optional[float] = IntervalOpt,
+        root: Optional[Path] = RootOpt, output: Optional[Path] = OutputOpt,
+    ) -> None:
+        from netdiag import views
+
+        run = Run(fmt, as_json, netns, pid, interval, root, output)
+        run.report([topic], _plan(), getattr(views, view_name), show_ok=True,
+                   show_facts=True, topic=topic)
+
+    command.__doc__ = doc
+    command.__name__ = topic
+    app.command(name=topic)(command)
+
+
+_topic_command("timewait", "timewait_view",
+               "TIME_WAIT: who closes first, toward whom, and the kernel limits.")
+_topic_command("closewait", "closewait_view",
+               "CLOSE_WAIT: sockets the peer closed and the application did not, by process.")
+_topic_command("ports", "ports_view",
+               "Ephemeral ports: usage per destination, the range, listeners inside it.")
+
+
+@app.command()
+def sysctl(
+    fmt: Format = FormatOpt, as_json: bool = JsonOpt, netns: Optional[str] = NetnsOpt,
+    pid: Optional[int] = PidOpt, root: Optional[Path] = RootOpt,
+    output: Optional[Path] = OutputOpt,
+) -> None:
+    """Every networking sysctl the rules read: value, default, the rules that use it."""
+    from netdiag import views
+
+    run = Run(fmt, as_json, netns, pid, None, root, output)
+    plan = _plan(counters=False, sockstat=False, census=False, processes="none",
+                 sysctl_conf=False, file_nr=False)
+    run.report([], plan, views.sysctl_view, show_ok=True, show_facts=True, topic="sysctl")
+
+
+@app.command()
+def explain(
+    what: str = typer.Argument(..., metavar="TOPIC_OR_FINDING_ID",
+                               help="A topic (timewait, ports, ...) or a finding id."),
+    fmt: Format = FormatOpt, as_json: bool = JsonOpt,
+) -> None:
+    """The documented rule behind a topic or finding id (offline)."""
+    from netdiag.explain import explain as do_explain
+
+    do_explain(what, "json" if as_json else fmt.value, sys.stdout)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: maps every usage error to exit 3 with one line on stderr."""
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        code = app(args=args, prog_name="netdiag", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+        sys.exit(3)
+    except click.exceptions.UsageError as exc:
+        sys.stderr.write(f"netdiag: error: {exc.format_message()}\n")
+        sys.exit(3)
+    except click.exceptions.Abort:
+        sys.stderr.write("netdiag: interrupted\n")
+        sys.exit(3)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except NetdiagError as exc:
+        sys.stderr.write(f"netdiag: error: {exc}\n")
+        sys.exit(3)
+    except KeyboardInterrupt:
+        sys.stderr.write("netdiag: interrupted\n")
+        sys.exit(3)
+    except BrokenPipeError:
+        sys.exit(3)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,203 @@
+"""Aggregate the socket table as it streams by: counts and bounded top-N, never a socket list.
+
+Both socket sources (netlink sock_diag and /proc/net/tcp) feed `CensusBuilder.add()`. The
+listeners are fed first (each source dumps LISTEN before the rest), so that accepted
+connections on a listening port can be told from outgoing ones while streaming.
+"""
+
+from __future__ import annotations
+
+from netdiag.facts import (
+    CLOSE_WAIT,
+    LISTEN,
+    TCP_STATES,
+    TIME_WAIT,
+    TIMER_NAMES,
+    Census,
+    Listener,
+    TopCounts,
+    format_address,
+)
+
+# Distinct keys kept per grouping before pruning to the heaviest. Enough to be exact on all
+# but the largest hosts; beyond it counts become approximate and say so.
+TOP_CAPACITY = 2048
+CLOSE_WAIT_INODE_CAP = 200_000
+
+
+class TopCounter:
+    """Lossy counting: keep at most 2*capacity keys, prune to the heaviest `capacity`."""
+
+    __slots__ = ("counts", "capacity", "pruned", "distinct")
+
+    def __init__(self, capacity: int = TOP_CAPACITY) -> None:
+        self.counts: dict = {}
+        self.capacity = capacity
+        self.pruned = 0
+        self.distinct = 0
+
+    def maybe_prune(self) -> None:
+        counts = self.counts
+        if len(counts) <= 2 * self.capacity:
+            return
+        keep = sorted(counts.items(), key=lambda kv: kv[1], reverse=True)
+        self.distinct += len(keep) - self.capacity
+        self.pruned += sum(v for _, v in keep[self.capacity :])
+        self.counts = dict(keep[: self.capacity])
+
+    def result(self, limit: int, render=None) -> TopCounts:
+        items = sorted(self.counts.items(), key=lambda kv: kv[1], reverse=True)[:limit]
+        if render is not None:
+            items = [(render(k), v) for k, v in items]
+        return TopCounts(
+            items=items,
+            distinct_seen=self.distinct + len(self.counts),
+            pruned=self.pruned,
+            approximate=self.pruned > 0,
+        )
+
+
+class CensusBuilder:
+    """Receives one socket at a time; `finish()` returns the Census.
+
+    `owners` (inode -> pid) enables counting by process; `ephemeral` is ip_local_port_range.
+    """
+
+    def __init__(
+        self,
+        source: str,
+        ephemeral: tuple[int, int] | None,
+        owners: dict[int, int] | None = None,
+        states: set[int] | None = None,
+        port: int | None = None,
+    ) -> None:
+        self.source = source
+        self.ephemeral = ephemeral
+        self.owners = owners
+        self.states = states
+        self.port = port
+        self.total = 0
+        self.state_counts = [0] * 16
+        self.family_counts = {2: 0, 10: 0}
+        self.timer_counts = [0] * 8
+        self.listeners: list[Listener] = []
+        self.listen_ports: set[int] = set()
+        self.local_port = TopCounter()
+        self.peer = TopCounter()
+        self.process = TopCounter() if owners is not None else None
+        self.dest = TopCounter()
+        self.dest_tw = TopCounter()
+        self.tw_server = TopCounter()
+        self.tw_roles = {"client": 0, "server": 0, "other": 0}
+        self.cw_port = TopCounter()
+        self.cw_unread = 0
+        self.cw_inodes: dict[int, int] = {}
+        self.cw_truncated = False
+        self.skipped_lines = 0
+
+    def add(self, family: int, state: int, timer: int, src: bytes, sport: int, dst: bytes,
+            dport: int, rq: int, wq: int, inode: int) -> None:
+        if self.states is not None and state not in self.states:
+            return
+        if self.port is not None and sport != self.port and dport != self.port:
+            return
+        self.total += 1
+        self.state_counts[state] += 1
+        self.family_counts[family] = self.family_counts.get(family, 0) + 1
+        self.timer_counts[timer if timer < 8 else 7] += 1
+        if state == LISTEN:
+            self.listen_ports.add(sport)
+            self.listeners.append(
+                Listener(family, format_address(family, src), sport, rq, wq, inode)
+            )
+            if self.process is not None and inode in self.owners:
+                c = self.process.counts
+                k = (self.owners[inode], state)
+                c[k] = c.get(k, 0) + 1
+            return
+        c = self.local_port.counts
+        k = (sport, state)
+        c[k] = c.get(k, 0) + 1
+        c = self.peer.counts
+        k = (family, dst, state)
+        c[k] = c.get(k, 0) + 1
+        if self.process is not None and inode:
+            pid = self.owners.get(inode)
+            if pid is not None:
+                c = self.process.counts
+                k = (pid, state)
+                c[k] = c.get(k, 0) + 1
+        eph = self.ephemeral
+        outgoing = (
+            eph is not None and eph[0] <= sport <= eph[1] and sport not in self.listen_ports
+        )
+        if outgoing:
+            c = self.dest.counts
+            k = (family, src, dst, dport)
+            c[k] = c.get(k, 0) + 1
+        if state == TIME_WAIT:
+            if outgoing:
+                self.tw_roles["client"] += 1
+                c = self.dest_tw.counts
+                k = (family, src, dst, dport)
+                c[k] = c.get(k, 0) + 1
+            elif sport in self.listen_ports:
+                self.tw_roles["server"] += 1
+                c = self.tw_server.counts
+                k = (sport, family, dst)
+                c[k] = c.get(k, 0) + 1
+            else:
+                self.tw_roles["other"] += 1
+        elif state == CLOSE_WAIT:
+            c = self.cw_port.counts
+            c[sport] = c.get(sport, 0) + 1
+            if rq:
+                self.cw_unread += 1
+            if inode:
+                if len(self.cw_inodes) < CLOSE_WAIT_INODE_CAP:
+                    self.cw_inodes[inode] = sport
+                else:
+                    self.cw_truncated = True
+
+    def batch_done(self) -> None:
+        """Called by sources every few hundred sockets: keeps the top counters bounded."""
+        for counter in (self.local_port, self.peer, self.dest, self.dest_tw, self.tw_server,
+                        self.cw_port, self.process):
+            if counter is not None:
+                counter.maybe_prune()
+
+    def finish(self, top: int = 20) -> Census:
+        self.batch_done()
+        state_name = TCP_STATES.get
+        census = Census(source=self.source, total=self.total)
+        census.by_state = {
+            TCP_STATES[s]: n for s, n in enumerate(self.state_counts) if n and s in TCP_STATES
+        }
+        census.by_family = {("ipv4" if f == 2 else "ipv6"): n
+                            for f, n in self.family_counts.items() if n}
+        census.timers = {TIMER_NAMES.get(t, "unknown"): n
+                         for t, n in enumerate(self.timer_counts) if n}
+        census.listeners = sorted(self.listeners, key=lambda lst: (lst.port, lst.family))
+        census.by_local_port = self.local_port.result(
+            top * 4, lambda k: (k[0], state_name(k[1], str(k[1]))))
+        census.by_peer = self.peer.result(
+            top * 4, lambda k: (format_address(k[0], k[1]), state_name(k[2], str(k[2]))))
+        if self.process is not None:
+            census.by_process = self.process.result(
+                top * 4, lambda k: (k[0], state_name(k[1], str(k[1]))))
+
+        def dest_key(k):
+            return (format_address(k[0], k[1]), format_address(k[0], k[2]), k[3])
+
+        census.by_destination = self.dest.result(top, dest_key)
+        census.timewait_by_destination = self.dest_tw.result(top, dest_key)
+        census.timewait_server_side = self.tw_server.result(
+            top, lambda k: (k[0], format_address(k[1], k[2])))
+        census.timewait_roles = dict(self.tw_roles)
+        census.close_wait_by_port = self.cw_port.result(top)
+        census.close_wait_unread = self.cw_unread
+        census.close_wait_inodes = self.cw_inodes
+        census.close_wait_inodes_truncated = self.cw_truncated
+        census.ephemeral_range = self.ephemeral
+        census.skipped_lines = self.skipped_lines
+        return census

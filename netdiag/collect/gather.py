@@ -1,0 +1,134 @@
+"""Run the collectors a command needs, each isolated: one that fails leaves the rest intact
+and is reported in `errors`."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from netdiag.collect import procfs
+from netdiag.collect.processes import fill_details, scan_fds
+from netdiag.collect.sockets import read_census
+from netdiag.collect.sysctlconf import read_sysctl_conf
+from netdiag.context import Context
+from netdiag.errors import NetdiagError
+from netdiag.facts import Facts
+from netdiag.model import CollectorError
+from netdiag.sysctls import OPTIONAL_KEYS, SYSCTL_KEYS
+
+# Processes whose fd table is at least this full get their command looked up too, so a
+# finding about them can name them.
+DETAIL_FD_SHARE = 0.5
+
+
+@dataclass
+class Plan:
+    """What to collect. `processes`: "none", "targeted" (owners of CLOSE_WAIT and listening
+    sockets, fd counts of every process) or "all" (owner of every socket, for the census)."""
+
+    counters: bool = True
+    sockstat: bool = True
+    census: bool = True
+    processes: str = "targeted"
+    sysctl_conf: bool = True
+    file_nr: bool = True
+    interval: float | None = None
+    states: set[int] | None = None
+    port: int | None = None
+    top: int = 20
+    errors: list[CollectorError] = field(default_factory=list)
+
+
+def _ephemeral(facts: Facts) -> tuple[int, int] | None:
+    rng = facts.sysctl.get_ints("net.ipv4.ip_local_port_range") if facts.sysctl else None
+    if rng and len(rng) == 2:
+        return rng[0], rng[1]
+    return None
+
+
+def collect(ctx: Context, plan: Plan) -> tuple[Facts, list[CollectorError]]:
+    facts = Facts(netns=ctx.netns, kernel=procfs.read_kernel_release(ctx))
+    errors: list[CollectorError] = []
+
+    def guard(name: str, fn):
+        try:
+            return fn()
+        except NetdiagError as exc:
+            errors.append(CollectorError(name, str(exc)))
+        except OSError as exc:
+            errors.append(CollectorError(name, f"{exc.strerror or exc}"))
+        return None
+
+    facts.sysctl = procfs.read_sysctls(ctx, SYSCTL_KEYS)
+    owners = None
+    if plan.processes == "all":
+        if ctx.live:
+            pre = guard("processes", lambda: scan_fds(ctx, None, DETAIL_FD_SHARE))
+            if pre is not None:
+                facts.processes = pre
+                owners = pre.owners
+        else:
+            errors.append(CollectorError("processes", "process attribution needs a live host"))
+
+    def sample():
+        counters = census = None
+        if plan.counters:
+            result = guard("counters", lambda: procfs.read_counters(ctx))
+            if result is not None:
+                counters, errs = result
+                errors.extend(CollectorError("counters", msg) for _, msg in errs)
+        if plan.census:
+            result = guard("sockets", lambda: read_census(
+                ctx, _ephemeral(facts), owners, plan.states, plan.port, plan.top))
+            if result is not None:
+                census, warnings = result
+                errors.extend(CollectorError("sockets", w) for w in warnings)
+        return counters, census
+
+    if plan.interval:
+        facts.counters_before, facts.census_before = sample()
+        time.sleep(plan.interval)
+        facts.interval = plan.interval
+    facts.counters, facts.census = sample()
+
+    if plan.sockstat:
+        result = guard("sockstat", lambda: procfs.read_sockstat(ctx))
+        if result is not None:
+            facts.sockstat, errs = result
+            errors.extend(CollectorError("sockstat", msg) for _, msg in errs)
+    if plan.file_nr:
+        facts.file_nr = guard("file-nr", lambda: procfs.read_file_nr(ctx))
+    if plan.sysctl_conf:
+        facts.sysctl_conf = guard("sysctl.d", lambda: read_sysctl_conf(ctx))
+
+    if plan.processes == "targeted":
+        if ctx.live:
+            wanted: set[int] = set()
+            if facts.census is not None:
+                wanted.update(facts.census.close_wait_inodes)
+                wanted.update(lst.inode for lst in facts.census.listeners if lst.inode)
+            facts.processes = guard("processes",
+                                    lambda: scan_fds(ctx, wanted, DETAIL_FD_SHARE))
+        else:
+            errors.append(CollectorError("processes", "process attribution needs a live host"))
+    if facts.processes is not None:
+        proc = facts.processes
+        interesting = set(proc.owners.values()) if plan.processes != "all" else set()
+        if plan.processes == "all" and facts.census and facts.census.by_process:
+            interesting = {k[0] for k, _ in facts.census.by_process.items}
+        for info in proc.processes.values():
+            if info.sockets and info.nofile_soft and \
+                    info.fds >= DETAIL_FD_SHARE * info.nofile_soft:
+                interesting.add(info.pid)
+        fill_details(proc, interesting)
+        if proc.unreadable:
+            errors.append(CollectorError(
+                "processes",
+                f"{proc.unreadable} of {proc.unreadable + proc.scanned} processes could not be "
+                "read (their fd tables need root): their sockets are not attributed"))
+    facts_missing = [k for k in (facts.sysctl.missing if facts.sysctl else [])
+                     if k not in OPTIONAL_KEYS]
+    if facts_missing:
+        errors.append(CollectorError(
+            "sysctl", "not present on this kernel: " + ", ".join(facts_missing)))
+    return facts, errors

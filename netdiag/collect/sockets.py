@@ -1,0 +1,247 @@
+"""The TCP socket table: netlink sock_diag (inet_diag) first, /proc/net/tcp{,6} as fallback.
+
+Both are streamed into a CensusBuilder: nothing here holds more than one receive buffer or
+one line at a time. The netlink reader is hand-written (struct.unpack_from over large
+receive buffers) because generic netlink libraries build an object per socket, which costs
+minutes and gigabytes on a host with a million sockets.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import struct
+import sys
+from typing import BinaryIO
+
+from netdiag.collect.census import CensusBuilder
+from netdiag.context import Context
+from netdiag.errors import SourceMissing
+from netdiag.facts import LISTEN, Census
+
+NETLINK_SOCK_DIAG = 4
+SOCK_DIAG_BY_FAMILY = 20
+NLMSG_ERROR = 2
+NLMSG_DONE = 3
+NLM_F_REQUEST = 0x1
+NLM_F_DUMP = 0x300
+IPPROTO_TCP = 6
+ALL_STATES = 0xFFF  # TCPF_ESTABLISHED .. TCPF_CLOSING (and SYN_RECV request socks)
+LISTEN_MASK = 1 << LISTEN
+RECV_SIZE = 1 << 16  # the kernel fills at most ~32 KiB per dump skb; 64 KiB is ample
+
+_HDR = struct.Struct("=IHHII")
+# nlmsghdr + inet_diag_msg: family, state, timer, retrans, sport, dport (network order, read
+# natively and swapped below), src[16], dst[16], ifindex, cookie (skipped), expires, rqueue,
+# wqueue, uid, inode.
+_MSG = struct.Struct("=IHHIIBBBBHH16s16sI8xIIIII")
+_ERR = struct.Struct("=i")
+_SWAP = tuple(((p & 0xFF) << 8) | (p >> 8) for p in range(65536))
+
+
+def build_request(family: int, states: int, seq: int) -> bytes:
+    body = struct.pack("=BBBBI", family, IPPROTO_TCP, 0, 0, states) + bytes(48)
+    return _HDR.pack(_HDR.size + len(body), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP,
+                     seq, 0) + body
+
+
+class NetlinkError(Exception):
+    def __init__(self, code: int) -> None:
+        self.code = code
+        super().__init__(os.strerror(code))
+
+
+def parse_chunk(buf, n: int, builder: CensusBuilder) -> bool:
+    """Feed every inet_diag_msg in buf[:n] to the builder. Returns True on NLMSG_DONE."""
+    unpack = _MSG.unpack_from
+    swap = _SWAP
+    add = builder.add
+    off = 0
+    while off < n:
+        (mlen, mtype, _flags, _seq, _pid, family, state, timer, _retrans, sport, dport, src,
+         dst, _ifindex, _expires, rq, wq, _uid, inode) = unpack(buf, off)
+        if mtype == SOCK_DIAG_BY_FAMILY:
+            add(family, state, timer, src, swap[sport], dst, swap[dport], rq, wq, inode)
+        elif mtype == NLMSG_DONE:
+            return True
+        elif mtype == NLMSG_ERROR:
+            (code,) = _ERR.unpack_from(buf, off + 16)
+            if code:
+                raise NetlinkError(-code)
+        if mlen < 16:
+            raise NetlinkError(errno.EPROTO)
+        off += (mlen + 3) & ~3
+    builder.batch_done()
+    return False
+
+
+def _dump(sock: socket.socket, family: int, states: int, seq: int, builder: CensusBuilder,
+          capture: BinaryIO | None) -> None:
+    sock.send(build_request(family, states, seq))
+    # Padding after RECV_SIZE lets unpack_from read a full record even at a short message.
+    buf = bytearray(RECV_SIZE + _MSG.size)
+    recv_into = sock.recv_into
+    while True:
+        n = recv_into(buf, RECV_SIZE)
+        if n == 0:
+            raise NetlinkError(errno.EPROTO)
+        if capture is not None:
+            capture.write(struct.pack("=I", n) + bytes(buf[:n]))
+        if parse_chunk(buf, n, builder):
+            return
+
+
+def _open_netlink() -> socket.socket:
+    try:
+        return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
+                             NETLINK_SOCK_DIAG)
+    except OSError as exc:
+        raise SourceMissing(f"netlink sock_diag unavailable: {exc.strerror}") from None
+
+
+def netlink_census(builder: CensusBuilder, capture: BinaryIO | None = None,
+                   states: int = ALL_STATES) -> None:
+    """Dump IPv4 then IPv6, listeners first, into the builder."""
+    sock = _open_netlink()
+    try:
+        seq = 1
+        for family in (2, 10):
+            for mask in (states & LISTEN_MASK, states & ~LISTEN_MASK):
+                if not mask:
+                    continue
+                try:
+                    _dump(sock, family, mask, seq, builder, capture)
+                except NetlinkError as exc:
+                    # No IPv6 in this kernel: the v4 census stands on its own.
+                    if family == 10 and exc.code in (errno.ENOENT,
+                                                                  errno.EAFNOSUPPORT):
+                        break
+                    raise SourceMissing(f"sock_diag dump failed: {exc}") from None
+                seq += 1
+    finally:
+        sock.close()
+
+
+def replay_census(path: str, builder: CensusBuilder) -> None:
+    """Feed a recorded capture (what `netlink_census(capture=...)` wrote) to the builder."""
+    buf = bytearray(RECV_SIZE + _MSG.size)
+    with open(path, "rb") as fh:
+        while True:
+            head = fh.read(4)
+            if not head:
+                return
+            (n,) = struct.unpack("=I", head)
+            if n > RECV_SIZE:
+                raise SourceMissing(f"{path}: recorded chunk of {n} bytes is too large")
+            data = fh.read(n)
+            if len(data) != n:
+                raise SourceMissing(f"{path}: capture is truncated")
+            buf[:n] = data
+            parse_chunk(buf, n, builder)
+
+
+# ---- /proc/net/tcp{,6} fallback --------------------------------------------------------
+
+_LITTLE = sys.byteorder == "little"
+
+
+def decode_proc_address(hexaddr: str) -> bytes:
+    """/proc/net/tcp prints each 32-bit word of the address in host byte order."""
+    raw = bytes.fromhex(hexaddr)
+    if _LITTLE:
+        raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    return raw.ljust(16, b"\0")
+
+
+def parse_proc_tcp(lines, family: int, builder: CensusBuilder, listeners: bool,
+                   path: str) -> list[int]:
+    """Feed the LISTEN rows (listeners=True) or all other rows to the builder.
+
+    Returns the numbers of malformed lines (skipped, not fatal).
+    """
+    bad: list[int] = []
+    cache: dict[str, bytes] = {}
+    add = builder.add
+    count = 0
+    for lineno, line in enumerate(lines, 1):
+        if lineno == 1:
+            continue  # header
+        fields = line.split()
+        if not fields:
+            continue
+        try:
+            st = fields[3]
+            if (st == "0A") != listeners:
+                continue
+            lhex, lport = fields[1].split(":")
+            rhex, rport = fields[2].split(":")
+            tx, rx = fields[4].split(":")
+            timer = int(fields[5].split(":")[0], 16)
+            inode = int(fields[9])
+            src = cache.get(lhex)
+            if src is None:
+                src = cache[lhex] = decode_proc_address(lhex)
+            dst = cache.get(rhex)
+            if dst is None:
+                dst = cache[rhex] = decode_proc_address(rhex)
+            add(family, int(st, 16), timer, src, int(lport, 16), dst, int(rport, 16),
+                int(rx, 16), int(tx, 16), inode)
+        except (ValueError, IndexError):
+            bad.append(lineno)
+            continue
+        count += 1
+        if count % 512 == 0:
+            builder.batch_done()
+    return bad
+
+
+def proc_census(ctx: Context, builder: CensusBuilder) -> list[str]:
+    """Read proc/net/tcp and tcp6 (two passes each: listeners first). Returns warnings."""
+    warnings: list[str] = []
+    for rel, family in (("proc/net/tcp", 2), ("proc/net/tcp6", 10)):
+        path = ctx.path(rel)
+        if not path.exists():
+            if family == 10:
+                continue  # IPv6 disabled
+            raise SourceMissing(f"{ctx.display(rel)} does not exist")
+        bad: list[int] = []
+        for listeners in (True, False):
+            try:
+                with open(path, encoding="ascii", errors="replace") as fh:
+                    bad += parse_proc_tcp(fh, family, builder, listeners, ctx.display(rel))
+            except OSError as exc:
+                raise SourceMissing(f"{ctx.display(rel)}: {exc.strerror}") from None
+        if bad:
+            builder.skipped_lines += len(bad)
+            first = ", ".join(str(n) for n in sorted(bad)[:5])
+            warnings.append(f"{ctx.display(rel)}: skipped {len(bad)} malformed line(s) "
+                            f"(line {first})")
+    return warnings
+
+
+def read_census(ctx: Context, ephemeral: tuple[int, int] | None,
+                owners: dict[int, int] | None = None, states: set[int] | None = None,
+                port: int | None = None, top: int = 20) -> tuple[Census, list[str]]:
+    """The census of the current network namespace. Returns it and any warnings to report."""
+    warnings: list[str] = []
+    capture = ctx.path("sockdiag.bin")
+    if not ctx.live and capture.exists():
+        builder = CensusBuilder("netlink (recorded)", ephemeral, owners, states, port)
+        replay_census(str(capture), builder)
+        return builder.finish(top), warnings
+    if ctx.live and not os.environ.get("NETDIAG_NO_NETLINK"):
+        builder = CensusBuilder("netlink", ephemeral, owners, states, port)
+        mask = ALL_STATES
+        if states:
+            mask = 0
+            for s in states:
+                mask |= 1 << s
+        try:
+            netlink_census(builder, states=mask)
+            return builder.finish(top), warnings
+        except SourceMissing as exc:
+            warnings.append(f"{exc}; fell back to /proc/net/tcp (slower, no timers detail)")
+    builder = CensusBuilder("/proc/net/tcp", ephemeral, owners, states, port)
+    warnings += proc_census(ctx, builder)
+    return builder.finish(top), warnings

@@ -1,0 +1,22 @@
+"""Renderers format a Report; none computes or judges anything."""
+
+from __future__ import annotations
+
+from typing import TextIO
+
+from netdiag.model import Report
+
+FORMATS = ("table", "json")
+
+
+def render(report: Report, fmt: str, out: TextIO) -> None:
+    if fmt == "json":
+        from netdiag.render.json import render_json
+
+        render_json(report, out)
+    elif fmt == "table":
+        from netdiag.render.table import render_table
+
+        render_table(report, out)
+    else:  # guarded by the CLI; kept for callers of the library
+        raise ValueError(f"unknown format {fmt!r}")

@@ -1,0 +1,128 @@
+"""CLOSE_WAIT: the peer closed, the local application never did."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from netdiag.facts import Facts
+from netdiag.model import Finding, Rule, RuleSpec, Severity
+from netdiag.rules._util import make
+
+TOPIC = "closewait"
+SUMMARY = "CLOSE_WAIT sockets: connections the peer closed and the application did not"
+
+# CLOSE_WAIT normally lasts the moment between read() returning 0 and close(). A few at once
+# are ordinary on a busy server (info); this many held by one process is a leak.
+LEAK_WARN = 10
+LEAK_CRIT = 1000
+
+BACKGROUND = (
+    "A socket enters CLOSE_WAIT when the peer's FIN arrives; it leaves only when the local "
+    "application calls close() (or shutdown() and then close()). No sysctl bounds CLOSE_WAIT "
+    "and no kernel timer ends it, except keepalive or TCP_USER_TIMEOUT when the application "
+    "enabled them. Sockets piling up in CLOSE_WAIT are the signature of an application that "
+    "leaks connections: an error path that skips close(), a pool that never notices the "
+    "peer closed, a thread stuck before it gets to close()."
+)
+
+LEAK = RuleSpec(
+    id="closewait.leak",
+    topic=TOPIC,
+    title="Sockets stuck in CLOSE_WAIT",
+    rule=Rule(
+        text="CLOSE_WAIT: the remote end has shut down, waiting for the socket to close. The "
+             "kernel keeps the socket until the owning process calls close(); no sysctl "
+             "limits or times out this state.",
+        source="RFC 793 §3.2 (CLOSE-WAIT); tcp(7); ../shared/docs/kernel-rules.md §2.4 "
+               "(CLOSE_WAIT note)",
+    ),
+    explanation=(
+        "The peer sent FIN and the kernel acknowledged it; read() on these sockets returns 0 "
+        "(end of file), but the owning process has not called close(). Each one keeps its "
+        "file descriptor, its buffers and its four-tuple until the process closes it or "
+        "exits. Recv-Q > 0 on them means the application did not even read the last data."
+    ),
+    recommendation=(
+        "Fix the application named in the evidence: close the socket when read() returns 0 "
+        "or an error, on every path (use finally/defer/with), and make connection pools drop "
+        "connections the peer closed. No sysctl fixes this. To inspect: `ss -tanp state "
+        "close-wait` and `ls -l /proc/PID/fd`; restarting the process releases the sockets "
+        "as a stop-gap."
+    ),
+    thresholds=f"info for a few; warning from {LEAK_WARN} in one process (or sockets still in "
+               f"CLOSE_WAIT after --interval); critical from {LEAK_CRIT} in one process",
+)
+
+SPECS = (LEAK,)
+
+
+def check(facts: Facts) -> list[Finding]:
+    census = facts.census
+    if census is None:
+        return []
+    total = census.by_state.get("CLOSE_WAIT", 0)
+    procs = facts.processes
+    groups: dict[tuple[int | None, int], int] = {}
+    for inode, lport in census.close_wait_inodes.items():
+        pid = procs.owners.get(inode) if procs is not None else None
+        groups[(pid, lport)] = groups.get((pid, lport), 0) + 1
+    per_pid: dict[int | None, int] = {}
+    for (pid, _), n in groups.items():
+        per_pid[pid] = per_pid.get(pid, 0) + n
+    persistent = None
+    if facts.census_before is not None:
+        before = facts.census_before.close_wait_inodes
+        persistent = sum(1 for inode in census.close_wait_inodes if inode in before)
+
+    rows = []
+    for (pid, lport), n in sorted(groups.items(), key=lambda kv: -kv[1])[:20]:
+        row: dict[str, Any] = {"pid": pid, "local_port": lport, "close_wait": n}
+        info = procs.processes.get(pid) if (procs is not None and pid is not None) else None
+        if info is not None:
+            row.update(command=info.command, cmdline=info.cmdline, fds=info.fds)
+        rows.append(row)
+    evidence: dict[str, Any] = {
+        "close_wait": total,
+        "with_unread_data": census.close_wait_unread,
+        "by_process_and_port": rows,
+        "unattributed": per_pid.get(None, 0),
+    }
+    if census.close_wait_by_port is not None:
+        evidence["by_local_port"] = [
+            {"local_port": p, "close_wait": n} for p, n in census.close_wait_by_port.items[:10]
+        ]
+    if persistent is not None:
+        evidence["still_close_wait_after_interval"] = persistent
+        evidence["interval_seconds"] = facts.interval
+    if census.close_wait_inodes_truncated:
+        evidence["attribution_truncated"] = True
+    if procs is None:
+        evidence["attribution"] = "unavailable (see errors)"
+
+    if total == 0:
+        return [make(LEAK, Severity.OK, "no socket in CLOSE_WAIT", evidence)]
+
+    worst_pid, worst_n = max(
+        ((pid, n) for pid, n in per_pid.items()), key=lambda kv: kv[1], default=(None, total)
+    )
+    if not per_pid:  # sockets without inode (orphaned by a dying process): count them whole
+        worst_n = total
+    severity = Severity.INFO
+    if worst_n >= LEAK_CRIT:
+        severity = Severity.CRITICAL
+    elif worst_n >= LEAK_WARN or persistent:
+        severity = Severity.WARNING
+    who = "unattributed sockets"
+    if worst_pid is not None:
+        info = procs.processes.get(worst_pid) if procs is not None else None
+        who = f"pid {worst_pid}" + (f" ({info.command})" if info and info.command else "")
+    ports = sorted({lport for (pid, lport) in groups if pid == worst_pid})
+    port_text = ", ".join(str(p) for p in ports[:5])
+    title = f"{total} socket(s) in CLOSE_WAIT; {worst_n} held by {who}"
+    if port_text:
+        title += f" on local port {port_text}"
+    detail = ""
+    if persistent:
+        detail = (f"{persistent} of them were already in CLOSE_WAIT {facts.interval:g} s "
+                  "earlier: they are not closing.")
+    return [make(LEAK, severity, title, evidence, detail)]

@@ -1,0 +1,262 @@
+"""TIME_WAIT: the bucket limit, floods toward few peers, and stale tw_recycle settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from netdiag.facts import Facts
+from netdiag.model import Finding, Rule, RuleSpec, Severity
+from netdiag.rules._util import TIME_WAIT_SECONDS, counter_change, make, port_budget
+
+TOPIC = "timewait"
+SUMMARY = "TIME_WAIT sockets: who closes first, toward whom, and the kernel's limits"
+
+# TIME_WAIT at or above this share of tcp_max_tw_buckets warns before it overflows.
+BUCKET_WARN_SHARE = 0.9
+# A single destination whose TIME_WAIT holds this share of the usable ephemeral ports warns:
+# each of those sockets keeps its source port out of use toward that destination for 60 s.
+FLOOD_DEST_SHARE = 0.2
+# This many TIME_WAIT sockets (≈ 166 closed connections/s sustained) are worth an info line
+# showing who causes them, even when no limit is near.
+FLOOD_INFO_COUNT = 10_000
+
+TW_REUSE_MEANING = {
+    0: "0: TIME_WAIT ports are never reused for new outgoing connections",
+    1: "1: a new outgoing connection may take over a TIME_WAIT socket's port once it is "
+       "older than tcp_tw_reuse_delay (1 s), if timestamps are on at both ends",
+    2: "2: reuse as with 1, but only for loopback traffic (the default since ~4.20)",
+}
+
+BACKGROUND = (
+    "TIME_WAIT belongs to the side that closes first (the active closer). It lasts 60 s "
+    "(TCP_TIMEWAIT_LEN, compiled into the kernel; no sysctl changes it) so that late segments "
+    "of the old connection cannot be taken for a new one with the same four-tuple. A TIME_WAIT "
+    "socket is small (no buffers, no fd); it costs a source port only on the client side, "
+    "toward one destination. tcp_fin_timeout sets how long an orphaned FIN_WAIT_2 lasts, not "
+    "TIME_WAIT. tcp_tw_recycle was removed in 4.12: it broke clients behind NAT."
+)
+
+BUCKET = RuleSpec(
+    id="timewait.bucket_overflow",
+    topic=TOPIC,
+    title="TIME_WAIT sockets at the tcp_max_tw_buckets limit",
+    rule=Rule(
+        text="tcp_max_tw_buckets: maximal number of timewait sockets held by the system "
+             "simultaneously. If this number is exceeded the time-wait socket is immediately "
+             "destroyed. This limit exists only to prevent simple DoS attacks; you must not "
+             "lower the limit artificially.",
+        source="Documentation/networking/ip-sysctl.rst: tcp_max_tw_buckets; "
+               "net/ipv4/tcp_minisocks.c tcp_time_wait() (TCPTimeWaitOverflow)",
+    ),
+    explanation=(
+        "When the TIME_WAIT count reaches tcp_max_tw_buckets, tcp_time_wait() cannot "
+        "allocate a timewait socket: the closing connection is destroyed at once, without "
+        "TIME_WAIT protection, and TcpExt.TCPTimeWaitOverflow counts it (newer kernels print "
+        "nothing). Late or duplicate segments of such a connection may then be accepted by a "
+        "new connection that reuses the four-tuple. Orphaned FIN_WAIT_2 minisockets count "
+        "against the same limit (sockstat 'tw' includes them)."
+    ),
+    recommendation=(
+        "Do not lower tcp_max_tw_buckets to 'get rid of' TIME_WAIT. If the limit was lowered "
+        "by hand, restore the default (ehash buckets / 2) or raise it; a TIME_WAIT socket "
+        "costs only a few hundred bytes. Then reduce the churn that creates them: keep "
+        "connections alive and pool them on the side that closes first."
+    ),
+    thresholds=f"warning at {int(BUCKET_WARN_SHARE * 100)}% of tcp_max_tw_buckets or when "
+               "TCPTimeWaitOverflow is non-zero; critical at 100% or when it grows during "
+               "--interval",
+)
+
+FLOOD = RuleSpec(
+    id="timewait.flood",
+    topic=TOPIC,
+    title="TIME_WAIT sockets concentrated on few peers",
+    rule=Rule(
+        text="TIME_WAIT lasts TCP_TIMEWAIT_LEN = 60 s and sits on the side that closes first. "
+             "tcp_tw_reuse (0 off, 1 global, 2 loopback only) lets a new outgoing connection "
+             "reuse a TIME_WAIT port when timestamps make it safe; it does nothing for "
+             "accepted connections. tcp_fin_timeout does not shorten TIME_WAIT.",
+        source="include/net/tcp.h TCP_TIMEWAIT_LEN; Documentation/networking/ip-sysctl.rst: "
+               "tcp_tw_reuse, tcp_fin_timeout",
+    ),
+    explanation=(
+        "Every connection this host closes first leaves a TIME_WAIT socket for 60 s, so the "
+        "TIME_WAIT count is about (connections closed per second) × 60. When this host is "
+        "the client (its local port is in ip_local_port_range), each such socket holds a "
+        "source port toward that destination (ip, port) for the whole 60 s; the destination "
+        "can then take at most usable_ports / 60 new connections per second. When this host "
+        "is the server and closes first, TIME_WAIT costs little but shows that clients do "
+        "not reuse their connections."
+    ),
+    recommendation=(
+        "Reuse connections instead of opening one per request: HTTP keep-alive, connection "
+        "pools, longer idle timeouts on the side that closes first. For outgoing "
+        "connections, net.ipv4.tcp_tw_reuse=1 (with tcp_timestamps=1 on both ends) lets "
+        "connect() take over TIME_WAIT ports older than 1 s; spreading over more source IPs "
+        "or destination ports multiplies the port budget. Lowering tcp_fin_timeout or "
+        "tcp_max_tw_buckets does not help, and tcp_tw_recycle no longer exists."
+    ),
+    thresholds=f"warning when one destination's TIME_WAIT holds ≥ {int(FLOOD_DEST_SHARE * 100)}% "
+               f"of the usable ephemeral ports; info from {FLOOD_INFO_COUNT} TIME_WAIT sockets",
+)
+
+RECYCLE = RuleSpec(
+    id="timewait.tw_recycle_configured",
+    topic=TOPIC,
+    title="tcp_tw_recycle is still configured",
+    rule=Rule(
+        text="tcp_tw_recycle enabled fast recycling of TIME_WAIT sockets using per-host "
+             "timestamps; it broke connections from clients behind NAT and was removed in "
+             "Linux 4.12 (commit 4396e46187ca).",
+        source="tcp(7): tcp_tw_recycle; ../shared/docs/kernel-rules.md §2.1",
+    ),
+    explanation=(
+        "On kernels before 4.12, tcp_tw_recycle=1 drops SYNs whose timestamps go backwards "
+        "for a given peer IP, which is normal when several clients share one NAT address: "
+        "those clients see connection timeouts (PAWSPassiveRejected). On 4.12 and later the "
+        "key no longer exists, so `sysctl --system` fails on that line at every boot, which "
+        "hides the settings after it in some tools and misleads readers of the file."
+    ),
+    recommendation=(
+        "Delete the net.ipv4.tcp_tw_recycle line from the file named in the evidence. To "
+        "handle TIME_WAIT from outgoing connections use tcp_tw_reuse and connection reuse."
+    ),
+    thresholds="warning when any sysctl configuration file sets it, or the running kernel "
+               "has it enabled",
+)
+
+SPECS = (BUCKET, FLOOD, RECYCLE)
+
+
+def _bucket(facts: Facts) -> Finding | None:
+    limit = facts.sysctl.get_int("net.ipv4.tcp_max_tw_buckets") if facts.sysctl else None
+    tw = facts.sockstat.get("TCP", "tw") if facts.sockstat else None
+    tw_source = "/proc/net/sockstat TCP tw"
+    if tw is None and facts.census is not None:
+        tw = facts.census.by_state.get("TIME_WAIT", 0)
+        tw_source = "socket table TIME_WAIT count"
+    overflow = counter_change(facts, "TcpExt", "TCPTimeWaitOverflow")
+    if limit is None or tw is None:
+        return None
+    evidence: dict[str, Any] = {
+        "time_wait": tw,
+        "time_wait_source": tw_source,
+        "tcp_max_tw_buckets": limit,
+        "share": round(tw / limit, 3) if limit else None,
+    }
+    if overflow is not None:
+        evidence["TCPTimeWaitOverflow"] = overflow
+    severity = Severity.OK
+    title = f"{tw} TIME_WAIT sockets, limit {limit}"
+    reasons = []
+    if limit and tw >= limit:
+        severity = Severity.CRITICAL
+        reasons.append("TIME_WAIT is at tcp_max_tw_buckets")
+    elif limit and tw >= BUCKET_WARN_SHARE * limit:
+        severity = Severity.WARNING
+        reasons.append(f"TIME_WAIT is at {tw * 100 // limit}% of tcp_max_tw_buckets")
+    if overflow is not None:
+        if overflow.get("delta"):
+            severity = Severity.CRITICAL
+            reasons.append(f"TCPTimeWaitOverflow grew by {overflow['delta']} in "
+                           f"{overflow['seconds']} s")
+        elif overflow["total"] and "delta" not in overflow:
+            severity = max(severity, Severity.WARNING)
+            reasons.append(f"TCPTimeWaitOverflow = {overflow['total']} since boot or since "
+                           "the namespace was created")
+        elif overflow["total"]:
+            severity = max(severity, Severity.INFO)
+            reasons.append(f"TCPTimeWaitOverflow = {overflow['total']}, not growing during "
+                           "the interval")
+    if reasons:
+        title = "; ".join(reasons) + f" ({tw} TIME_WAIT, limit {limit})"
+    return make(BUCKET, severity, title, evidence)
+
+
+def _flood(facts: Facts) -> Finding | None:
+    census = facts.census
+    if census is None:
+        return None
+    total = census.by_state.get("TIME_WAIT", 0)
+    budget = port_budget(facts)
+    usable = budget["usable_ports"] if budget else None
+    reuse = facts.sysctl.get_int("net.ipv4.tcp_tw_reuse") if facts.sysctl else None
+    timestamps = facts.sysctl.get_int("net.ipv4.tcp_timestamps") if facts.sysctl else None
+    dests = []
+    if census.timewait_by_destination:
+        for (src, dst, dport), n in census.timewait_by_destination.items[:10]:
+            entry: dict[str, Any] = {"source": src, "destination": dst, "port": dport,
+                                     "time_wait": n,
+                                     "closes_per_s": round(n / TIME_WAIT_SECONDS, 1)}
+            if usable:
+                entry["share_of_ports"] = round(n / usable, 3)
+            dests.append(entry)
+    server = []
+    if census.timewait_server_side:
+        for (lport, peer), n in census.timewait_server_side.items[:10]:
+            server.append({"local_port": lport, "peer": peer, "time_wait": n,
+                           "closes_per_s": round(n / TIME_WAIT_SECONDS, 1)})
+    roles = census.timewait_roles
+    evidence: dict[str, Any] = {
+        "time_wait": total,
+        "closes_per_s_estimate": round(total / TIME_WAIT_SECONDS, 1),
+        "active_closer": {
+            "this_host_as_client": roles.get("client", 0),
+            "this_host_as_server": roles.get("server", 0),
+            "unclassified": roles.get("other", 0),
+        },
+        "top_destinations": dests,
+        "top_server_side": server,
+        "time_wait_seconds": TIME_WAIT_SECONDS,
+        "tcp_tw_reuse": reuse,
+        "tcp_timestamps": timestamps,
+        "tcp_fin_timeout": facts.sysctl.get_int("net.ipv4.tcp_fin_timeout")
+        if facts.sysctl else None,
+    }
+    if usable:
+        evidence["usable_ephemeral_ports"] = usable
+    detail = []
+    if reuse in TW_REUSE_MEANING:
+        detail.append(f"tcp_tw_reuse is {TW_REUSE_MEANING[reuse]}.")
+    if reuse in (1, 2) and timestamps == 0:
+        detail.append("tcp_timestamps is 0, so tcp_tw_reuse cannot apply.")
+    severity = Severity.OK
+    title = f"{total} TIME_WAIT sockets (≈ {total / TIME_WAIT_SECONDS:.0f} closes/s)"
+    worst = dests[0] if dests else None
+    if worst and usable and worst["time_wait"] >= FLOOD_DEST_SHARE * usable:
+        severity = Severity.WARNING
+        title = (f"{worst['time_wait']} TIME_WAIT toward {worst['destination']}:{worst['port']}"
+                 f" hold {worst['time_wait'] * 100 // usable}% of the {usable} usable source "
+                 f"ports (this host closes first, ≈ {worst['closes_per_s']:.0f} conn/s)")
+    elif total >= FLOOD_INFO_COUNT:
+        severity = Severity.INFO
+        side = ("as client" if roles.get("client", 0) >= roles.get("server", 0)
+                else "as server")
+        title = (f"{total} TIME_WAIT sockets (≈ {total / TIME_WAIT_SECONDS:.0f} closes/s), "
+                 f"mostly closed first by this host {side}")
+    return make(FLOOD, severity, title, evidence, " ".join(detail))
+
+
+def _recycle(facts: Facts) -> Finding | None:
+    if facts.sysctl_conf is None:
+        return None
+    hits = [
+        {"file": s.file, "line": s.line, "value": s.value}
+        for s in facts.sysctl_conf.settings
+        if s.key == "net.ipv4.tcp_tw_recycle"
+    ]
+    live = facts.sysctl.get_int("net.ipv4.tcp_tw_recycle") if facts.sysctl else None
+    evidence: dict[str, Any] = {"configured_in": hits,
+                                "files_read": len(facts.sysctl_conf.files_read),
+                                "kernel": facts.kernel,
+                                "kernel_has_tcp_tw_recycle": live is not None}
+    if live:
+        evidence["running_value"] = live
+    if not hits and not live:
+        return make(RECYCLE, Severity.OK, "tcp_tw_recycle is not configured", evidence)
+    where = ", ".join(f"{h['file']}:{h['line']}" for h in hits) or "the running kernel"
+    return make(RECYCLE, Severity.WARNING, f"tcp_tw_recycle set in {where}", evidence)
+
+
+def check(facts: Facts) -> list[Finding]:
+    return [f for f in (_bucket(facts), _flood(facts), _recycle(facts)) if f is not None]

@@ -1,0 +1,1 @@
+"""BPF C programs for `netdiag probe` (installed as the package ``netdiag.probes``)."""
