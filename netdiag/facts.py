@@ -121,7 +121,10 @@ class Census:
     timewait_server_side: TopCounts | None = None  # key (local port, peer address)
     timewait_roles: dict[str, int] = field(default_factory=dict)  # client / server / other
     close_wait_by_port: TopCounts | None = None  # key local port
-    close_wait_unread: int = 0  # CLOSE_WAIT sockets with unread bytes (Recv-Q > 0)
+    # Recv-Q on a CLOSE_WAIT socket counts the peer's FIN as one byte: Recv-Q == 1 means the
+    # application never read the end of file, Recv-Q > 1 that data is unread too.
+    close_wait_eof_unread: int = 0
+    close_wait_unread: int = 0
     # inode -> local port for CLOSE_WAIT sockets (bounded; see close_wait_inodes_truncated)
     close_wait_inodes: dict[int, int] = field(default_factory=dict)
     close_wait_inodes_truncated: bool = False

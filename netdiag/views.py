@@ -122,7 +122,8 @@ def closewait_view(facts: Facts) -> dict[str, Any]:
         return {}
     out: dict[str, Any] = {"summary": {
         "CLOSE_WAIT": census.by_state.get("CLOSE_WAIT", 0),
-        "with unread data (Recv-Q > 0)": census.close_wait_unread,
+        "end of file never read (Recv-Q = 1)": census.close_wait_eof_unread,
+        "data unread (Recv-Q > 1)": census.close_wait_unread,
     }}
     groups: dict[tuple[Any, int], int] = {}
     for inode, lport in census.close_wait_inodes.items():

@@ -91,6 +91,7 @@ class CensusBuilder:
         self.tw_roles = {"client": 0, "server": 0, "other": 0}
         self.cw_port = TopCounter()
         self.cw_unread = 0
+        self.cw_eof_unread = 0
         self.cw_inodes: dict[int, int] = {}
         self.cw_truncated = False
         self.skipped_lines = 0
@@ -151,7 +152,9 @@ class CensusBuilder:
         elif state == CLOSE_WAIT:
             c = self.cw_port.counts
             c[sport] = c.get(sport, 0) + 1
-            if rq:
+            if rq == 1:
+                self.cw_eof_unread += 1
+            elif rq > 1:
                 self.cw_unread += 1
             if inode:
                 if len(self.cw_inodes) < CLOSE_WAIT_INODE_CAP:
@@ -196,6 +199,7 @@ class CensusBuilder:
         census.timewait_roles = dict(self.tw_roles)
         census.close_wait_by_port = self.cw_port.result(top)
         census.close_wait_unread = self.cw_unread
+        census.close_wait_eof_unread = self.cw_eof_unread
         census.close_wait_inodes = self.cw_inodes
         census.close_wait_inodes_truncated = self.cw_truncated
         census.ephemeral_range = self.ephemeral

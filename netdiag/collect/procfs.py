@@ -110,7 +110,8 @@ def read_sysctls(ctx: Context, keys: list[str]) -> SysctlFacts:
     for key in keys:
         rel = "proc/sys/" + key.replace(".", "/")
         try:
-            facts.values[key] = read_text(ctx, rel).strip()
+            # The kernel separates multi-value sysctls with tabs; normalise to spaces.
+            facts.values[key] = " ".join(read_text(ctx, rel).split())
         except SourceMissing:
             facts.missing.append(key)
     return facts

@@ -188,7 +188,8 @@ def parse_proc_tcp(lines, family: int, builder: CensusBuilder, listeners: bool,
             add(family, int(st, 16), timer, src, int(lport, 16), dst, int(rport, 16),
                 int(rx, 16), int(tx, 16), inode)
         except (ValueError, IndexError):
-            bad.append(lineno)
+            if not listeners:  # each line is seen by both passes; report it once
+                bad.append(lineno)
             continue
         count += 1
         if count % 512 == 0:

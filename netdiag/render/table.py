@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, TextIO
 
 from rich.console import Console
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
@@ -74,6 +75,10 @@ def _section(console: Console, title: str, value: Any) -> None:
     console.print()
 
 
+def _row_line(row: dict[str, Any]) -> str:
+    return "  ".join(f"{k}={_scalar(v)}" for k, v in row.items())
+
+
 def _finding(console: Console, f: Finding) -> None:
     head = Text()
     head.append(f"[{f.severity.label.upper()}] ", style=STYLE[f.severity])
@@ -82,20 +87,26 @@ def _finding(console: Console, f: Finding) -> None:
     console.print(head)
     if f.severity is Severity.OK:
         return
+    body: list[Text] = []
     scalars = {k: v for k, v in f.evidence.items() if not isinstance(v, (list, dict))}
     nested = {k: v for k, v in f.evidence.items() if isinstance(v, (list, dict)) and v}
     if scalars:
-        console.print(Text("  evidence: ", style="bold") + Text(
-            ", ".join(f"{k}={_scalar(v)}" for k, v in scalars.items())))
+        body.append(Text("evidence: ", style="bold") + Text(_row_line(scalars)))
     for key, value in nested.items():
+        label = key.replace("_", " ")
         if isinstance(value, list) and isinstance(value[0], dict):
-            table = _rows_table(f"  {key.replace('_', ' ')}", value, limit=5)
-            console.print(table)
+            body.append(Text(f"{label}:", style="bold"))
+            for row in value[:5]:
+                body.append(Text("  - " + _row_line(row)))
+            if len(value) > 5:
+                body.append(Text(f"  … {len(value) - 5} more", style="dim"))
         else:
-            console.print(Text(f"  {key.replace('_', ' ')}: {_scalar(value)}"))
-    console.print(Text("  why: ", style="bold") + Text(f.explanation))
-    console.print(Text("  do: ", style="bold") + Text(f.recommendation))
-    console.print(Text("  rule: ", style="bold") + Text(f.rule.source, style="dim"))
+            body.append(Text(f"{label}: ", style="bold") + Text(_scalar(value)))
+    body.append(Text("why: ", style="bold") + Text(f.explanation))
+    body.append(Text("do: ", style="bold") + Text(f.recommendation))
+    body.append(Text("rule: ", style="bold") + Text(f.rule.source, style="dim"))
+    for line in body:
+        console.print(Padding(line, (0, 0, 0, 2)))
     console.print()
 
 

@@ -42,6 +42,6 @@ def evaluate(facts: Facts, topics: list[str]) -> tuple[list[Finding], list[str]]
         seen = {f.id for f in got}
         unjudged.extend(s.id for s in topic.specs if s.id not in seen)
         for f in got:
-            f.netns = None if facts.netns == "default" else facts.netns
+            f.netns = None if facts.netns in ("default", "snapshot") else facts.netns
         findings.extend(got)
     return findings, unjudged

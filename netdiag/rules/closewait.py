@@ -33,14 +33,16 @@ LEAK = RuleSpec(
         text="CLOSE_WAIT: the remote end has shut down, waiting for the socket to close. The "
              "kernel keeps the socket until the owning process calls close(); no sysctl "
              "limits or times out this state.",
-        source="RFC 793 §3.2 (CLOSE-WAIT); tcp(7); ../shared/docs/kernel-rules.md §2.4 "
-               "(CLOSE_WAIT note)",
+        source="RFC 793 §3.2 (CLOSE-WAIT); tcp(7); net/ipv4/tcp_diag.c tcp_diag_get_info() "
+               "(Recv-Q)",
     ),
     explanation=(
         "The peer sent FIN and the kernel acknowledged it; read() on these sockets returns 0 "
         "(end of file), but the owning process has not called close(). Each one keeps its "
         "file descriptor, its buffers and its four-tuple until the process closes it or "
-        "exits. Recv-Q > 0 on them means the application did not even read the last data."
+        "exits. On these sockets Recv-Q counts the FIN as one byte: Recv-Q = 1 (eof_not_read) "
+        "means the application has not even read the end of file, i.e. it is not reading "
+        "the socket at all; Recv-Q > 1 means data is unread as well."
     ),
     recommendation=(
         "Fix the application named in the evidence: close the socket when read() returns 0 "
@@ -83,6 +85,7 @@ def check(facts: Facts) -> list[Finding]:
         rows.append(row)
     evidence: dict[str, Any] = {
         "close_wait": total,
+        "eof_not_read": census.close_wait_eof_unread,
         "with_unread_data": census.close_wait_unread,
         "by_process_and_port": rows,
         "unattributed": per_pid.get(None, 0),
@@ -112,15 +115,17 @@ def check(facts: Facts) -> list[Finding]:
         severity = Severity.CRITICAL
     elif worst_n >= LEAK_WARN or persistent:
         severity = Severity.WARNING
-    who = "unattributed sockets"
+    ports = sorted({lport for (pid, lport) in groups if pid == worst_pid})
+    port_text = ", ".join(str(p) for p in ports[:5])
+    title = f"{total} socket(s) in CLOSE_WAIT"
     if worst_pid is not None:
         info = procs.processes.get(worst_pid) if procs is not None else None
         who = f"pid {worst_pid}" + (f" ({info.command})" if info and info.command else "")
-    ports = sorted({lport for (pid, lport) in groups if pid == worst_pid})
-    port_text = ", ".join(str(p) for p in ports[:5])
-    title = f"{total} socket(s) in CLOSE_WAIT; {worst_n} held by {who}"
-    if port_text:
-        title += f" on local port {port_text}"
+        title += f"; {worst_n} held by {who}"
+        if port_text:
+            title += f" on local port {port_text}"
+    elif port_text:
+        title += f" on local port {port_text} (owner not known: see errors)"
     detail = ""
     if persistent:
         detail = (f"{persistent} of them were already in CLOSE_WAIT {facts.interval:g} s "

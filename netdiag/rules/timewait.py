@@ -108,7 +108,8 @@ RECYCLE = RuleSpec(
         text="tcp_tw_recycle enabled fast recycling of TIME_WAIT sockets using per-host "
              "timestamps; it broke connections from clients behind NAT and was removed in "
              "Linux 4.12 (commit 4396e46187ca).",
-        source="tcp(7): tcp_tw_recycle; ../shared/docs/kernel-rules.md §2.1",
+        source="tcp(7): tcp_tw_recycle; commit 4396e46187ca (\"tcp: remove tcp_tw_recycle\", "
+               "Linux 4.12)",
     ),
     explanation=(
         "On kernels before 4.12, tcp_tw_recycle=1 drops SYNs whose timestamps go backwards "

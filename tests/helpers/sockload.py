@@ -1,0 +1,114 @@
+"""Create real socket conditions inside a (test) network namespace. Loopback only.
+
+Usage: python3 sockload.py MODE [options]; prints READY <details> once the condition holds,
+then holds it until killed or --hold seconds pass. Every loop is bounded in count and time.
+
+Modes:
+  closewait   a server accepts N connections and never closes them; the clients close
+              (server side: CLOSE_WAIT, owned by this process)
+  churn       N short connections, client closes first (client side: TIME_WAIT)
+  listen      a listener with --backlog that never accepts, N clients connect
+  hold        N established connections held open by this process
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+import time
+
+
+def server(port: int, backlog: int = 4096, family: int = socket.AF_INET) -> socket.socket:
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("::1" if family == socket.AF_INET6 else "127.0.0.1", port))
+    s.listen(backlog)
+    return s
+
+
+def closewait(args) -> str:
+    srv = server(args.port)
+    held = []
+    for _ in range(args.count):
+        c = socket.create_connection(("127.0.0.1", args.port), timeout=5)
+        a, _ = srv.accept()
+        held.append(a)
+        c.close()  # client closes: the accepted socket goes to CLOSE_WAIT and stays there
+    return f"pid={os.getpid()} port={args.port} count={args.count}", [srv, *held]
+
+
+def churn(args) -> str:
+    family = socket.AF_INET6 if args.ipv6 else socket.AF_INET
+    host = "::1" if args.ipv6 else "127.0.0.1"
+    srv = server(args.port, family=family)
+    srv.settimeout(5)
+    made = 0
+    failed = 0
+    deadline = time.monotonic() + args.seconds
+    for _ in range(args.count):
+        if time.monotonic() > deadline:
+            break
+        c = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            c.connect((host, args.port))
+        except OSError:
+            failed += 1  # EADDRNOTAVAIL once the narrowed range is used up
+            c.close()
+            continue
+        a, _ = srv.accept()
+        c.close()  # the client closes first -> TIME_WAIT on the client side
+        a.recv(1)
+        a.close()
+        made += 1
+    return f"made={made} failed={failed}", [srv]
+
+
+def listen(args) -> str:
+    srv = server(args.port, backlog=args.backlog)
+    clients = []
+    for _ in range(args.count):
+        c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        c.setblocking(False)
+        try:
+            c.connect(("127.0.0.1", args.port))
+        except BlockingIOError:
+            pass
+        clients.append(c)
+    time.sleep(0.5)  # let the handshakes (and the drops) happen
+    return f"pid={os.getpid()} port={args.port}", [srv, *clients]
+
+
+def hold(args) -> str:
+    srv = server(args.port)
+    held = []
+    for _ in range(args.count):
+        c = socket.create_connection(("127.0.0.1", args.port), timeout=5)
+        a, _ = srv.accept()
+        held += [c, a]
+    return f"pid={os.getpid()} count={args.count}", [srv, *held]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("mode", choices=["closewait", "churn", "listen", "hold"])
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--count", type=int, default=10)
+    p.add_argument("--backlog", type=int, default=1)
+    p.add_argument("--seconds", type=float, default=20.0, help="time bound for loops")
+    p.add_argument("--hold", type=float, default=120.0, help="hold at most this long")
+    p.add_argument("--ipv6", action="store_true")
+    args = p.parse_args()
+    detail, keep = globals()[args.mode](args)
+    print(f"READY {detail}", flush=True)
+    # Hold the sockets until killed, or until stdin closes, or --hold runs out.
+    deadline = time.monotonic() + args.hold
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+    del keep
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
