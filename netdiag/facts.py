@@ -108,6 +108,7 @@ class Census:
     total: int = 0
     by_state: dict[str, int] = field(default_factory=dict)
     by_family: dict[str, int] = field(default_factory=dict)
+    by_family_state: dict[str, dict[str, int]] = field(default_factory=dict)
     timers: dict[str, int] = field(default_factory=dict)
     listeners: list[Listener] = field(default_factory=list)
     by_local_port: TopCounts | None = None  # key (port, state_name)

@@ -51,6 +51,7 @@ def sockets_view(facts: Facts, top: int) -> dict[str, Any]:
     if census is None:
         return {}
     out: dict[str, Any] = {"summary": census_summary(census)}
+    out["by_family_and_state"] = census.by_family_state
     if census.by_local_port is not None:
         out["by_local_port"] = [
             {"local_port": r["key"], "sockets": r["total"], "states": r["states"]}

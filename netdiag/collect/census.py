@@ -77,8 +77,7 @@ class CensusBuilder:
         self.states = states
         self.port = port
         self.total = 0
-        self.state_counts = [0] * 16
-        self.family_counts = {2: 0, 10: 0}
+        self.state_counts = {2: [0] * 16, 10: [0] * 16}
         self.timer_counts = [0] * 8
         self.listeners: list[Listener] = []
         self.listen_ports: set[int] = set()
@@ -103,8 +102,7 @@ class CensusBuilder:
         if self.port is not None and sport != self.port and dport != self.port:
             return
         self.total += 1
-        self.state_counts[state] += 1
-        self.family_counts[family] = self.family_counts.get(family, 0) + 1
+        self.state_counts[family][state] += 1
         self.timer_counts[timer if timer < 8 else 7] += 1
         if state == LISTEN:
             self.listen_ports.add(sport)
@@ -173,11 +171,15 @@ class CensusBuilder:
         self.batch_done()
         state_name = TCP_STATES.get
         census = Census(source=self.source, total=self.total)
-        census.by_state = {
-            TCP_STATES[s]: n for s, n in enumerate(self.state_counts) if n and s in TCP_STATES
-        }
-        census.by_family = {("ipv4" if f == 2 else "ipv6"): n
-                            for f, n in self.family_counts.items() if n}
+        merged = [a + b for a, b in zip(self.state_counts[2], self.state_counts[10])]
+        census.by_state = {TCP_STATES[s]: n for s, n in enumerate(merged)
+                           if n and s in TCP_STATES}
+        for fam, name in ((2, "ipv4"), (10, "ipv6")):
+            counts = {TCP_STATES[s]: n for s, n in enumerate(self.state_counts[fam])
+                      if n and s in TCP_STATES}
+            if counts:
+                census.by_family_state[name] = counts
+                census.by_family[name] = sum(counts.values())
         census.timers = {TIMER_NAMES.get(t, "unknown"): n
                          for t, n in enumerate(self.timer_counts) if n}
         census.listeners = sorted(self.listeners, key=lambda lst: (lst.port, lst.family))

@@ -1,0 +1,40 @@
+# netdiag: `make run` checks this host; `make test` installs what the tests need and runs them.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint system-deps bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+# Exit codes 1 and 2 mean warning/critical findings, not a failed make.
+run: $(STAMP)
+	@$(BIN)/netdiag check; rc=$$?; [ $$rc -le 2 ] || exit $$rc
+
+# System packages the scenario tests use (as root only; otherwise they must be present).
+system-deps:
+	@if [ "$$(id -u)" = 0 ]; then \
+	  missing=""; \
+	  command -v ip >/dev/null || missing="$$missing iproute2"; \
+	  command -v runuser >/dev/null || missing="$$missing util-linux"; \
+	  if [ -n "$$missing" ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  fi; \
+	fi
+
+lint: $(STAMP)
+	$(BIN)/ruff check netdiag tests bench
+
+test: $(STAMP) system-deps lint
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python bench/census.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,260 @@
+"""Rules on recorded hosts and on hand-built facts that pin each threshold."""
+
+from __future__ import annotations
+
+import pytest
+
+from netdiag.collect.gather import Plan, collect
+from netdiag.context import Context
+from netdiag.facts import (
+    Census,
+    CounterFacts,
+    Facts,
+    FileNr,
+    ProcessFacts,
+    ProcessInfo,
+    SockstatFacts,
+    SysctlFacts,
+    TopCounts,
+)
+from netdiag.model import Severity
+from netdiag.rules import SPECS, TOPICS, closewait, evaluate, ports, sockets, timewait
+
+
+def by_id(findings):
+    return {f.id: f for f in findings}
+
+
+def facts_from(root) -> Facts:
+    facts, _ = collect(Context(root=root), Plan())
+    return facts
+
+
+def top(items) -> TopCounts:
+    return TopCounts(items=list(items), distinct_seen=len(items), pruned=0, approximate=False)
+
+
+def sysctl(**kw) -> SysctlFacts:
+    base = {"net.ipv4.ip_local_port_range": "32768 60999", "net.ipv4.ip_local_reserved_ports": "",
+            "net.ipv4.tcp_tw_reuse": "2", "net.ipv4.tcp_timestamps": "1",
+            "net.ipv4.tcp_max_tw_buckets": "131072", "net.ipv4.tcp_fin_timeout": "60",
+            "net.ipv4.tcp_tw_reuse_delay": "1000"}
+    base.update({f"net.ipv4.{k}": str(v) for k, v in kw.items()})
+    return SysctlFacts(values=base)
+
+
+def census(**kw) -> Census:
+    c = Census(source="test")
+    c.by_destination = top([])
+    c.timewait_by_destination = top([])
+    c.timewait_server_side = top([])
+    c.close_wait_by_port = top([])
+    for k, v in kw.items():
+        setattr(c, k, v)
+    return c
+
+
+def test_busy_618_snapshot(host_root):
+    found = by_id(evaluate(facts_from(host_root("linux-6.18-busy")), list(TOPICS))[0])
+    flood = found["timewait.flood"]
+    assert flood.severity is Severity.WARNING
+    assert flood.evidence["top_destinations"][0]["destination"] == "127.0.0.1"
+    assert flood.evidence["top_destinations"][0]["time_wait"] == 450
+    assert flood.evidence["active_closer"]["this_host_as_client"] == 480
+    assert "tcp_tw_reuse is 0" in flood.explanation
+    ex = found["ports.ephemeral_exhaustion"]
+    assert ex.severity is Severity.WARNING
+    worst = ex.evidence["destinations"][0]
+    assert (worst["destination"], worst["port"], worst["ports_in_use"]) == ("127.0.0.1", 9000,
+                                                                            450)
+    assert ex.evidence["usable_ports"] == 999 and ex.evidence["reserved_in_range"] == 1
+    assert worst["sustainable_conn_per_s"] == round(999 / 60, 1)
+    lst = found["ports.listener_in_ephemeral_range"]
+    assert lst.severity is Severity.INFO
+    assert [h["port"] for h in lst.evidence["listeners"]] == [40100]
+    cw = found["closewait.leak"]
+    assert cw.severity is Severity.WARNING and cw.evidence["close_wait"] == 12
+    assert cw.evidence["eof_not_read"] == 12
+    assert found["timewait.bucket_overflow"].severity is Severity.OK
+
+
+def test_legacy_419_host(host_root):
+    found = by_id(evaluate(facts_from(host_root("linux-4.19-layout")), list(TOPICS))[0])
+    b = found["timewait.bucket_overflow"]
+    assert b.severity is Severity.WARNING
+    assert b.evidence["TCPTimeWaitOverflow"]["total"] == 1834
+    assert b.evidence["time_wait"] == 179990 and b.evidence["tcp_max_tw_buckets"] == 180000
+    r = found["timewait.tw_recycle_configured"]
+    assert r.severity is Severity.WARNING
+    assert r.evidence["configured_in"] == [{"file": "/etc/sysctl.d/60-tuning.conf", "line": 3,
+                                            "value": "1"}]
+    assert found["closewait.leak"].severity is Severity.INFO
+
+
+def test_every_finding_is_complete_on_every_fixture(host_root):
+    for name in ("linux-6.18-busy", "linux-4.19-layout"):
+        findings, _ = evaluate(facts_from(host_root(name)), list(TOPICS))
+        assert findings
+        for f in findings:
+            d = f.to_dict()
+            assert d["id"] in SPECS and d["topic"] == d["id"].split(".")[0]
+            assert d["title"] and d["explanation"] and d["recommendation"]
+            assert d["rule"]["text"] and d["rule"]["source"]
+            assert isinstance(d["evidence"], dict) and d["evidence"]
+
+
+def test_specs_conformance():
+    contract_ids = {"timewait.bucket_overflow", "timewait.flood", "closewait.leak",
+                    "ports.ephemeral_exhaustion", "ports.listener_in_ephemeral_range",
+                    "sockets.fd_limit"}
+    assert contract_ids <= set(SPECS)
+    for spec in SPECS.values():
+        assert spec.id.startswith(spec.topic + ".")
+        assert spec.thresholds and spec.rule.source and spec.explanation
+    for topic in TOPICS.values():
+        assert topic.background and topic.summary
+
+
+# ---- thresholds on hand-built facts -----------------------------------------------------
+
+
+def test_bucket_thresholds_and_interval_growth():
+    f = Facts(sysctl=sysctl(tcp_max_tw_buckets=1000),
+              sockstat=SockstatFacts(values={"TCP": {"tw": 899}}),
+              counters=CounterFacts(counters={"TcpExt": {"TCPTimeWaitOverflow": 0}}))
+    assert timewait._bucket(f).severity is Severity.OK
+    f.sockstat.values["TCP"]["tw"] = 900
+    assert timewait._bucket(f).severity is Severity.WARNING
+    f.sockstat.values["TCP"]["tw"] = 1000
+    assert timewait._bucket(f).severity is Severity.CRITICAL
+    # With --interval: an overflow counter that grows is critical, a stale one is info.
+    f.sockstat.values["TCP"]["tw"] = 10
+    f.counters = CounterFacts(counters={"TcpExt": {"TCPTimeWaitOverflow": 50}}, taken_at=12.0)
+    f.counters_before = CounterFacts(counters={"TcpExt": {"TCPTimeWaitOverflow": 20}},
+                                     taken_at=2.0)
+    f.interval = 10.0
+    b = timewait._bucket(f)
+    assert b.severity is Severity.CRITICAL
+    assert b.evidence["TCPTimeWaitOverflow"]["delta"] == 30
+    assert b.evidence["TCPTimeWaitOverflow"]["rate_per_s"] == 3.0
+    f.counters_before = CounterFacts(counters={"TcpExt": {"TCPTimeWaitOverflow": 50}},
+                                     taken_at=2.0)
+    assert timewait._bucket(f).severity is Severity.INFO
+
+
+def test_counter_reset_is_not_a_negative_rate():
+    f = Facts(sysctl=sysctl(), sockstat=SockstatFacts(values={"TCP": {"tw": 0}}),
+              counters=CounterFacts(counters={"TcpExt": {"TCPTimeWaitOverflow": 3}}, taken_at=5),
+              counters_before=CounterFacts(counters={"TcpExt": {"TCPTimeWaitOverflow": 90}},
+                                           taken_at=0),
+              interval=5.0)
+    ev = timewait._bucket(f).evidence["TCPTimeWaitOverflow"]
+    assert ev["reset"] is True and "rate_per_s" not in ev and ev["delta"] == 3
+
+
+def _dest_facts(used: int, tw: int, reuse: int, dst="10.0.0.5", **kw) -> Facts:
+    key = ("10.0.0.1", dst, 443)
+    c = census(by_destination=top([(key, used)]), timewait_by_destination=top([(key, tw)]))
+    return Facts(sysctl=sysctl(ip_local_port_range="40000 40999", tcp_tw_reuse=reuse),
+                 census=c, **kw)
+
+
+@pytest.mark.parametrize("used,expected", [(399, Severity.OK), (400, Severity.WARNING),
+                                           (899, Severity.WARNING), (900, Severity.CRITICAL)])
+def test_exhaustion_thresholds(used, expected):
+    f = ports._exhaustion(_dest_facts(used, used, reuse=0))
+    assert f.severity is expected
+    assert f.evidence["usable_ports"] == 1000
+
+
+def test_tw_reuse_frees_time_wait_ports_for_its_destinations():
+    # tcp_tw_reuse=2 applies to loopback only: the same numbers judge differently.
+    remote = ports._exhaustion(_dest_facts(950, 900, reuse=2))
+    assert remote.severity is Severity.CRITICAL
+    assert remote.evidence["destinations"][0]["tw_reuse_applies"] is False
+    lo = ports._exhaustion(_dest_facts(950, 900, reuse=2, dst="127.0.0.1"))
+    assert lo.evidence["destinations"][0]["tw_reuse_applies"] is True
+    assert lo.evidence["destinations"][0]["effective_in_use"] == 50 + 15
+    assert lo.severity is Severity.OK
+    # timestamps off: reuse cannot apply
+    f = _dest_facts(950, 900, reuse=1)
+    f.sysctl.values["net.ipv4.tcp_timestamps"] = "0"
+    assert ports._exhaustion(f).severity is Severity.CRITICAL
+
+
+def test_reserved_ports_shrink_the_budget_and_interval_gives_time_to_exhaustion():
+    key = ("10.0.0.1", "10.0.0.5", 443)
+    before = census(by_destination=top([(key, 300)]))
+    f = _dest_facts(500, 100, reuse=0, census_before=before, interval=10.0)
+    f.sysctl.values["net.ipv4.ip_local_reserved_ports"] = "40000-40099,50000"
+    got = ports._exhaustion(f)
+    assert got.evidence["usable_ports"] == 900
+    row = got.evidence["destinations"][0]
+    assert row["growth_per_s"] == 20.0
+    assert row["seconds_to_exhaustion"] == (900 - 500) / 20.0
+    assert "used up in about 20 s" in got.explanation
+
+
+def test_idle_host_is_ok_everywhere():
+    f = Facts(sysctl=sysctl(), census=census(by_state={"LISTEN": 1}),
+              sockstat=SockstatFacts(values={"TCP": {"tw": 0}}),
+              counters=CounterFacts(counters={"TcpExt": {"TCPTimeWaitOverflow": 0}}),
+              processes=ProcessFacts(), file_nr=FileNr(allocated=900, maximum=10**6))
+    from netdiag.facts import SysctlConfFacts
+
+    f.sysctl_conf = SysctlConfFacts()
+    findings, unjudged = evaluate(f, list(TOPICS))
+    assert unjudged == []
+    assert {x.severity for x in findings} == {Severity.OK}
+
+
+def test_closewait_attribution_and_thresholds():
+    inodes = {1000 + i: 8080 for i in range(12)}
+    procs = ProcessFacts(owners={i: 4242 for i in inodes},
+                         processes={4242: ProcessInfo(4242, "leaky", "leaky --serve", 40, 13)})
+    f = Facts(census=census(by_state={"CLOSE_WAIT": 12}, close_wait_inodes=inodes),
+              processes=procs)
+    got = closewait.check(f)[0]
+    assert got.severity is Severity.WARNING
+    assert "pid 4242 (leaky)" in got.title and "8080" in got.title
+    assert got.evidence["by_process_and_port"][0] == {
+        "pid": 4242, "local_port": 8080, "close_wait": 12, "command": "leaky",
+        "cmdline": "leaky --serve", "fds": 40}
+    few = {1: 80, 2: 80}
+    f2 = Facts(census=census(by_state={"CLOSE_WAIT": 2}, close_wait_inodes=few),
+               processes=ProcessFacts(owners={1: 7, 2: 7}))
+    assert closewait.check(f2)[0].severity is Severity.INFO
+    # The same two still in CLOSE_WAIT after --interval: they are not closing.
+    f2.census_before = census(close_wait_inodes=dict(few))
+    f2.interval = 5.0
+    got2 = closewait.check(f2)[0]
+    assert got2.severity is Severity.WARNING
+    assert got2.evidence["still_close_wait_after_interval"] == 2
+
+
+def test_fd_limit_thresholds():
+    def facts(fds, soft=1024, nsock=10, allocated=100, maximum=10**6):
+        p = ProcessFacts(processes={9: ProcessInfo(9, "srv", "", fds, nsock, soft, 4096)})
+        return Facts(processes=p, file_nr=FileNr(allocated, maximum))
+
+    assert sockets.check(facts(800))[0].severity is Severity.OK
+    assert sockets.check(facts(820))[0].severity is Severity.WARNING
+    assert sockets.check(facts(980))[0].severity is Severity.CRITICAL
+    assert sockets.check(facts(980, nsock=0))[0].severity is Severity.OK  # holds no socket
+    assert sockets.check(facts(10, allocated=850, maximum=1000))[0].severity is Severity.WARNING
+    assert sockets.check(facts(10, allocated=950, maximum=1000))[0].severity is Severity.CRITICAL
+
+
+def test_flood_info_and_server_side():
+    c = census(by_state={"TIME_WAIT": 12000}, timewait_roles={"client": 0, "server": 12000,
+                                                               "other": 0},
+               timewait_server_side=top([((80, "10.1.1.1"), 12000)]))
+    f = timewait._flood(Facts(sysctl=sysctl(), census=c))
+    assert f.severity is Severity.INFO and "as server" in f.title
+    assert f.evidence["top_server_side"][0]["local_port"] == 80
+
+
+def test_missing_facts_are_unjudged_not_guessed():
+    findings, unjudged = evaluate(Facts(), list(TOPICS))
+    assert findings == []
+    assert set(unjudged) == set(SPECS)
