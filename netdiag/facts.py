@@ -111,7 +111,9 @@ class Census:
     by_family_state: dict[str, dict[str, int]] = field(default_factory=dict)
     timers: dict[str, int] = field(default_factory=dict)
     listeners: list[Listener] = field(default_factory=list)
-    by_local_port: TopCounts | None = None  # key (port, state_name)
+    # key (port, state_name); outgoing connections (source port in ip_local_port_range) are
+    # counted in by_destination instead: one row per ephemeral port would say nothing.
+    by_local_port: TopCounts | None = None
     by_peer: TopCounts | None = None  # key (address, state_name)
     by_process: TopCounts | None = None  # key (pid, state_name); only with attribution
     # Outgoing connections grouped per destination: sockets whose local port lies in
@@ -143,6 +145,8 @@ class ProcessInfo:
     nofile_soft: int | None = None
     nofile_hard: int | None = None
     user: str | None = None
+    # True when at least one socket fd was seen (known even when `sockets` was not counted).
+    holds_sockets: bool = False
 
 
 @dataclass

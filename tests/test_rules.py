@@ -234,7 +234,8 @@ def test_closewait_attribution_and_thresholds():
 
 def test_fd_limit_thresholds():
     def facts(fds, soft=1024, nsock=10, allocated=100, maximum=10**6):
-        p = ProcessFacts(processes={9: ProcessInfo(9, "srv", "", fds, nsock, soft, 4096)})
+        p = ProcessFacts(processes={9: ProcessInfo(9, "srv", "", fds, nsock, soft, 4096,
+                                                   holds_sockets=bool(nsock))})
         return Facts(processes=p, file_nr=FileNr(allocated, maximum))
 
     assert sockets.check(facts(800))[0].severity is Severity.OK

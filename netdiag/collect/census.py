@@ -103,7 +103,7 @@ class CensusBuilder:
             return
         self.total += 1
         self.state_counts[family][state] += 1
-        self.timer_counts[timer if timer < 8 else 7] += 1
+        self.timer_counts[timer & 7] += 1
         if state == LISTEN:
             self.listen_ports.add(sport)
             self.listeners.append(
@@ -114,9 +114,6 @@ class CensusBuilder:
                 k = (self.owners[inode], state)
                 c[k] = c.get(k, 0) + 1
             return
-        c = self.local_port.counts
-        k = (sport, state)
-        c[k] = c.get(k, 0) + 1
         c = self.peer.counts
         k = (family, dst, state)
         c[k] = c.get(k, 0) + 1
@@ -133,6 +130,10 @@ class CensusBuilder:
         if outgoing:
             c = self.dest.counts
             k = (family, src, dst, dport)
+            c[k] = c.get(k, 0) + 1
+        else:  # outgoing sockets are grouped by destination, not by their source port
+            c = self.local_port.counts
+            k = (sport, state)
             c[k] = c.get(k, 0) + 1
         if state == TIME_WAIT:
             if outgoing:

@@ -103,10 +103,16 @@ def collect(ctx: Context, plan: Plan) -> tuple[Facts, list[CollectorError]]:
 
     if plan.processes == "targeted":
         if ctx.live:
+            # Attribute what findings name: CLOSE_WAIT sockets and the listeners inside the
+            # ephemeral range. Resolving every fd on the host costs a syscall per fd, so the
+            # walk stops resolving once these are found (all owners: `sockets --processes`).
             wanted: set[int] = set()
-            if facts.census is not None:
-                wanted.update(facts.census.close_wait_inodes)
-                wanted.update(lst.inode for lst in facts.census.listeners if lst.inode)
+            census = facts.census
+            if census is not None:
+                wanted.update(census.close_wait_inodes)
+                eph = census.ephemeral_range
+                wanted.update(lst.inode for lst in census.listeners
+                              if lst.inode and eph and eph[0] <= lst.port <= eph[1])
             facts.processes = guard("processes",
                                     lambda: scan_fds(ctx, wanted, DETAIL_FD_SHARE))
         else:
@@ -117,7 +123,7 @@ def collect(ctx: Context, plan: Plan) -> tuple[Facts, list[CollectorError]]:
         if plan.processes == "all" and facts.census and facts.census.by_process:
             interesting = {k[0] for k, _ in facts.census.by_process.items}
         for info in proc.processes.values():
-            if info.sockets and info.nofile_soft and \
+            if info.holds_sockets and info.nofile_soft and \
                     info.fds >= DETAIL_FD_SHARE * info.nofile_soft:
                 interesting.add(info.pid)
         fill_details(proc, interesting)

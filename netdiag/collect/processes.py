@@ -6,7 +6,8 @@ unprivileged run cannot read is counted in `unreadable`, never guessed.
 Cost: listing a process's fd directory is one syscall; resolving each fd (readlink) is one
 per fd, which on a host with a million sockets dominates. So links are resolved only while
 some wanted inode is still unfound, for every process when all owners are wanted, and for
-processes whose fd table is at least `detail_share` full (to count their sockets).
+processes whose fd table is at least `detail_share` full, until their first socket (to
+know whether they hold sockets).
 """
 
 from __future__ import annotations
@@ -50,15 +51,21 @@ def scan_fds(ctx: Context, wanted: set[int] | None, detail_share: float = 0.5) -
         except OSError:
             continue  # exited, or a kernel thread without an fd table
         try:
+            # Since Linux 6.2 the size of /proc/PID/fd is the number of open fds: one stat()
+            # instead of listing the directory. Older kernels report 0; then list it.
             try:
-                fds = os.listdir(dirfd)
+                nfds = os.fstat(dirfd).st_size
+                fds = None
+                if nfds == 0:
+                    fds = os.listdir(dirfd)
+                    nfds = len(fds)
             except PermissionError:
                 facts.unreadable += 1
                 continue
             except OSError:
                 continue
             facts.scanned += 1
-            if not fds:
+            if not nfds:
                 continue
             try:
                 soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
@@ -66,10 +73,20 @@ def scan_fds(ctx: Context, wanted: set[int] | None, detail_share: float = 0.5) -
                 soft = hard = _INF
             soft_v = None if soft == _INF else soft
             hard_v = None if hard == _INF else hard
-            resolve = want_all or remaining > 0 or (
-                soft_v is not None and len(fds) >= detail_share * soft_v)
+            attribute = want_all or remaining > 0
+            # A process near its fd limit: find out whether it holds sockets at all (the
+            # first socket fd answers that; counting them all would cost a syscall per fd).
+            probe = not attribute and soft_v is not None and nfds >= detail_share * soft_v
             nsock = None
-            if resolve:
+            holds = False
+            if probe:
+                holds = _probe_sockets(dirfd, nfds)
+            if attribute or (probe and holds is None):
+                if fds is None:
+                    try:
+                        fds = os.listdir(dirfd)
+                    except OSError:
+                        continue
                 nsock = 0
                 for fd in fds:
                     try:
@@ -77,17 +94,46 @@ def scan_fds(ctx: Context, wanted: set[int] | None, detail_share: float = 0.5) -
                     except OSError:
                         continue
                     if target.startswith(_SOCKET_PREFIX):
+                        holds = True
+                        if probe:
+                            break
                         nsock += 1
                         inode = int(target[8:-1])
                         if (want_all or inode in wanted) and inode not in owners:
                             owners[inode] = pid
                             remaining -= 1
+                if probe:
+                    nsock = None
+            holds = bool(holds)
             facts.processes[pid] = ProcessInfo(
-                pid=pid, command="", cmdline="", fds=len(fds), sockets=nsock,
-                nofile_soft=soft_v, nofile_hard=hard_v)
+                pid=pid, command="", cmdline="", fds=nfds, sockets=nsock,
+                nofile_soft=soft_v, nofile_hard=hard_v, holds_sockets=holds)
         finally:
             os.close(dirfd)
     return facts
+
+
+PROBE_FDS = 64
+
+
+def _probe_sockets(dirfd: int, nfds: int) -> bool | None:
+    """Look at the lowest-numbered fds for a socket without listing the whole table.
+
+    True when one is found, None when the first PROBE_FDS open fds hold none (then the
+    caller lists the table)."""
+    seen = 0
+    fd = 0
+    while seen < min(nfds, PROBE_FDS) and fd < 4 * PROBE_FDS:
+        try:
+            target = os.readlink(str(fd), dir_fd=dirfd)
+        except OSError:
+            fd += 1
+            continue
+        if target.startswith(_SOCKET_PREFIX):
+            return True
+        seen += 1
+        fd += 1
+    return None
 
 
 def fill_details(facts: ProcessFacts, pids: set[int]) -> None:

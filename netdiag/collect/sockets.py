@@ -32,12 +32,14 @@ LISTEN_MASK = 1 << LISTEN
 RECV_SIZE = 1 << 16  # the kernel fills at most ~32 KiB per dump skb; 64 KiB is ample
 
 _HDR = struct.Struct("=IHHII")
-# nlmsghdr + inet_diag_msg: family, state, timer, retrans, sport, dport (network order, read
-# natively and swapped below), src[16], dst[16], ifindex, cookie (skipped), expires, rqueue,
-# wqueue, uid, inode.
-_MSG = struct.Struct("=IHHIIBBBBHH16s16sI8xIIIII")
+# nlmsghdr (length and type; flags, seq and pid skipped) + inet_diag_msg: family, state,
+# timer, (retrans skipped), sport, dport (network order, read natively and swapped below),
+# src[16], dst[16], (ifindex, cookie, expires skipped), rqueue, wqueue, (uid skipped), inode.
+# Fewer fields unpacked is measurably faster on a million sockets.
+_MSG = struct.Struct("=IH10xBBBxHH16s16s16xII4xI")
 _ERR = struct.Struct("=i")
-_SWAP = tuple(((p & 0xFF) << 8) | (p >> 8) for p in range(65536))
+# Byte-swap table for 16-bit ports, built in C (a Python loop costs ~15 ms at start-up).
+_SWAP = struct.unpack(">65536H", struct.pack("=65536H", *range(65536)))
 
 
 def build_request(family: int, states: int, seq: int) -> bytes:
@@ -52,18 +54,55 @@ class NetlinkError(Exception):
         super().__init__(os.strerror(code))
 
 
+# States CensusBuilder.add() treats specially; every other state takes the inline path.
+_SPECIAL = frozenset((LISTEN, 6, 8))  # LISTEN, TIME_WAIT, CLOSE_WAIT
+
+
 def parse_chunk(buf, n: int, builder: CensusBuilder) -> bool:
-    """Feed every inet_diag_msg in buf[:n] to the builder. Returns True on NLMSG_DONE."""
+    """Feed every inet_diag_msg in buf[:n] to the builder. Returns True on NLMSG_DONE.
+
+    Records vary in length (kernels append attributes such as the shutdown state and the
+    cgroup id even when none are asked for), so they are walked one by one. The common
+    case (an unfiltered census without per-process counts, a socket that is not LISTEN,
+    TIME_WAIT or CLOSE_WAIT) is aggregated inline, because a method call per socket costs
+    more than the aggregation itself. It must count exactly what CensusBuilder.add()
+    counts: the tests compare this path with the /proc/net/tcp path, which uses add().
+    """
     unpack = _MSG.unpack_from
     swap = _SWAP
     add = builder.add
+    fast = builder.states is None and builder.port is None and builder.owners is None
+    per_state = builder.state_counts
+    timers = builder.timer_counts
+    by_port = builder.local_port.counts
+    by_peer = builder.peer.counts
+    by_dest = builder.dest.counts
+    eph_lo, eph_hi = builder.ephemeral or (1, 0)
+    listen_ports = builder.listen_ports
+    special = _SPECIAL
+    inline = 0
     off = 0
     while off < n:
-        (mlen, mtype, _flags, _seq, _pid, family, state, timer, _retrans, sport, dport, src,
-         dst, _ifindex, _expires, rq, wq, _uid, inode) = unpack(buf, off)
+        (mlen, mtype, family, state, timer, sport, dport, src, dst, rq, wq,
+         inode) = unpack(buf, off)
         if mtype == SOCK_DIAG_BY_FAMILY:
-            add(family, state, timer, src, swap[sport], dst, swap[dport], rq, wq, inode)
+            sport = swap[sport]
+            if fast and state not in special:
+                per_state[family][state] += 1
+                timers[timer & 7] += 1
+                k = (family, dst, state)
+                by_peer[k] = by_peer.get(k, 0) + 1
+                if eph_lo <= sport <= eph_hi and sport not in listen_ports:
+                    k = (family, src, dst, swap[dport])
+                    by_dest[k] = by_dest.get(k, 0) + 1
+                else:
+                    k = (sport, state)
+                    by_port[k] = by_port.get(k, 0) + 1
+                inline += 1
+            else:
+                add(family, state, timer, src, sport, dst, swap[dport], rq, wq, inode)
         elif mtype == NLMSG_DONE:
+            builder.total += inline
             return True
         elif mtype == NLMSG_ERROR:
             (code,) = _ERR.unpack_from(buf, off + 16)
@@ -72,6 +111,7 @@ def parse_chunk(buf, n: int, builder: CensusBuilder) -> bool:
         if mlen < 16:
             raise NetlinkError(errno.EPROTO)
         off += (mlen + 3) & ~3
+    builder.total += inline
     builder.batch_done()
     return False
 
@@ -106,17 +146,19 @@ def netlink_census(builder: CensusBuilder, capture: BinaryIO | None = None,
     sock = _open_netlink()
     try:
         seq = 1
-        for family in (2, 10):
-            for mask in (states & LISTEN_MASK, states & ~LISTEN_MASK):
-                if not mask:
+        no_ipv6 = False
+        # Listeners of both families first: the rest is classified against their ports.
+        for mask in (states & LISTEN_MASK, states & ~LISTEN_MASK):
+            for family in (2, 10):
+                if not mask or (family == 10 and no_ipv6):
                     continue
                 try:
                     _dump(sock, family, mask, seq, builder, capture)
                 except NetlinkError as exc:
                     # No IPv6 in this kernel: the v4 census stands on its own.
-                    if family == 10 and exc.code in (errno.ENOENT,
-                                                                  errno.EAFNOSUPPORT):
-                        break
+                    if family == 10 and exc.code in (errno.ENOENT, errno.EAFNOSUPPORT):
+                        no_ipv6 = True
+                        continue
                     raise SourceMissing(f"sock_diag dump failed: {exc}") from None
                 seq += 1
     finally:

@@ -63,9 +63,9 @@ def check(facts: Facts) -> list[Finding]:
     if procs is not None:
         rows = []
         for info in procs.processes.values():
-            # sockets is None when the collector did not resolve the fds: then the table is
-            # less than half full, far from the thresholds below.
-            if not info.nofile_soft or not info.sockets:
+            # holds_sockets is only looked up for tables at least half full, which covers
+            # every process the thresholds below can select.
+            if not info.nofile_soft or not (info.holds_sockets or info.sockets):
                 continue
             share = info.fds / info.nofile_soft
             if share >= PROC_WARN:
@@ -80,8 +80,9 @@ def check(facts: Facts) -> list[Finding]:
         if rows:
             top = rows[0]
             severity = Severity.CRITICAL if top["share"] >= PROC_CRIT else Severity.WARNING
+            socks = f", {top['sockets']} sockets" if top["sockets"] else ", holds sockets"
             titles.append(f"pid {top['pid']} ({top['command']}) uses {top['fds']} of "
-                          f"{top['nofile_soft']} file descriptors ({top['sockets']} sockets)")
+                          f"{top['nofile_soft']} file descriptors{socks}")
     if file_nr is not None and file_nr.maximum > 0:
         share = file_nr.allocated / file_nr.maximum
         evidence["file_nr_allocated"] = file_nr.allocated
