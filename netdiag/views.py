@@ -28,11 +28,12 @@ def _states(items, key_index: int = 0, top: int = 20) -> list[dict[str, Any]]:
 
 
 def _owner(procs: ProcessFacts | None, inode: int) -> dict[str, Any]:
+    """pid and command of a socket's owner, when the run attributed it (else nothing)."""
     if procs is None:
         return {}
     pid = procs.owners.get(inode)
     if pid is None:
-        return {"pid": None}
+        return {}
     info = procs.processes.get(pid)
     return {"pid": pid, "command": info.command if info else ""}
 

@@ -106,7 +106,7 @@ def _finding(console: Console, f: Finding) -> None:
     body.append(Text("do: ", style="bold") + Text(f.recommendation))
     body.append(Text("rule: ", style="bold") + Text(f.rule.source, style="dim"))
     for line in body:
-        console.print(Padding(line, (0, 0, 0, 2)))
+        console.print(Padding(line, (0, 0, 0, 2), expand=False))
     console.print()
 
 
