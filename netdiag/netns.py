@@ -21,7 +21,7 @@ NETNS_RUN_DIR = "/run/netns"
 
 def _setns(fd: int) -> None:
     if hasattr(os, "setns"):  # Python 3.12+
-        os.setns(fd, CLONE_NEWNET)
+        os.setns(fd, CLONE_NEWNET)  # novermin (guarded by hasattr)
         return
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     if libc.setns(fd, CLONE_NEWNET) != 0:
