@@ -81,10 +81,13 @@ class Run:
             self.ctx = Context(root=root.resolve(), netns="snapshot")
         elif netns is not None or pid is not None:
             from netdiag import netns as nsmod
+            from netdiag.collect.procfs import read_sysctls
+            from netdiag.sysctls import GLOBAL_KEYS
 
             path, label = nsmod.namespace_path(netns, pid)
+            host = read_sysctls(Context(), GLOBAL_KEYS).values
             nsmod.enter(path)
-            self.ctx = Context(netns=label)
+            self.ctx = Context(netns=label, host_sysctls=host)
         else:
             self.ctx = Context()
 
@@ -192,7 +195,8 @@ def check(
     from netdiag.rules import TOPICS
 
     run = Run(fmt, as_json, netns, pid, interval, root, output)
-    run.report(list(TOPICS), _plan(), views.check_view, show_ok=False, show_facts=False,
+    plan = _plan(details=True, rxpath=True, sample_listeners=True)
+    run.report(list(TOPICS), plan, views.check_view, show_ok=False, show_facts=False,
                topic="check")
 
 
@@ -222,7 +226,7 @@ def sockets(
                show_facts=True, topic="sockets")
 
 
-def _topic_command(topic: str, view_name: str, doc: str):
+def _topic_command(topic: str, view_name: str, doc: str, **plan_kw):
     def command(
         fmt: Format = FormatOpt, as_json: bool = JsonOpt, netns: Optional[str] = NetnsOpt,
         pid: Optional[int] = PidOpt, interval: Optional[float] = IntervalOpt,
@@ -231,7 +235,7 @@ def _topic_command(topic: str, view_name: str, doc: str):
         from netdiag import views
 
         run = Run(fmt, as_json, netns, pid, interval, root, output)
-        run.report([topic], _plan(), getattr(views, view_name), show_ok=True,
+        run.report([topic], _plan(**plan_kw), getattr(views, view_name), show_ok=True,
                    show_facts=True, topic=topic)
 
     command.__doc__ = doc
@@ -245,6 +249,18 @@ _topic_command("closewait", "closewait_view",
                "CLOSE_WAIT: sockets the peer closed and the application did not, by process.")
 _topic_command("ports", "ports_view",
                "Ephemeral ports: usage per destination, the range, listeners inside it.")
+_topic_command("backlog", "backlog_view",
+               "Listen queues: accept queue vs limit per listener, SYN queue, overflows.",
+               sample_listeners=True)
+_topic_command("keepalive", "keepalive_view",
+               "Keepalive: time to detect a dead peer, connections without keepalive.",
+               details=True)
+_topic_command("buffers", "buffers_view",
+               "Socket buffers: autotuning, limits, per-connection BDP, drops, TCP memory.",
+               details=True)
+_topic_command("softirq", "softirq_view",
+               "Receive path: softnet_stat, NET_RX/NET_TX per CPU, ksoftirqd, NIC rings.",
+               rxpath=True, link_detail=True, census=False, processes="none")
 
 
 @app.command()

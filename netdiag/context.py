@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -17,6 +17,9 @@ class Context:
 
     root: Path = Path("/")
     netns: str = "default"
+    # Global sysctls (tcp_mem, netdev_*) exist only in the initial network namespace's
+    # /proc/sys; they are read there before entering another namespace, where they apply.
+    host_sysctls: dict[str, str] = field(default_factory=dict)
 
     @property
     def live(self) -> bool:

@@ -181,6 +181,115 @@ class FileNr:
     maximum: int
 
 
+# An established connection idle (no data either way) this long counts as long-lived idle.
+LONG_IDLE_MS = 600_000
+
+
+@dataclass
+class Connection:
+    """One connection worth naming in evidence (a top-N entry)."""
+
+    source: str
+    sport: int
+    destination: str
+    dport: int
+    inode: int
+    timer: str
+    info: dict[str, int]
+    skmem: dict[str, int]
+
+    @property
+    def idle_ms(self) -> int:
+        return min(self.info.get("last_data_recv", 0), self.info.get("last_data_sent", 0))
+
+    @property
+    def bdp_bytes(self) -> int:
+        """Bandwidth-delay product: delivery rate (bytes/s) × smoothed RTT."""
+        rate = self.info.get("delivery_rate", 0)
+        rtt_us = self.info.get("rtt", 0)
+        return rate * rtt_us // 1_000_000
+
+
+@dataclass
+class ConnectionDetails:
+    """What the established connections' tcp_info/skmeminfo say, aggregated."""
+
+    established: int = 0
+    with_info: int = 0
+    keepalive_timer: int = 0  # showing the keepalive timer (SO_KEEPALIVE on, idle)
+    retransmit_timer: int = 0  # data in flight: the keepalive timer is hidden behind it
+    no_timer: int = 0  # no timer at all: SO_KEEPALIVE is off
+    long_idle_without_keepalive: int = 0
+    long_idle_with_keepalive: int = 0
+    idle_without_keepalive: list[Connection] = field(default_factory=list)  # longest idle
+    largest_bdp: list[Connection] = field(default_factory=list)
+    buffer_limited: list[Connection] = field(default_factory=list)  # by sndbuf/rwnd limited
+    socket_drops: list[Connection] = field(default_factory=list)  # skmem drops > 0
+    sockets_with_drops: int = 0
+    long_idle_ms: int = LONG_IDLE_MS
+
+
+@dataclass
+class SoftnetCpu:
+    cpu: int
+    processed: int
+    dropped: int
+    time_squeeze: int
+    received_rps: int | None = None
+    flow_limit_count: int | None = None
+    backlog_len: int | None = None  # a gauge (kernels >= ~5.10)
+
+
+@dataclass
+class SoftnetFacts:
+    """/proc/net/softnet_stat: one row per online CPU."""
+
+    cpus: list[SoftnetCpu] = field(default_factory=list)
+    columns: int = 0
+
+
+@dataclass
+class SoftirqFacts:
+    """/proc/softirqs NET_RX / NET_TX counts per CPU (since boot)."""
+
+    net_rx: list[int] = field(default_factory=list)
+    net_tx: list[int] = field(default_factory=list)
+
+
+@dataclass
+class LinkStats:
+    """Interface counters. From /proc/net/dev, rx_dropped includes rx_missed and rx_missed /
+    rx_over are None; from rtnetlink (IFLA_STATS64) every field is exact."""
+
+    name: str
+    ifindex: int
+    rx_packets: int
+    rx_dropped: int
+    rx_missed: int | None  # the NIC had no room in its ring (rx_missed_errors)
+    rx_fifo: int
+    rx_over: int | None
+    tx_dropped: int
+    tx_fifo: int
+    source: str = "rtnetlink"
+    rx_ring: int | None = None
+    rx_ring_max: int | None = None
+    tx_ring: int | None = None
+    tx_ring_max: int | None = None
+    rps_cpus: str | None = None
+
+
+@dataclass
+class ListenerSample:
+    """Accept queues watched during --interval (sampled every few hundred ms)."""
+
+    address: str
+    port: int
+    backlog: int
+    max_queue: int = 0
+    samples: int = 0
+    samples_at_limit: int = 0
+
+
 @dataclass
 class Facts:
     """Everything one run collected. A field is None when its collector failed or was not run."""
@@ -197,6 +306,16 @@ class Facts:
     processes: ProcessFacts | None = None
     sysctl_conf: SysctlConfFacts | None = None
     file_nr: FileNr | None = None
+    details: ConnectionDetails | None = None  # tcp_info/skmeminfo, when a rule needs it
+    listener_samples: list[ListenerSample] | None = None
+    softnet: SoftnetFacts | None = None
+    softnet_before: SoftnetFacts | None = None
+    softirqs: SoftirqFacts | None = None
+    softirqs_before: SoftirqFacts | None = None
+    ksoftirqd: dict[int, float] | None = None
+    links: list[LinkStats] | None = None
+    links_before: list[LinkStats] | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 # ---- decoding kernel value formats -------------------------------------------------------

@@ -175,3 +175,118 @@ def check_view(facts: Facts) -> dict[str, Any]:
     if facts.census is not None:
         out["sockets"] = census_summary(facts.census)
     return out
+
+
+def _sysctls(facts: Facts, keys: list[str]) -> dict[str, Any]:
+    values = facts.sysctl.values if facts.sysctl else {}
+    return {k.rsplit(".", 1)[1]: values.get(k, "(absent)") for k in keys}
+
+
+def backlog_view(facts: Facts) -> dict[str, Any]:
+    out: dict[str, Any] = {"settings": _sysctls(facts, [
+        "net.core.somaxconn", "net.ipv4.tcp_max_syn_backlog", "net.ipv4.tcp_syncookies",
+        "net.ipv4.tcp_abort_on_overflow", "net.ipv4.tcp_syn_retries",
+        "net.ipv4.tcp_synack_retries"])}
+    if facts.counters is not None:
+        out["counters"] = {f"TcpExt.{n}": facts.counters.get("TcpExt", n) for n in (
+            "ListenOverflows", "ListenDrops", "SyncookiesSent", "SyncookiesRecv",
+            "SyncookiesFailed", "TCPReqQFullDrop", "TCPReqQFullDoCookies")}
+    census, procs = facts.census, facts.processes
+    if census is not None:
+        syn_recv = {}
+        if census.by_local_port is not None:
+            for (port, state), n in census.by_local_port.items:
+                if state == "SYN_RECV":
+                    syn_recv[port] = syn_recv.get(port, 0) + n
+        out["listeners"] = [
+            {"address": lst.address, "port": lst.port, "accept_queue": lst.accept_queue,
+             "limit": lst.backlog, "syn_recv": syn_recv.get(lst.port, 0),
+             **_owner(procs, lst.inode)}
+            for lst in census.listeners]
+    if facts.listener_samples is not None:
+        out["sampled_during_interval"] = [
+            {"address": s.address, "port": s.port, "limit": s.backlog,
+             "max_queue": s.max_queue, "at_limit": f"{s.samples_at_limit}/{s.samples}"}
+            for s in facts.listener_samples]
+    return out
+
+
+def keepalive_view(facts: Facts) -> dict[str, Any]:
+    out: dict[str, Any] = {"settings": _sysctls(facts, [
+        "net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_keepalive_intvl",
+        "net.ipv4.tcp_keepalive_probes", "net.ipv4.tcp_retries2"])}
+    d = facts.details
+    if d is not None:
+        out["established_connections"] = {
+            "total": d.established,
+            "keepalive timer armed (SO_KEEPALIVE on)": d.keepalive_timer,
+            "no timer (SO_KEEPALIVE off)": d.no_timer,
+            "retransmit/persist timer (keepalive not visible)": d.retransmit_timer,
+            "idle > 10 min without keepalive": d.long_idle_without_keepalive,
+            "idle > 10 min with keepalive": d.long_idle_with_keepalive,
+        }
+        out["longest_idle_without_keepalive"] = [
+            {"local": f"{c.source}:{c.sport}", "peer": f"{c.destination}:{c.dport}",
+             "idle_s": c.idle_ms // 1000, **_owner(facts.processes, c.inode)}
+            for c in d.idle_without_keepalive]
+    return out
+
+
+def buffers_view(facts: Facts) -> dict[str, Any]:
+    out: dict[str, Any] = {"settings": _sysctls(facts, [
+        "net.ipv4.tcp_rmem", "net.ipv4.tcp_wmem", "net.core.rmem_max", "net.core.wmem_max",
+        "net.core.rmem_default", "net.ipv4.tcp_mem", "net.ipv4.tcp_moderate_rcvbuf"])}
+    if facts.sockstat is not None:
+        out["settings"]["TCP mem in use (pages)"] = facts.sockstat.get("TCP", "mem")
+    if facts.counters is not None:
+        c = facts.counters
+        out["counters"] = {f"TcpExt.{n}": c.get("TcpExt", n) for n in (
+            "TCPRcvQDrop", "PruneCalled", "RcvPruned", "OfoPruned", "TCPRcvCollapsed",
+            "TCPBacklogDrop", "TCPZeroWindowDrop", "TCPMemoryPressures")}
+        for proto in ("Udp", "Udp6"):
+            for n in ("RcvbufErrors", "SndbufErrors"):
+                out["counters"][f"{proto}.{n}"] = c.get(proto, n)
+    d = facts.details
+    if d is not None:
+        out["connections_by_bdp"] = [
+            {"peer": f"{c.destination}:{c.dport}", "rtt_ms": round(c.info.get("rtt", 0) / 1000, 2),
+             "rate_mbit": round(c.info.get("delivery_rate", 0) * 8 / 1e6, 1),
+             "bdp": c.bdp_bytes, "rcvbuf": c.skmem.get("rcvbuf"), "sndbuf": c.skmem.get("sndbuf"),
+             "rcv_space": c.info.get("rcv_space")}
+            for c in d.largest_bdp]
+        if d.socket_drops:
+            out["sockets_with_drops"] = [
+                {"local": f"{c.source}:{c.sport}", "peer": f"{c.destination}:{c.dport}",
+                 "drops": c.skmem.get("drops"), "rcvbuf": c.skmem.get("rcvbuf")}
+                for c in d.socket_drops]
+    return out
+
+
+def softirq_view(facts: Facts) -> dict[str, Any]:
+    out: dict[str, Any] = {"settings": _sysctls(facts, [
+        "net.core.netdev_max_backlog", "net.core.netdev_budget", "net.core.netdev_budget_usecs",
+        "net.core.dev_weight"])}
+    rows: dict[int, dict[str, Any]] = {}
+    if facts.softnet is not None:
+        for c in facts.softnet.cpus:
+            rows[c.cpu] = {"cpu": c.cpu, "processed": c.processed, "dropped": c.dropped,
+                           "squeezed": c.time_squeeze}
+            if c.backlog_len is not None:
+                rows[c.cpu]["backlog"] = c.backlog_len
+    if facts.softirqs is not None:
+        for cpu, n in enumerate(facts.softirqs.net_rx):
+            rows.setdefault(cpu, {"cpu": cpu})["NET_RX"] = n
+        for cpu, n in enumerate(facts.softirqs.net_tx):
+            rows.setdefault(cpu, {"cpu": cpu})["NET_TX"] = n
+    if facts.ksoftirqd:
+        for cpu, secs in facts.ksoftirqd.items():
+            rows.setdefault(cpu, {"cpu": cpu})["ksoftirqd_s"] = secs
+    out["per_cpu"] = [rows[k] for k in sorted(rows)]
+    if facts.links is not None:
+        out["interfaces"] = [
+            {"name": lk.name, "rx_packets": lk.rx_packets, "rx_dropped": lk.rx_dropped,
+             "rx_missed": lk.rx_missed, "rx_fifo": lk.rx_fifo, "tx_dropped": lk.tx_dropped,
+             "ring_rx": f"{lk.rx_ring}/{lk.rx_ring_max}" if lk.rx_ring is not None else "-",
+             "rps": lk.rps_cpus or "-"}
+            for lk in facts.links]
+    return out

@@ -59,7 +59,9 @@ def test_netlink_and_proc_agree_on_the_same_snapshot(host_root):
 
 
 def test_proc_tcp_4x_with_a_truncated_line(host_root):
-    census, warnings = read_census(Context(root=host_root("linux-4.19-layout")), (32768, 60999))
+    census, details, warnings = read_census(Context(root=host_root("linux-4.19-layout")),
+                                            (32768, 60999))
+    assert details is None
     assert census.source == "/proc/net/tcp"
     assert census.by_state == {"LISTEN": 3, "ESTABLISHED": 2, "TIME_WAIT": 2, "CLOSE_WAIT": 1}
     assert census.skipped_lines == 1

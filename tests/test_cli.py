@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import HOSTS, run_json, run_netdiag
 
 from netdiag.rules import SPECS, TOPICS
+
+from conftest import HOSTS, run_json, run_netdiag
 
 BUSY = str(HOSTS / "linux-6.18-busy")
 LEGACY = str(HOSTS / "linux-4.19-layout")

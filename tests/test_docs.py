@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import typer.main
-from conftest import REPO
 
 from netdiag.cli import app
 from netdiag.rules import SPECS
+
+from conftest import REPO
 
 MAN = (REPO / "man" / "netdiag.1").read_text()
 README = (REPO / "README.md").read_text()

@@ -203,7 +203,8 @@ def test_idle_host_is_ok_everywhere():
     from netdiag.facts import SysctlConfFacts
 
     f.sysctl_conf = SysctlConfFacts()
-    findings, unjudged = evaluate(f, list(TOPICS))
+    topics = ["timewait", "closewait", "ports", "sockets"]
+    findings, unjudged = evaluate(f, topics)
     assert unjudged == []
     assert {x.severity for x in findings} == {Severity.OK}
 

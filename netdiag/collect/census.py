@@ -94,6 +94,7 @@ class CensusBuilder:
         self.cw_inodes: dict[int, int] = {}
         self.cw_truncated = False
         self.skipped_lines = 0
+        self.detail = None  # a tcpinfo.DetailBuilder when per-connection detail is wanted
 
     def add(self, family: int, state: int, timer: int, src: bytes, sport: int, dst: bytes,
             dport: int, rq: int, wq: int, inode: int) -> None:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from netdiag.collect import procfs
+from netdiag.collect import procfs, rxpath
 from netdiag.collect.processes import fill_details, scan_fds
-from netdiag.collect.sockets import read_census
+from netdiag.collect.sockets import read_census, sample_listeners
 from netdiag.collect.sysctlconf import read_sysctl_conf
 from netdiag.context import Context
 from netdiag.errors import NetdiagError
@@ -29,6 +29,10 @@ class Plan:
     counters: bool = True
     sockstat: bool = True
     census: bool = True
+    details: bool = False  # tcp_info/skmeminfo of established connections (same dump)
+    sample_listeners: bool = False  # watch accept queues during --interval
+    rxpath: bool = False  # softnet_stat, softirqs, ksoftirqd, links
+    link_detail: bool = False  # exact link counters and ring sizes (loads pyroute2)
     processes: str = "targeted"
     sysctl_conf: bool = True
     file_nr: bool = True
@@ -60,6 +64,10 @@ def collect(ctx: Context, plan: Plan) -> tuple[Facts, list[CollectorError]]:
         return None
 
     facts.sysctl = procfs.read_sysctls(ctx, SYSCTL_KEYS)
+    for key in list(facts.sysctl.missing):
+        if key in ctx.host_sysctls:  # global: not shown inside this namespace
+            facts.sysctl.values[key] = ctx.host_sysctls[key]
+            facts.sysctl.missing.remove(key)
     owners = None
     if plan.processes == "all":
         if ctx.live:
@@ -79,17 +87,40 @@ def collect(ctx: Context, plan: Plan) -> tuple[Facts, list[CollectorError]]:
                 errors.extend(CollectorError("counters", msg) for _, msg in errs)
         if plan.census:
             result = guard("sockets", lambda: read_census(
-                ctx, _ephemeral(facts), owners, plan.states, plan.port, plan.top))
+                ctx, _ephemeral(facts), owners, plan.states, plan.port, plan.top,
+                details=plan.details))
             if result is not None:
-                census, warnings = result
+                census, details, warnings = result
+                facts.details = details
                 errors.extend(CollectorError("sockets", w) for w in warnings)
-        return counters, census
+        rx = None
+        if plan.rxpath:
+            rx = (guard("softnet_stat", lambda: rxpath.read_softnet(ctx)),
+                  guard("softirqs", lambda: rxpath.read_softirqs(ctx)),
+                  guard("links", lambda: rxpath.read_links(ctx, plan.link_detail)))
+        return counters, census, rx
 
     if plan.interval:
-        facts.counters_before, facts.census_before = sample()
-        time.sleep(plan.interval)
+        facts.counters_before, facts.census_before, rx_before = sample()
+        if rx_before is not None:
+            facts.softnet_before, facts.softirqs_before = rx_before[0], rx_before[1]
+            facts.links_before = rx_before[2][0] if rx_before[2] else None
+        if plan.sample_listeners and ctx.live:
+            facts.listener_samples = guard(
+                "listeners", lambda: sample_listeners(plan.interval))
+            if facts.listener_samples is None:
+                time.sleep(plan.interval)
+        else:
+            time.sleep(plan.interval)
         facts.interval = plan.interval
-    facts.counters, facts.census = sample()
+    facts.counters, facts.census, rx = sample()
+    if rx is not None:
+        facts.softnet, facts.softirqs = rx[0], rx[1]
+        if rx[2] is not None:
+            facts.links, notes = rx[2]
+            facts.notes.extend(notes)
+        if ctx.live and plan.link_detail:
+            facts.ksoftirqd = guard("ksoftirqd", rxpath.read_ksoftirqd)
 
     if plan.sockstat:
         result = guard("sockstat", lambda: procfs.read_sockstat(ctx))
@@ -108,6 +139,8 @@ def collect(ctx: Context, plan: Plan) -> tuple[Facts, list[CollectorError]]:
             # walk stops resolving once these are found (all owners: `sockets --processes`).
             wanted: set[int] = set()
             census = facts.census
+            if facts.details is not None:
+                wanted.update(c.inode for c in facts.details.idle_without_keepalive if c.inode)
             if census is not None:
                 wanted.update(census.close_wait_inodes)
                 eph = census.ephemeral_range

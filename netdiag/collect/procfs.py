@@ -62,15 +62,38 @@ def read_counters(ctx: Context) -> tuple[CounterFacts, list[tuple[str, str]]]:
     """TcpExt/IpExt from netstat, Ip/Tcp/Udp/... from snmp. Returns facts and per-file errors."""
     facts = CounterFacts(taken_at=time.monotonic())
     errors: list[tuple[str, str]] = []
-    for rel in ("proc/net/netstat", "proc/net/snmp"):
+    for rel in ("proc/net/netstat", "proc/net/snmp", "proc/net/snmp6"):
+        parser = parse_snmp6 if rel.endswith("6") else parse_counters
         try:
-            parsed = parse_counters(read_text(ctx, rel), ctx.display(rel))
+            parsed = parser(read_text(ctx, rel), ctx.display(rel))
         except (SourceMissing, ParseError) as exc:
+            if rel.endswith("6") and isinstance(exc, SourceMissing):
+                continue  # IPv6 disabled
             errors.append((rel, str(exc)))
             continue
         for proto, values in parsed.items():
             facts.counters.setdefault(proto, {}).update(values)
     return facts, errors
+
+
+def parse_snmp6(text: str, path: str) -> dict[str, dict[str, int]]:
+    """/proc/net/snmp6: one `Udp6RcvbufErrors  0` per line -> {"Udp6": {"RcvbufErrors": 0}}."""
+    out: dict[str, dict[str, int]] = {}
+    for lineno, line in enumerate(text.splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 2:
+            raise ParseError(path, lineno, f"expected 'Name value', got {line[:60]!r}")
+        name, value = parts
+        for proto in ("UdpLite6", "Udp6", "Icmp6", "Ip6", "Tcp6"):
+            if name.startswith(proto):
+                try:
+                    out.setdefault(proto, {})[name[len(proto):]] = int(value)
+                except ValueError:
+                    raise ParseError(path, lineno, f"{name}: not an integer") from None
+                break
+    return out
 
 
 def parse_sockstat(text: str, path: str) -> dict[str, dict[str, int]]:

@@ -16,9 +16,10 @@ import sys
 from typing import BinaryIO
 
 from netdiag.collect.census import CensusBuilder
+from netdiag.collect.tcpinfo import EXT_MASK, ConnectionDetails, DetailBuilder
 from netdiag.context import Context
 from netdiag.errors import SourceMissing
-from netdiag.facts import LISTEN, Census
+from netdiag.facts import LISTEN, Census, ListenerSample
 
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
@@ -42,8 +43,8 @@ _ERR = struct.Struct("=i")
 _SWAP = struct.unpack(">65536H", struct.pack("=65536H", *range(65536)))
 
 
-def build_request(family: int, states: int, seq: int) -> bytes:
-    body = struct.pack("=BBBBI", family, IPPROTO_TCP, 0, 0, states) + bytes(48)
+def build_request(family: int, states: int, seq: int, ext: int = 0) -> bytes:
+    body = struct.pack("=BBBBI", family, IPPROTO_TCP, ext, 0, states) + bytes(48)
     return _HDR.pack(_HDR.size + len(body), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP,
                      seq, 0) + body
 
@@ -80,6 +81,7 @@ def parse_chunk(buf, n: int, builder: CensusBuilder) -> bool:
     eph_lo, eph_hi = builder.ephemeral or (1, 0)
     listen_ports = builder.listen_ports
     special = _SPECIAL
+    detail = builder.detail
     inline = 0
     off = 0
     while off < n:
@@ -101,6 +103,9 @@ def parse_chunk(buf, n: int, builder: CensusBuilder) -> bool:
                 inline += 1
             else:
                 add(family, state, timer, src, sport, dst, swap[dport], rq, wq, inode)
+            if detail is not None and state == 1 and mlen > _MSG.size:
+                detail.add(buf, off + _MSG.size, off + mlen, family, src, sport, dst,
+                           swap[dport], timer, inode)
         elif mtype == NLMSG_DONE:
             builder.total += inline
             return True
@@ -117,8 +122,8 @@ def parse_chunk(buf, n: int, builder: CensusBuilder) -> bool:
 
 
 def _dump(sock: socket.socket, family: int, states: int, seq: int, builder: CensusBuilder,
-          capture: BinaryIO | None) -> None:
-    sock.send(build_request(family, states, seq))
+          capture: BinaryIO | None, ext: int = 0) -> None:
+    sock.send(build_request(family, states, seq, ext))
     # Padding after RECV_SIZE lets unpack_from read a full record even at a short message.
     buf = bytearray(RECV_SIZE + _MSG.size)
     recv_into = sock.recv_into
@@ -141,8 +146,9 @@ def _open_netlink() -> socket.socket:
 
 
 def netlink_census(builder: CensusBuilder, capture: BinaryIO | None = None,
-                   states: int = ALL_STATES) -> None:
-    """Dump IPv4 then IPv6, listeners first, into the builder."""
+                   states: int = ALL_STATES, ext: int = 0) -> None:
+    """Dump listeners (IPv4, IPv6) first, then the rest, into the builder. `ext` asks for
+    attributes (tcp_info, skmeminfo) with the non-listening sockets."""
     sock = _open_netlink()
     try:
         seq = 1
@@ -153,7 +159,8 @@ def netlink_census(builder: CensusBuilder, capture: BinaryIO | None = None,
                 if not mask or (family == 10 and no_ipv6):
                     continue
                 try:
-                    _dump(sock, family, mask, seq, builder, capture)
+                    _dump(sock, family, mask, seq, builder, capture,
+                          ext if not mask & LISTEN_MASK else 0)
                 except NetlinkError as exc:
                     # No IPv6 in this kernel: the v4 census stands on its own.
                     if family == 10 and exc.code in (errno.ENOENT, errno.EAFNOSUPPORT):
@@ -163,6 +170,32 @@ def netlink_census(builder: CensusBuilder, capture: BinaryIO | None = None,
                 seq += 1
     finally:
         sock.close()
+
+
+def sample_listeners(seconds: float, step: float = 0.2) -> list[ListenerSample]:
+    """Watch every listener's accept queue for `seconds` (a LISTEN-only dump every `step`),
+    keeping the deepest queue seen and how often it stood at its limit."""
+    import time
+
+    seen: dict[tuple[str, int], ListenerSample] = {}
+    deadline = time.monotonic() + seconds
+    while True:
+        builder = CensusBuilder("netlink", None)
+        netlink_census(builder, states=LISTEN_MASK)
+        for lst in builder.listeners:
+            s = seen.get((lst.address, lst.port))
+            if s is None:
+                s = seen[(lst.address, lst.port)] = ListenerSample(lst.address, lst.port,
+                                                                   lst.backlog)
+            s.samples += 1
+            s.max_queue = max(s.max_queue, lst.accept_queue)
+            if lst.accept_queue >= max(lst.backlog, 1):
+                s.samples_at_limit += 1
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        time.sleep(min(step, left))
+    return sorted(seen.values(), key=lambda s: (-s.samples_at_limit, -s.max_queue, s.port))
 
 
 def replay_census(path: str, builder: CensusBuilder) -> None:
@@ -265,26 +298,44 @@ def proc_census(ctx: Context, builder: CensusBuilder) -> list[str]:
 
 def read_census(ctx: Context, ephemeral: tuple[int, int] | None,
                 owners: dict[int, int] | None = None, states: set[int] | None = None,
-                port: int | None = None, top: int = 20) -> tuple[Census, list[str]]:
-    """The census of the current network namespace. Returns it and any warnings to report."""
+                port: int | None = None, top: int = 20, details: bool = False,
+                ) -> tuple[Census, ConnectionDetails | None, list[str]]:
+    """The census of the current network namespace, with per-connection details (tcp_info,
+    skmeminfo) when asked. Returns both and any warnings to report."""
     warnings: list[str] = []
+    detail = DetailBuilder() if details else None
     capture = ctx.path("sockdiag.bin")
     if not ctx.live and capture.exists():
         builder = CensusBuilder("netlink (recorded)", ephemeral, owners, states, port)
+        builder.detail = detail
         replay_census(str(capture), builder)
-        return builder.finish(top), warnings
+        return builder.finish(top), _finish(detail, warnings), warnings
     if ctx.live and not os.environ.get("NETDIAG_NO_NETLINK"):
         builder = CensusBuilder("netlink", ephemeral, owners, states, port)
+        builder.detail = detail
         mask = ALL_STATES
         if states:
             mask = 0
             for s in states:
                 mask |= 1 << s
         try:
-            netlink_census(builder, states=mask)
-            return builder.finish(top), warnings
+            netlink_census(builder, states=mask, ext=EXT_MASK if details else 0)
+            return builder.finish(top), _finish(detail, warnings), warnings
         except SourceMissing as exc:
             warnings.append(f"{exc}; fell back to /proc/net/tcp (slower, no timers detail)")
     builder = CensusBuilder("/proc/net/tcp", ephemeral, owners, states, port)
     warnings += proc_census(ctx, builder)
-    return builder.finish(top), warnings
+    if details:
+        warnings.append("per-connection details (tcp_info, buffers) need netlink sock_diag; "
+                        "/proc/net/tcp does not carry them")
+    return builder.finish(top), None, warnings
+
+
+def _finish(detail: DetailBuilder | None, warnings: list[str]) -> ConnectionDetails | None:
+    if detail is None:
+        return None
+    result = detail.finish()
+    if result.established and not result.with_info:
+        warnings.append("sock_diag returned no tcp_info for established connections "
+                        "(a recording made without attributes?)")
+    return result

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from netdiag.facts import Facts
 from netdiag.model import Finding, RuleSpec
-from netdiag.rules import closewait, ports, sockets, timewait
+from netdiag.rules import backlog, buffers, closewait, keepalive, ports, sockets, softirq, timewait
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class Topic:
 
 TOPICS: dict[str, Topic] = {
     mod.TOPIC: Topic(mod.TOPIC, mod.SUMMARY, mod.SPECS, mod.check, mod.BACKGROUND)
-    for mod in (timewait, closewait, ports, sockets)
+    for mod in (timewait, closewait, ports, backlog, keepalive, buffers, softirq, sockets)
 }
 
 SPECS: dict[str, RuleSpec] = {spec.id: spec for t in TOPICS.values() for spec in t.specs}

@@ -9,6 +9,9 @@ Modes:
   churn       N short connections, client closes first (client side: TIME_WAIT)
   listen      a listener with --backlog that never accepts, N clients connect
   hold        N established connections held open by this process
+  rcvbuf      one connection whose receiver fixed SO_RCVBUF=--rcvbuf (autotuning off),
+              1 MiB sent through it, held open
+  keepalive   N idle connections with SO_KEEPALIVE set on both ends
 """
 
 from __future__ import annotations
@@ -90,9 +93,51 @@ def hold(args) -> str:
     return f"pid={os.getpid()} count={args.count}", [srv, *held]
 
 
+def rcvbuf(args) -> str:
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, args.rcvbuf)  # inherited by accept()
+    srv.bind(("127.0.0.1", args.port))
+    srv.listen(8)
+    c = socket.create_connection(("127.0.0.1", args.port), timeout=5)
+    a, _ = srv.accept()
+    payload = b"x" * (1 << 20)
+    got = 0
+    c.setblocking(False)
+    sent = 0
+    deadline = time.monotonic() + args.seconds
+    while got < len(payload) and time.monotonic() < deadline:
+        if sent < len(payload):
+            try:
+                sent += c.send(payload[sent:])
+            except BlockingIOError:
+                pass
+        a.settimeout(0.05)
+        try:
+            got += len(a.recv(65536))
+        except socket.timeout:
+            pass
+    effective = a.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    return f"pid={os.getpid()} rcvbuf={effective} got={got}", [srv, c, a]
+
+
+def keepalive(args) -> str:
+    srv = server(args.port)
+    held = []
+    for _ in range(args.count):
+        c = socket.create_connection(("127.0.0.1", args.port), timeout=5)
+        a, _ = srv.accept()
+        for s in (c, a):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        held += [c, a]
+    return f"pid={os.getpid()} count={args.count}", [srv, *held]
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["closewait", "churn", "listen", "hold"])
+    p.add_argument("mode", choices=["closewait", "churn", "listen", "hold", "rcvbuf",
+                                    "keepalive"])
+    p.add_argument("--rcvbuf", type=int, default=65536)
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--count", type=int, default=10)
     p.add_argument("--backlog", type=int, default=1)

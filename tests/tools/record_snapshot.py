@@ -17,9 +17,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from netdiag.collect.census import CensusBuilder  # noqa: E402
 from netdiag.collect.sockets import netlink_census  # noqa: E402
+from netdiag.collect.tcpinfo import EXT_MASK  # noqa: E402
 from netdiag.sysctls import SYSCTL_KEYS  # noqa: E402
 
-FILES = ["proc/net/netstat", "proc/net/snmp", "proc/net/sockstat", "proc/net/sockstat6",
+FILES = ["proc/net/netstat", "proc/net/snmp", "proc/net/snmp6", "proc/net/sockstat",
+         "proc/net/sockstat6", "proc/net/softnet_stat", "proc/softirqs", "proc/net/dev",
          "proc/net/tcp", "proc/net/tcp6", "proc/sys/fs/file-nr", "proc/sys/kernel/osrelease",
          "proc/sys/kernel/hostname"]
 
@@ -37,7 +39,8 @@ def main() -> None:
         shutil.copyfile(src, out)
     builder = CensusBuilder("netlink", None)
     with open(dest / "sockdiag.bin", "wb") as fh:
-        netlink_census(builder, capture=fh)
+        # With tcp_info and skmeminfo attributes, as `netdiag check` asks for them.
+        netlink_census(builder, capture=fh, ext=EXT_MASK)
     census = builder.finish()
     meta = {"kernel": Path("/proc/sys/kernel/osrelease").read_text().strip(),
             "how": note, "recorded": "live capture with tests/tools/record_snapshot.py",

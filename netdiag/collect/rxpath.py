@@ -1,0 +1,199 @@
+"""The receive path: /proc/net/softnet_stat, /proc/softirqs, ksoftirqd CPU time, per-link
+drop counters (netlink, via pyroute2) and ring sizes (ethtool netlink, where the driver has
+them). NIC ring -> hard IRQ -> NET_RX softirq (or ksoftirqd) -> per-CPU backlog -> socket.
+"""
+
+from __future__ import annotations
+
+import os
+
+from netdiag.collect.procfs import read_text
+from netdiag.context import Context
+from netdiag.errors import ParseError
+from netdiag.facts import LinkStats, SoftirqFacts, SoftnetCpu, SoftnetFacts
+
+# softnet_stat columns by position (net/core/net-procfs.c softnet_seq_show()); the row has
+# 11 (before ~5.10), 13 (+ backlog_len, cpu index) or 15 (+ input_qlen, process_qlen) values.
+SOFTNET_COLUMNS = ("processed", "dropped", "time_squeeze", None, None, None, None, None,
+                   "cpu_collision", "received_rps", "flow_limit_count", "backlog_len", "cpu",
+                   "input_qlen", "process_qlen")
+
+
+def parse_softnet_stat(text: str, path: str) -> SoftnetFacts:
+    cpus: list[SoftnetCpu] = []
+    width = None
+    for lineno, line in enumerate(text.splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if width is None:
+            width = len(fields)
+            if width < 9:
+                raise ParseError(path, lineno, f"expected at least 9 columns, got {width}")
+        if len(fields) != width:
+            raise ParseError(path, lineno, f"expected {width} columns like line 1, got "
+                                           f"{len(fields)}")
+        try:
+            values = [int(f, 16) for f in fields]
+        except ValueError:
+            raise ParseError(path, lineno, "a column is not hexadecimal") from None
+        named = {name: values[i] for i, name in enumerate(SOFTNET_COLUMNS[:width]) if name}
+        # Before the cpu column existed, the row number stands in; it is wrong when CPUs
+        # are offline (rows exist only for online CPUs).
+        cpu = named.pop("cpu", len(cpus))
+        cpus.append(SoftnetCpu(cpu=cpu, **{k: named.get(k) for k in (
+            "processed", "dropped", "time_squeeze", "received_rps", "flow_limit_count",
+            "backlog_len")}))
+    return SoftnetFacts(cpus=cpus, columns=width or 0)
+
+
+def parse_softirqs(text: str, path: str) -> SoftirqFacts:
+    lines = text.splitlines()
+    if not lines:
+        raise ParseError(path, 1, "empty file")
+    ncpu = len(lines[0].split())
+    rows: dict[str, list[int]] = {}
+    for lineno, line in enumerate(lines[1:], 2):
+        name, sep, rest = line.partition(":")
+        if not sep:
+            continue
+        values = rest.split()
+        try:
+            rows[name.strip()] = [int(v) for v in values[:ncpu]]
+        except ValueError:
+            raise ParseError(path, lineno, f"{name.strip()}: a value is not an integer") \
+                from None
+    if "NET_RX" not in rows:
+        raise ParseError(path, len(lines), "no NET_RX row")
+    return SoftirqFacts(net_rx=rows["NET_RX"], net_tx=rows.get("NET_TX", []))
+
+
+def read_softnet(ctx: Context) -> SoftnetFacts:
+    rel = "proc/net/softnet_stat"
+    return parse_softnet_stat(read_text(ctx, rel), ctx.display(rel))
+
+
+def read_softirqs(ctx: Context) -> SoftirqFacts:
+    rel = "proc/softirqs"
+    return parse_softirqs(read_text(ctx, rel), ctx.display(rel))
+
+
+def read_ksoftirqd() -> dict[int, float]:
+    """CPU seconds (user + system) of each ksoftirqd/N kernel thread, by CPU."""
+    import psutil
+
+    out: dict[int, float] = {}
+    for proc in psutil.process_iter(["name", "cpu_times"]):
+        name = proc.info.get("name") or ""
+        if name.startswith("ksoftirqd/"):
+            try:
+                cpu = int(name.split("/", 1)[1])
+            except ValueError:
+                continue
+            times = proc.info.get("cpu_times")
+            if times is not None:
+                out[cpu] = round(times.user + times.system, 2)
+    return out
+
+
+def parse_proc_net_dev(text: str, path: str) -> list[LinkStats]:
+    """/proc/net/dev: `name: rx bytes packets errs drop fifo frame compressed multicast tx
+    bytes packets errs drop fifo colls carrier compressed`. The rx drop column is
+    rx_dropped + rx_missed_errors (net/core/net-procfs.c dev_seq_printf_stats())."""
+    links = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        name, sep, rest = line.partition(":")
+        if not sep or "|" in line:
+            continue  # the two header lines
+        values = rest.split()
+        if len(values) < 16:
+            raise ParseError(path, lineno, f"{name.strip()}: expected 16 columns, got "
+                                           f"{len(values)}")
+        try:
+            v = [int(x) for x in values[:16]]
+        except ValueError:
+            raise ParseError(path, lineno, f"{name.strip()}: a column is not an integer") \
+                from None
+        links.append(LinkStats(name=name.strip(), ifindex=0, rx_packets=v[1], rx_dropped=v[3],
+                               rx_missed=None, rx_fifo=v[4], rx_over=None, tx_dropped=v[11],
+                               tx_fifo=v[12], source="/proc/net/dev"))
+    return links
+
+
+def read_links(ctx: Context, detailed: bool = False) -> tuple[list[LinkStats], list[str]]:
+    """Interface counters of the current network namespace.
+
+    /proc/net/dev first (cheap). Exact counters (rx_missed, rx_over from rtnetlink
+    IFLA_STATS64) and ring sizes (ethtool netlink) come through pyroute2, whose import costs
+    a quarter second: only when asked (`detailed`) or when an interface shows drops.
+    """
+    rel = "proc/net/dev"
+    links = parse_proc_net_dev(read_text(ctx, rel), ctx.display(rel))
+    if not ctx.live:
+        return links, []
+    if not detailed and not any(lk.rx_dropped or lk.rx_fifo for lk in links):
+        return links, []
+    return _read_links_netlink()
+
+
+def _read_links_netlink(with_rings: bool = True) -> tuple[list[LinkStats], list[str]]:
+    from pyroute2 import IPRoute
+
+    notes: list[str] = []
+    links: list[LinkStats] = []
+    with IPRoute() as ipr:
+        for msg in ipr.get_links():
+            name = msg.get_attr("IFLA_IFNAME")
+            st = msg.get_attr("IFLA_STATS64") or msg.get_attr("IFLA_STATS")
+            if st is None:
+                continue
+            links.append(LinkStats(
+                name=name, ifindex=msg["index"], rx_packets=st["rx_packets"],
+                rx_dropped=st["rx_dropped"], rx_missed=st["rx_missed_errors"],
+                rx_fifo=st["rx_fifo_errors"], rx_over=st["rx_over_errors"],
+                tx_dropped=st["tx_dropped"], tx_fifo=st["tx_fifo_errors"]))
+    if with_rings and links:
+        _fill_rings(links, notes)
+    for link in links:
+        link.rps_cpus = _rps_masks(link.name)
+    return links, notes
+
+
+def _fill_rings(links: list[LinkStats], notes: list[str]) -> None:
+    try:
+        from pyroute2.netlink.generic.ethtool import NlEthtool
+
+        eth = NlEthtool()
+    except Exception as exc:  # no ethtool netlink family in this kernel
+        notes.append(f"ethtool netlink unavailable ({exc}); ring sizes not shown")
+        return
+    try:
+        for link in links:
+            try:
+                reply = eth.get_rings(ifname=link.name)
+            except Exception:
+                continue  # the driver has no ring parameters (loopback, most virtual links)
+            attrs = dict(reply[0]["attrs"]) if reply else {}
+            link.rx_ring = attrs.get("ETHTOOL_A_RINGS_RX")
+            link.rx_ring_max = attrs.get("ETHTOOL_A_RINGS_RX_MAX")
+            link.tx_ring = attrs.get("ETHTOOL_A_RINGS_TX")
+            link.tx_ring_max = attrs.get("ETHTOOL_A_RINGS_TX_MAX")
+    finally:
+        eth.close()
+
+
+def _rps_masks(ifname: str) -> str | None:
+    """RPS CPU masks of the rx queues (sysfs shows the namespace netdiag started in)."""
+    base = f"/sys/class/net/{ifname}/queues"
+    try:
+        queues = sorted(q for q in os.listdir(base) if q.startswith("rx-"))
+    except OSError:
+        return None
+    masks = []
+    for q in queues:
+        try:
+            with open(f"{base}/{q}/rps_cpus") as fh:
+                masks.append(fh.read().strip())
+        except OSError:
+            continue
+    return ",".join(masks) if masks else None

@@ -1,0 +1,121 @@
+"""Keepalive: how long the kernel takes to notice a dead peer, and who is not covered."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from netdiag.facts import Facts
+from netdiag.model import Finding, Rule, RuleSpec, Severity
+from netdiag.rules._util import duration, make
+
+TOPIC = "keepalive"
+SUMMARY = "TCP keepalive: time to detect a dead peer, and connections without keepalive"
+
+# Detection slower than this is "slow" (the default, 7875 s, is); up to it is "short".
+SLOW_SECONDS = 1800
+# Long-idle connections without keepalive that make slow settings a warning.
+IDLE_WITHOUT_KEEPALIVE_WARN = 10
+
+BACKGROUND = (
+    "Keepalive applies only to sockets whose application set SO_KEEPALIVE. After "
+    "tcp_keepalive_time seconds without data the kernel sends a probe, then one every "
+    "tcp_keepalive_intvl seconds, and resets the connection after tcp_keepalive_probes "
+    "unanswered ones: 7200 + 75 × 9 = 7875 s (2 h 11 min 15 s) by default. Per-socket "
+    "TCP_KEEPIDLE, TCP_KEEPINTVL and TCP_KEEPCNT override the sysctls. TCP_USER_TIMEOUT, when "
+    "set, decides instead (it is not visible through sock_diag). Without keepalive, an idle "
+    "connection to a dead peer stays ESTABLISHED forever. A connection with unacknowledged "
+    "data gives up after tcp_retries2 retransmissions (~924.6 s by default). Keepalive still "
+    "does not replace an application heartbeat: middleboxes may drop or answer probes, and "
+    "the kernel answers them even when the process is stuck."
+)
+
+SLOW = RuleSpec(
+    id="keepalive.slow_detection",
+    topic=TOPIC,
+    title="Dead peers are detected slowly (or not at all)",
+    rule=Rule(
+        text="tcp_keepalive_time: how often TCP sends out keepalive messages when keepalive "
+             "is enabled (default 2 hours). tcp_keepalive_probes: how many probes TCP sends "
+             "out until it decides the connection is broken (default 9). tcp_keepalive_intvl: "
+             "how frequently the probes are sent out (default 75 s). Keepalive applies only "
+             "to sockets with SO_KEEPALIVE.",
+        source="Documentation/networking/ip-sysctl.rst: tcp_keepalive_time, "
+               "tcp_keepalive_probes, tcp_keepalive_intvl; tcp(7); socket(7) SO_KEEPALIVE",
+    ),
+    explanation=(
+        "A peer that vanished without a FIN or RST (host crash, cable pulled, NAT or firewall "
+        "state expired) leaves the connection ESTABLISHED here. With SO_KEEPALIVE, the kernel "
+        "notices after time + intvl × probes seconds; without it, never, unless the "
+        "application writes and the retransmissions time out. NAT gateways, load balancers "
+        "and conntrack often forget idle flows after minutes, far below the 2-hour default, "
+        "so the first probe may come too late anyway."
+    ),
+    recommendation=(
+        "Set SO_KEEPALIVE in the application, with TCP_KEEPIDLE/TCP_KEEPINTVL/TCP_KEEPCNT "
+        "suited to it (e.g. 60/10/6: about 2 minutes), or shorten the sysctls for every "
+        "keepalive socket in this namespace (e.g. tcp_keepalive_time=600, "
+        "tcp_keepalive_intvl=30, tcp_keepalive_probes=5). Keep an application-level "
+        "heartbeat too: it also catches a stuck process, which keepalive cannot."
+    ),
+    thresholds=f"ok up to {SLOW_SECONDS} s; info above (the default 7875 s included); warning "
+               f"when also {IDLE_WITHOUT_KEEPALIVE_WARN} or more connections idle over 10 min "
+               "have no keepalive",
+)
+
+SPECS = (SLOW,)
+
+
+def check(facts: Facts) -> list[Finding]:
+    if facts.sysctl is None:
+        return []
+    t = facts.sysctl.get_int("net.ipv4.tcp_keepalive_time")
+    i = facts.sysctl.get_int("net.ipv4.tcp_keepalive_intvl")
+    p = facts.sysctl.get_int("net.ipv4.tcp_keepalive_probes")
+    if t is None or i is None or p is None:
+        return []
+    seconds = t + i * p
+    evidence: dict[str, Any] = {
+        "tcp_keepalive_time": t, "tcp_keepalive_intvl": i, "tcp_keepalive_probes": p,
+        "detection_seconds": seconds, "detection": duration(seconds),
+        "tcp_retries2": facts.sysctl.get_int("net.ipv4.tcp_retries2"),
+    }
+    d = facts.details
+    idle_rows = []
+    if d is not None:
+        procs = facts.processes
+        evidence.update(
+            established=d.established,
+            showing_keepalive_timer=d.keepalive_timer,
+            no_timer_keepalive_off=d.no_timer,
+            retransmit_timer_unknown=d.retransmit_timer,
+            idle_over_10min_without_keepalive=d.long_idle_without_keepalive,
+            idle_over_10min_with_keepalive=d.long_idle_with_keepalive,
+        )
+        for c in d.idle_without_keepalive[:10]:
+            row: dict[str, Any] = {"local": f"{c.source}:{c.sport}",
+                                   "peer": f"{c.destination}:{c.dport}",
+                                   "idle_s": c.idle_ms // 1000}
+            pid = procs.owners.get(c.inode) if procs is not None else None
+            if pid is not None:
+                info = procs.processes.get(pid)
+                row.update(pid=pid, command=info.command if info else "")
+            idle_rows.append(row)
+        evidence["idle_without_keepalive"] = idle_rows
+    else:
+        evidence["per_connection"] = "not collected (needs netlink sock_diag)"
+    slow = seconds > SLOW_SECONDS
+    uncovered = d.long_idle_without_keepalive if d is not None else 0
+    if not slow:
+        severity = Severity.OK
+        title = f"a dead peer is detected after {duration(seconds)} ({seconds} s)"
+    elif uncovered >= IDLE_WITHOUT_KEEPALIVE_WARN:
+        severity = Severity.WARNING
+        title = (f"{uncovered} connections idle over 10 min have no keepalive, and keepalive "
+                 f"sockets need {duration(seconds)} to detect a dead peer")
+    else:
+        severity = Severity.INFO
+        title = f"a dead peer is detected after {duration(seconds)} ({seconds} s)"
+        if t == 7200 and i == 75 and p == 9:
+            title += ": the kernel default"
+    detail = (f"Here: {t} + {i} × {p} = {seconds} s.")
+    return [make(SLOW, severity, title, evidence, detail)]

@@ -1,0 +1,92 @@
+"""Receive-path and per-connection parsers on recorded and reconstructed samples."""
+
+from __future__ import annotations
+
+import pytest
+
+from netdiag.collect.procfs import parse_snmp6, read_counters
+from netdiag.collect.rxpath import parse_proc_net_dev, parse_softirqs, parse_softnet_stat
+from netdiag.collect.tcpinfo import decode_skmeminfo, decode_tcp_info
+from netdiag.context import Context
+from netdiag.errors import ParseError
+
+from conftest import FIXTURES
+
+SAMPLES = FIXTURES / "samples"
+
+
+def test_softnet_stat_in_its_three_layouts():
+    new = parse_softnet_stat((SAMPLES / "softnet_stat.15col-6.18").read_text(), "x")
+    assert new.columns == 15 and [c.cpu for c in new.cpus] == [0, 1]
+    assert new.cpus[0].processed == 0x36D954 and new.cpus[0].backlog_len == 0
+    mid = parse_softnet_stat((SAMPLES / "softnet_stat.13col-5.15").read_text(), "x")
+    # CPU 1 is offline: the cpu column (not the row number) names the CPU.
+    assert mid.columns == 13 and [c.cpu for c in mid.cpus] == [0, 2]
+    assert (mid.cpus[0].dropped, mid.cpus[0].time_squeeze) == (0x12A4, 0x31F0)
+    assert mid.cpus[1].received_rps == 0x3F11A
+    old = parse_softnet_stat((SAMPLES / "softnet_stat.11col-4.19").read_text(), "x")
+    assert old.columns == 11 and [c.cpu for c in old.cpus] == [0, 1, 2, 3]
+    assert old.cpus[2].time_squeeze == 0x52 and old.cpus[0].backlog_len is None
+
+
+def test_softnet_stat_malformed():
+    with pytest.raises(ParseError, match="x:2: expected 11 columns like line 1"):
+        parse_softnet_stat("0 " * 11 + "\n" + "0 " * 10 + "\n", "x")
+    with pytest.raises(ParseError, match="not hexadecimal"):
+        parse_softnet_stat("zz " * 11 + "\n", "x")
+
+
+def test_softirqs_with_many_cpus():
+    sq = parse_softirqs((SAMPLES / "softirqs.64cpu").read_text(), "/proc/softirqs")
+    assert len(sq.net_rx) == 64 and sq.net_rx[0] == 9_000_000 and sq.net_rx[63] == 362
+    assert len(sq.net_tx) == 64
+    with pytest.raises(ParseError, match="no NET_RX row"):
+        parse_softirqs("  CPU0\nTIMER: 1\n", "/proc/softirqs")
+
+
+def test_proc_net_dev_folds_missed_into_dropped():
+    links = {lk.name: lk for lk in parse_proc_net_dev((SAMPLES / "net_dev.fifo").read_text(),
+                                                       "/proc/net/dev")}
+    eth = links["eth0"]
+    assert (eth.rx_packets, eth.rx_dropped, eth.rx_fifo) == (812345678, 48211, 1377)
+    assert eth.rx_missed is None and eth.source == "/proc/net/dev"
+    with pytest.raises(ParseError, match="eth0: expected 16 columns"):
+        parse_proc_net_dev("eth0: 1 2 3\n", "/proc/net/dev")
+
+
+def test_snmp6_recorded(host_root):
+    facts, errors = read_counters(Context(root=host_root("linux-6.18-busy")))
+    assert errors == []
+    assert facts.get("Udp6", "RcvbufErrors") == 0 and "InReceives" in facts.counters["Ip6"]
+    assert parse_snmp6("Udp6RcvbufErrors 7\nIcmp6InMsgs 2\n", "x") == {
+        "Udp6": {"RcvbufErrors": 7}, "Icmp6": {"InMsgs": 2}}
+    with pytest.raises(ParseError):
+        parse_snmp6("Udp6RcvbufErrors\n", "x")
+
+
+def test_tcp_info_and_skmeminfo_decoding():
+    raw = bytearray(232)
+    raw[7] = 1
+    raw[68:72] = (2500).to_bytes(4, "little")  # rtt µs
+    raw[120:128] = (100001).to_bytes(8, "little")  # bytes_acked
+    raw[160:168] = (12_500_000).to_bytes(8, "little")  # delivery rate, bytes/s
+    info = decode_tcp_info(bytes(raw))
+    assert info["rtt"] == 2500 and info["bytes_acked"] == 100001
+    assert info["delivery_rate"] == 12_500_000 and info["delivery_rate_app_limited"] == 1
+    # An old kernel's shorter tcp_info: later fields are simply absent.
+    short = decode_tcp_info(bytes(raw[:104]))
+    assert "rtt" in short and "delivery_rate" not in short
+    sk = decode_skmeminfo(b"".join(i.to_bytes(4, "little") for i in range(1, 10)))
+    assert sk["rcvbuf"] == 2 and sk["sndbuf"] == 4 and sk["drops"] == 9
+
+
+def test_recorded_capture_carries_connection_details(host_root):
+    from netdiag.collect.sockets import read_census
+
+    census, details, warnings = read_census(Context(root=host_root("linux-6.18-busy")),
+                                            (40000, 40999), details=True)
+    assert warnings == []
+    assert details.established == census.by_state["ESTABLISHED"] == 10
+    assert details.with_info == 10
+    # The helper holds idle connections without SO_KEEPALIVE: no timer at all.
+    assert details.no_timer == 10 and details.keepalive_timer == 0
