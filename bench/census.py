@@ -1,7 +1,10 @@
 """Benchmark: `netdiag sockets --format json` against `ss -tan | wc -l` on the same sockets.
 
     sudo python3 bench/census.py [--sockets 200000] [--state established|time_wait] [--runs 5]
-                                 [--processes]
+                                 [--processes] [--command sockets|check]
+
+`--command check` times `netdiag check` (every non-probe rule, one pass over the socket table
+with tcp_info) instead of the census.
 
 Builds the sockets in a fresh namespace, runs each command `--runs` times inside it, and
 prints medians of wall time and peak RSS and their ratio. Needs root (namespaces).
@@ -29,6 +32,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--processes", action="store_true",
                     help="compare `netdiag sockets --processes` with `ss -tanp`")
+    ap.add_argument("--command", choices=["sockets", "check"], default="sockets")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench/census.py needs root (it builds a network namespace)")
@@ -37,14 +41,15 @@ def main() -> None:
         made = ns.build(args.state, args.sockets)
         exec_ns = ["ip", "netns", "exec", ns.name]
         ss = "ss -tanp | wc -l" if args.processes else "ss -tan | wc -l"
-        nd = [sys.executable, "-m", "netdiag", "sockets", "--format", "json"]
+        nd = [sys.executable, "-m", "netdiag", args.command, "--format", "json"]
         if args.processes:
             nd.append("--processes")
         rows = {"ss": [], "netdiag": []}
         for _ in range(args.runs):
             rows["ss"].append(measure(exec_ns + ["sh", "-c", ss], env))
             rows["netdiag"].append(measure(exec_ns + nd, env))
-        counted = json.loads(rows["netdiag"][-1][2])["facts"]["summary"]["total"]
+        facts = json.loads(rows["netdiag"][-1][2])["facts"]
+        counted = (facts.get("summary") or facts.get("sockets"))["total"]
         lines = int(rows["ss"][-1][2].split()[0]) - 1
     med = {k: (statistics.median(r[0] for r in v), statistics.median(r[1] for r in v))
            for k, v in rows.items()}
@@ -64,7 +69,8 @@ def main() -> None:
           f"ss {lines}, netdiag {counted}")
     out = REPO / "bench" / "results"
     out.mkdir(exist_ok=True)
-    name = f"census-{args.state}-{args.sockets}{'-p' if args.processes else ''}.json"
+    name = (f"{args.command}-{args.state}-{args.sockets}{'-p' if args.processes else ''}"
+            ".json")
     (out / name).write_text(json.dumps(result, indent=2) + "\n")
 
 
