@@ -22,8 +22,10 @@ system-deps:
 	  missing=""; \
 	  command -v ip >/dev/null || missing="$$missing iproute2"; \
 	  command -v runuser >/dev/null || missing="$$missing util-linux"; \
+	  command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	  if [ -n "$$missing" ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends $$missing; \
 	  fi; \
 	fi
 

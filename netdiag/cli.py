@@ -19,7 +19,7 @@ from netdiag.errors import NetdiagError, UsageError
 app = typer.Typer(
     name="netdiag",
     help="Explain what the Linux TCP stack is doing, against the documented kernel rules.",
-    add_completion=False,
+    add_completion=True,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
@@ -29,10 +29,13 @@ app = typer.Typer(
 class Format(str, Enum):
     table = "table"
     json = "json"
+    prometheus = "prometheus"
+    nagios = "nagios"
 
 
 # Options every report command takes (CONTRACT.md).
-FormatOpt = typer.Option(Format.table, "--format", "-f", help="Output format: table or json.")
+FormatOpt = typer.Option(Format.table, "--format", "-f",
+                         help="Output format: table, json, prometheus or nagios.")
 JsonOpt = typer.Option(False, "--json", help="Short for --format json.")
 NetnsOpt = typer.Option(None, "--netns", metavar="NAME",
                         help="Run inside the named network namespace (/run/netns/NAME).")
@@ -44,6 +47,13 @@ RootOpt = typer.Option(None, "--root", metavar="DIR",
                        help="Read a recorded snapshot under DIR instead of the live host.")
 OutputOpt = typer.Option(None, "--output", "-o", metavar="FILE",
                          help="Write the report to FILE atomically (temp file + rename).")
+StateDirOpt = typer.Option(None, "--state-dir", metavar="DIR",
+                           help="Keep counter history in DIR ('auto': /var/lib/netdiag for "
+                                "root, the user's state directory otherwise) and judge "
+                                "counters by their change since the previous run.")
+AllNetnsOpt = typer.Option(False, "--all-netns",
+                           help="Run in every network namespace on the host (named ones and "
+                                "those of running processes); label findings with it.")
 TopOpt = typer.Option(20, "--top", min=1, max=1000, help="Rows per grouping.")
 
 
@@ -65,10 +75,21 @@ class Run:
     """One report run: resolves the namespace and root, collects, evaluates, renders."""
 
     def __init__(self, fmt: Format, as_json: bool, netns: str | None, pid: int | None,
-                 interval: float | None, root: Path | None, output: Path | None) -> None:
+                 interval: float | None, root: Path | None, output: Path | None,
+                 state_dir: str | None = None, all_netns: bool = False) -> None:
         self.fmt = "json" if as_json else fmt.value
         self.interval = interval or None
         self.output = output
+        self.store = None
+        self.all_netns = all_netns
+        if all_netns and (netns is not None or pid is not None or root is not None):
+            raise UsageError("--all-netns cannot be combined with --netns, --pid or --root")
+        if state_dir is not None:
+            if root is not None:
+                raise UsageError("--state-dir keeps history of live runs; not with --root")
+            from netdiag import state
+
+            self.store = state.Store(state.resolve(state_dir))
         if netns is not None and pid is not None:
             raise UsageError("--netns and --pid are mutually exclusive")
         if root is not None and (netns is not None or pid is not None):
@@ -93,14 +114,25 @@ class Run:
 
     def report(self, topics: list[str], plan, view: Callable, *, show_ok: bool,
                show_facts: bool, topic: str | None = None) -> None:
+        if self.all_netns:
+            return self.report_all(topics, plan, show_ok=show_ok, topic=topic)
         from netdiag.collect.gather import collect
         from netdiag.model import HostInfo, Report, Severity
         from netdiag.rules import evaluate
 
         plan.interval = self.interval
         facts, errors = collect(self.ctx, plan)
+        ident = None
+        if self.store is not None:
+            from netdiag import state
+
+            ident = state.identity()
+            prev = self.store.previous(self.ctx.netns)
+            if prev is not None and not self.interval:
+                state.attach_previous(facts, prev, ident)
         findings, unjudged = evaluate(facts, topics)
-        if not show_ok:
+        # Prometheus keeps ok findings: every rule has a series, so alerts can resolve.
+        if not show_ok and self.fmt != "prometheus":
             findings = [f for f in findings if f.severity > Severity.OK]
         all_ids = sum((len(_topic_ids(t)) for t in topics), 0)
         report = Report(
@@ -112,8 +144,81 @@ class Run:
             errors=errors,
             topic=topic,
             show_facts=show_facts,
-            judged=not topics or len(unjudged) < all_ids,
+            # Unknown when nothing could be judged, or when the socket table, the primary
+            # evidence of every socket rule, could not be read at all.
+            judged=(not topics or len(unjudged) < all_ids)
+            and not (plan.census and facts.census is None),
         )
+        if self.fmt in ("prometheus", "nagios"):
+            from netdiag.metrics import samples
+
+            report.metrics = samples(facts, findings, errors, report.status, self.ctx.netns)
+        if self.store is not None:
+            self.store.record(facts, report.status, ident)
+            self.store.close()
+        self.emit(report)
+
+    def report_all(self, topics: list[str], plan, *, show_ok: bool, topic: str | None) -> None:
+        """--all-netns: the same checks in every network namespace, findings labelled."""
+        import copy
+
+        from netdiag import netns as nsmod
+        from netdiag.collect.gather import collect
+        from netdiag.collect.procfs import read_kernel_release, read_sysctls
+        from netdiag.context import Context
+        from netdiag.model import CollectorError, HostInfo, Report, Severity
+        from netdiag.rules import evaluate
+        from netdiag.sysctls import GLOBAL_KEYS
+
+        namespaces, hidden = nsmod.discover()
+        host = read_sysctls(Context(), GLOBAL_KEYS).values
+        findings, errors, metrics, rows = [], [], [], []
+        if hidden:
+            errors.append(CollectorError("netns", f"{hidden} processes' namespaces could not "
+                                                  "be inspected (permission denied)"))
+        statuses = []
+        with _progress(len(namespaces), "namespaces") as advance:
+            for label, path, inode in namespaces:
+                advance()
+                try:
+                    nsmod.enter(path)
+                except NetdiagError as exc:  # gone meanwhile, or no permission
+                    errors.append(CollectorError("netns", f"{label}: {exc}"))
+                    continue
+                ns_plan = copy.copy(plan)
+                ns_topics = topics
+                if label != "default":  # host-wide facts are judged once, in "default"
+                    ns_plan.rxpath = False
+                    ns_topics = [t for t in topics if t not in HOST_WIDE_TOPICS]
+                ns_plan.interval = self.interval
+                ctx = Context(netns=label, host_sysctls=host)
+                facts, errs = collect(ctx, ns_plan)
+                got, _ = evaluate(facts, ns_topics)
+                for f in got:
+                    f.netns = label
+                if label != "default":
+                    got = [f for f in got if f.id not in HOST_WIDE_IDS]
+                errors.extend(CollectorError(e.collector, f"[{label}] {e.message}") for e in errs)
+                worst = max((f.severity for f in got), default=Severity.OK)
+                status = {Severity.CRITICAL: "critical", Severity.WARNING: "warning"}.get(
+                    worst, "ok")
+                statuses.append(worst)
+                if self.fmt in ("prometheus", "nagios"):
+                    from netdiag.metrics import samples
+
+                    metrics.extend(samples(facts, got, errs, status, label))
+                rows.append({"netns": label, "inode": inode, "status": status,
+                             "sockets": facts.census.total if facts.census else None,
+                             "findings": sum(1 for f in got if f.severity > Severity.OK)})
+                keep_ok = show_ok or self.fmt == "prometheus"
+                findings.extend(f for f in got if keep_ok or f.severity > Severity.OK)
+        report = Report(
+            host=HostInfo(hostname=socket.gethostname(), kernel=read_kernel_release(Context()),
+                          netns="all"),
+            generated_at=datetime.datetime.now(datetime.timezone.utc)
+            .strftime("%Y-%m-%dT%H:%M:%SZ"),
+            findings=findings, facts={"namespaces": rows}, errors=errors, topic=topic,
+            show_facts=True, judged=bool(rows), metrics=metrics)
         self.emit(report)
 
     def _hostname(self) -> str:
@@ -132,6 +237,34 @@ class Run:
         else:
             _write_atomically(self.output, lambda fh: render(report, self.fmt, fh))
         raise typer.Exit(report.exit_code)
+
+
+# Facts that are the same in every namespace (per-CPU softnet, processes and their fd limits,
+# global TCP memory): with --all-netns they are judged once, in the starting namespace.
+HOST_WIDE_TOPICS = ("softirq", "sockets")
+HOST_WIDE_IDS = ("buffers.memory_pressure",)
+
+
+class _progress:
+    """A rich progress bar on stderr when it is a terminal; nothing on a pipe."""
+
+    def __init__(self, total: int, what: str) -> None:
+        self.total, self.what, self.bar = total, what, None
+
+    def __enter__(self):
+        if sys.stderr.isatty():
+            from rich.progress import Progress
+
+            self.bar = Progress(transient=True, console=None)
+            self.bar.console.file = sys.stderr
+            self.bar.start()
+            self.task = self.bar.add_task(self.what, total=self.total)
+            return lambda: self.bar.advance(self.task)
+        return lambda: None
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.stop()
 
 
 def _topic_ids(topic: str) -> list[str]:
@@ -189,12 +322,13 @@ def check(
     fmt: Format = FormatOpt, as_json: bool = JsonOpt, netns: Optional[str] = NetnsOpt,
     pid: Optional[int] = PidOpt, interval: Optional[float] = IntervalOpt,
     root: Optional[Path] = RootOpt, output: Optional[Path] = OutputOpt,
+    state_dir: Optional[str] = StateDirOpt, all_netns: bool = AllNetnsOpt,
 ) -> None:
     """Every rule on this host (or namespace): one report of findings."""
     from netdiag import views
     from netdiag.rules import TOPICS
 
-    run = Run(fmt, as_json, netns, pid, interval, root, output)
+    run = Run(fmt, as_json, netns, pid, interval, root, output, state_dir, all_netns)
     plan = _plan(details=True, rxpath=True, sample_listeners=True)
     run.report(list(TOPICS), plan, views.check_view, show_ok=False, show_facts=False,
                topic="check")
@@ -213,12 +347,13 @@ def sockets(
     fmt: Format = FormatOpt, as_json: bool = JsonOpt, netns: Optional[str] = NetnsOpt,
     pid: Optional[int] = PidOpt, interval: Optional[float] = IntervalOpt,
     root: Optional[Path] = RootOpt, output: Optional[Path] = OutputOpt,
+    state_dir: Optional[str] = StateDirOpt, all_netns: bool = AllNetnsOpt,
 ) -> None:
     """Socket census: counts by state, local port, remote peer and owning process."""
     from netdiag import views
 
     states = _parse_states(state)
-    run = Run(fmt, as_json, netns, pid, interval, root, output)
+    run = Run(fmt, as_json, netns, pid, interval, root, output, state_dir, all_netns)
     plan = _plan(states=states, port=port, top=top,
                  processes="all" if processes else "targeted", sysctl_conf=False,
                  counters=False)
@@ -231,10 +366,11 @@ def _topic_command(topic: str, view_name: str, doc: str, **plan_kw):
         fmt: Format = FormatOpt, as_json: bool = JsonOpt, netns: Optional[str] = NetnsOpt,
         pid: Optional[int] = PidOpt, interval: Optional[float] = IntervalOpt,
         root: Optional[Path] = RootOpt, output: Optional[Path] = OutputOpt,
+        state_dir: Optional[str] = StateDirOpt, all_netns: bool = AllNetnsOpt,
     ) -> None:
         from netdiag import views
 
-        run = Run(fmt, as_json, netns, pid, interval, root, output)
+        run = Run(fmt, as_json, netns, pid, interval, root, output, state_dir, all_netns)
         run.report([topic], _plan(**plan_kw), getattr(views, view_name), show_ok=True,
                    show_facts=True, topic=topic)
 
@@ -276,6 +412,73 @@ def sysctl(
     plan = _plan(counters=False, sockstat=False, census=False, processes="none",
                  sysctl_conf=False, file_nr=False)
     run.report([], plan, views.sysctl_view, show_ok=True, show_facts=True, topic="sysctl")
+
+
+@app.command()
+def serve(
+    listen: str = typer.Option("127.0.0.1:9877", "--listen", metavar="ADDR:PORT",
+                               help="Where to serve /metrics (loopback by default)."),
+    min_interval: float = typer.Option(15.0, "--min-interval", min=0.0, metavar="S",
+                                       help="Reuse a run younger than S seconds."),
+    timeout: float = typer.Option(20.0, "--timeout", min=1.0, metavar="S",
+                                  help="Give up on a run after S seconds."),
+    netns: Optional[str] = NetnsOpt, all_netns: bool = AllNetnsOpt,
+    state_dir: Optional[str] = StateDirOpt,
+) -> None:
+    """Prometheus exporter: /metrics runs the checks per scrape (loopback by default)."""
+    from netdiag.serve import Exporter
+    from netdiag.serve import serve as run_server
+
+    host, sep, port_text = listen.rpartition(":")
+    if not sep or not port_text.isdigit() or not host:
+        raise UsageError(f"--listen {listen!r}: expected ADDR:PORT, e.g. 127.0.0.1:9877")
+    args: list[str] = []
+    if netns is not None:
+        args += ["--netns", netns]
+    if all_netns:
+        args.append("--all-netns")
+    if state_dir is not None:
+        args += ["--state-dir", state_dir]
+    try:
+        run_server(host.strip("[]"), int(port_text), Exporter(args, min_interval, timeout))
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {listen}: {exc.strerror}") from None
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
+@app.command()
+def history(
+    state_dir: str = typer.Option("auto", "--state-dir", metavar="DIR",
+                                  help="Where the runs were stored ('auto': the default)."),
+    netns: str = typer.Option("default", "--netns", metavar="LABEL",
+                              help="Which namespace's runs: default, a name, or pid:N."),
+    last: int = typer.Option(20, "--last", min=1, max=5000, help="How many runs."),
+    fmt: Format = FormatOpt, as_json: bool = JsonOpt,
+) -> None:
+    """How the key counters and socket counts moved over the stored runs."""
+    from netdiag import state
+    from netdiag.historyview import history_data
+
+    path = state.resolve(state_dir)
+    if not (path / "history.sqlite").exists():
+        raise UsageError(f"no history in {path} (runs store it with --state-dir)")
+    store = state.Store(path)
+    try:
+        data = history_data(store, netns, last)
+    finally:
+        store.close()
+    if as_json or fmt is Format.json:
+        import json
+
+        json.dump(data, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    elif fmt is Format.table:
+        from netdiag.render.history import render_history
+
+        render_history(data, sys.stdout)
+    else:
+        raise UsageError("history supports --format table or json")
 
 
 @app.command()

@@ -316,6 +316,10 @@ class Facts:
     links: list[LinkStats] | None = None
     links_before: list[LinkStats] | None = None
     notes: list[str] = field(default_factory=list)
+    # What counters_before is: "interval" (two samples now) or "previous run" (--state-dir).
+    baseline: str | None = None
+    # Why counters restarted from zero since the baseline (reboot, namespace recreated).
+    baseline_reset: str | None = None
 
 
 # ---- decoding kernel value formats -------------------------------------------------------

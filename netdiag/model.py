@@ -97,6 +97,8 @@ class Report:
     show_facts: bool = False
     # False when a rule could not be judged at all (every source it needs failed).
     judged: bool = True
+    # Metric samples (netdiag.metrics.Sample) for the prometheus and nagios formats.
+    metrics: list = field(default_factory=list)
 
     @property
     def worst(self) -> Severity:

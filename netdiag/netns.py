@@ -66,3 +66,48 @@ def enter(path: str) -> None:
         raise UsageError(f"cannot enter network namespace {path}: {exc.strerror}") from None
     finally:
         os.close(fd)
+
+
+def discover() -> tuple[list[tuple[str, str, int]], int]:
+    """Every network namespace on the host: (label, path, inode), deduplicated by inode.
+
+    The namespace netdiag started in comes first as "default", then named namespaces
+    (/run/netns), then those only a process holds (labelled "pid:N (command)"). Returns the
+    list and how many processes could not be inspected (their ns link needs privilege).
+    """
+    found: dict[int, tuple[str, str, int]] = {}
+    own = "/proc/self/ns/net"
+    inode = os.stat(own).st_ino
+    # Keep a path that stays valid after setns: the thread-group leader's ns link would move.
+    found[inode] = ("default", f"/proc/{os.getpid()}/ns/net", inode)
+    try:
+        names = sorted(os.listdir(NETNS_RUN_DIR))
+    except OSError:
+        names = []
+    for name in names:
+        path = os.path.join(NETNS_RUN_DIR, name)
+        try:
+            ino = os.stat(path).st_ino
+        except OSError:
+            continue
+        found.setdefault(ino, (name, path, ino))
+    hidden = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        path = f"/proc/{entry}/ns/net"
+        try:
+            ino = os.stat(path).st_ino
+        except PermissionError:
+            hidden += 1
+            continue
+        except OSError:
+            continue
+        if ino not in found:
+            try:
+                with open(f"/proc/{entry}/comm") as fh:
+                    comm = fh.read().strip()
+            except OSError:
+                comm = "?"
+            found[ino] = (f"pid:{entry} ({comm})", path, ino)
+    return list(found.values()), hidden

@@ -113,6 +113,7 @@ def collect(ctx: Context, plan: Plan) -> tuple[Facts, list[CollectorError]]:
         else:
             time.sleep(plan.interval)
         facts.interval = plan.interval
+        facts.baseline = "interval"
     facts.counters, facts.census, rx = sample()
     if rx is not None:
         facts.softnet, facts.softirqs = rx[0], rx[1]

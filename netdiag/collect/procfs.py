@@ -60,7 +60,7 @@ def parse_counters(text: str, path: str) -> dict[str, dict[str, int]]:
 
 def read_counters(ctx: Context) -> tuple[CounterFacts, list[tuple[str, str]]]:
     """TcpExt/IpExt from netstat, Ip/Tcp/Udp/... from snmp. Returns facts and per-file errors."""
-    facts = CounterFacts(taken_at=time.monotonic())
+    facts = CounterFacts(taken_at=time.time())
     errors: list[tuple[str, str]] = []
     for rel in ("proc/net/netstat", "proc/net/snmp", "proc/net/snmp6"):
         parser = parse_snmp6 if rel.endswith("6") else parse_counters

@@ -6,7 +6,7 @@ from typing import TextIO
 
 from netdiag.model import Report
 
-FORMATS = ("table", "json")
+FORMATS = ("table", "json", "prometheus", "nagios")
 
 
 def render(report: Report, fmt: str, out: TextIO) -> None:
@@ -14,6 +14,14 @@ def render(report: Report, fmt: str, out: TextIO) -> None:
         from netdiag.render.json import render_json
 
         render_json(report, out)
+    elif fmt == "prometheus":
+        from netdiag.render.prometheus import render_prometheus
+
+        render_prometheus(report, out)
+    elif fmt == "nagios":
+        from netdiag.render.nagios import render_nagios
+
+        render_nagios(report, out)
     elif fmt == "table":
         from netdiag.render.table import render_table
 

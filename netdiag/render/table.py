@@ -79,7 +79,7 @@ def _row_line(row: dict[str, Any]) -> str:
     return "  ".join(f"{k}={_scalar(v)}" for k, v in row.items())
 
 
-def _finding(console: Console, f: Finding) -> None:
+def _finding(console: Console, f: Finding, explained: set[str]) -> None:
     head = Text()
     head.append(f"[{f.severity.label.upper()}] ", style=STYLE[f.severity])
     head.append(f.title, style="bold")
@@ -102,9 +102,13 @@ def _finding(console: Console, f: Finding) -> None:
                 body.append(Text(f"  … {len(value) - 5} more", style="dim"))
         else:
             body.append(Text(f"{label}: ", style="bold") + Text(_scalar(value)))
-    body.append(Text("why: ", style="bold") + Text(f.explanation))
-    body.append(Text("do: ", style="bold") + Text(f.recommendation))
-    body.append(Text("rule: ", style="bold") + Text(f.rule.source, style="dim"))
+    if f.id in explained:  # the same rule in another namespace: said once above
+        body.append(Text(f"why, do, rule: as above (netdiag explain {f.id})", style="dim"))
+    else:
+        explained.add(f.id)
+        body.append(Text("why: ", style="bold") + Text(f.explanation))
+        body.append(Text("do: ", style="bold") + Text(f.recommendation))
+        body.append(Text("rule: ", style="bold") + Text(f.rule.source, style="dim"))
     for line in body:
         console.print(Padding(line, (0, 0, 0, 2), expand=False))
     console.print()
@@ -121,8 +125,9 @@ def render_table(report: Report, out: TextIO) -> None:
         for title, value in report.facts.items():
             _section(console, title, value)
     if report.findings:
+        explained: set[str] = set()
         for f in sorted(report.findings, key=lambda f: -f.severity):
-            _finding(console, f)
+            _finding(console, f, explained)
     elif report.topic != "sysctl":
         console.print(Text("No findings: nothing wrong in what was checked.", style="green"))
         console.print()

@@ -42,10 +42,13 @@ def counter_change(facts: Facts, proto: str, name: str) -> dict[str, Any] | None
     before = facts.counters_before
     if before is not None and facts.interval:
         prev = before.get(proto, name)
+        if facts.baseline:
+            out["since"] = facts.baseline
         if prev is not None:
             seconds = round(now.taken_at - before.taken_at, 3) or facts.interval
-            if value < prev:
-                out.update(reset=True, delta=value, seconds=seconds)
+            if facts.baseline_reset or value < prev:
+                out.update(reset=True, delta=value, seconds=seconds,
+                           reset_reason=facts.baseline_reset or "the counter went down")
             else:
                 out.update(delta=value - prev, seconds=seconds,
                            rate_per_s=round((value - prev) / seconds, 3))

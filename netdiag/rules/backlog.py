@@ -211,7 +211,9 @@ def _overflow(facts: Facts) -> Finding | None:
     title = "no listen overflow"
     if "delta" in over:
         if over.get("reset"):
-            title = "ListenOverflows was reset between the samples (namespace recreated?)"
+            severity = Severity.INFO if over["total"] else Severity.OK
+            title = (f"ListenOverflows restarted from zero ({over['reset_reason']}); "
+                     f"{over['total']} since")
         elif over["delta"]:
             rate = over["rate_per_s"]
             severity = Severity.CRITICAL if rate >= OVERFLOW_CRIT_RATE else Severity.WARNING

@@ -157,7 +157,11 @@ def _bucket(facts: Facts) -> Finding | None:
         severity = Severity.WARNING
         reasons.append(f"TIME_WAIT is at {tw * 100 // limit}% of tcp_max_tw_buckets")
     if overflow is not None:
-        if overflow.get("delta"):
+        if overflow.get("reset"):
+            severity = max(severity, Severity.INFO) if overflow["total"] else severity
+            reasons.append(f"TCPTimeWaitOverflow restarted from zero "
+                           f"({overflow['reset_reason']}); {overflow['total']} since")
+        elif overflow.get("delta"):
             severity = Severity.CRITICAL
             reasons.append(f"TCPTimeWaitOverflow grew by {overflow['delta']} in "
                            f"{overflow['seconds']} s")

@@ -1,0 +1,74 @@
+"""`netdiag history`: how the key counters and socket counts moved over the stored runs."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from netdiag.state import Run, Store
+
+# Series shown: (label, kind, source). "delta" series are counters shown per interval.
+SERIES = (
+    ("sockets", "gauge", lambda r: sum(r.sockets.values()) if r.sockets is not None else None),
+    ("TIME_WAIT", "gauge", lambda r: r.sockets.get("TIME_WAIT", 0) if r.sockets is not None
+     else None),
+    ("CLOSE_WAIT", "gauge", lambda r: r.sockets.get("CLOSE_WAIT", 0) if r.sockets is not None
+     else None),
+    ("ListenOverflows", "delta", lambda r: r.counters.get("TcpExt", {}).get("ListenOverflows")),
+    ("TCPTimeWaitOverflow", "delta",
+     lambda r: r.counters.get("TcpExt", {}).get("TCPTimeWaitOverflow")),
+    ("RetransSegs", "delta", lambda r: r.counters.get("Tcp", {}).get("RetransSegs")),
+    ("ActiveOpens", "delta", lambda r: r.counters.get("Tcp", {}).get("ActiveOpens")),
+    ("TCPRcvQDrop", "delta", lambda r: r.counters.get("TcpExt", {}).get("TCPRcvQDrop")),
+)
+BARS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float | None]) -> str:
+    nums = [v for v in values if v is not None]
+    if not nums:
+        return ""
+    lo, hi = min(nums), max(nums)
+    span = hi - lo or 1
+    return "".join(" " if v is None else BARS[int((v - lo) / span * (len(BARS) - 1))]
+                   for v in values)
+
+
+def _reset(prev: Run, cur: Run) -> str | None:
+    if prev.boot_id and cur.boot_id and prev.boot_id != cur.boot_id:
+        return "reboot"
+    if prev.netns_inode and cur.netns_inode and prev.netns_inode != cur.netns_inode:
+        return "namespace recreated"
+    return None
+
+
+def history_data(store: Store, netns: str, last: int) -> dict[str, Any]:
+    runs = store.runs(netns, last)
+    rows = []
+    for i, run in enumerate(runs):
+        row: dict[str, Any] = {
+            "time": datetime.datetime.fromtimestamp(run.taken_at, datetime.timezone.utc)
+            .strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "status": run.status,
+        }
+        prev = runs[i - 1] if i else None
+        reset = _reset(prev, run) if prev else None
+        for label, kind, get in SERIES:
+            value = get(run)
+            if kind == "gauge":
+                row[label] = value
+            elif prev is None or value is None:
+                row[label] = None
+            else:
+                before = get(prev)
+                if reset or before is None or value < before:
+                    row[label] = value  # counted since the reset
+                    reset = reset or "counter went down"
+                else:
+                    row[label] = value - before
+        if reset:
+            row["reset"] = reset
+        rows.append(row)
+    lines = {label: sparkline([r[label] for r in rows]) for label, _, _ in SERIES}
+    return {"schema": "netdiag/1", "netns": netns, "runs": rows, "sparklines": lines,
+            "namespaces": store.namespaces()}

@@ -1,0 +1,114 @@
+"""Facts and findings as metric samples, for the Prometheus and Nagios renderers.
+
+Builds plain samples (name, type, help, labels, value); renderers only format them. Names
+follow the Prometheus conventions: one `netdiag_` prefix, base units, `_total` on counters,
+low-cardinality labels (no per-connection labels).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from netdiag.facts import Facts
+from netdiag.model import CollectorError, Finding
+
+# Kernel counters exported (proto, name): the ones the rules read.
+KEY_COUNTERS = (
+    ("TcpExt", "ListenOverflows"), ("TcpExt", "ListenDrops"), ("TcpExt", "TCPTimeWaitOverflow"),
+    ("TcpExt", "SyncookiesSent"), ("TcpExt", "TCPReqQFullDrop"),
+    ("TcpExt", "TCPReqQFullDoCookies"), ("TcpExt", "TCPRcvQDrop"), ("TcpExt", "PruneCalled"),
+    ("TcpExt", "RcvPruned"), ("TcpExt", "TCPBacklogDrop"), ("TcpExt", "TCPMemoryPressures"),
+    ("TcpExt", "TCPAbortOnData"), ("TcpExt", "TCPAbortOnClose"), ("TcpExt", "TCPAbortOnMemory"),
+    ("Tcp", "ActiveOpens"), ("Tcp", "PassiveOpens"), ("Tcp", "AttemptFails"),
+    ("Tcp", "EstabResets"), ("Tcp", "RetransSegs"), ("Tcp", "OutRsts"),
+    ("Udp", "RcvbufErrors"), ("Udp", "SndbufErrors"),
+)
+
+# Collectors and the fact each fills: up = 1 when it produced its fact.
+COLLECTORS = ("sysctl", "counters", "sockets", "sockstat", "processes", "file-nr",
+              "softnet_stat", "softirqs", "links")
+
+SEVERITY_VALUE = {"ok": 0, "info": 1, "warning": 2, "critical": 3}
+STATUS_VALUE = {"ok": 0, "warning": 1, "critical": 2, "unknown": 3}
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str
+    kind: str  # gauge | counter
+    help: str
+    labels: tuple[tuple[str, str], ...]
+    value: float
+
+
+def _facts_present(facts: Facts) -> dict[str, bool]:
+    return {"sysctl": facts.sysctl is not None and bool(facts.sysctl.values),
+            "counters": facts.counters is not None and bool(facts.counters.counters),
+            "sockets": facts.census is not None, "sockstat": facts.sockstat is not None,
+            "processes": facts.processes is not None, "file-nr": facts.file_nr is not None,
+            "softnet_stat": facts.softnet is not None, "softirqs": facts.softirqs is not None,
+            "links": facts.links is not None}
+
+
+def samples(facts: Facts, findings: list[Finding], errors: list[CollectorError],
+            status: str, netns: str, collectors: tuple[str, ...] = ()) -> list[Sample]:
+    ns = ("netns", netns)
+    out: list[Sample] = []
+    add = out.append
+    add(Sample("netdiag_status", "gauge",
+               "Overall status of the last run: 0 ok, 1 warning, 2 critical, 3 unknown.",
+               (ns,), STATUS_VALUE[status]))
+    for f in findings:
+        add(Sample("netdiag_finding_severity", "gauge",
+                   "Severity of each finding: 0 ok, 1 info, 2 warning, 3 critical "
+                   "(netdiag explain ID tells the rule).",
+                   (("id", f.id), ("topic", f.topic), ("severity", f.severity.label), ns),
+                   f.severity.value))
+    present = _facts_present(facts)
+    failed = {e.collector for e in errors}
+    for name in collectors or COLLECTORS:
+        up = present.get(name, False) and not (name in failed and not present.get(name))
+        add(Sample("netdiag_collector_up", "gauge",
+                   "1 when the collector produced its facts in the last run, 0 when it failed "
+                   "(see the JSON errors).", (("collector", name), ns), 1 if up else 0))
+    census = facts.census
+    if census is not None:
+        for state, n in sorted(census.by_state.items()):
+            add(Sample("netdiag_sockets", "gauge", "TCP sockets by state (sock_diag).",
+                       (("state", state), ns), n))
+        for lst in census.listeners:
+            labels = (("address", lst.address), ("port", str(lst.port)), ns)
+            add(Sample("netdiag_listener_accept_queue", "gauge",
+                       "Connections waiting for accept() on a listening socket (ss Recv-Q).",
+                       labels, lst.accept_queue))
+            add(Sample("netdiag_listener_backlog_limit", "gauge",
+                       "Accept queue limit of a listening socket: min(listen() backlog, "
+                       "somaxconn) (ss Send-Q).", labels, lst.backlog))
+    if facts.counters is not None:
+        for proto, name in KEY_COUNTERS:
+            v = facts.counters.get(proto, name)
+            if v is not None:
+                add(Sample("netdiag_kernel_counter_total", "counter",
+                           "Kernel SNMP/netstat counter, labelled with its nstat name "
+                           "(/proc/net/netstat, /proc/net/snmp).",
+                           (("counter", f"{proto}{name}"), ns), v))
+    if facts.sockstat is not None:
+        for key, metric, helptext in (
+                ("tw", "netdiag_tcp_timewait_sockets",
+                 "TIME_WAIT sockets, FIN_WAIT2 minisockets included (sockstat tw)."),
+                ("orphan", "netdiag_tcp_orphan_sockets", "Orphaned TCP sockets (sockstat)."),
+                ("mem", "netdiag_tcp_memory_pages",
+                 "Pages used by all TCP sockets (sockstat mem; compare tcp_mem).")):
+            v = facts.sockstat.get("TCP", key)
+            if v is not None:
+                add(Sample(metric, "gauge", helptext, (ns,), v))
+    if facts.softnet is not None:
+        for c in facts.softnet.cpus:
+            cpu = ("cpu", str(c.cpu))
+            add(Sample("netdiag_softnet_dropped_total", "counter",
+                       "Packets dropped at the per-CPU input backlog (softnet_stat col 2).",
+                       (cpu, ns), c.dropped))
+            add(Sample("netdiag_softnet_time_squeeze_total", "counter",
+                       "NET_RX cycles cut short by netdev_budget(_usecs) (softnet_stat col 3).",
+                       (cpu, ns), c.time_squeeze))
+    return out

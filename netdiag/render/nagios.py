@@ -1,0 +1,66 @@
+"""Nagios / monitoring-plugins output: one status line with perfdata, long output after it.
+
+    NETDIAG WARNING - 2 warnings: <worst title> | 'sockets'=518 'time_wait'=480 ...
+    [WARNING] timewait.flood: ...
+
+The exit code (from the report) matches the word: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+"""
+
+from __future__ import annotations
+
+from typing import TextIO
+
+from netdiag.model import Report, Severity
+
+MAX_SUMMARY = 70
+
+
+def _label(name: str) -> str:
+    if any(c in name for c in " ='"):
+        return "'" + name.replace("'", "''") + "'"
+    return name
+
+
+def _perf(report: Report) -> str:
+    items = []
+    for s in report.metrics:
+        if s.name == "netdiag_sockets":
+            state = dict(s.labels)["state"].lower()
+            items.append((f"sockets_{state}", f"{int(s.value)}"))
+        elif s.name == "netdiag_kernel_counter_total":
+            counter = dict(s.labels)["counter"]
+            if counter in ("TcpExtListenOverflows", "TcpExtTCPTimeWaitOverflow", "TcpRetransSegs",
+                           "TcpExtTCPRcvQDrop"):
+                items.append((counter, f"{int(s.value)}c"))
+    sev = [f.severity for f in report.findings]
+    items.append(("findings_warning", str(sum(1 for s in sev if s is Severity.WARNING))))
+    items.append(("findings_critical", str(sum(1 for s in sev if s is Severity.CRITICAL))))
+    return " ".join(f"{_label(k)}={v}" for k, v in items)
+
+
+def render_nagios(report: Report, out: TextIO) -> None:
+    status = report.status.upper()
+    bad = sorted((f for f in report.findings if f.severity >= Severity.WARNING),
+                 key=lambda f: -f.severity)
+    if report.status == "unknown":
+        summary = "could not judge: " + "; ".join(e.message for e in report.errors[:2])
+    elif bad:
+        crit = sum(1 for f in bad if f.severity is Severity.CRITICAL)
+        warn = len(bad) - crit
+        counts = ", ".join(p for p in (f"{crit} critical" if crit else "",
+                                       f"{warn} warning{'s' if warn > 1 else ''}" if warn
+                                       else "") if p)
+        summary = f"{counts}: {bad[0].title}"
+    else:
+        summary = "no problem found"
+    summary = summary.replace("|", "/").replace("\n", " ")
+    if len(summary) > MAX_SUMMARY:
+        summary = summary[: MAX_SUMMARY - 1] + "…"
+    out.write(f"NETDIAG {status} - {summary} | {_perf(report)}\n")
+    for f in report.findings:
+        if f.severity >= Severity.INFO:
+            ns = f" [{f.netns}]" if f.netns else ""
+            out.write(f"[{f.severity.label.upper()}] {f.id}{ns}: "
+                      f"{f.title.replace('|', '/')}\n")
+    for e in report.errors:
+        out.write(f"[ERROR] {e.collector}: {e.message.replace('|', '/')}\n")

@@ -1,0 +1,222 @@
+"""Monitoring outputs: Prometheus (textfile and exporter), Nagios, history, --all-netns."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import HOSTS, REPO, NetNS, finding, require_root, run_json, run_netdiag
+
+BUSY = str(HOSTS / "linux-6.18-busy")
+NAGIOS = re.compile(
+    r"^NETDIAG (OK|WARNING|CRITICAL|UNKNOWN) - [^|\n]+ \| "
+    r"('?[^'= ]+'?=-?[0-9.]+(s|ms|us|%|B|KB|MB|TB|c)?(;[-0-9.:~@]*){0,4})"
+    r"( '?[^'= ]+'?=-?[0-9.]+(s|ms|us|%|B|KB|MB|TB|c)?(;[-0-9.:~@]*){0,4})*$")
+WORD_CODE = {"OK": 0, "WARNING": 1, "CRITICAL": 2, "UNKNOWN": 3}
+
+
+def families(text: str) -> dict:
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+def test_prometheus_output_parses_back_with_known_values():
+    proc = run_netdiag("check", "--root", BUSY, "--format", "prometheus")
+    assert proc.returncode == 1
+    text = proc.stdout
+    fams = families(text)
+    assert fams["netdiag_status"].type == "gauge"
+    assert fams["netdiag_status"].samples[0].value == 1
+    sev = {s.labels["id"]: s for s in fams["netdiag_finding_severity"].samples}
+    assert sev["timewait.flood"].value == 2 and sev["timewait.flood"].labels["severity"] == \
+        "warning"
+    assert sev["backlog.accept_queue_full"].value == 0  # ok findings have a series too
+    assert all(s.labels["netns"] == "snapshot" for s in sev.values())
+    socks = {s.labels["state"]: s.value for s in fams["netdiag_sockets"].samples}
+    assert socks["TIME_WAIT"] == 480 and socks["CLOSE_WAIT"] == 12
+    queue = {(s.labels["port"]): s.value for s in fams["netdiag_listener_backlog_limit"].samples}
+    assert queue["8080"] == 4096
+    # prometheus_client strips _total from counter family names.
+    counters = {s.labels["counter"]: s.value for s in fams["netdiag_kernel_counter"].samples}
+    assert counters["TcpExtListenOverflows"] == 0 and "TcpRetransSegs" in counters
+    assert fams["netdiag_kernel_counter"].type == "counter"
+    up = {s.labels["collector"]: s.value for s in fams["netdiag_collector_up"].samples}
+    assert up["sockets"] == 1 and up["processes"] == 0  # a snapshot has no processes
+    # Textfile collector rules: no timestamps, legacy names, one HELP/TYPE per metric.
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        assert re.match(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{.*\})? -?[0-9.e+]+$', line), line
+    helps = [ln.split()[2] for ln in text.splitlines() if ln.startswith("# HELP")]
+    assert len(helps) == len(set(helps))
+    assert text.endswith("\n")
+
+
+def test_textfile_output_is_atomic(tmp_path):
+    target = tmp_path / "netdiag.prom"
+    run_netdiag("check", "--root", BUSY, "--format", "prometheus", "--output", str(target),
+                check_rc=(1,))
+    assert "netdiag_status" in families(target.read_text())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["netdiag.prom"]
+
+
+@pytest.mark.parametrize("root,word", [(BUSY, "WARNING"),
+                                        (str(HOSTS / "linux-4.19-layout"), "WARNING")])
+def test_nagios_grammar_and_exit_code(root, word):
+    proc = run_netdiag("check", "--root", root, "--format", "nagios")
+    first, *rest = proc.stdout.splitlines()
+    assert NAGIOS.match(first), first
+    assert first.startswith(f"NETDIAG {word} - ")
+    assert proc.returncode == WORD_CODE[word]
+    assert len(first.split(" | ")[0]) <= 90
+    assert any(line.startswith("[WARNING] ") for line in rest)
+
+
+def test_nagios_unknown_when_nothing_can_be_read(tmp_path):
+    proc = run_netdiag("check", "--root", str(tmp_path), "--format", "nagios")
+    assert proc.returncode == 3 and proc.stdout.startswith("NETDIAG UNKNOWN - could not judge")
+    assert NAGIOS.match(proc.stdout.splitlines()[0])
+
+
+def test_nagios_ok_and_critical_live(netns):
+    proc = run_netdiag("check", "--format", "nagios", netns=netns.name)
+    assert proc.returncode == 0 and NAGIOS.match(proc.stdout.splitlines()[0])
+    assert proc.stdout.startswith("NETDIAG OK - no problem found | ")
+    netns.spawn_load("listen", "--port", "8090", "--backlog", "1", "--count", "10")
+    proc = run_netdiag("check", "--format", "nagios", netns=netns.name)
+    assert proc.returncode == 2 and proc.stdout.startswith("NETDIAG CRITICAL - ")
+    assert NAGIOS.match(proc.stdout.splitlines()[0])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_exporter_scraped_over_loopback():
+    port = _free_port()
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-m", "netdiag", "serve", "--listen",
+                             f"127.0.0.1:{port}", "--min-interval", "0"],
+                            stderr=subprocess.PIPE, text=True, env=env, cwd="/")
+    try:
+        assert "listening on" in proc.stderr.readline()
+        url = f"http://127.0.0.1:{port}/metrics"
+        with urllib.request.urlopen(url, timeout=60) as resp:
+            assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+            fams = families(resp.read().decode())
+        assert fams["netdiag_exporter_last_run_success"].samples[0].value == 1
+        assert "netdiag_finding_severity" in fams and "netdiag_status" in fams
+        with urllib.request.urlopen(url, timeout=60) as resp:
+            again = families(resp.read().decode())
+        assert again["netdiag_exporter_runs"].samples[0].value == 2
+        with pytest.raises(urllib.error.HTTPError) as exc:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/other", timeout=10)
+        assert exc.value.code == 404
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_exporter_refuses_a_bad_listen_address():
+    proc = run_netdiag("serve", "--listen", "nonsense")
+    assert proc.returncode == 3 and "expected ADDR:PORT" in proc.stderr
+
+
+def test_alert_rules_pass_promtool():
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        reason = "promtool (Debian package prometheus) is not installed; `make test` installs it"
+        if os.environ.get("NETDIAG_REQUIRE_ROOT") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    out = subprocess.run([promtool, "check", "rules",
+                          str(REPO / "contrib" / "prometheus" / "netdiag-alerts.yml")],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "SUCCESS: 7 rules found" in out.stdout
+
+
+def test_history_delta_reset_and_concurrency(tmp_path):
+    require_root("history across namespace events")
+    state = str(tmp_path / "state")
+    with NetNS() as ns:
+        name = ns.name
+        first, _ = run_json("backlog", "--state-dir", state, netns=name)
+        ev = finding(first, "backlog.listen_overflow")["evidence"]["ListenOverflows"]
+        assert "delta" not in ev  # nothing stored before
+        ns.spawn_load("listen", "--port", "8091", "--backlog", "1", "--count", "12")
+        time.sleep(0.5)
+        second, _ = run_json("backlog", "--state-dir", state, netns=name)
+        ev = finding(second, "backlog.listen_overflow")["evidence"]["ListenOverflows"]
+        assert ev["since"] == "previous run" and ev["delta"] > 0 and ev["seconds"] > 0
+        assert ev["delta"] == ev["total"]
+        for p in ns.procs:
+            p.kill()
+    # Same name, new namespace: its counters start at zero again.
+    with NetNS() as again:
+        subprocess.run(["ip", "netns", "del", again.name], check=True)
+        again.name = name
+        subprocess.run(["ip", "netns", "add", name], check=True)
+        third, _ = run_json("backlog", "--state-dir", state, netns=name)
+        ev = finding(third, "backlog.listen_overflow")["evidence"]["ListenOverflows"]
+        assert ev["reset"] is True and "recreated" in ev["reset_reason"]
+        assert ev.get("rate_per_s") is None and ev["delta"] >= 0
+        # Two runs at once on one store both succeed.
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        cmd = [sys.executable, "-m", "netdiag", "check", "--json", "--state-dir", state,
+               "--netns", name]
+        runs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                                 cwd="/") for _ in range(3)]
+        for p in runs:
+            out, err = p.communicate(timeout=60)
+            assert p.returncode in (0, 1, 2), err
+            assert json.loads(out)["schema"] == "netdiag/1"
+    hist = json.loads(run_netdiag("history", "--state-dir", state, "--netns", name, "--json")
+                      .stdout)
+    assert len(hist["runs"]) == 6
+    assert hist["runs"][1]["ListenOverflows"] > 0
+    assert hist["runs"][2]["reset"] == "namespace recreated"
+    assert set(hist["sparklines"]) >= {"sockets", "ListenOverflows", "TIME_WAIT"}
+    table = run_netdiag("history", "--state-dir", state, "--netns", name,
+                        env={"COLUMNS": "80"})
+    assert table.returncode == 0 and "↺ netns" in table.stdout
+    assert max(len(line) for line in table.stdout.splitlines()) <= 80
+    missing = run_netdiag("history", "--state-dir", str(tmp_path / "none"))
+    assert missing.returncode == 3 and "no history" in missing.stderr
+
+
+def test_all_netns_labels_each_namespace():
+    require_root("several namespaces")
+    with NetNS() as leak, NetNS() as ports, NetNS() as idle:
+        leak.spawn_load("closewait", "--port", "8080", "--count", "11")
+        ports.sysctl("net.ipv4.ip_local_port_range", "40000 40099")
+        ports.sysctl("net.ipv4.tcp_tw_reuse", "0")
+        ports.spawn_load("churn", "--port", "9000", "--count", "60")
+        report, rc = run_json("check", "--all-netns")
+        assert report["host"]["netns"] == "all" and rc >= 1
+        by = {}
+        for f in report["findings"]:
+            by.setdefault(f["netns"], set()).add(f["id"])
+        assert "closewait.leak" in by[leak.name]
+        assert "ports.ephemeral_exhaustion" in by[ports.name]
+        assert "closewait.leak" not in by.get(ports.name, set())
+        assert {f["severity"] for f in report["findings"] if f["netns"] == idle.name} <= {"info"}
+        rows = {r["netns"]: r for r in report["facts"]["namespaces"]}
+        assert rows[leak.name]["status"] == "warning" and rows[idle.name]["status"] == "ok"
+        assert rows["default"]["inode"] == os.stat("/proc/self/ns/net").st_ino
+        prom = run_netdiag("check", "--all-netns", "--format", "prometheus").stdout
+        status = {s.labels["netns"]: s.value
+                  for s in families(prom)["netdiag_status"].samples}
+        assert status[leak.name] == 1 and status[idle.name] == 0
+        assert run_netdiag("check", "--all-netns", "--netns", idle.name).returncode == 3
