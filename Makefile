@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint system-deps bench clean
+.PHONY: run test lint system-deps probe-deps bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,10 +29,14 @@ system-deps:
 	  fi; \
 	fi
 
+# bcc, bpftool, kernel headers (linked where the kernel ships none), tracefs: test setup only.
+probe-deps:
+	@bash tests/setup/probe-deps.sh
+
 lint: $(STAMP)
 	$(BIN)/ruff check netdiag tests bench
 
-test: $(STAMP) system-deps lint
+test: $(STAMP) system-deps probe-deps lint
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

@@ -82,6 +82,8 @@ class Run:
         self.output = output
         self.store = None
         self.all_netns = all_netns
+        self.probe_results: dict | None = None
+        self.probe_errors: list = []
         if all_netns and (netns is not None or pid is not None or root is not None):
             raise UsageError("--all-netns cannot be combined with --netns, --pid or --root")
         if state_dir is not None:
@@ -122,6 +124,16 @@ class Run:
 
         plan.interval = self.interval
         facts, errors = collect(self.ctx, plan)
+        if self.probe_results is not None:
+            from netdiag.model import CollectorError
+
+            errors.extend(CollectorError(c, m) for c, m in self.probe_errors)
+            if self.ctx.netns != "default" and facts.census is not None:
+                from netdiag.ebpf.nsfilter import filter_probe
+
+                for name, result in self.probe_results.items():
+                    filter_probe(name, result, facts.census, self.ctx.netns)
+            facts.probes = self.probe_results
         ident = None
         if self.store is not None:
             from netdiag import state
@@ -323,12 +335,35 @@ def check(
     pid: Optional[int] = PidOpt, interval: Optional[float] = IntervalOpt,
     root: Optional[Path] = RootOpt, output: Optional[Path] = OutputOpt,
     state_dir: Optional[str] = StateDirOpt, all_netns: bool = AllNetnsOpt,
+    probe_seconds: Optional[float] = typer.Option(
+        None, "--probe-seconds", min=0.5, metavar="S",
+        help="Also run the eBPF probes for S seconds and fold their evidence in."),
+    probes: Optional[str] = typer.Option(
+        None, "--probes", metavar="LIST",
+        help="With --probe-seconds: which probes (comma-separated; default: all that can "
+             "run here)."),
 ) -> None:
     """Every rule on this host (or namespace): one report of findings."""
     from netdiag import views
     from netdiag.rules import TOPICS
 
     run = Run(fmt, as_json, netns, pid, interval, root, output, state_dir, all_netns)
+    if probe_seconds:
+        if all_netns or root is not None:
+            raise UsageError("--probe-seconds cannot be combined with --all-netns or --root")
+        from netdiag.ebpf.probes import PROBES
+
+        names = [n.strip() for n in probes.split(",")] if probes else list(PROBES)
+        unknown = [n for n in names if n not in PROBES]
+        if unknown:
+            raise UsageError(f"unknown probe(s) {', '.join(unknown)}; known: "
+                             f"{', '.join(PROBES)}")
+        if not probes:  # all: skip the heavy softirq probe unless asked
+            names.remove("softirq")
+        try:
+            _run_probes(run, names, probe_seconds, None, None)
+        except NetdiagError as exc:  # no root, no bcc...: the rest of the report stands
+            run.probe_results, run.probe_errors = {}, [("probes", str(exc))]
     plan = _plan(details=True, rxpath=True, sample_listeners=True)
     run.report(list(TOPICS), plan, views.check_view, show_ok=False, show_facts=False,
                topic="check")
@@ -412,6 +447,77 @@ def sysctl(
     plan = _plan(counters=False, sockstat=False, census=False, processes="none",
                  sysctl_conf=False, file_nr=False)
     run.report([], plan, views.sysctl_view, show_ok=True, show_facts=True, topic="sysctl")
+
+
+# The topics whose findings use each probe's facts.
+PROBE_TOPICS = {"states": ["closewait", "timewait"], "backlog": ["backlog"],
+                "wakeups": ["wakeups"], "drops": ["drops"], "rcvbuf": ["buffers"],
+                "softirq": ["softirq"], "resets": ["resets"], "retrans": ["retrans"]}
+
+
+def _run_probes(run: Run, names: list[str], seconds: float, interval: float | None,
+                plan) -> None:
+    """Run probes for the window, then collect and judge as a report command does."""
+    from netdiag.ebpf import session
+
+    def sample_queues():  # the backlog probe also watches accept queues meanwhile
+        return None
+
+    def on_tick(partial, elapsed):
+        if run.fmt == "table":
+            sys.stderr.write(f"-- {elapsed:.0f} s: " + ", ".join(
+                f"{n}: {sum(len(v) for v in p.values() if isinstance(v, list))} rows"
+                for n, p in partial.items()) + "\n")
+
+    probes, errs = session.run(names, seconds, interval, on_tick if interval else None,
+                               sample_queues)
+    run.probe_results, run.probe_errors = probes, errs
+
+
+@app.command()
+def probe(
+    name: str = typer.Argument(..., metavar="NAME|list",
+                               help="states, backlog, wakeups, drops, rcvbuf, softirq, "
+                                    "resets, retrans, or list."),
+    duration: float = typer.Option(10.0, "--duration", "-d", min=0.1, metavar="S",
+                                   help="How long to probe (Ctrl-C ends it early)."),
+    interval: Optional[float] = typer.Option(None, "--interval", min=0.5, metavar="S",
+                                             help="Also print progress every S seconds."),
+    fmt: Format = FormatOpt, as_json: bool = JsonOpt, netns: Optional[str] = NetnsOpt,
+    pid: Optional[int] = PidOpt, output: Optional[Path] = OutputOpt,
+) -> None:
+    """An eBPF probe (bcc), aggregated in the kernel, printed at the end."""
+    from netdiag import views
+    from netdiag.ebpf.probes import PROBES
+
+    if name == "list":
+        from netdiag.ebpf import session
+
+        rows = session.status()
+        if as_json or fmt is Format.json:
+            import json
+
+            json.dump({"schema": "netdiag/1", "probes": rows}, sys.stdout, indent=2)
+            sys.stdout.write("\n")
+        else:
+            from netdiag.render.table import render_rows
+
+            render_rows("probes", [{"probe": r["probe"],
+                                    "runnable": "yes" if r["runnable"] else "no",
+                                    "why not / missing parts": r["why_not"] or
+                                    "; ".join(r["missing_parts"]) or "-"} for r in rows],
+                        sys.stdout)
+        raise typer.Exit(0)
+    if name not in PROBES:
+        raise UsageError(f"unknown probe {name!r}; known: {', '.join(PROBES)}, list")
+    run = Run(fmt, as_json, netns, pid, None, None, output)
+    _run_probes(run, [name], duration, interval, None)
+    if name not in run.probe_results:  # it could not load at all: nothing was judged
+        raise UsageError("; ".join(m for _, m in run.probe_errors).splitlines()[0])
+    plan = _plan(details=False, rxpath=name == "softirq", sysctl_conf=False,
+                 processes="targeted")
+    run.report(PROBE_TOPICS[name], plan, views.probe_view, show_ok=True, show_facts=True,
+               topic=f"probe {name}")
 
 
 @app.command()

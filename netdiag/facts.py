@@ -316,6 +316,8 @@ class Facts:
     links: list[LinkStats] | None = None
     links_before: list[LinkStats] | None = None
     notes: list[str] = field(default_factory=list)
+    # Probe results ({"states": {...}, ...}) when probes ran (netdiag probe, --probe-seconds).
+    probes: dict[str, Any] | None = None
     # What counters_before is: "interval" (two samples now) or "previous run" (--state-dir).
     baseline: str | None = None
     # Why counters restarted from zero since the baseline (reboot, namespace recreated).

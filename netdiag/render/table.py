@@ -136,3 +136,9 @@ def render_table(report: Report, out: TextIO) -> None:
     status = report.status.upper()
     style = {"OK": "green", "WARNING": "yellow", "CRITICAL": "bold red"}.get(status, "magenta")
     console.print(Text(f"status: {status}", style=style))
+
+
+def render_rows(title: str, rows: list[dict[str, Any]], out: TextIO) -> None:
+    """A plain table of rows (used by `probe list`)."""
+    console = Console(file=out, highlight=False, soft_wrap=False)
+    console.print(_rows_table(title, rows, limit=len(rows)))

@@ -11,7 +11,20 @@ from dataclasses import dataclass
 
 from netdiag.facts import Facts
 from netdiag.model import Finding, RuleSpec
-from netdiag.rules import backlog, buffers, closewait, keepalive, ports, sockets, softirq, timewait
+from netdiag.rules import (
+    backlog,
+    buffers,
+    closewait,
+    drops,
+    keepalive,
+    ports,
+    resets,
+    retrans,
+    sockets,
+    softirq,
+    timewait,
+    wakeups,
+)
 
 
 @dataclass(frozen=True)
@@ -25,10 +38,15 @@ class Topic:
 
 TOPICS: dict[str, Topic] = {
     mod.TOPIC: Topic(mod.TOPIC, mod.SUMMARY, mod.SPECS, mod.check, mod.BACKGROUND)
-    for mod in (timewait, closewait, ports, backlog, keepalive, buffers, softirq, sockets)
+    for mod in (timewait, closewait, ports, backlog, keepalive, buffers, softirq, sockets,
+                wakeups, drops, resets, retrans)
 }
 
 SPECS: dict[str, RuleSpec] = {spec.id: spec for t in TOPICS.values() for spec in t.specs}
+
+
+# Topics judged only from eBPF probe facts (absent unless probes ran).
+PROBE_ONLY = ("wakeups", "drops", "resets", "retrans")
 
 
 def evaluate(facts: Facts, topics: list[str]) -> tuple[list[Finding], list[str]]:
@@ -40,7 +58,8 @@ def evaluate(facts: Facts, topics: list[str]) -> tuple[list[Finding], list[str]]
         topic = TOPICS[name]
         got = topic.check(facts)
         seen = {f.id for f in got}
-        unjudged.extend(s.id for s in topic.specs if s.id not in seen)
+        if name not in PROBE_ONLY or facts.probes is not None:
+            unjudged.extend(s.id for s in topic.specs if s.id not in seen)
         for f in got:
             f.netns = None if facts.netns in ("default", "snapshot") else facts.netns
         findings.extend(got)

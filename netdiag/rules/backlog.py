@@ -239,7 +239,24 @@ def _clamp(facts: Facts) -> Finding | None:
     somaxconn = facts.sysctl.get_int("net.core.somaxconn") if facts.sysctl else None
     if facts.census is None or somaxconn is None:
         return None
-    rows = [r for r in _listener_rows(facts) if r["limit"] == somaxconn]
+    # listen() calls the backlog probe saw, by the inode of the socket they were made on.
+    calls = {c["inode"]: c for c in ((facts.probes or {}).get("backlog") or {})
+             .get("listen_calls", []) if c.get("inode")}
+    procs = facts.processes
+    rows = []
+    for lst in facts.census.listeners:
+        call = calls.get(lst.inode)
+        if lst.backlog != somaxconn and not (call and call["requested_backlog"] > lst.backlog):
+            continue
+        row: dict[str, Any] = {"address": lst.address, "port": lst.port,
+                               "accept_queue": lst.accept_queue, "limit": lst.backlog}
+        pid = procs.owners.get(lst.inode) if procs is not None else None
+        if pid is not None:
+            row["pid"] = pid
+        if call:
+            row["requested_backlog"] = call["requested_backlog"]
+            row["requested_by"] = f"pid {call['pid']} ({call['command']})"
+        rows.append(row)
     evidence: dict[str, Any] = {"somaxconn": somaxconn, "clamped_listeners": rows[:10],
                                 "common_backlogs": COMMON_BACKLOGS}
     if not rows:
@@ -249,6 +266,16 @@ def _clamp(facts: Facts) -> Finding | None:
     overflowing = bool(over.get("delta")) or any(
         r["accept_queue"] >= max(r["limit"], 1) for r in rows)
     severity = Severity.WARNING if (somaxconn < 4096 and overflowing) else Severity.INFO
+    seen = [r for r in rows if "requested_backlog" in r]
+    if seen:  # the probe saw the application's own request: no guessing needed
+        r = seen[0]
+        if r["requested_backlog"] <= r["limit"]:
+            return make(CLAMP, Severity.OK, f"port {r['port']}: {r['requested_by']} asked "
+                                            f"listen({r['requested_backlog']}) and got it",
+                        evidence)
+        return make(CLAMP, severity, f"port {r['port']}: {r['requested_by']} asked "
+                                     f"listen({r['requested_backlog']}), got {r['limit']} "
+                                     "(cut to somaxconn)", evidence)
     ports = ", ".join(str(r["port"]) for r in rows[:6])
     return make(CLAMP, severity, f"{len(rows)} listener(s) limited to somaxconn={somaxconn} "
                                  f"(port {ports}): the application likely asked for more",

@@ -145,7 +145,50 @@ UDP = RuleSpec(
     thresholds="info when non-zero since boot; warning when growing during --interval",
 )
 
-SPECS = (AUTOTUNE, DROPS, PRESSURE, BDP, UDP)
+FIXED = RuleSpec(
+    id="buffers.rcvbuf_fixed",
+    topic=TOPIC,
+    title="Processes that fix their socket buffer sizes",
+    rule=Rule(
+        text="SO_RCVBUF / SO_SNDBUF: the kernel doubles the value (bookkeeping overhead), caps "
+             "it at rmem_max / wmem_max, and locks the buffer: TCP autotuning stops for that "
+             "socket.",
+        source="socket(7): SO_RCVBUF, SO_SNDBUF; net/core/sock.c __sock_set_rcvbuf(); "
+               "Documentation/networking/ip-sysctl.rst: tcp_moderate_rcvbuf",
+    ),
+    explanation=(
+        "The processes in the evidence set SO_RCVBUF or SO_SNDBUF during the probe window. "
+        "Their sockets no longer grow with the path's bandwidth-delay product, and the value "
+        "they got is twice what they asked, capped at 2 × rmem_max/wmem_max."
+    ),
+    recommendation=(
+        "Unless the application has a measured reason, remove the setsockopt and let the "
+        "kernel size the buffer (raise tcp_rmem[2]/tcp_wmem[2] if the maximum is the limit)."
+    ),
+    thresholds="info when a process set a buffer size during the probe window",
+)
+
+SPECS = (AUTOTUNE, DROPS, PRESSURE, BDP, UDP, FIXED)
+
+
+def _fixed(facts: Facts) -> Finding | None:
+    probe = (facts.probes or {}).get("rcvbuf")
+    if probe is None:
+        return None
+    rows = probe.get("buffer_fixed_by", [])
+    rmem_max = facts.sysctl.get_int("net.core.rmem_max") if facts.sysctl else None
+    ev: dict[str, Any] = {"seconds": probe.get("seconds"), "calls": rows[:10],
+                          "rmem_max": rmem_max}
+    if not rows:
+        return make(FIXED, Severity.OK, "no process set a socket buffer size", ev)
+    for r in rows:
+        cap = rmem_max if rmem_max and "RCV" in r["option"] else None
+        if cap is not None and "FORCE" not in r["option"]:
+            r["effective"] = 2 * min(max(r["value"], 0), cap)
+    top = rows[0]
+    return make(FIXED, Severity.INFO, f"{len(rows)} setsockopt call(s) fixing buffers, e.g. "
+                                      f"pid {top['pid']} ({top['command']}) {top['option']}="
+                                      f"{top['value']}: autotuning off for those sockets", ev)
 
 
 def _autotune(facts: Facts) -> Finding | None:
@@ -252,5 +295,5 @@ def check(facts: Facts) -> list[Finding]:
     udp = _counters_finding(UDP, facts, [("Udp", "RcvbufErrors"), ("Udp", "SndbufErrors"),
                                          ("Udp6", "RcvbufErrors"), ("Udp6", "SndbufErrors")],
                             "UDP buffer errors")
-    return [f for f in (_autotune(facts), drops, _pressure(facts), _bdp(facts), udp)
-            if f is not None]
+    return [f for f in (_autotune(facts), drops, _pressure(facts), _bdp(facts), udp,
+                        _fixed(facts)) if f is not None]

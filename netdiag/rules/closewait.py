@@ -97,6 +97,12 @@ def check(facts: Facts) -> list[Finding]:
     if persistent is not None:
         evidence["still_close_wait_after_interval"] = persistent
         evidence["interval_seconds"] = facts.interval
+    states = (facts.probes or {}).get("states")
+    if states is not None:
+        evidence["probe_seconds"] = states.get("seconds")
+        evidence["still_waiting_entered_during_probe"] = states.get("close_wait_still_waiting")
+        evidence["left_close_wait_ms"] = states.get("close_wait_left_ms")
+        evidence["peer_closed_first_by_port"] = states.get("peer_closed_first_by_port")
     if census.close_wait_inodes_truncated:
         evidence["attribution_truncated"] = True
     if procs is None:
@@ -127,7 +133,12 @@ def check(facts: Facts) -> list[Finding]:
     elif port_text:
         title += f" on local port {port_text} (owner not known: see errors)"
     detail = ""
+    if states is not None:
+        waiting = sum(r["sockets"] for r in states.get("close_wait_still_waiting") or [])
+        detail = (f"During the {states.get('seconds', 0):g} s probe window {waiting} socket(s) "
+                  f"entered CLOSE_WAIT and stayed; the {total - waiting} others were already "
+                  f"waiting when it started, so they have waited at least that long. ")
     if persistent:
-        detail = (f"{persistent} of them were already in CLOSE_WAIT {facts.interval:g} s "
-                  "earlier: they are not closing.")
+        detail += (f"{persistent} of them were already in CLOSE_WAIT {facts.interval:g} s "
+                   "earlier: they are not closing.")
     return [make(LEAK, severity, title, evidence, detail)]

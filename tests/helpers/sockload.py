@@ -12,6 +12,10 @@ Modes:
   rcvbuf      one connection whose receiver fixed SO_RCVBUF=--rcvbuf (autotuning off),
               1 MiB sent through it, held open
   keepalive   N idle connections with SO_KEEPALIVE set on both ends
+  herd        --workers processes share one non-blocking listener, each woken by epoll for
+              every connection (no EPOLLEXCLUSIVE); then N clients connect
+  refused     N connects to a port nobody listens on (the kernel answers with RSTs)
+  linger      N connections closed with SO_LINGER {on, 0}: a RST instead of a FIN
 """
 
 from __future__ import annotations
@@ -133,10 +137,67 @@ def keepalive(args) -> str:
     return f"pid={os.getpid()} count={args.count}", [srv, *held]
 
 
+def herd(args) -> str:
+    import select
+
+    srv = server(args.port)
+    srv.setblocking(False)
+    kids = []
+    for _ in range(args.workers):
+        pid = os.fork()
+        if pid == 0:  # a worker: epoll on the shared socket, accept when woken
+            ep = select.epoll()
+            ep.register(srv.fileno(), select.EPOLLIN)
+            end = time.monotonic() + args.hold
+            while time.monotonic() < end:
+                if ep.poll(0.2):
+                    try:
+                        c, _ = srv.accept()
+                        c.close()
+                    except BlockingIOError:
+                        pass
+                    time.sleep(0.002)  # let the other woken workers reach accept()
+            os._exit(0)
+        kids.append(pid)
+    time.sleep(0.3)
+    for _ in range(args.count):
+        c = socket.create_connection(("127.0.0.1", args.port), timeout=5)
+        c.close()
+        time.sleep(0.01)
+    return f"pid={os.getpid()} workers={args.workers}", [srv]
+
+
+def refused(args) -> str:
+    n = 0
+    for _ in range(args.count):
+        c = socket.socket()
+        try:
+            c.connect(("127.0.0.1", args.port))
+        except ConnectionRefusedError:
+            n += 1
+        c.close()
+    return f"refused={n}", []
+
+
+def linger(args) -> str:
+    import struct
+
+    srv = server(args.port)
+    held = []
+    for _ in range(args.count):
+        c = socket.create_connection(("127.0.0.1", args.port), timeout=5)
+        a, _ = srv.accept()
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        c.close()  # RST to the accepted side
+        held.append(a)
+    return f"pid={os.getpid()} count={args.count}", [srv, *held]
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("mode", choices=["closewait", "churn", "listen", "hold", "rcvbuf",
-                                    "keepalive"])
+                                    "keepalive", "herd", "refused", "linger"])
+    p.add_argument("--workers", type=int, default=4)
     p.add_argument("--rcvbuf", type=int, default=65536)
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--count", type=int, default=10)

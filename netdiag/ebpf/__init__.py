@@ -1,0 +1,1 @@
+"""eBPF probes through bcc: requirements, tracepoint formats, loading, reading out."""
