@@ -464,10 +464,17 @@ def _run_probes(run: Run, names: list[str], seconds: float, interval: float | No
         return None
 
     def on_tick(partial, elapsed):
-        if run.fmt == "table":
-            sys.stderr.write(f"-- {elapsed:.0f} s: " + ", ".join(
-                f"{n}: {sum(len(v) for v in p.values() if isinstance(v, list))} rows"
-                for n, p in partial.items()) + "\n")
+        if run.fmt != "table":  # JSON and the rest stay one document, at the end
+            return
+        from netdiag import views
+        from netdiag.facts import Facts
+        from netdiag.model import HostInfo, Report
+        from netdiag.render import render
+
+        render(Report(host=HostInfo(socket.gethostname(), "", run.ctx.netns), generated_at="",
+                      facts=views.probe_view(Facts(probes=partial)),
+                      interim=f"-- after {elapsed:.0f} s (so far) --"), "table", sys.stdout)
+        sys.stdout.flush()
 
     probes, errs = session.run(names, seconds, interval, on_tick if interval else None,
                                sample_queues)

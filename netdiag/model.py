@@ -99,6 +99,8 @@ class Report:
     judged: bool = True
     # Metric samples (netdiag.metrics.Sample) for the prometheus and nagios formats.
     metrics: list = field(default_factory=list)
+    # Set on the intermediate prints of `probe --interval`: a heading, facts only.
+    interim: str | None = None
 
     @property
     def worst(self) -> Severity:

@@ -107,9 +107,9 @@ def requirements() -> dict[str, Requirement]:
     return out
 
 
-def plan_hooks(hooks: tuple[Hook, ...]) -> Plan:
+def plan_hooks(hooks: tuple[Hook, ...], root: str | None = None) -> Plan:
     plan = Plan()
-    root = tracefs.tracefs_root()
+    root = root or tracefs.tracefs_root()
     for hook in hooks:
         key = f"{hook.category}:{hook.event}"
         text = tracefs.read_format(root, hook.category, hook.event) if root else None

@@ -121,6 +121,11 @@ def render_table(report: Report, out: TextIO) -> None:
     console.print(Text(f"netdiag · {host.hostname} · kernel {host.kernel} · netns {host.netns}",
                        style="dim"))
     console.print()
+    if report.interim:
+        console.print(Text(report.interim, style="bold"))
+        for title, value in report.facts.items():
+            _section(console, title, value)
+        return
     if report.show_facts:
         for title, value in report.facts.items():
             _section(console, title, value)
