@@ -21,9 +21,12 @@ import uuid
 BUILDER = r"""
 import os, resource, socket, sys, time
 mode, count, base_port, hold = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+per_port = int(sys.argv[5])
 hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-PER_PORT = 40000  # source ports per destination port, inside the 45536-port range
+# Source ports per destination port: established sockets may fill most of the 45536-port
+# range; TIME_WAIT churn must stay far below it, or connect() slows down scanning for a free
+# port (the parity cliff netdiag warns about) while TIME_WAIT expires after 60 s.
 deadline = time.monotonic() + 600
 keep = []
 listeners = {}
@@ -38,7 +41,7 @@ conns = count // 2 if mode == "established" else count
 for i in range(conns):
     if time.monotonic() > deadline:
         break
-    port = base_port + i // PER_PORT
+    port = base_port + i // per_port
     srv = listener(port)
     c = socket.create_connection(("127.0.0.1", port))
     a, _ = srv.accept()
@@ -95,13 +98,15 @@ class Namespace:
         import resource
 
         hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-        per_process = count if mode == "time_wait" else max(1000, min(hard, 1_000_000) - 200)
+        if mode == "time_wait":  # one churning process per core, started together
+            return self._churn(count, os.cpu_count() or 1, hold)
+        per_process = max(1000, min(hard, 1_000_000) - 200)
         made = 0
         while made < count:
             n = min(per_process, count - made)
             p = subprocess.Popen(
                 ["ip", "netns", "exec", self.name, sys.executable, "-c", BUILDER, mode, str(n),
-                 str(self.next_port), str(hold)],
+                 str(self.next_port), str(hold), "40000"],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             self.procs.append(p)
             line = p.stdout.readline()
@@ -110,6 +115,27 @@ class Namespace:
             conns = int(line.split()[1])
             made += conns * 2 if mode == "established" else conns
             self.next_port += n // 40000 + 1
+        return made
+
+
+    def _churn(self, count: int, workers: int, hold: float) -> int:
+        per_port = 2000
+        procs = []
+        share = count // workers
+        for _ in range(workers):
+            p = subprocess.Popen(
+                ["ip", "netns", "exec", self.name, sys.executable, "-c", BUILDER, "time_wait",
+                 str(share), str(self.next_port), str(hold), str(per_port)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            self.procs.append(p)
+            procs.append(p)
+            self.next_port += share // per_port + 1
+        made = 0
+        for p in procs:
+            line = p.stdout.readline()
+            if not line.startswith("READY"):
+                raise RuntimeError(f"builder failed: {line!r}")
+            made += int(line.split()[1])
         return made
 
 

@@ -414,21 +414,26 @@ def _topic_command(topic: str, view_name: str, doc: str, **plan_kw):
     app.command(name=topic)(command)
 
 
+# Each topic asks sock_diag only for the states its rules read (LISTEN: to tell accepted
+# connections from outgoing ones, and for the listener facts).
+_TW, _CW, _EST, _LST, _SYNR = 6, 8, 1, 10, 3
 _topic_command("timewait", "timewait_view",
-               "TIME_WAIT: who closes first, toward whom, and the kernel limits.")
+               "TIME_WAIT: who closes first, toward whom, and the kernel limits.",
+               states={_TW, _LST})
 _topic_command("closewait", "closewait_view",
-               "CLOSE_WAIT: sockets the peer closed and the application did not, by process.")
+               "CLOSE_WAIT: sockets the peer closed and the application did not, by process.",
+               states={_CW, _LST})
 _topic_command("ports", "ports_view",
                "Ephemeral ports: usage per destination, the range, listeners inside it.")
 _topic_command("backlog", "backlog_view",
                "Listen queues: accept queue vs limit per listener, SYN queue, overflows.",
-               sample_listeners=True)
+               sample_listeners=True, states={_LST, _SYNR})
 _topic_command("keepalive", "keepalive_view",
                "Keepalive: time to detect a dead peer, connections without keepalive.",
-               details=True)
+               details=True, states={_EST, _LST})
 _topic_command("buffers", "buffers_view",
                "Socket buffers: autotuning, limits, per-connection BDP, drops, TCP memory.",
-               details=True)
+               details=True, states={_EST, _LST})
 _topic_command("softirq", "softirq_view",
                "Receive path: softnet_stat, NET_RX/NET_TX per CPU, ksoftirqd, NIC rings.",
                rxpath=True, link_detail=True, census=False, processes="none")

@@ -40,9 +40,12 @@ def wait_for(pred, timeout=20.0, step=0.1):
 def test_idle_namespace_is_ok(netns):
     report, rc = run_json("check", netns=netns.name)
     assert rc == 0 and report["status"] == "ok", report
-    # Only the keepalive default is worth an info line on an idle host; nothing warns.
-    assert [(f["id"], f["severity"]) for f in report["findings"]] == [
-        ("keepalive.slow_detection", "info")]
+    # Nothing warns. The keepalive default is worth an info line; so may host-wide softirq
+    # counters (per CPU, shared by every namespace: squeezes since boot on this machine).
+    got = [(f["id"], f["severity"]) for f in report["findings"]]
+    assert ("keepalive.slow_detection", "info") in got
+    assert all(sev == "info" and (fid == "keepalive.slow_detection"
+                                  or fid.startswith("softirq.")) for fid, sev in got), got
     assert report["host"]["netns"] == netns.name
     assert report["facts"]["sockets"]["total"] == 0
     assert report["errors"] == []

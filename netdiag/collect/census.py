@@ -95,6 +95,8 @@ class CensusBuilder:
         self.cw_truncated = False
         self.skipped_lines = 0
         self.detail = None  # a tcpinfo.DetailBuilder when per-connection detail is wanted
+        self._mask: bytearray = bytearray(0)
+        self._mask_key: tuple | None = None
 
     def add(self, family: int, state: int, timer: int, src: bytes, sport: int, dst: bytes,
             dport: int, rq: int, wq: int, inode: int) -> None:
@@ -128,17 +130,16 @@ class CensusBuilder:
         outgoing = (
             eph is not None and eph[0] <= sport <= eph[1] and sport not in self.listen_ports
         )
-        if outgoing:
+        if outgoing and state != TIME_WAIT:  # outgoing TIME_WAIT: see below
             c = self.dest.counts
             k = (family, src, dst, dport)
             c[k] = c.get(k, 0) + 1
-        else:  # outgoing sockets are grouped by destination, not by their source port
+        elif not outgoing:  # outgoing sockets are grouped by destination, not source port
             c = self.local_port.counts
             k = (sport, state)
             c[k] = c.get(k, 0) + 1
         if state == TIME_WAIT:
-            if outgoing:
-                self.tw_roles["client"] += 1
+            if outgoing:  # counted once here; finish() adds these to the destinations
                 c = self.dest_tw.counts
                 k = (family, src, dst, dport)
                 c[k] = c.get(k, 0) + 1
@@ -162,6 +163,23 @@ class CensusBuilder:
                 else:
                     self.cw_truncated = True
 
+    def outgoing_mask(self) -> bytearray:
+        """mask[raw_port] = 1 when the local port (as sock_diag gives it, network order)
+        lies in ip_local_port_range and is not a listening port: an outgoing connection.
+        Rebuilt when the listening ports change (they are all known after the first dumps).
+        """
+        key = (self.ephemeral, len(self.listen_ports))
+        if self._mask_key != key:
+            mask = bytearray(65536)
+            if self.ephemeral is not None:
+                lo, hi = self.ephemeral
+                listen = self.listen_ports
+                for port in range(max(lo, 0), min(hi, 65535) + 1):
+                    if port not in listen:
+                        mask[((port & 0xFF) << 8) | (port >> 8)] = 1
+            self._mask, self._mask_key = mask, key
+        return self._mask
+
     def batch_done(self) -> None:
         """Called by sources every few hundred sockets: keeps the top counters bounded."""
         for counter in (self.local_port, self.peer, self.dest, self.dest_tw, self.tw_server,
@@ -170,6 +188,12 @@ class CensusBuilder:
                 counter.maybe_prune()
 
     def finish(self, top: int = 20) -> Census:
+        # Outgoing TIME_WAIT sockets were counted only per destination: fold them into the
+        # destination totals and the client role now.
+        dest = self.dest.counts
+        for k, n in self.dest_tw.counts.items():
+            dest[k] = dest.get(k, 0) + n
+        self.tw_roles["client"] = sum(self.dest_tw.counts.values()) + self.dest_tw.pruned
         self.batch_done()
         state_name = TCP_STATES.get
         census = Census(source=self.source, total=self.total)

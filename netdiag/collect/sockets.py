@@ -55,8 +55,10 @@ class NetlinkError(Exception):
         super().__init__(os.strerror(code))
 
 
-# States CensusBuilder.add() treats specially; every other state takes the inline path.
-_SPECIAL = frozenset((LISTEN, 6, 8))  # LISTEN, TIME_WAIT, CLOSE_WAIT
+# States CensusBuilder.add() handles; every other state takes the inline path (TIME_WAIT too,
+# with its own branch: hosts in trouble hold hundreds of thousands of them).
+_SPECIAL = frozenset((LISTEN, 8))  # LISTEN, CLOSE_WAIT
+_TIME_WAIT = 6
 
 
 def parse_chunk(buf, n: int, builder: CensusBuilder) -> bool:
@@ -78,36 +80,50 @@ def parse_chunk(buf, n: int, builder: CensusBuilder) -> bool:
     by_port = builder.local_port.counts
     by_peer = builder.peer.counts
     by_dest = builder.dest.counts
-    eph_lo, eph_hi = builder.ephemeral or (1, 0)
     listen_ports = builder.listen_ports
+    outgoing = builder.outgoing_mask()  # indexed by the raw (network-order) local port
     special = _SPECIAL
     detail = builder.detail
+    by_dest_tw = builder.dest_tw.counts
+    tw_server = builder.tw_server.counts
+    tw_srv = tw_other = 0
     inline = 0
     off = 0
     while off < n:
-        (mlen, mtype, family, state, timer, sport, dport, src, dst, rq, wq,
+        (mlen, mtype, family, state, timer, raw_sport, dport, src, dst, rq, wq,
          inode) = unpack(buf, off)
         if mtype == SOCK_DIAG_BY_FAMILY:
-            sport = swap[sport]
             if fast and state not in special:
                 per_state[family][state] += 1
                 timers[timer & 7] += 1
                 k = (family, dst, state)
                 by_peer[k] = by_peer.get(k, 0) + 1
-                if eph_lo <= sport <= eph_hi and sport not in listen_ports:
+                if outgoing[raw_sport]:
                     k = (family, src, dst, swap[dport])
-                    by_dest[k] = by_dest.get(k, 0) + 1
+                    if state == _TIME_WAIT:  # this host closed first, as the client;
+                        by_dest_tw[k] = by_dest_tw.get(k, 0) + 1  # merged into by_dest
+                    else:
+                        by_dest[k] = by_dest.get(k, 0) + 1
                 else:
+                    sport = swap[raw_sport]
                     k = (sport, state)
                     by_port[k] = by_port.get(k, 0) + 1
+                    if state == _TIME_WAIT:
+                        if sport in listen_ports:  # closed first, as the server
+                            k = (sport, family, dst)
+                            tw_server[k] = tw_server.get(k, 0) + 1
+                            tw_srv += 1
+                        else:
+                            tw_other += 1
                 inline += 1
             else:
-                add(family, state, timer, src, sport, dst, swap[dport], rq, wq, inode)
+                add(family, state, timer, src, swap[raw_sport], dst, swap[dport], rq, wq, inode)
             if detail is not None and state == 1 and mlen > _MSG.size:
-                detail.add(buf, off + _MSG.size, off + mlen, family, src, sport, dst,
+                detail.add(buf, off + _MSG.size, off + mlen, family, src, swap[raw_sport], dst,
                            swap[dport], timer, inode)
         elif mtype == NLMSG_DONE:
             builder.total += inline
+            _add_roles(builder, tw_srv, tw_other)
             return True
         elif mtype == NLMSG_ERROR:
             (code,) = _ERR.unpack_from(buf, off + 16)
@@ -117,8 +133,16 @@ def parse_chunk(buf, n: int, builder: CensusBuilder) -> bool:
             raise NetlinkError(errno.EPROTO)
         off += (mlen + 3) & ~3
     builder.total += inline
+    _add_roles(builder, tw_srv, tw_other)
     builder.batch_done()
     return False
+
+
+def _add_roles(builder: CensusBuilder, server: int, other: int) -> None:
+    # Client-side TIME_WAIT is counted from the per-destination table at finish().
+    roles = builder.tw_roles
+    roles["server"] += server
+    roles["other"] += other
 
 
 def _dump(sock: socket.socket, family: int, states: int, seq: int, builder: CensusBuilder,
@@ -311,7 +335,9 @@ def read_census(ctx: Context, ephemeral: tuple[int, int] | None,
         replay_census(str(capture), builder)
         return builder.finish(top), _finish(detail, warnings), warnings
     if ctx.live and not os.environ.get("NETDIAG_NO_NETLINK"):
-        builder = CensusBuilder("netlink", ephemeral, owners, states, port)
+        # The kernel filters by state (the dump's state mask): the builder need not, and
+        # keeps its inline fast path.
+        builder = CensusBuilder("netlink", ephemeral, owners, None, port)
         builder.detail = detail
         mask = ALL_STATES
         if states:
