@@ -19,6 +19,33 @@ def fmt(name: str) -> str:
     return (FMT / name).read_text()
 
 
+BTF_RAW = """[1] INT 'unsigned short' size=2 bits_offset=0 nr_bits=16 encoding=(none)
+[2] PTR '(anon)' type_id=0
+[10] STRUCT '(anon)' size=6 vlen=3
+\t'transport_header' type_id=1 bits_offset=0
+\t'network_header' type_id=1 bits_offset=16
+\t'mac_header' type_id=1 bits_offset=32
+[11] UNION '(anon)' size=6 vlen=2
+\t'(anon)' type_id=10 bits_offset=0
+\t'headers' type_id=10 bits_offset=0
+[12] STRUCT 'sk_buff' size=224 vlen=3
+\t'len' type_id=1 bits_offset=0
+\t'(anon)' type_id=11 bits_offset=1424
+\t'head' type_id=2 bits_offset=1536
+[13] STRUCT 'other' size=8 vlen=1
+\t'head' type_id=2 bits_offset=0
+"""
+
+
+def test_btf_offsets_through_anonymous_members():
+    from netdiag.ebpf.btf import find_offsets, parse_raw
+
+    types = parse_raw(BTF_RAW)
+    got = find_offsets(types, "sk_buff", ("head", "network_header", "transport_header"))
+    assert got == {"transport_header": 178, "network_header": 180, "head": 192}
+    assert find_offsets(types, "nosuch", ("head",)) == {}
+
+
 def test_kfree_skb_across_kernels():
     new = tracefs.parse_fields(fmt("kfree_skb.6.18"))
     assert (new["reason"].offset, new["reason"].size) == (36, 4)
@@ -120,13 +147,15 @@ def test_states_reader_groups_closers_and_close_wait():
 
 def test_drops_reader_names_reasons_from_the_format():
     plan = Plan(formats={"skb:kfree_skb": fmt("kfree_skb.6.1")})
-    bpf = {"drops": Table([(NS(reason=2, protocol=0x0800), val(30)),
-                           (NS(reason=15, protocol=0x86DD), val(3))]),
+    bpf = {"drops": Table([(NS(reason=2, protocol=0x0800, l4=6, port=9330), val(30)),
+                           (NS(reason=15, protocol=0x86DD, l4=0, port=0), val(3))]),
            "lost": Table([(0, val(0))])}
     facts = read_drops(bpf, plan, 3.0)
     assert facts["by_reason"][0] == {"reason": "NO_SOCKET", "drops": 30, "per_s": 10.0}
     assert facts["by_reason"][1]["reason"] == "SOCKET_RCVBUFF"
     assert facts["by_protocol"] == {"ipv4": 30, "ipv6": 3}
+    assert facts["by_port"] == [{"reason": "NO_SOCKET", "protocol": "tcp", "port": 9330,
+                                 "drops": 30, "per_s": 10.0}]
     old = read_drops(bpf, Plan(formats={"skb:kfree_skb": fmt("kfree_skb.5.10")}), 3.0)
     assert old["by_reason"][0]["reason"] == "unknown (no reason field)"
 

@@ -129,6 +129,10 @@ def test_drops_and_resets_on_a_closed_port(probe_ns):
     reasons = {r["reason"]: r["drops"] for r in d["facts"]["drops: by_reason"]}
     assert reasons.get("NO_SOCKET", 0) >= 30, reasons
     assert d["facts"]["drops: summary"]["reasons_known"] > 10  # read from the format file
+    ports = d["facts"]["drops: by_port"]
+    assert any(p["reason"] == "NO_SOCKET" and p["protocol"] == "tcp" and p["port"] == 9330
+               and p["drops"] >= 30 for p in ports), ports
+    assert "to tcp port 9330" in finding(d, "drops.kernel_drops")["title"]
     r = finish(resets)
     sent = r["facts"]["resets: sent"]
     assert sum(x["resets"] for x in sent if x["local_port"] == 9330) >= 30, sent

@@ -19,6 +19,8 @@ class ProbeSpec:
     hooks: tuple[Hook, ...]
     read: Callable[[Any, Plan, float], dict[str, Any]]
     overhead: str
+    # Extra compile-time defines beyond tracepoint offsets: () -> (defines, why unavailable)
+    defines: Callable[[], tuple[dict[str, int], str | None]] | None = None
 
 
 def _addr(family: int, raw) -> str:
@@ -159,23 +161,41 @@ def read_wakeups(bpf, plan: Plan, seconds: float) -> dict[str, Any]:
 
 # ---- drops --------------------------------------------------------------------------------
 
+def drop_defines() -> tuple[dict[str, int], str | None]:
+    """sk_buff header offsets from the running kernel's BTF, to read the dropped packet's
+    ports; without them drops are counted by reason only."""
+    from netdiag.ebpf.btf import struct_offsets
+
+    offsets, why = struct_offsets("sk_buff", ("head", "network_header", "transport_header"))
+    if why:
+        return {}, why
+    return {"SKB_HEAD_OFF": offsets["head"], "SKB_NH_OFF": offsets["network_header"],
+            "SKB_TH_OFF": offsets["transport_header"]}, None
+
+
 def read_drops(bpf, plan: Plan, seconds: float) -> dict[str, Any]:
     fmt = plan.formats.get("skb:kfree_skb", "")
     names = tracefs.parse_symbolic(fmt, "reason")
     has_reason = "reason" in tracefs.parse_fields(fmt)
     rows: dict[str, int] = {}
     proto: dict[str, int] = {}
+    ports: dict[tuple, int] = {}
     for k, v in bpf["drops"].items():
         name = names.get(k.reason, str(k.reason)) if has_reason else "unknown (no reason field)"
         rows[name] = rows.get(name, 0) + v.value
         p = {0x0800: "ipv4", 0x86DD: "ipv6", 0x0806: "arp"}.get(k.protocol, hex(k.protocol))
         proto[p] = proto.get(p, 0) + v.value
-    return {"by_reason": [{"reason": r, "drops": n,
-                           "per_s": round(n / max(seconds, 0.001), 2)}
+        if k.l4:
+            key = (name, {6: "tcp", 17: "udp"}.get(k.l4, str(k.l4)), k.port)
+            ports[key] = ports.get(key, 0) + v.value
+    secs = max(seconds, 0.001)
+    return {"by_reason": [{"reason": r, "drops": n, "per_s": round(n / secs, 2)}
                           for r, n in sorted(rows.items(), key=lambda kv: -kv[1])],
-            "by_protocol": proto, "reasons_known": len(names), "lost_events": _lost(bpf),
-            "ports": "not attributed: reading ports would need struct sk_buff offsets, which "
-                     "a tracepoint-only probe does not have"}
+            "by_port": [{"reason": r, "protocol": l4, "port": port, "drops": n,
+                         "per_s": round(n / secs, 2)}
+                        for (r, l4, port), n in sorted(ports.items(), key=lambda kv: -kv[1])
+                        [:30]],
+            "by_protocol": proto, "reasons_known": len(names), "lost_events": _lost(bpf)}
 
 
 # ---- rcvbuf -------------------------------------------------------------------------------
@@ -295,8 +315,10 @@ PROBES: dict[str, ProbeSpec] = {p.name: p for p in (
               "two map updates per accept() call, one per socket wake-up"),
     ProbeSpec("drops", "packets dropped in the kernel (kfree_skb) by reason, names read from "
               "the running kernel",
-              (Hook("drops", "skb", "kfree_skb", "np_kfree_skb", ("protocol",), ("reason",)),),
-              read_drops, "one hash update per dropped packet (not per packet received)"),
+              (Hook("drops", "skb", "kfree_skb", "np_kfree_skb", ("skbaddr", "protocol"),
+                    ("reason",)),),
+              read_drops, "one hash update per dropped packet (not per packet received)",
+              defines=drop_defines),
     ProbeSpec("rcvbuf", "receive-buffer autotuning, full receive queues, memory limits, and "
               "processes that fixed SO_RCVBUF/SO_SNDBUF",
               (Hook("space adjust", "tcp", "tcp_rcv_space_adjust", "np_space_adjust",

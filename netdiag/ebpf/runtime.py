@@ -126,9 +126,9 @@ def plan_hooks(hooks: tuple[Hook, ...], root: str | None = None) -> Plan:
     return plan
 
 
-def c_source(name: str, plan: Plan) -> str:
-    """Defines (hooks, field offsets) + the common header + the probe's C file."""
-    lines = []
+def c_source(name: str, plan: Plan, defines: dict[str, int] | None = None) -> str:
+    """Defines (hooks, field offsets, extra struct offsets) + common header + the C file."""
+    lines = [f"#define {k} {v}" for k, v in (defines or {}).items()]
     for hook in plan.enabled:
         lines.append(f"#define HOOK_{hook.fn} 1")
         fields = tracefs.parse_fields(plan.formats[f"{hook.category}:{hook.event}"])
@@ -146,12 +146,12 @@ def c_source(name: str, plan: Plan) -> str:
 class Loaded:
     """A compiled and attached probe; `close()` detaches and unloads everything."""
 
-    def __init__(self, name: str, plan: Plan) -> None:
+    def __init__(self, name: str, plan: Plan, defines: dict[str, int] | None = None) -> None:
         bcc = import_bcc()
         self.name = name
         self.plan = plan
         started = time.monotonic()
-        self.bpf = bcc.BPF(text=c_source(name, plan), cflags=["-Wno-macro-redefined"])
+        self.bpf = bcc.BPF(text=c_source(name, plan, defines), cflags=["-Wno-macro-redefined"])
         try:
             for hook in plan.enabled:
                 self.bpf.attach_tracepoint(tp=f"{hook.category}:{hook.event}", fn_name=hook.fn)

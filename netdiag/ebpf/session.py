@@ -63,8 +63,11 @@ def run(names: list[str], seconds: float, interval: float | None = None, on_tick
                 errors.append((f"probe:{name}", "none of its tracepoints exist here: " +
                                "; ".join(why for _, why in plan.missing)))
                 continue
+            defines, why = spec.defines() if spec.defines else ({}, None)
+            if why:
+                plan.missing.append((runtime.Hook("ports", "-", "-", "-", ()), why))
             try:
-                loaded[name] = runtime.Loaded(name, plan)
+                loaded[name] = runtime.Loaded(name, plan, defines)
             except Exception as exc:  # bcc raises bare Exception on compile/attach failure
                 errors.append((f"probe:{name}", f"could not load: {exc}"))
         if not loaded:

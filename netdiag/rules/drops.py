@@ -52,12 +52,15 @@ def check(facts: Facts) -> list[Finding]:
         return []
     rows = probe.get("by_reason", [])
     evidence: dict[str, Any] = {"seconds": probe.get("seconds"), "by_reason": rows[:10],
+                                "by_port": probe.get("by_port", [])[:10],
                                 "by_protocol": probe.get("by_protocol")}
     if not rows:
         return [make(DROPS, Severity.OK, "no packet dropped during the window", evidence)]
     total = sum(r["drops"] for r in rows)
     hot = [r for r in rows if r["reason"] != "NOT_SPECIFIED" and r["per_s"] >= WARN_RATE]
     top = rows[0]
+    port = next((p for p in probe.get("by_port", []) if p["reason"] == top["reason"]), None)
+    where = f" to {port['protocol']} port {port['port']}" if port else ""
     return [make(DROPS, Severity.WARNING if hot else Severity.INFO,
                  f"{total} packets dropped in {probe.get('seconds', 0):g} s; top reason "
-                 f"{top['reason']} ({top['drops']}, {top['per_s']:g}/s)", evidence)]
+                 f"{top['reason']} ({top['drops']}, {top['per_s']:g}/s){where}", evidence)]
