@@ -102,6 +102,8 @@ def samples(facts: Facts, findings: list[Finding], errors: list[CollectorError],
             v = facts.sockstat.get("TCP", key)
             if v is not None:
                 add(Sample(metric, "gauge", helptext, (ns,), v))
+    for name, probe in (facts.probes or {}).items():
+        _probe_samples(add, name, probe, ns)
     if facts.softnet is not None:
         for c in facts.softnet.cpus:
             cpu = ("cpu", str(c.cpu))
@@ -112,3 +114,49 @@ def samples(facts: Facts, findings: list[Finding], errors: list[CollectorError],
                        "NET_RX cycles cut short by netdev_budget(_usecs) (softnet_stat col 3).",
                        (cpu, ns), c.time_squeeze))
     return out
+
+
+def _probe_samples(add, name: str, probe: dict, ns: tuple[str, str]) -> None:
+    """Aggregates of one probe run: gauges over its window (they restart every run)."""
+    pl = ("probe", name)
+    add(Sample("netdiag_probe_window_seconds", "gauge",
+               "Length of the eBPF probe window the netdiag_probe_* series cover.",
+               (pl, ns), probe.get("seconds", 0)))
+    add(Sample("netdiag_probe_lost_events", "gauge",
+               "Events a probe could not count because its map was full.",
+               (pl, ns), probe.get("lost_events", 0)))
+    if name == "drops":
+        for r in probe.get("by_reason", [])[:20]:
+            add(Sample("netdiag_probe_drops", "gauge",
+                       "Packets dropped during the probe window, by the kernel's drop reason.",
+                       (("reason", r["reason"]), ns), r["drops"]))
+    elif name == "resets":
+        by_reason: dict[str, int] = {}
+        for r in probe.get("sent", []):
+            by_reason[r["reason"]] = by_reason.get(r["reason"], 0) + r["resets"]
+        for reason, n in by_reason.items():
+            add(Sample("netdiag_probe_resets_sent", "gauge",
+                       "RSTs sent during the probe window, by the kernel's reason.",
+                       (("reason", reason), ns), n))
+        add(Sample("netdiag_probe_resets_received", "gauge",
+                   "RSTs received during the probe window.", (ns,),
+                   probe.get("received_total", 0)))
+    elif name == "retrans":
+        add(Sample("netdiag_probe_retransmits", "gauge",
+                   "Segments retransmitted during the probe window.", (ns,),
+                   probe.get("total", 0)))
+    elif name == "states":
+        add(Sample("netdiag_probe_active_closes", "gauge",
+                   "Connections this host closed first during the probe window (each leaves "
+                   "a TIME_WAIT socket).", (ns,), probe.get("active_closes_total", 0)))
+        for r in probe.get("close_wait_still_waiting", [])[:20]:
+            add(Sample("netdiag_probe_close_wait_waiting", "gauge",
+                       "Sockets that entered CLOSE_WAIT during the probe window and stayed.",
+                       (("local_port", str(r["local_port"])), ns), r["sockets"]))
+    elif name == "wakeups":
+        accepted = sum(r["accepted"] for r in probe.get("listeners", []))
+        eagain = sum(r["eagain"] for r in probe.get("listeners", []))
+        for result, n in (("accepted", accepted), ("eagain", eagain)):
+            add(Sample("netdiag_probe_accept_calls", "gauge",
+                       "accept() results during the probe window (EAGAIN: woken for nothing).",
+                       (("result", result), ns), n))

@@ -7,6 +7,7 @@ BPF_HASH(accepts, struct acc_key, struct acc_val, 4096);
 BPF_HASH(inflight, u64, u32, 16384);            /* thread -> fd of the pending accept */
 BPF_HASH(seen_threads, u64, u8, 16384);         /* (tgid,fd,tid) seen, to count threads */
 BPF_ARRAY(data_ready, u64, 2);                  /* [0] TCP, [1] other */
+BPF_HASH(ready_by_port, u32, u64, 4096);        /* TCP local port -> data-ready wake-ups */
 
 static inline int acc_enter(void *ctx, u64 fd) {
     u64 id = bpf_get_current_pid_tgid();
@@ -60,6 +61,16 @@ int np_data_ready(void *ctx) {
     int i = protocol == 6 ? 0 : 1;
     u64 *v = data_ready.lookup(&i);
     if (v) __sync_fetch_and_add(v, 1);
+#ifdef SK_NUM_OFF
+    if (protocol == 6) {            /* the socket's local port, at its BTF offset */
+        u64 sk = 0;
+        u16 num = 0;
+        TP_READ(sk, sk_data_ready, skaddr);
+        bpf_probe_read_kernel(&num, sizeof(num), (char *)sk + SK_NUM_OFF);
+        u32 port = num;
+        { u64 __z = 0, *__c = ready_by_port.lookup_or_try_init(&port, &__z); if (__c) __sync_fetch_and_add(__c, 1); else lost_inc(); }
+    }
+#endif
     return 0;
 }
 #endif

@@ -43,11 +43,18 @@ def probe_ns():
 
 
 def start_probe(name: str, seconds: float, *extra: str) -> subprocess.Popen:
+    """Start `netdiag probe` and return once its BPF programs are attached."""
+    before = bpf_programs()
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.Popen([sys.executable, "-m", "netdiag", "probe", name, "--duration",
                              str(seconds), "--json", *extra], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env, cwd="/")
-    time.sleep(2.5)  # compile + attach (about 0.5 s here; generous for slow machines)
+    deadline = time.monotonic() + 60
+    while not bpf_programs() - before:
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        assert time.monotonic() < deadline, "probe did not attach within 60 s"
+        time.sleep(0.1)
+    time.sleep(0.3)  # the remaining hooks attach right after the first
     return proc
 
 
@@ -118,6 +125,9 @@ def test_wakeups_sees_the_herd(probe_ns):
     assert herd["accepted"] >= 30 and herd["workers"] >= 2 and herd["eagain"] > 0, rows
     f = finding(report, "wakeups.thundering_herd")
     assert f["severity"] in ("ok", "warning")  # the score depends on scheduling
+    ready = {r["local_port"]: r["wakeups"]
+             for r in report["facts"]["wakeups: data_ready_by_local_port"]}
+    assert ready.get(9320, 0) >= 30, ready  # the listener is woken once per connection
 
 
 def test_drops_and_resets_on_a_closed_port(probe_ns):
@@ -191,14 +201,15 @@ def test_no_program_stays_loaded_even_when_interrupted(probe_ns):
 def test_check_folds_probe_evidence(probe_ns):
     probe_ns.spawn_load("closewait", "--port", "9380", "--count", "12")
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    # Drops during the window: connections to a closed port, starting once probes are up.
+    # Drops during the window: connections to a closed port, every 0.1 s for 15 s, so some
+    # land inside the window however long compiling and attaching takes.
     later = subprocess.Popen(["ip", "netns", "exec", probe_ns.name, sys.executable, "-c",
-                              "import socket,time\ntime.sleep(1.5)\n"
-                              "for _ in range(20):\n"
+                              "import socket,time\n"
+                              "for _ in range(150):\n"
                               "    c=socket.socket()\n"
                               "    try: c.connect(('127.0.0.1', 9381))\n"
                               "    except OSError: pass\n"
-                              "    c.close()\n"])
+                              "    c.close(); time.sleep(0.1)\n"])
     probe_ns.procs.append(later)
     out = subprocess.run([sys.executable, "-m", "netdiag", "check", "--json", "--netns",
                           probe_ns.name, "--probe-seconds", "3", "--probes", "states,drops"],
@@ -209,6 +220,12 @@ def test_check_folds_probe_evidence(probe_ns):
     assert cw["evidence"]["probe_seconds"] >= 1.5
     assert "probe window" in cw["explanation"]
     assert finding(report, "drops.kernel_drops") is not None
+    prom = subprocess.run([sys.executable, "-m", "netdiag", "check", "--format", "prometheus",
+                           "--netns", probe_ns.name, "--probe-seconds", "1", "--probes",
+                           "states,drops"], capture_output=True, text=True, env=env, cwd="/",
+                          timeout=120).stdout
+    assert 'netdiag_probe_window_seconds{probe="states"' in prom
+    assert "netdiag_probe_active_closes" in prom
 
 
 def test_check_probe_seconds_without_root_reports_and_continues():

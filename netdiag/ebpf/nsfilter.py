@@ -47,7 +47,10 @@ def filter_probe(name: str, facts: dict[str, Any], census: Census, label: str) -
         how = "listen() calls by socket inode (exact); SYN-ACKs by local port (approximate)"
     elif name == "wakeups":
         facts["listeners"] = [r for r in facts["listeners"] if r.get("inode") in inodes]
-        how = "by the listening socket's inode (exact)"
+        facts["data_ready_by_local_port"] = [r for r in facts.get("data_ready_by_local_port",
+                                                                   []) if r["local_port"] in ports]
+        how = "accept() by the listening socket's inode (exact); wake-ups by local port " \
+              "(approximate)"
     elif name == "rcvbuf":
         for key in ("space_adjust_by_port", "rcvbuf_grow_by_port"):
             facts[key] = [r for r in facts[key] if r["local_port"] in ports]

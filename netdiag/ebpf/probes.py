@@ -155,8 +155,21 @@ def read_wakeups(bpf, plan: Plan, seconds: float) -> dict[str, Any]:
         listeners.append(row)
     ready = [v.value for v in bpf["data_ready"].values()] if "np_data_ready" in \
         {h.fn for h in plan.enabled} else []
+    by_port = [{"local_port": k.value, "wakeups": v.value}
+               for k, v in sorted(bpf["ready_by_port"].items(), key=lambda kv: -kv[1].value)
+               [:20]]
     return {"listeners": sorted(listeners, key=lambda r: -r["eagain"]),
-            "data_ready_tcp": ready[0] if ready else None, "lost_events": _lost(bpf)}
+            "data_ready_tcp": ready[0] if ready else None,
+            "data_ready_by_local_port": by_port, "lost_events": _lost(bpf)}
+
+
+def wakeup_defines() -> tuple[dict[str, int], str | None]:
+    """The offset of a socket's local port (sock_common.skc_num) from the kernel's BTF, to
+    count data-ready wake-ups per port; without it they are counted in total only."""
+    from netdiag.ebpf.btf import struct_offsets
+
+    offsets, why = struct_offsets("sock_common", ("skc_num",))
+    return ({"SK_NUM_OFF": offsets["skc_num"]}, None) if not why else ({}, why)
 
 
 # ---- drops --------------------------------------------------------------------------------
@@ -311,8 +324,9 @@ PROBES: dict[str, ProbeSpec] = {p.name: p for p in (
                Hook("accept result", "syscalls", "sys_exit_accept", "np_exit_accept",
                     ("ret",)),
                Hook("data-ready wake-ups", "sock", "sk_data_ready", "np_data_ready",
-                    ("protocol",))), read_wakeups,
-              "two map updates per accept() call, one per socket wake-up"),
+                    ("protocol", "skaddr"))), read_wakeups,
+              "two map updates per accept() call, one per socket wake-up",
+              defines=wakeup_defines),
     ProbeSpec("drops", "packets dropped in the kernel (kfree_skb) by reason, names read from "
               "the running kernel",
               (Hook("drops", "skb", "kfree_skb", "np_kfree_skb", ("skbaddr", "protocol"),
