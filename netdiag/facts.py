@@ -324,6 +324,15 @@ class Facts:
     baseline_reset: str | None = None
 
 
+def close_wait_groups(census: Census, processes: ProcessFacts | None) -> dict[tuple, int]:
+    """CLOSE_WAIT sockets counted per (owning pid or None, local port)."""
+    groups: dict[tuple, int] = {}
+    for inode, lport in census.close_wait_inodes.items():
+        pid = processes.owners.get(inode) if processes is not None else None
+        groups[(pid, lport)] = groups.get((pid, lport), 0) + 1
+    return groups
+
+
 # ---- decoding kernel value formats -------------------------------------------------------
 
 

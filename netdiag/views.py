@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from netdiag.facts import Census, Facts, ProcessFacts
+from netdiag.facts import Census, Facts, ProcessFacts, close_wait_groups
 from netdiag.sysctls import SYSCTLS
 
 
@@ -127,10 +127,7 @@ def closewait_view(facts: Facts) -> dict[str, Any]:
         "end of file never read (Recv-Q = 1)": census.close_wait_eof_unread,
         "data unread (Recv-Q > 1)": census.close_wait_unread,
     }}
-    groups: dict[tuple[Any, int], int] = {}
-    for inode, lport in census.close_wait_inodes.items():
-        pid = procs.owners.get(inode) if procs is not None else None
-        groups[(pid, lport)] = groups.get((pid, lport), 0) + 1
+    groups = close_wait_groups(census, procs)
     rows = []
     for (pid, lport), n in sorted(groups.items(), key=lambda kv: -kv[1])[:20]:
         info = procs.processes.get(pid) if (procs is not None and pid is not None) else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from netdiag.facts import Facts
+from netdiag.facts import Facts, close_wait_groups
 from netdiag.model import Finding, Rule, RuleSpec, Severity
 from netdiag.rules._util import make
 
@@ -64,10 +64,7 @@ def check(facts: Facts) -> list[Finding]:
         return []
     total = census.by_state.get("CLOSE_WAIT", 0)
     procs = facts.processes
-    groups: dict[tuple[int | None, int], int] = {}
-    for inode, lport in census.close_wait_inodes.items():
-        pid = procs.owners.get(inode) if procs is not None else None
-        groups[(pid, lport)] = groups.get((pid, lport), 0) + 1
+    groups = close_wait_groups(census, procs)
     per_pid: dict[int | None, int] = {}
     for (pid, _), n in groups.items():
         per_pid[pid] = per_pid.get(pid, 0) + n
