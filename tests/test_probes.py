@@ -243,3 +243,19 @@ def test_check_probe_seconds_without_root_reports_and_continues():
     report = json.loads(out.stdout)
     errs = [e for e in report["errors"] if e["collector"] == "probes"]
     assert errs and "not root" in errs[0]["message"] and "fix:" in errs[0]["message"]
+
+
+def test_probe_without_privilege_is_one_line_and_exit_3():
+    require_root("dropping privileges")
+    import site
+
+    from test_scenarios import _unprivileged_python  # noqa: PLC0415
+
+    env = dict(os.environ, PYTHONPATH=":".join([str(REPO)] + site.getsitepackages()),
+               HOME="/tmp")
+    out = subprocess.run(["runuser", "-u", "nobody", "--", *_unprivileged_python(), "-m",
+                          "netdiag", "probe", "states", "--duration", "1"],
+                         capture_output=True, text=True, env=env, cwd="/", timeout=60)
+    assert out.returncode == 3 and "Traceback" not in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "not root" in lines[0] and "fix: run as root" in lines[0]

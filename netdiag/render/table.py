@@ -34,7 +34,7 @@ def _scalar(value: Any) -> str:
 
 def _mapping_table(title: str, data: dict[str, Any]) -> Table:
     table = Table(title=title, title_justify="left", show_header=False, box=None,
-                  padding=(0, 2, 0, 0))
+                  padding=(0, 2, 0, 0), min_width=min(len(title), 80))
     table.add_column(style="bold")
     table.add_column(overflow="fold")
     for key, value in data.items():
@@ -49,7 +49,7 @@ def _rows_table(title: str, rows: list[dict[str, Any]], limit: int = MAX_ROWS) -
             if key not in columns:
                 columns.append(key)
     table = Table(title=title, title_justify="left", header_style="bold", box=None,
-                  padding=(0, 2, 0, 0))
+                  padding=(0, 2, 0, 0), min_width=min(len(title), 80))
     for col in columns:
         table.add_column(col.replace("_", " "), overflow="fold")
     for row in rows[:limit]:

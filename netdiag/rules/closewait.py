@@ -133,8 +133,11 @@ def check(facts: Facts) -> list[Finding]:
     if states is not None:
         waiting = sum(r["sockets"] for r in states.get("close_wait_still_waiting") or [])
         detail = (f"During the {states.get('seconds', 0):g} s probe window {waiting} socket(s) "
-                  f"entered CLOSE_WAIT and stayed; the {total - waiting} others were already "
-                  f"waiting when it started, so they have waited at least that long. ")
+                  "entered CLOSE_WAIT and stayed there")
+        if total > waiting:
+            detail += (f"; the {total - waiting} others were already waiting when it started, "
+                       "so they have waited at least that long")
+        detail += ". "
     if persistent:
         detail += (f"{persistent} of them were already in CLOSE_WAIT {facts.interval:g} s "
                    "earlier: they are not closing.")

@@ -226,7 +226,7 @@ def _flood(facts: Facts) -> Finding | None:
     if reuse in (1, 2) and timestamps == 0:
         detail.append("tcp_timestamps is 0, so tcp_tw_reuse cannot apply.")
     severity = Severity.OK
-    title = f"{total} TIME_WAIT sockets (≈ {total / TIME_WAIT_SECONDS:.0f} closes/s)"
+    title = f"{total} TIME_WAIT sockets (≈ {_rate(total)} closes/s)"
     worst = dests[0] if dests else None
     if worst and usable and worst["time_wait"] >= FLOOD_DEST_SHARE * usable:
         severity = Severity.WARNING
@@ -237,9 +237,15 @@ def _flood(facts: Facts) -> Finding | None:
         severity = Severity.INFO
         side = ("as client" if roles.get("client", 0) >= roles.get("server", 0)
                 else "as server")
-        title = (f"{total} TIME_WAIT sockets (≈ {total / TIME_WAIT_SECONDS:.0f} closes/s), "
+        title = (f"{total} TIME_WAIT sockets (≈ {_rate(total)} closes/s), "
                  f"mostly closed first by this host {side}")
     return make(FLOOD, severity, title, evidence, " ".join(detail))
+
+
+def _rate(time_wait: int) -> str:
+    """Closes per second implied by a TIME_WAIT count (each lasts 60 s), readably rounded."""
+    rate = time_wait / TIME_WAIT_SECONDS
+    return f"{rate:.0f}" if rate >= 10 else f"{rate:.1f}"
 
 
 def _recycle(facts: Facts) -> Finding | None:
