@@ -84,6 +84,7 @@ class Run:
         self.all_netns = all_netns
         self.probe_results: dict | None = None
         self.probe_errors: list = []
+        self.listener_samples: list | None = None  # accept queues watched by probe backlog
         if all_netns and (netns is not None or pid is not None or root is not None):
             raise UsageError("--all-netns cannot be combined with --netns, --pid or --root")
         if state_dir is not None:
@@ -134,6 +135,8 @@ class Run:
                 for name, result in self.probe_results.items():
                     filter_probe(name, result, facts.census, self.ctx.netns)
             facts.probes = self.probe_results
+            if self.listener_samples is not None and facts.listener_samples is None:
+                facts.listener_samples = self.listener_samples
         ident = None
         if self.store is not None:
             from netdiag import state
@@ -361,7 +364,7 @@ def check(
         if not probes:  # all: skip the heavy softirq probe unless asked
             names.remove("softirq")
         try:
-            _run_probes(run, names, probe_seconds, None, None)
+            _run_probes(run, names, probe_seconds, None)
         except NetdiagError as exc:  # no root, no bcc...: the rest of the report stands
             run.probe_results, run.probe_errors = {}, [("probes", str(exc))]
     plan = _plan(details=True, rxpath=True, sample_listeners=True)
@@ -460,13 +463,24 @@ PROBE_TOPICS = {"states": ["closewait", "timewait"], "backlog": ["backlog"],
                 "softirq": ["softirq"], "resets": ["resets"], "retrans": ["retrans"]}
 
 
-def _run_probes(run: Run, names: list[str], seconds: float, interval: float | None,
-                plan) -> None:
-    """Run probes for the window, then collect and judge as a report command does."""
+def _run_probes(run: Run, names: list[str], seconds: float,
+                interval: float | None) -> None:
+    """Run probes for the window; the caller then collects and judges as usual."""
+    import time
+
     from netdiag.ebpf import session
 
-    def sample_queues():  # the backlog probe also watches accept queues meanwhile
-        return None
+    sampler = None
+    if "backlog" in names and run.ctx.live:
+        from netdiag.collect.sockets import ListenerSampler
+
+        sampler = ListenerSampler()
+    last = [0.0]
+
+    def sample_queues() -> None:  # the backlog probe also watches accept queues, via sock_diag
+        if sampler is not None and time.monotonic() - last[0] >= 0.2:
+            last[0] = time.monotonic()
+            sampler.sample()
 
     def on_tick(partial, elapsed):
         if run.fmt != "table":  # JSON and the rest stay one document, at the end
@@ -484,6 +498,12 @@ def _run_probes(run: Run, names: list[str], seconds: float, interval: float | No
     probes, errs = session.run(names, seconds, interval, on_tick if interval else None,
                                sample_queues)
     run.probe_results, run.probe_errors = probes, errs
+    if sampler is not None and "backlog" in probes:
+        run.listener_samples = sampler.result()
+        probes["backlog"]["accept_queues_sampled"] = [
+            {"address": s.address, "port": s.port, "limit": s.backlog,
+             "max_queue": s.max_queue, "at_limit": f"{s.samples_at_limit}/{s.samples}"}
+            for s in run.listener_samples]
 
 
 @app.command()
@@ -523,7 +543,7 @@ def probe(
     if name not in PROBES:
         raise UsageError(f"unknown probe {name!r}; known: {', '.join(PROBES)}, list")
     run = Run(fmt, as_json, netns, pid, None, None, output)
-    _run_probes(run, [name], duration, interval, None)
+    _run_probes(run, [name], duration, interval)
     if name not in run.probe_results:  # it could not load at all: nothing was judged
         raise UsageError("; ".join(m for _, m in run.probe_errors).splitlines()[0])
     plan = _plan(details=False, rxpath=name == "softirq", sysctl_conf=False,

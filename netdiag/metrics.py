@@ -65,9 +65,8 @@ def samples(facts: Facts, findings: list[Finding], errors: list[CollectorError],
                    (("id", f.id), ("topic", f.topic), ("severity", f.severity.label), ns),
                    f.severity.value))
     present = _facts_present(facts)
-    failed = {e.collector for e in errors}
     for name in collectors or COLLECTORS:
-        up = present.get(name, False) and not (name in failed and not present.get(name))
+        up = present.get(name, False)  # the errors say why a collector produced nothing
         add(Sample("netdiag_collector_up", "gauge",
                    "1 when the collector produced its facts in the last run, 0 when it failed "
                    "(see the JSON errors).", (("collector", name), ns), 1 if up else 0))

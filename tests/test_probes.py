@@ -113,6 +113,11 @@ def test_backlog_sees_the_requested_backlog(probe_ns):
     clamp = finding(report, "backlog.somaxconn_clamp")
     assert "asked listen(511), got 64" in clamp["title"]
     assert "exact" in report["facts"]["backlog: summary"]["netns_filter"]
+    # Accept queues were sampled with sock_diag during the window, inside the namespace.
+    sampled = {r["port"]: r for r in report["facts"]["backlog: accept_queues_sampled"]}
+    assert sampled[9310]["limit"] == 64 and sampled[9310]["max_queue"] == 65
+    hits, total = map(int, sampled[9310]["at_limit"].split("/"))
+    assert total >= 5 and hits >= 1
 
 
 def test_wakeups_sees_the_herd(probe_ns):

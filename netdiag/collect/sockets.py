@@ -199,30 +199,44 @@ def netlink_census(builder: CensusBuilder, capture: BinaryIO | None = None,
         sock.close()
 
 
-def sample_listeners(seconds: float, step: float = 0.2) -> list[ListenerSample]:
-    """Watch every listener's accept queue for `seconds` (a LISTEN-only dump every `step`),
-    keeping the deepest queue seen and how often it stood at its limit."""
-    import time
+class ListenerSampler:
+    """Accept queues watched over a window: each sample() is one LISTEN-only dump; the
+    deepest queue and how often each listener stood at its limit are kept."""
 
-    seen: dict[tuple[str, int], ListenerSample] = {}
-    deadline = time.monotonic() + seconds
-    while True:
+    def __init__(self) -> None:
+        self.seen: dict[tuple[str, int], ListenerSample] = {}
+
+    def sample(self) -> None:
         builder = CensusBuilder("netlink", None)
         netlink_census(builder, states=LISTEN_MASK)
         for lst in builder.listeners:
-            s = seen.get((lst.address, lst.port))
+            s = self.seen.get((lst.address, lst.port))
             if s is None:
-                s = seen[(lst.address, lst.port)] = ListenerSample(lst.address, lst.port,
-                                                                   lst.backlog)
+                s = self.seen[(lst.address, lst.port)] = ListenerSample(lst.address, lst.port,
+                                                                        lst.backlog)
             s.samples += 1
             s.max_queue = max(s.max_queue, lst.accept_queue)
             if lst.accept_queue >= max(lst.backlog, 1):
                 s.samples_at_limit += 1
+
+    def result(self) -> list[ListenerSample]:
+        return sorted(self.seen.values(),
+                      key=lambda s: (-s.samples_at_limit, -s.max_queue, s.port))
+
+
+def sample_listeners(seconds: float, step: float = 0.2) -> list[ListenerSample]:
+    """Sample every listener's accept queue every `step` seconds for `seconds`."""
+    import time
+
+    sampler = ListenerSampler()
+    deadline = time.monotonic() + seconds
+    while True:
+        sampler.sample()
         left = deadline - time.monotonic()
         if left <= 0:
             break
         time.sleep(min(step, left))
-    return sorted(seen.values(), key=lambda s: (-s.samples_at_limit, -s.max_queue, s.port))
+    return sampler.result()
 
 
 def replay_census(path: str, builder: CensusBuilder) -> None:

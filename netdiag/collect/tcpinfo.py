@@ -71,12 +71,15 @@ class DetailBuilder:
         self._drops: list = []
         self._seq = 0
 
-    def _push(self, heap: list, score: int, make) -> None:
+    def _push(self, heap: list, score: int, conn: Connection) -> None:
         self._seq += 1
         if len(heap) < self.top:
-            heapq.heappush(heap, (score, self._seq, make()))
+            heapq.heappush(heap, (score, self._seq, conn))
         else:
-            heapq.heapreplace(heap, (score, self._seq, make()))
+            heapq.heapreplace(heap, (score, self._seq, conn))
+
+    def _qualifies(self, heap: list, score: int) -> bool:
+        return bool(score) and (len(heap) < self.top or score > heap[0][0])
 
     def add(self, buf, start: int, end: int, family: int, src: bytes, sport: int, dst: bytes,
             dport: int, timer: int, inode: int) -> None:
@@ -117,39 +120,36 @@ class DetailBuilder:
             rtt, rate = info.get("rtt", 0), info.get("delivery_rate", 0)
             rwnd_lim, snd_lim = info.get("rwnd_limited", 0), info.get("sndbuf_limited", 0)
         drops = _U32.unpack_from(buf, skmem_off + 32)[0] if skmem_len >= 36 else 0
-        top = self.top
-
-        def make() -> Connection:
-            info = decode_tcp_info(bytes(buf[info_off:info_off + info_len]))
-            skmem = decode_skmeminfo(bytes(buf[skmem_off:skmem_off + skmem_len])) \
-                if skmem_len else {}
-            return Connection(format_address(family, src), sport, format_address(family, dst),
-                              dport, inode, _TIMERS.get(timer, "unknown"), info, skmem)
-
         idle = ldr if ldr < lds else lds
+        idle_score = 0
         if idle >= d.long_idle_ms:
             if timer == 0:
                 d.long_idle_without_keepalive += 1
-                h = self._idle
-                if len(h) < top or idle > h[0][0]:
-                    self._push(h, idle, make)
+                idle_score = idle
             elif timer == 2:
                 d.long_idle_with_keepalive += 1
         bdp = rate * rtt // 1_000_000
-        if bdp:
-            h = self._bdp
-            if len(h) < top or bdp > h[0][0]:
-                self._push(h, bdp, make)
         limited = snd_lim + rwnd_lim
-        if limited:
-            h = self._limited
-            if len(h) < top or limited > h[0][0]:
-                self._push(h, limited, make)
         if drops:
             d.sockets_with_drops += 1
-            h = self._drops
-            if len(h) < top or drops > h[0][0]:
-                self._push(h, drops, make)
+        # Hot path: decide with plain comparisons first; build the Connection (a full decode)
+        # only when it enters one of the top-N heaps.
+        top = self.top
+        ih, bh, lh, dh = self._idle, self._bdp, self._limited, self._drops
+        if not ((idle_score and (len(ih) < top or idle_score > ih[0][0]))
+                or (bdp and (len(bh) < top or bdp > bh[0][0]))
+                or (limited and (len(lh) < top or limited > lh[0][0]))
+                or (drops and (len(dh) < top or drops > dh[0][0]))):
+            return
+        wanted = [(h, score) for h, score in ((ih, idle_score), (bh, bdp), (lh, limited),
+                                              (dh, drops)) if self._qualifies(h, score)]
+        info = decode_tcp_info(bytes(buf[info_off:info_off + info_len]))
+        skmem = decode_skmeminfo(bytes(buf[skmem_off:skmem_off + skmem_len])) \
+            if skmem_len else {}
+        conn = Connection(format_address(family, src), sport, format_address(family, dst),
+                          dport, inode, _TIMERS.get(timer, "unknown"), info, skmem)
+        for h, score in wanted:
+            self._push(h, score, conn)
 
     def finish(self) -> ConnectionDetails:
         d = self.d

@@ -44,6 +44,7 @@ def filter_probe(name: str, facts: dict[str, Any], census: Census, label: str) -
         facts["listen_calls"] = [c for c in facts["listen_calls"] if c.get("inode") in inodes]
         facts["synack_retransmits"] = [r for r in facts["synack_retransmits"]
                                        if r["local_port"] in ports]
+        # accept_queues_sampled comes from sock_diag inside the namespace: already exact.
         how = "listen() calls by socket inode (exact); SYN-ACKs by local port (approximate)"
     elif name == "wakeups":
         facts["listeners"] = [r for r in facts["listeners"] if r.get("inode") in inodes]

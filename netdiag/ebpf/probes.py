@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -65,7 +66,7 @@ def read_states(bpf, plan: Plan, seconds: float) -> dict[str, Any]:
             connects[key] = connects.get(key, 0) + n
         elif k.oldstate == 3 and k.newstate == 1:  # a handshake completed on a listener
             accepted[k.sport] = accepted.get(k.sport, 0) + n
-    now_ns = _monotonic_ns()
+    now_ns = time.monotonic_ns()  # the clock bpf_ktime_get_ns() reads
     waiting: dict[int, list[float]] = {}
     ports = {k.value: v.value for k, v in bpf["cw_port"].items()}
     for k, v in bpf["cw_since"].items():
@@ -98,13 +99,6 @@ def read_states(bpf, plan: Plan, seconds: float) -> dict[str, Any]:
             for p, ages in sorted(waiting.items(), key=lambda kv: -len(kv[1]))[:20]],
         "lost_events": _lost(bpf),
     }
-
-
-def _monotonic_ns() -> int:
-    # bpf_ktime_get_ns() is CLOCK_MONOTONIC.
-    import time
-
-    return time.monotonic_ns()
 
 
 # ---- backlog ------------------------------------------------------------------------------
