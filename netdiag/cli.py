@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import datetime
 import os
-import socket
 import sys
 from enum import Enum
 from pathlib import Path
@@ -71,237 +69,14 @@ def _main(
     """netdiag reads sysctl, /proc/net and netlink sock_diag, and explains what it finds."""
 
 
-class Run:
-    """One report run: resolves the namespace and root, collects, evaluates, renders."""
+def _report(command: str, topics: list[str], plan, view: Callable, *, fmt: Format,
+            as_json: bool, show_ok: bool = True, show_facts: bool = True, **opts) -> None:
+    from netdiag.pipeline import Request, execute
 
-    def __init__(self, fmt: Format, as_json: bool, netns: str | None, pid: int | None,
-                 interval: float | None, root: Path | None, output: Path | None,
-                 state_dir: str | None = None, all_netns: bool = False) -> None:
-        self.fmt = "json" if as_json else fmt.value
-        self.interval = interval or None
-        self.output = output
-        self.store = None
-        self.all_netns = all_netns
-        self.probe_results: dict | None = None
-        self.probe_errors: list = []
-        self.listener_samples: list | None = None  # accept queues watched by probe backlog
-        if all_netns and (netns is not None or pid is not None or root is not None):
-            raise UsageError("--all-netns cannot be combined with --netns, --pid or --root")
-        if state_dir is not None:
-            if root is not None:
-                raise UsageError("--state-dir keeps history of live runs; not with --root")
-            from netdiag import state
-
-            self.store = state.Store(state.resolve(state_dir))
-        if netns is not None and pid is not None:
-            raise UsageError("--netns and --pid are mutually exclusive")
-        if root is not None and (netns is not None or pid is not None):
-            raise UsageError("--root reads a snapshot; it cannot be combined with --netns/--pid")
-        from netdiag.context import Context
-
-        if root is not None:
-            if not root.is_dir():
-                raise UsageError(f"--root {root}: not a directory")
-            self.ctx = Context(root=root.resolve(), netns="snapshot")
-        elif netns is not None or pid is not None:
-            from netdiag import netns as nsmod
-            from netdiag.collect.procfs import read_sysctls
-            from netdiag.sysctls import GLOBAL_KEYS
-
-            path, label = nsmod.namespace_path(netns, pid)
-            host = read_sysctls(Context(), GLOBAL_KEYS).values
-            nsmod.enter(path)
-            self.ctx = Context(netns=label, host_sysctls=host)
-        else:
-            self.ctx = Context()
-
-    def report(self, topics: list[str], plan, view: Callable, *, show_ok: bool,
-               show_facts: bool, topic: str | None = None) -> None:
-        if self.all_netns:
-            return self.report_all(topics, plan, show_ok=show_ok, topic=topic)
-        from netdiag.collect.gather import collect
-        from netdiag.model import HostInfo, Report, Severity
-        from netdiag.rules import evaluate
-
-        plan.interval = self.interval
-        facts, errors = collect(self.ctx, plan)
-        if self.probe_results is not None:
-            from netdiag.model import CollectorError
-
-            errors.extend(CollectorError(c, m) for c, m in self.probe_errors)
-            if self.ctx.netns != "default" and facts.census is not None:
-                from netdiag.ebpf.nsfilter import filter_probe
-
-                for name, result in self.probe_results.items():
-                    filter_probe(name, result, facts.census, self.ctx.netns)
-            facts.probes = self.probe_results
-            if self.listener_samples is not None and facts.listener_samples is None:
-                facts.listener_samples = self.listener_samples
-        ident = None
-        if self.store is not None:
-            from netdiag import state
-
-            ident = state.identity()
-            prev = self.store.previous(self.ctx.netns)
-            if prev is not None and not self.interval:
-                state.attach_previous(facts, prev, ident)
-        findings, unjudged = evaluate(facts, topics)
-        # Prometheus keeps ok findings: every rule has a series, so alerts can resolve.
-        if not show_ok and self.fmt != "prometheus":
-            findings = [f for f in findings if f.severity > Severity.OK]
-        all_ids = sum((len(_topic_ids(t)) for t in topics), 0)
-        report = Report(
-            host=HostInfo(hostname=self._hostname(), kernel=facts.kernel, netns=self.ctx.netns),
-            generated_at=datetime.datetime.now(datetime.timezone.utc)
-            .strftime("%Y-%m-%dT%H:%M:%SZ"),
-            findings=findings,
-            facts=view(facts),
-            errors=errors,
-            topic=topic,
-            show_facts=show_facts,
-            # Unknown when nothing could be judged, or when the socket table, the primary
-            # evidence of every socket rule, could not be read at all.
-            judged=(not topics or len(unjudged) < all_ids)
-            and not (plan.census and facts.census is None),
-        )
-        if self.fmt in ("prometheus", "nagios"):
-            from netdiag.metrics import samples
-
-            report.metrics = samples(facts, findings, errors, report.status, self.ctx.netns)
-        if self.store is not None:
-            self.store.record(facts, report.status, ident)
-            self.store.close()
-        self.emit(report)
-
-    def report_all(self, topics: list[str], plan, *, show_ok: bool, topic: str | None) -> None:
-        """--all-netns: the same checks in every network namespace, findings labelled."""
-        import copy
-
-        from netdiag import netns as nsmod
-        from netdiag.collect.gather import collect
-        from netdiag.collect.procfs import read_kernel_release, read_sysctls
-        from netdiag.context import Context
-        from netdiag.model import CollectorError, HostInfo, Report, Severity
-        from netdiag.rules import evaluate
-        from netdiag.sysctls import GLOBAL_KEYS
-
-        namespaces, hidden = nsmod.discover()
-        host = read_sysctls(Context(), GLOBAL_KEYS).values
-        findings, errors, metrics, rows = [], [], [], []
-        if hidden:
-            errors.append(CollectorError("netns", f"{hidden} processes' namespaces could not "
-                                                  "be inspected (permission denied)"))
-        statuses = []
-        with _progress(len(namespaces), "namespaces") as advance:
-            for label, path, inode in namespaces:
-                advance()
-                try:
-                    nsmod.enter(path)
-                except NetdiagError as exc:  # gone meanwhile, or no permission
-                    errors.append(CollectorError("netns", f"{label}: {exc}"))
-                    continue
-                ns_plan = copy.copy(plan)
-                ns_topics = topics
-                if label != "default":  # host-wide facts are judged once, in "default"
-                    ns_plan.rxpath = False
-                    ns_topics = [t for t in topics if t not in HOST_WIDE_TOPICS]
-                ns_plan.interval = self.interval
-                ctx = Context(netns=label, host_sysctls=host)
-                facts, errs = collect(ctx, ns_plan)
-                got, _ = evaluate(facts, ns_topics)
-                for f in got:
-                    f.netns = label
-                if label != "default":
-                    got = [f for f in got if f.id not in HOST_WIDE_IDS]
-                errors.extend(CollectorError(e.collector, f"[{label}] {e.message}") for e in errs)
-                worst = max((f.severity for f in got), default=Severity.OK)
-                status = {Severity.CRITICAL: "critical", Severity.WARNING: "warning"}.get(
-                    worst, "ok")
-                statuses.append(worst)
-                if self.fmt in ("prometheus", "nagios"):
-                    from netdiag.metrics import samples
-
-                    metrics.extend(samples(facts, got, errs, status, label))
-                rows.append({"netns": label, "inode": inode, "status": status,
-                             "sockets": facts.census.total if facts.census else None,
-                             "findings": sum(1 for f in got if f.severity > Severity.OK)})
-                keep_ok = show_ok or self.fmt == "prometheus"
-                findings.extend(f for f in got if keep_ok or f.severity > Severity.OK)
-        report = Report(
-            host=HostInfo(hostname=socket.gethostname(), kernel=read_kernel_release(Context()),
-                          netns="all"),
-            generated_at=datetime.datetime.now(datetime.timezone.utc)
-            .strftime("%Y-%m-%dT%H:%M:%SZ"),
-            findings=findings, facts={"namespaces": rows}, errors=errors, topic=topic,
-            show_facts=True, judged=bool(rows), metrics=metrics)
-        self.emit(report)
-
-    def _hostname(self) -> str:
-        if self.ctx.live:
-            return socket.gethostname()
-        try:
-            return self.ctx.path("proc/sys/kernel/hostname").read_text().strip()
-        except OSError:
-            return "snapshot"
-
-    def emit(self, report) -> None:
-        from netdiag.render import render
-
-        if self.output is None:
-            render(report, self.fmt, sys.stdout)
-        else:
-            _write_atomically(self.output, lambda fh: render(report, self.fmt, fh))
-        raise typer.Exit(report.exit_code)
-
-
-# Facts that are the same in every namespace (per-CPU softnet, processes and their fd limits,
-# global TCP memory): with --all-netns they are judged once, in the starting namespace.
-HOST_WIDE_TOPICS = ("softirq", "sockets")
-HOST_WIDE_IDS = ("buffers.memory_pressure",)
-
-
-class _progress:
-    """A rich progress bar on stderr when it is a terminal; nothing on a pipe."""
-
-    def __init__(self, total: int, what: str) -> None:
-        self.total, self.what, self.bar = total, what, None
-
-    def __enter__(self):
-        if sys.stderr.isatty():
-            from rich.progress import Progress
-
-            self.bar = Progress(transient=True, console=None)
-            self.bar.console.file = sys.stderr
-            self.bar.start()
-            self.task = self.bar.add_task(self.what, total=self.total)
-            return lambda: self.bar.advance(self.task)
-        return lambda: None
-
-    def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
-def _topic_ids(topic: str) -> list[str]:
-    from netdiag.rules import TOPICS
-
-    return [s.id for s in TOPICS[topic].specs]
-
-
-def _write_atomically(path: Path, write: Callable) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
+    req = Request(command=command, topics=topics, plan=plan, view=view,
+                  fmt="json" if as_json else fmt.value, show_ok=show_ok,
+                  show_facts=show_facts, **opts)
+    raise typer.Exit(execute(req))
 
 
 def _plan(**kw):
@@ -348,28 +123,26 @@ def check(
 ) -> None:
     """Every rule on this host (or namespace): one report of findings."""
     from netdiag import views
+    from netdiag.pipeline import ProbeRequest
     from netdiag.rules import TOPICS
 
-    run = Run(fmt, as_json, netns, pid, interval, root, output, state_dir, all_netns)
-    if probe_seconds:
-        if all_netns or root is not None:
-            raise UsageError("--probe-seconds cannot be combined with --all-netns or --root")
+    probe_req = None
+    if probe_seconds is not None:
         from netdiag.ebpf.probes import PROBES
 
-        names = [n.strip() for n in probes.split(",")] if probes else list(PROBES)
+        names = [n.strip() for n in probes.split(",")] if probes else \
+            [n for n in PROBES if n != "softirq"]  # all but the heavy softirq unless asked
         unknown = [n for n in names if n not in PROBES]
         if unknown:
             raise UsageError(f"unknown probe(s) {', '.join(unknown)}; known: "
                              f"{', '.join(PROBES)}")
-        if not probes:  # all: skip the heavy softirq probe unless asked
-            names.remove("softirq")
-        try:
-            _run_probes(run, names, probe_seconds, None)
-        except NetdiagError as exc:  # no root, no bcc...: the rest of the report stands
-            run.probe_results, run.probe_errors = {}, [("probes", str(exc))]
-    plan = _plan(details=True, rxpath=True, sample_listeners=True)
-    run.report(list(TOPICS), plan, views.check_view, show_ok=False, show_facts=False,
-               topic="check")
+        probe_req = ProbeRequest(names, probe_seconds)
+    elif probes:
+        raise UsageError("--probes needs --probe-seconds")
+    _report("check", list(TOPICS), _plan(details=True, rxpath=True, sample_listeners=True),
+            views.check_view, fmt=fmt, as_json=as_json, show_ok=False, show_facts=False,
+            netns=netns, pid=pid, interval=interval, root=root, output=output,
+            state_dir=state_dir, all_netns=all_netns, probes=probe_req)
 
 
 @app.command()
@@ -390,13 +163,12 @@ def sockets(
     """Socket census: counts by state, local port, remote peer and owning process."""
     from netdiag import views
 
-    states = _parse_states(state)
-    run = Run(fmt, as_json, netns, pid, interval, root, output, state_dir, all_netns)
-    plan = _plan(states=states, port=port, top=top,
+    plan = _plan(states=_parse_states(state), port=port, top=top,
                  processes="all" if processes else "targeted", sysctl_conf=False,
                  counters=False)
-    run.report(["sockets"], plan, lambda f: views.sockets_view(f, top), show_ok=True,
-               show_facts=True, topic="sockets")
+    _report("sockets", ["sockets"], plan, lambda f: views.sockets_view(f, top), fmt=fmt,
+            as_json=as_json, netns=netns, pid=pid, interval=interval, root=root,
+            output=output, state_dir=state_dir, all_netns=all_netns)
 
 
 def _topic_command(topic: str, view_name: str, doc: str, **plan_kw):
@@ -408,9 +180,9 @@ def _topic_command(topic: str, view_name: str, doc: str, **plan_kw):
     ) -> None:
         from netdiag import views
 
-        run = Run(fmt, as_json, netns, pid, interval, root, output, state_dir, all_netns)
-        run.report([topic], _plan(**plan_kw), getattr(views, view_name), show_ok=True,
-                   show_facts=True, topic=topic)
+        _report(topic, [topic], _plan(**plan_kw), getattr(views, view_name), fmt=fmt,
+                as_json=as_json, netns=netns, pid=pid, interval=interval, root=root,
+                output=output, state_dir=state_dir, all_netns=all_netns)
 
     command.__doc__ = doc
     command.__name__ = topic
@@ -451,59 +223,16 @@ def sysctl(
     """Every networking sysctl the rules read: value, default, the rules that use it."""
     from netdiag import views
 
-    run = Run(fmt, as_json, netns, pid, None, root, output)
     plan = _plan(counters=False, sockstat=False, census=False, processes="none",
                  sysctl_conf=False, file_nr=False)
-    run.report([], plan, views.sysctl_view, show_ok=True, show_facts=True, topic="sysctl")
+    _report("sysctl", [], plan, views.sysctl_view, fmt=fmt, as_json=as_json, netns=netns,
+            pid=pid, root=root, output=output)
 
 
 # The topics whose findings use each probe's facts.
 PROBE_TOPICS = {"states": ["closewait", "timewait"], "backlog": ["backlog"],
                 "wakeups": ["wakeups"], "drops": ["drops"], "rcvbuf": ["buffers"],
                 "softirq": ["softirq"], "resets": ["resets"], "retrans": ["retrans"]}
-
-
-def _run_probes(run: Run, names: list[str], seconds: float,
-                interval: float | None) -> None:
-    """Run probes for the window; the caller then collects and judges as usual."""
-    import time
-
-    from netdiag.ebpf import session
-
-    sampler = None
-    if "backlog" in names and run.ctx.live:
-        from netdiag.collect.sockets import ListenerSampler
-
-        sampler = ListenerSampler()
-    last = [0.0]
-
-    def sample_queues() -> None:  # the backlog probe also watches accept queues, via sock_diag
-        if sampler is not None and time.monotonic() - last[0] >= 0.2:
-            last[0] = time.monotonic()
-            sampler.sample()
-
-    def on_tick(partial, elapsed):
-        if run.fmt != "table":  # JSON and the rest stay one document, at the end
-            return
-        from netdiag import views
-        from netdiag.facts import Facts
-        from netdiag.model import HostInfo, Report
-        from netdiag.render import render
-
-        render(Report(host=HostInfo(socket.gethostname(), "", run.ctx.netns), generated_at="",
-                      facts=views.probe_view(Facts(probes=partial)),
-                      interim=f"-- after {elapsed:.0f} s (so far) --"), "table", sys.stdout)
-        sys.stdout.flush()
-
-    probes, errs = session.run(names, seconds, interval, on_tick if interval else None,
-                               sample_queues)
-    run.probe_results, run.probe_errors = probes, errs
-    if sampler is not None and "backlog" in probes:
-        run.listener_samples = sampler.result()
-        probes["backlog"]["accept_queues_sampled"] = [
-            {"address": s.address, "port": s.port, "limit": s.backlog,
-             "max_queue": s.max_queue, "at_limit": f"{s.samples_at_limit}/{s.samples}"}
-            for s in run.listener_samples]
 
 
 @app.command()
@@ -521,35 +250,20 @@ def probe(
     """An eBPF probe (bcc), aggregated in the kernel, printed at the end."""
     from netdiag import views
     from netdiag.ebpf.probes import PROBES
+    from netdiag.pipeline import ProbeRequest
 
     if name == "list":
-        from netdiag.ebpf import session
+        from netdiag.ebpf.session import print_status
 
-        rows = session.status()
-        if as_json or fmt is Format.json:
-            import json
-
-            json.dump({"schema": "netdiag/1", "probes": rows}, sys.stdout, indent=2)
-            sys.stdout.write("\n")
-        else:
-            from netdiag.render.table import render_rows
-
-            render_rows("probes", [{"probe": r["probe"],
-                                    "runnable": "yes" if r["runnable"] else "no",
-                                    "why not / missing parts": r["why_not"] or
-                                    "; ".join(r["missing_parts"]) or "-"} for r in rows],
-                        sys.stdout)
+        print_status("json" if as_json else fmt.value, sys.stdout)
         raise typer.Exit(0)
     if name not in PROBES:
         raise UsageError(f"unknown probe {name!r}; known: {', '.join(PROBES)}, list")
-    run = Run(fmt, as_json, netns, pid, None, None, output)
-    _run_probes(run, [name], duration, interval)
-    if name not in run.probe_results:  # it could not load at all: nothing was judged
-        raise UsageError("; ".join(m for _, m in run.probe_errors).splitlines()[0])
     plan = _plan(details=False, rxpath=name == "softirq", sysctl_conf=False,
                  processes="targeted")
-    run.report(PROBE_TOPICS[name], plan, views.probe_view, show_ok=True, show_facts=True,
-               topic=f"probe {name}")
+    _report(f"probe {name}", PROBE_TOPICS[name], plan, views.probe_view, fmt=fmt,
+            as_json=as_json, netns=netns, pid=pid, output=output,
+            probes=ProbeRequest([name], duration, interval, required=True))
 
 
 @app.command()
@@ -564,12 +278,13 @@ def serve(
     state_dir: Optional[str] = StateDirOpt,
 ) -> None:
     """Prometheus exporter: /metrics runs the checks per scrape (loopback by default)."""
+    from netdiag import validate
     from netdiag.serve import Exporter
     from netdiag.serve import serve as run_server
 
-    host, sep, port_text = listen.rpartition(":")
-    if not sep or not port_text.isdigit() or not host:
-        raise UsageError(f"--listen {listen!r}: expected ADDR:PORT, e.g. 127.0.0.1:9877")
+    host, port = validate.listen_address(listen)
+    validate.number("--min-interval", min_interval, 0.0, 86400.0)
+    validate.number("--timeout", timeout, 1.0, 3600.0)
     args: list[str] = []
     if netns is not None:
         args += ["--netns", netns]
@@ -578,7 +293,7 @@ def serve(
     if state_dir is not None:
         args += ["--state-dir", state_dir]
     try:
-        run_server(host.strip("[]"), int(port_text), Exporter(args, min_interval, timeout))
+        run_server(host, port, Exporter(args, min_interval, timeout))
     except OSError as exc:
         raise UsageError(f"cannot listen on {listen}: {exc.strerror}") from None
     except KeyboardInterrupt:
@@ -595,28 +310,9 @@ def history(
     fmt: Format = FormatOpt, as_json: bool = JsonOpt,
 ) -> None:
     """How the key counters and socket counts moved over the stored runs."""
-    from netdiag import state
-    from netdiag.historyview import history_data
+    from netdiag.historyview import show_history
 
-    path = state.resolve(state_dir)
-    if not (path / "history.sqlite").exists():
-        raise UsageError(f"no history in {path} (runs store it with --state-dir)")
-    store = state.Store(path)
-    try:
-        data = history_data(store, netns, last)
-    finally:
-        store.close()
-    if as_json or fmt is Format.json:
-        import json
-
-        json.dump(data, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    elif fmt is Format.table:
-        from netdiag.render.history import render_history
-
-        render_history(data, sys.stdout)
-    else:
-        raise UsageError("history supports --format table or json")
+    show_history(state_dir, netns, last, "json" if as_json else fmt.value, sys.stdout)
 
 
 @app.command()
@@ -632,27 +328,83 @@ def explain(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: maps every usage error to exit 3 with one line on stderr."""
+    """Entry point. Whatever happens, one line on stderr and an exit code that does not lie:
+    0/1/2 only from a report's findings, 3 for everything else (usage errors, interruption,
+    closed output, internal errors). NETDIAG_DEBUG=1 adds the traceback of internal errors."""
+    import signal
+
     args = sys.argv[1:] if argv is None else argv
+    _safe_streams()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupted)
     try:
         code = app(args=args, prog_name="netdiag", standalone_mode=False)
+        sys.stdout.flush()
     except click.exceptions.NoArgsIsHelpError as exc:
         click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
-        sys.exit(3)
+        code = 3
     except click.exceptions.UsageError as exc:
-        sys.stderr.write(f"netdiag: error: {exc.format_message()}\n")
-        sys.exit(3)
-    except click.exceptions.Abort:
-        sys.stderr.write("netdiag: interrupted\n")
-        sys.exit(3)
+        code = _fail(f"error: {exc.format_message()}")
     except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except NetdiagError as exc:
-        sys.stderr.write(f"netdiag: error: {exc}\n")
-        sys.exit(3)
-    except KeyboardInterrupt:
-        sys.stderr.write("netdiag: interrupted\n")
-        sys.exit(3)
+        code = exc.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        code = _fail("interrupted")
     except BrokenPipeError:
-        sys.exit(3)
+        code = _fail("output closed before the report was complete (broken pipe)")
+    except NetdiagError as exc:
+        if isinstance(exc, Interrupted):
+            code = _fail(str(exc))
+        else:
+            code = _fail(f"error: {exc}")
+    except Exception as exc:  # noqa: BLE001 (a bug: say so in one line, never exit 1)
+        if os.environ.get("NETDIAG_DEBUG") == "1":
+            import traceback
+
+            traceback.print_exc()
+        code = _fail(f"internal error: {type(exc).__name__}: {exc} (NETDIAG_DEBUG=1 shows "
+                     "the traceback)")
+    _close_stdout()
     sys.exit(code if isinstance(code, int) else 0)
+
+
+class Interrupted(NetdiagError):
+    """SIGINT or SIGTERM arrived outside a probe window (which handles its own)."""
+
+
+def _interrupted(signum, frame) -> None:  # noqa: ARG001
+    import signal
+
+    raise Interrupted("interrupted" if signum == signal.SIGINT else "terminated")
+
+
+def _fail(message: str) -> int:
+    line = " ".join(message.split())
+    try:
+        sys.stderr.write(f"netdiag: {line}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+    return 3
+
+
+def _safe_streams() -> None:
+    """Text the system gave us is printed whatever the terminal's encoding: characters the
+    stream cannot encode become escapes instead of a UnicodeEncodeError."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError):
+            pass
+
+
+def _close_stdout() -> None:
+    """Flush stdout now; if the reader is gone, point stdout at /dev/null so the interpreter's
+    own flush at exit cannot print a traceback."""
+    try:
+        sys.stdout.flush()
+    except (BrokenPipeError, ValueError, OSError):
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass

@@ -72,3 +72,29 @@ def history_data(store: Store, netns: str, last: int) -> dict[str, Any]:
     lines = {label: sparkline([r[label] for r in rows]) for label, _, _ in SERIES}
     return {"schema": "netdiag/1", "netns": netns, "runs": rows, "sparklines": lines,
             "namespaces": store.namespaces()}
+
+
+def show_history(state_dir: str, netns: str, last: int, fmt: str, out) -> None:
+    """`netdiag history`: the stored runs of one namespace, as a table or JSON."""
+    from netdiag import state
+    from netdiag.errors import UsageError
+
+    if fmt not in ("table", "json"):
+        raise UsageError("history supports --format table or json")
+    path = state.resolve(state_dir)
+    if not (path / "history.sqlite").exists():
+        raise UsageError(f"no history in {path} (runs store it with --state-dir)")
+    store = state.Store(path)
+    try:
+        data = history_data(store, netns, last)
+    finally:
+        store.close()
+    if fmt == "json":
+        import json
+
+        json.dump(data, out, indent=2)
+        out.write("\n")
+    else:
+        from netdiag.render.history import render_history
+
+        render_history(data, out)

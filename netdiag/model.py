@@ -37,6 +37,9 @@ class RuleSpec:
     explanation: str
     recommendation: str
     thresholds: str = ""
+    # Kernel counters the finding is judged on ("TcpExt.ListenOverflows", "softnet_stat.
+    # dropped", "link.rx_overruns"): each goes through the one counter policy (rules._policy).
+    counters: tuple[str, ...] = ()
 
 
 @dataclass
@@ -101,6 +104,9 @@ class Report:
     metrics: list = field(default_factory=list)
     # Set on the intermediate prints of `probe --interval`: a heading, facts only.
     interim: str | None = None
+    # Finding ids that could not be judged: their facts were not collected, or their rule
+    # failed (the errors say why).
+    not_judged: list[str] = field(default_factory=list)
 
     @property
     def worst(self) -> Severity:

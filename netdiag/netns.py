@@ -68,6 +68,21 @@ def enter(path: str) -> None:
         os.close(fd)
 
 
+def current_inode() -> int | None:
+    try:
+        return os.stat("/proc/self/ns/net").st_ino
+    except OSError:
+        return None
+
+
+def enter_if_needed(path: str, inode: int | None) -> None:
+    """Enter the namespace unless the process is already in it: an unprivileged run cannot
+    setns() even into its own namespace, and need not."""
+    if inode is not None and inode == current_inode():
+        return
+    enter(path)
+
+
 def discover() -> tuple[list[tuple[str, str, int]], int]:
     """Every network namespace on the host: (label, path, inode), deduplicated by inode.
 

@@ -18,7 +18,7 @@ LEGACY = str(HOSTS / "linux-4.19-layout")
     (["check", "--format", "xml"], "'xml' is not one of"),
     (["check", "--interval", "-1"], "--interval"),
     (["check", "--netns", "nd-does-not-exist"], "not found under /run/netns"),
-    (["check", "--pid", "999999999"], "no process with pid 999999999"),
+    (["check", "--pid", "999999999"], "--pid 999999999: not a process id"),
     (["check", "--netns", "x", "--pid", "1"], "mutually exclusive"),
     (["check", "--root", "/nonexistent-dir"], "not a directory"),
     (["sockets", "--state", "bogus"], "unknown TCP state 'bogus'"),

@@ -55,7 +55,7 @@ def census(**kw) -> Census:
 
 
 def test_busy_618_snapshot(host_root):
-    found = by_id(evaluate(facts_from(host_root("linux-6.18-busy")), list(TOPICS))[0])
+    found = by_id(evaluate(facts_from(host_root("linux-6.18-busy")), list(TOPICS)).findings)
     flood = found["timewait.flood"]
     assert flood.severity is Severity.WARNING
     assert flood.evidence["top_destinations"][0]["destination"] == "127.0.0.1"
@@ -79,7 +79,7 @@ def test_busy_618_snapshot(host_root):
 
 
 def test_legacy_419_host(host_root):
-    found = by_id(evaluate(facts_from(host_root("linux-4.19-layout")), list(TOPICS))[0])
+    found = by_id(evaluate(facts_from(host_root("linux-4.19-layout")), list(TOPICS)).findings)
     b = found["timewait.bucket_overflow"]
     assert b.severity is Severity.WARNING
     assert b.evidence["TCPTimeWaitOverflow"]["total"] == 1834
@@ -93,7 +93,7 @@ def test_legacy_419_host(host_root):
 
 def test_every_finding_is_complete_on_every_fixture(host_root):
     for name in ("linux-6.18-busy", "linux-4.19-layout"):
-        findings, _ = evaluate(facts_from(host_root(name)), list(TOPICS))
+        findings = evaluate(facts_from(host_root(name)), list(TOPICS)).findings
         assert findings
         for f in findings:
             d = f.to_dict()
@@ -139,7 +139,13 @@ def test_bucket_thresholds_and_interval_growth():
     assert b.evidence["TCPTimeWaitOverflow"]["rate_per_s"] == 3.0
     f.counters_before = CounterFacts(counters={"TcpExt": {"TCPTimeWaitOverflow": 50}},
                                      taken_at=2.0)
-    assert timewait._bucket(f).severity is Severity.INFO
+    # Not growing over the window: nothing happens now, so nothing to report (the counter
+    # policy), though the evidence keeps the total.
+    b = timewait._bucket(f)
+    assert b.severity is Severity.OK
+    assert b.evidence["TCPTimeWaitOverflow"] == {
+        "counter": "TcpExt.TCPTimeWaitOverflow", "total": 50, "delta": 0, "seconds": 10.0,
+        "rate_per_s": 0.0}
 
 
 def test_counter_reset_is_not_a_negative_rate():
@@ -204,7 +210,8 @@ def test_idle_host_is_ok_everywhere():
 
     f.sysctl_conf = SysctlConfFacts()
     topics = ["timewait", "closewait", "ports", "sockets"]
-    findings, unjudged = evaluate(f, topics)
+    ev = evaluate(f, topics)
+    findings, unjudged = ev.findings, ev.not_judged
     assert unjudged == []
     assert {x.severity for x in findings} == {Severity.OK}
 
@@ -257,7 +264,8 @@ def test_flood_info_and_server_side():
 
 
 def test_missing_facts_are_unjudged_not_guessed():
-    findings, unjudged = evaluate(Facts(), list(TOPICS))
+    ev = evaluate(Facts(), list(TOPICS))
+    findings, unjudged = ev.findings, ev.not_judged
     assert findings == []
     # Probe-only topics are not "unjudged" when no probe ran: they simply do not apply.
     from netdiag.rules import PROBE_ONLY

@@ -51,7 +51,8 @@ def _ephemeral(facts: Facts) -> tuple[int, int] | None:
 
 
 def collect(ctx: Context, plan: Plan) -> tuple[Facts, list[CollectorError]]:
-    facts = Facts(netns=ctx.netns, kernel=procfs.read_kernel_release(ctx))
+    """Run the plan's collectors. Each is guarded: whatever one raises (a missing file, a
+    parse error, a bug) becomes an error entry naming it, and its fact stays None."""
     errors: list[CollectorError] = []
 
     def guard(name: str, fn):
@@ -61,13 +62,18 @@ def collect(ctx: Context, plan: Plan) -> tuple[Facts, list[CollectorError]]:
             errors.append(CollectorError(name, str(exc)))
         except OSError as exc:
             errors.append(CollectorError(name, f"{exc.strerror or exc}"))
+        except Exception as exc:  # noqa: BLE001 (one collector's bug must not end the report)
+            errors.append(CollectorError(name, f"{type(exc).__name__}: {exc}"))
         return None
 
-    facts.sysctl = procfs.read_sysctls(ctx, SYSCTL_KEYS)
-    for key in list(facts.sysctl.missing):
-        if key in ctx.host_sysctls:  # global: not shown inside this namespace
-            facts.sysctl.values[key] = ctx.host_sysctls[key]
-            facts.sysctl.missing.remove(key)
+    facts = Facts(netns=ctx.netns,
+                  kernel=guard("kernel", lambda: procfs.read_kernel_release(ctx)) or "unknown")
+    facts.sysctl = guard("sysctl", lambda: procfs.read_sysctls(ctx, SYSCTL_KEYS))
+    if facts.sysctl is not None:
+        for key in list(facts.sysctl.missing):
+            if key in ctx.host_sysctls:  # global: not shown inside this namespace
+                facts.sysctl.values[key] = ctx.host_sysctls[key]
+                facts.sysctl.missing.remove(key)
     owners = None
     if plan.processes == "all":
         if ctx.live:
@@ -160,7 +166,7 @@ def collect(ctx: Context, plan: Plan) -> tuple[Facts, list[CollectorError]]:
             if info.holds_sockets and info.nofile_soft and \
                     info.fds >= DETAIL_FD_SHARE * info.nofile_soft:
                 interesting.add(info.pid)
-        fill_details(proc, interesting)
+        guard("processes", lambda: fill_details(proc, interesting))
         if proc.unreadable:
             errors.append(CollectorError(
                 "processes",

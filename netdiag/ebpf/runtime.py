@@ -16,6 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 
 from netdiag.ebpf import tracefs
 
@@ -137,10 +138,22 @@ def c_source(name: str, plan: Plan, defines: dict[str, int] | None = None) -> st
                 lines.append(f"#define OFF_{hook.event}_{fname} {fields[fname].offset}")
                 if fname in hook.optional:
                     lines.append(f"#define HAS_{hook.event}_{fname} 1")
-    pkg = resources.files("netdiag.probes")
+    pkg = probe_sources()
     common = (pkg / "common.h").read_text()
     body = (pkg / f"{name}.c").read_text()
     return "\n".join(lines) + "\n" + common + "\n" + body
+
+
+def probe_sources():
+    """Where the BPF C sources are: the installed package netdiag.probes (the wheel maps the
+    repository's probes/ there), or probes/ beside the package in a plain checkout."""
+    try:
+        pkg = resources.files("netdiag.probes")
+        if (pkg / "common.h").is_file():
+            return pkg
+    except ModuleNotFoundError:
+        pass
+    return Path(__file__).resolve().parents[2] / "probes"
 
 
 class Loaded:

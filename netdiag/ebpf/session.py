@@ -37,6 +37,22 @@ def status() -> list[dict[str, Any]]:
     return rows
 
 
+def print_status(fmt: str, out) -> None:
+    """`probe list` as a table (probe, runnable, why not) or JSON."""
+    rows = status()
+    if fmt == "json":
+        import json
+
+        json.dump({"schema": "netdiag/1", "probes": rows}, out, indent=2)
+        out.write("\n")
+        return
+    from netdiag.render.table import render_rows
+
+    render_rows("probes", [{"probe": r["probe"], "runnable": "yes" if r["runnable"] else "no",
+                            "why not / missing parts": r["why_not"] or
+                            "; ".join(r["missing_parts"]) or "-"} for r in rows], out)
+
+
 def check_requirements() -> None:
     reqs = runtime.requirements()
     bad = [r for r in reqs.values() if not r.ok]

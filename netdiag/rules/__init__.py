@@ -49,18 +49,31 @@ SPECS: dict[str, RuleSpec] = {spec.id: spec for t in TOPICS.values() for spec in
 PROBE_ONLY = ("wakeups", "drops", "resets", "retrans")
 
 
-def evaluate(facts: Facts, topics: list[str]) -> tuple[list[Finding], list[str]]:
-    """Run the topics' rules. Returns the findings and the ids that could not be judged
-    (their facts were not collected: the collector's error says why)."""
-    findings: list[Finding] = []
-    unjudged: list[str] = []
+@dataclass
+class Evaluation:
+    findings: list[Finding]
+    # ids that could not be judged: their facts were missing, or their rule failed
+    not_judged: list[str]
+    # one "rule TOPIC: ExceptionType: message" per rule that failed
+    errors: list[tuple[str, str]]
+
+
+def evaluate(facts: Facts, topics: list[str]) -> Evaluation:
+    """Run the topics' rules, each isolated: a rule that raises leaves the others' findings
+    intact, becomes an error entry, and its ids count as not judged."""
+    out = Evaluation([], [], [])
     for name in topics:
         topic = TOPICS[name]
-        got = topic.check(facts)
+        try:
+            got = topic.check(facts)
+        except Exception as exc:  # noqa: BLE001 (a bug in one rule must not end the report)
+            out.errors.append((f"rule {name}", f"{type(exc).__name__}: {exc}"))
+            out.not_judged.extend(s.id for s in topic.specs)
+            continue
         seen = {f.id for f in got}
         if name not in PROBE_ONLY or facts.probes is not None:
-            unjudged.extend(s.id for s in topic.specs if s.id not in seen)
+            out.not_judged.extend(s.id for s in topic.specs if s.id not in seen)
         for f in got:
             f.netns = None if facts.netns in ("default", "snapshot") else facts.netns
-        findings.extend(got)
-    return findings, unjudged
+        out.findings.extend(got)
+    return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from netdiag.facts import CounterFacts, Facts, parse_port_list, reserved_in_range
+from netdiag.facts import Facts, parse_port_list, reserved_in_range
 from netdiag.model import Finding, RuleSpec, Severity
 
 # Length of TIME_WAIT: TCP_TIMEWAIT_LEN (60*HZ) in include/net/tcp.h, not a sysctl.
@@ -24,35 +24,6 @@ def make(spec: RuleSpec, severity: Severity, title: str, evidence: dict[str, Any
         recommendation=recommendation or spec.recommendation,
         rule=spec.rule,
     )
-
-
-def counter_change(facts: Facts, proto: str, name: str) -> dict[str, Any] | None:
-    """A counter's value, and with --interval its delta and rate over the interval.
-
-    A counter that went down between the samples (the namespace was recreated) is reported as
-    a reset, never as a negative rate.
-    """
-    now: CounterFacts | None = facts.counters
-    if now is None:
-        return None
-    value = now.get(proto, name)
-    if value is None:
-        return None
-    out: dict[str, Any] = {"counter": f"{proto}.{name}", "total": value}
-    before = facts.counters_before
-    if before is not None and facts.interval:
-        prev = before.get(proto, name)
-        if facts.baseline:
-            out["since"] = facts.baseline
-        if prev is not None:
-            seconds = round(now.taken_at - before.taken_at, 3) or facts.interval
-            if facts.baseline_reset or value < prev:
-                out.update(reset=True, delta=value, seconds=seconds,
-                           reset_reason=facts.baseline_reset or "the counter went down")
-            else:
-                out.update(delta=value - prev, seconds=seconds,
-                           rate_per_s=round((value - prev) / seconds, 3))
-    return out
 
 
 def port_budget(facts: Facts) -> dict[str, Any] | None:

@@ -6,7 +6,8 @@ from typing import Any
 
 from netdiag.facts import Facts
 from netdiag.model import Finding, Rule, RuleSpec, Severity
-from netdiag.rules._util import counter_change, make
+from netdiag.rules._policy import change, judge, judge_all
+from netdiag.rules._util import make
 
 TOPIC = "backlog"
 SUMMARY = "Listen queues: accept queue and its limit, SYN queue, overflows and SYN cookies"
@@ -60,6 +61,7 @@ ACCEPT_FULL = RuleSpec(
 OVERFLOW = RuleSpec(
     id="backlog.listen_overflow",
     topic=TOPIC,
+    counters=("TcpExt.ListenOverflows", "TcpExt.ListenDrops"),
     title="Connections dropped by full accept queues",
     rule=Rule(
         text="TcpExt.ListenOverflows counts connections dropped because the accept queue was "
@@ -85,8 +87,9 @@ OVERFLOW = RuleSpec(
         "the application's listen() value and net.core.somaxconn. Leave tcp_abort_on_overflow "
         "at 0 unless clients must fail fast rather than wait."
     ),
-    thresholds="info when the counter is non-zero since boot; warning when it grows during "
-               f"--interval or a listener is full now; critical from {OVERFLOW_CRIT_RATE:g}/s",
+    thresholds="info when the counter is notable since boot; warning when it grows (over "
+               "--interval or since the previous --state-dir run); critical from "
+               f"{OVERFLOW_CRIT_RATE:g}/s",
 )
 
 CLAMP = RuleSpec(
@@ -117,6 +120,8 @@ CLAMP = RuleSpec(
 SYN_QUEUE = RuleSpec(
     id="backlog.syn_queue",
     topic=TOPIC,
+    counters=("TcpExt.SyncookiesSent", "TcpExt.TCPReqQFullDrop",
+              "TcpExt.TCPReqQFullDoCookies"),
     title="SYN queue overflowing: SYN cookies or dropped SYNs",
     rule=Rule(
         text="When a listener's SYN queue is full the kernel sends a SYN cookie if "
@@ -185,53 +190,37 @@ def _accept_full(facts: Facts) -> Finding | None:
 
 
 def _overflow(facts: Facts) -> Finding | None:
-    over = counter_change(facts, "TcpExt", "ListenOverflows")
-    drops = counter_change(facts, "TcpExt", "ListenDrops")
+    over = change(facts, "TcpExt", "ListenOverflows")
+    drops = change(facts, "TcpExt", "ListenDrops")
     if over is None:
         return None
     sysctl = facts.sysctl
-    evidence: dict[str, Any] = {"ListenOverflows": over}
+    evidence: dict[str, Any] = {"ListenOverflows": over.evidence()}
     if drops is not None:
-        evidence["ListenDrops"] = drops
-        evidence["other_listener_drops"] = drops["total"] - over["total"]
+        evidence["ListenDrops"] = drops.evidence()
+        evidence["other_listener_drops"] = drops.total - over.total
     for key in ("tcp_abort_on_overflow", "tcp_synack_retries", "tcp_syn_retries"):
         evidence[key] = sysctl.get_int(f"net.ipv4.{key}") if sysctl else None
-    full_now = [r for r in _listener_rows(facts) if r["accept_queue"] >= max(r["limit"], 1)]
+    at_limit = []
     if facts.listener_samples is not None:
-        evidence["listeners_at_limit_during_interval"] = [
+        at_limit = [
             {"address": s.address, "port": s.port, "limit": s.backlog, "max_queue": s.max_queue,
              "samples_at_limit": s.samples_at_limit, "samples": s.samples}
             for s in facts.listener_samples if s.samples_at_limit][:10]
+        evidence["listeners_at_limit_during_interval"] = at_limit
     abort = evidence["tcp_abort_on_overflow"]
     client_sees = ("a RST: 'connection reset by peer'" if abort == 1 else
                    "a stall: its handshake looks done, or its SYN is retried, until the "
                    "server catches up or the retries run out")
     evidence["client_sees"] = client_sees
-    severity = Severity.OK
-    title = "no listen overflow"
-    if "delta" in over:
-        if over.get("reset"):
-            severity = Severity.INFO if over["total"] else Severity.OK
-            title = (f"ListenOverflows restarted from zero ({over['reset_reason']}); "
-                     f"{over['total']} since")
-        elif over["delta"]:
-            rate = over["rate_per_s"]
-            severity = Severity.CRITICAL if rate >= OVERFLOW_CRIT_RATE else Severity.WARNING
-            ports = ", ".join(str(r["port"]) for r in
-                              evidence.get("listeners_at_limit_during_interval", []))
-            title = (f"{over['delta']} connections dropped by full accept queues in "
-                     f"{over['seconds']:g} s ({rate:g}/s)" + (f" on port {ports}" if ports
+    verdict = judge(over, crit_rate=OVERFLOW_CRIT_RATE)
+    title = "no listen overflow" if over.total == 0 else verdict.text
+    if over.growing:
+        ports = ", ".join(str(r["port"]) for r in at_limit)
+        title = (f"{over.delta} connections dropped by full accept queues in "
+                 f"{over.seconds:g} s ({over.rate:.3g}/s)" + (f" on port {ports}" if ports
                                                               else ""))
-        elif over["total"]:
-            severity = Severity.INFO
-            title = (f"ListenOverflows = {over['total']} since boot, none during the "
-                     f"{over['seconds']:g} s interval")
-    elif over["total"]:
-        severity = Severity.WARNING if full_now else Severity.INFO
-        title = (f"ListenOverflows = {over['total']} since boot or namespace creation"
-                 + ("; a listener is full now" if full_now else
-                    " (run with --interval for the rate)"))
-    return make(OVERFLOW, severity, title, evidence,
+    return make(OVERFLOW, verdict.severity, title, evidence,
                 f"With tcp_abort_on_overflow={abort} the client sees {client_sees}.")
 
 
@@ -262,8 +251,8 @@ def _clamp(facts: Facts) -> Finding | None:
     if not rows:
         return make(CLAMP, Severity.OK, f"no listener's limit equals somaxconn ({somaxconn})",
                     evidence)
-    over = counter_change(facts, "TcpExt", "ListenOverflows") or {}
-    overflowing = bool(over.get("delta")) or any(
+    over = change(facts, "TcpExt", "ListenOverflows")
+    overflowing = (over is not None and over.growing) or any(
         r["accept_queue"] >= max(r["limit"], 1) for r in rows)
     severity = Severity.WARNING if (somaxconn < 4096 and overflowing) else Severity.INFO
     seen = [r for r in rows if "requested_backlog" in r]
@@ -283,31 +272,28 @@ def _clamp(facts: Facts) -> Finding | None:
 
 
 def _syn_queue(facts: Facts) -> Finding | None:
-    sent = counter_change(facts, "TcpExt", "SyncookiesSent")
-    drop = counter_change(facts, "TcpExt", "TCPReqQFullDrop")
-    cookies = counter_change(facts, "TcpExt", "TCPReqQFullDoCookies")
+    sent = change(facts, "TcpExt", "SyncookiesSent")
+    drop = change(facts, "TcpExt", "TCPReqQFullDrop")
+    cookies = change(facts, "TcpExt", "TCPReqQFullDoCookies")
     if sent is None and drop is None:
         return None
-    evidence: dict[str, Any] = {"SyncookiesSent": sent, "TCPReqQFullDrop": drop,
-                                "TCPReqQFullDoCookies": cookies}
+    evidence: dict[str, Any] = {name: c.evidence() if c is not None else None for name, c in
+                                (("SyncookiesSent", sent), ("TCPReqQFullDrop", drop),
+                                 ("TCPReqQFullDoCookies", cookies))}
     if facts.sysctl is not None:
         evidence["tcp_syncookies"] = facts.sysctl.get_int("net.ipv4.tcp_syncookies")
         evidence["tcp_max_syn_backlog"] = facts.sysctl.get_int("net.ipv4.tcp_max_syn_backlog")
     if facts.census is not None:
         evidence["syn_recv_now"] = facts.census.by_state.get("SYN_RECV", 0)
-    present = [c for c in (sent, drop, cookies) if c is not None]
-    growing = [c for c in present if c.get("delta") and not c.get("reset")]
-    severity = Severity.OK
-    title = "no SYN queue overflow"
-    if growing:
-        severity = Severity.CRITICAL if drop and drop.get("delta") else Severity.WARNING
-        title = ", ".join(f"{c['counter'].split('.')[1]} +{c['delta']}" for c in growing) + \
-            f" in {growing[0]['seconds']:g} s"
-    elif any(c["total"] for c in present):
-        severity = Severity.INFO
-        title = ", ".join(f"{c['counter'].split('.')[1]} = {c['total']}" for c in present
-                          if c["total"]) + " since boot"
-    return make(SYN_QUEUE, severity, title, evidence)
+    cookie_verdict = judge_all([c for c in (sent, cookies) if c is not None])
+    # Dropped SYNs are lost connections: growth is critical.
+    drop_verdict = judge(drop, grow=Severity.CRITICAL) if drop is not None else None
+    verdicts = [v for v in (cookie_verdict, drop_verdict) if v is not None]
+    worst = max(v.severity for v in verdicts)
+    if worst is Severity.OK:
+        return make(SYN_QUEUE, Severity.OK, "no SYN queue overflow", evidence)
+    title = "; ".join(v.text for v in verdicts if v.severity == worst)
+    return make(SYN_QUEUE, worst, title, evidence)
 
 
 def check(facts: Facts) -> list[Finding]:

@@ -6,7 +6,8 @@ from typing import Any
 
 from netdiag.facts import Facts
 from netdiag.model import Finding, Rule, RuleSpec, Severity
-from netdiag.rules._util import counter_change, make
+from netdiag.rules._policy import change, judge, judge_all
+from netdiag.rules._util import make
 
 TOPIC = "buffers"
 SUMMARY = "Socket buffers: autotuning, drops in the receive path, TCP memory, buffer limits"
@@ -49,6 +50,7 @@ AUTOTUNE = RuleSpec(
 DROPS = RuleSpec(
     id="buffers.rcvbuf_drops",
     topic=TOPIC,
+    counters=tuple(f"TcpExt.{n}" for n in DROP_COUNTERS),
     title="Receive queues overflowing: pruning, collapsing, drops",
     rule=Rule(
         text="PruneCalled: the socket went over its receive buffer and the kernel tried to "
@@ -70,12 +72,14 @@ DROPS = RuleSpec(
         "read in larger chunks, or stop fixing SO_RCVBUF so autotuning can grow the buffer. "
         "If tcp_mem is the limit, see buffers.memory_pressure."
     ),
-    thresholds="info when non-zero since boot; warning when they grow during --interval",
+    thresholds="info when notable since boot; warning when they grow (over --interval or "
+               "since the previous --state-dir run)",
 )
 
 PRESSURE = RuleSpec(
     id="buffers.memory_pressure",
     topic=TOPIC,
+    counters=("TcpExt.TCPMemoryPressures",),
     title="TCP memory near tcp_mem limits",
     rule=Rule(
         text="tcp_mem (pages): below the first value TCP does not regulate its memory; above "
@@ -94,7 +98,7 @@ PRESSURE = RuleSpec(
         "readers; raise tcp_mem only if the host has the RAM (values are pages, not bytes)."
     ),
     thresholds="warning above the pressure threshold (tcp_mem[1]) or when TCPMemoryPressures "
-               "grows; critical above 90% of tcp_mem[2]",
+               "grows; info when it is non-zero since boot; critical above 90% of tcp_mem[2]",
 )
 
 BDP = RuleSpec(
@@ -126,6 +130,8 @@ BDP = RuleSpec(
 UDP = RuleSpec(
     id="buffers.udp_buffer_errors",
     topic=TOPIC,
+    counters=("Udp.RcvbufErrors", "Udp.SndbufErrors", "Udp6.RcvbufErrors",
+              "Udp6.SndbufErrors"),
     title="UDP datagrams dropped for lack of buffer",
     rule=Rule(
         text="Udp RcvbufErrors: datagrams dropped because the socket receive buffer was full. "
@@ -142,7 +148,8 @@ UDP = RuleSpec(
         "Make the reader faster, or give it a larger SO_RCVBUF (capped by net.core.rmem_max, "
         "which may need raising), or raise net.core.rmem_default for all UDP sockets."
     ),
-    thresholds="info when non-zero since boot; warning when growing during --interval",
+    thresholds="info when notable since boot; warning when growing (over --interval or "
+               "since the previous --state-dir run)",
 )
 
 FIXED = RuleSpec(
@@ -205,22 +212,14 @@ def _autotune(facts: Facts) -> Finding | None:
 
 def _counters_finding(spec: RuleSpec, facts: Facts, names: list[tuple[str, str]],
                       what: str) -> Finding | None:
-    found = {f"{p}.{n}": c for p, n in names
-             if (c := counter_change(facts, p, n)) is not None}
-    if not found:
+    changes = [c for p, n in names if (c := change(facts, p, n)) is not None]
+    if not changes:
         return None
-    growing = {k: c for k, c in found.items() if c.get("delta") and not c.get("reset")}
-    nonzero = {k: c for k, c in found.items() if c["total"]}
-    if growing:
-        seconds = next(iter(growing.values()))["seconds"]
-        return make(spec, Severity.WARNING, f"{what} during {seconds:g} s: " + ", ".join(
-            f"{k.split('.')[1]} +{c['delta']}" for k, c in growing.items()), found)
-    if nonzero and not any("delta" in c for c in found.values()):
-        return make(spec, Severity.INFO, f"{what} since boot: " + ", ".join(
-            f"{k.split('.')[1]}={c['total']}" for k, c in nonzero.items())
-            + " (run with --interval for the rate)", found)
-    return make(spec, Severity.OK, f"no {what.lower()}" + (" during the interval"
-                                                             if nonzero else ""), found)
+    evidence = {c.counter: c.evidence() for c in changes}
+    verdict = judge_all(changes)
+    if verdict.severity is Severity.OK:
+        return make(spec, Severity.OK, f"no {what.lower()} to report", evidence)
+    return make(spec, verdict.severity, f"{what}: {verdict.text}", evidence)
 
 
 def _pressure(facts: Facts) -> Finding | None:
@@ -229,22 +228,22 @@ def _pressure(facts: Facts) -> Finding | None:
     if mem is None or not limits or len(limits) != 3:
         return None
     low, pressure, high = limits
-    presses = counter_change(facts, "TcpExt", "TCPMemoryPressures")
-    ev: dict[str, Any] = {"tcp_mem_pages": mem, "tcp_mem": f"{low} {pressure} {high}",
+    presses = change(facts, "TcpExt", "TCPMemoryPressures")
+    ev: dict[str, Any] = {"tcp_mem_pages": mem, "tcp_mem": [low, pressure, high],
                           "share_of_max": round(mem / high, 4) if high else None,
                           "orphans": facts.sockstat.get("TCP", "orphan")}
     if presses is not None:
-        ev["TCPMemoryPressures"] = presses
+        ev["TCPMemoryPressures"] = presses.evidence()
     if high and mem >= 0.9 * high:
         return make(PRESSURE, Severity.CRITICAL, f"TCP uses {mem} pages, {mem * 100 // high}% "
                                                  f"of the tcp_mem hard limit {high}", ev)
-    if mem > pressure or (presses and presses.get("delta") and not presses.get("reset")):
+    if mem > pressure:
         return make(PRESSURE, Severity.WARNING, f"TCP uses {mem} pages, above the pressure "
-                                                f"threshold {pressure}" if mem > pressure else
-                    f"TCPMemoryPressures grew by {presses['delta']}", ev)
-    if presses and presses["total"] and "delta" not in presses:
-        return make(PRESSURE, Severity.INFO, f"TCP memory pressure was entered "
-                                             f"{presses['total']} times since boot", ev)
+                                                f"threshold {pressure}", ev)
+    if presses is not None:
+        verdict = judge(presses, notable=1)
+        if verdict.severity > Severity.OK:
+            return make(PRESSURE, verdict.severity, f"TCP memory pressure: {verdict.text}", ev)
     return make(PRESSURE, Severity.OK, f"TCP uses {mem} of {high} pages", ev)
 
 

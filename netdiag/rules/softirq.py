@@ -6,6 +6,7 @@ from typing import Any
 
 from netdiag.facts import Facts, LinkStats, SoftnetFacts
 from netdiag.model import Finding, Rule, RuleSpec, Severity
+from netdiag.rules._policy import change_of, judge
 from netdiag.rules._util import make
 
 TOPIC = "softirq"
@@ -28,6 +29,7 @@ BACKGROUND = (
 BACKLOG = RuleSpec(
     id="softirq.netdev_backlog_drops",
     topic=TOPIC,
+    counters=("softnet_stat.dropped",),
     title="Packets dropped at the per-CPU input backlog",
     rule=Rule(
         text="netdev_max_backlog: maximum number of packets queued on the INPUT side when "
@@ -46,12 +48,14 @@ BACKLOG = RuleSpec(
         "/sys/class/net/DEV/queues/rx-*/rps_cpus), then raise net.core.netdev_max_backlog "
         "(e.g. 1000 → 4096) to absorb bursts."
     ),
-    thresholds="info when non-zero since boot; warning when growing during --interval",
+    thresholds="info when notable since boot; warning when growing (over --interval or "
+               "since the previous --state-dir run)",
 )
 
 SQUEEZE = RuleSpec(
     id="softirq.time_squeeze",
     topic=TOPIC,
+    counters=("softnet_stat.time_squeeze",),
     title="NET_RX softirq ran out of budget with work left",
     rule=Rule(
         text="netdev_budget / netdev_budget_usecs: maximum packets and time of one NET_RX "
@@ -71,7 +75,8 @@ SQUEEZE = RuleSpec(
         "netdev_budget_usecs lets one cycle do more, at the cost of latency for other work "
         "on that CPU."
     ),
-    thresholds="info when non-zero since boot; warning when growing during --interval",
+    thresholds="info when notable since boot; warning when growing (over --interval or "
+               "since the previous --state-dir run)",
 )
 
 IMBALANCE = RuleSpec(
@@ -101,6 +106,7 @@ IMBALANCE = RuleSpec(
 RING = RuleSpec(
     id="softirq.ring_overruns",
     topic=TOPIC,
+    counters=("link.rx_overruns",),
     title="NIC receive ring overruns",
     rule=Rule(
         text="rx_missed_errors / rx_fifo_errors / rx_over_errors count frames the NIC could "
@@ -118,7 +124,8 @@ RING = RuleSpec(
         "and maximum), spread interrupts over CPUs, and look at time_squeeze on the CPU "
         "handling the NIC."
     ),
-    thresholds="info when non-zero since boot; warning when growing during --interval",
+    thresholds="info when notable since boot; warning when growing (over --interval or "
+               "since the previous --state-dir run)",
 )
 
 SPECS = (BACKLOG, SQUEEZE, IMBALANCE, RING)
@@ -143,22 +150,27 @@ def _softnet_counter(spec: RuleSpec, facts: Facts, field: str, label: str) -> Fi
         for key in ("net.core.netdev_max_backlog", "net.core.netdev_budget",
                     "net.core.netdev_budget_usecs", "net.core.dev_weight"):
             ev[key.rsplit(".", 1)[1]] = facts.sysctl.get_int(key)
-    if facts.softnet_before is not None and facts.interval:
-        delta = _per_cpu_delta(sn, facts.softnet_before, field)
-        ev[f"{field}_delta_per_cpu"] = delta
-        ev["seconds"] = facts.interval
-        grown = {cpu: n for cpu, n in delta.items() if n}
-        if grown:
-            cpus = ", ".join(f"CPU{c} +{n}" for c, n in sorted(grown.items()))
-            return make(spec, Severity.WARNING, f"{label} during {facts.interval:g} s: {cpus}",
-                        ev)
-        return make(spec, Severity.INFO if any(total.values()) else Severity.OK,
-                    f"no {label} during {facts.interval:g} s", ev)
-    if any(total.values()):
-        cpus = ", ".join(f"CPU{c}={n}" for c, n in sorted(total.items()) if n)
-        return make(spec, Severity.INFO, f"{label} since boot: {cpus} (run with --interval "
-                                         "for the rate)", ev)
-    return make(spec, Severity.OK, f"no {label}", ev)
+    before = None
+    if facts.softnet_before is not None:
+        prev = {c.cpu: getattr(c, field) for c in facts.softnet_before.cpus}
+        # A CPU that went offline or came online makes the sums incomparable: use the CPUs
+        # present in both samples.
+        common = [cpu for cpu in total if cpu in prev]
+        before = sum(prev[cpu] for cpu in common)
+        now_sum = sum(total[cpu] for cpu in common)
+        ev[f"{field}_delta_per_cpu"] = _per_cpu_delta(sn, facts.softnet_before, field)
+    else:
+        now_sum = sum(total.values())
+    ch = change_of(f"softnet_stat.{field}", now_sum, before, facts)
+    ev["change"] = ch.evidence()
+    verdict = judge(ch)
+    if verdict.severity is Severity.OK:
+        return make(spec, Severity.OK, f"no {label} to report", ev)
+    if ch.growing:
+        grown = {cpu: n for cpu, n in ev[f"{field}_delta_per_cpu"].items() if n}
+        cpus = ", ".join(f"CPU{c} +{n}" for c, n in sorted(grown.items()))
+        return make(spec, verdict.severity, f"{label} during {ch.seconds:g} s: {cpus}", ev)
+    return make(spec, verdict.severity, f"{label}: {verdict.text}", ev)
 
 
 def _imbalance(facts: Facts) -> Finding | None:
@@ -192,49 +204,48 @@ def _imbalance(facts: Facts) -> Finding | None:
                                      f"across {len(rx)} CPUs", ev)
 
 
+def _overruns(lk: LinkStats) -> int:
+    # From /proc/net/dev rx_missed is folded into rx_dropped: count that instead.
+    if lk.rx_missed is None:
+        return lk.rx_fifo + lk.rx_dropped
+    return lk.rx_missed + lk.rx_fifo + (lk.rx_over or 0)
+
+
 def _ring(facts: Facts) -> Finding | None:
     links = facts.links
     if links is None:
         return None
     before = {lk.name: lk for lk in facts.links_before or []}
-
-    def overruns(lk: LinkStats) -> int:
-        # From /proc/net/dev rx_missed is folded into rx_dropped: count that instead.
-        if lk.rx_missed is None:
-            return lk.rx_fifo + lk.rx_dropped
-        return lk.rx_missed + lk.rx_fifo + (lk.rx_over or 0)
-
     rows = []
-    growing = []
+    worst = None  # (verdict, change, row)
     for lk in links:
-        n = overruns(lk)
+        n = _overruns(lk)
         row: dict[str, Any] = {"interface": lk.name, "rx_missed": lk.rx_missed,
                                "rx_fifo": lk.rx_fifo, "rx_over": lk.rx_over,
                                "rx_dropped": lk.rx_dropped, "tx_dropped": lk.tx_dropped,
                                "rx_ring": lk.rx_ring, "rx_ring_max": lk.rx_ring_max}
-        if lk.name in before and facts.interval:
-            d = n - overruns(before[lk.name])
-            row["overruns_delta"] = d
-            if d > 0:
-                growing.append(row)
+        prev = _overruns(before[lk.name]) if lk.name in before else None
+        ch = change_of(f"{lk.name}.rx_overruns", n, prev, facts)
+        if ch.delta is not None:
+            row["overruns_delta"] = ch.delta
+        verdict = judge(ch)
         if n or lk.rx_dropped:
             rows.append(row)
+        if verdict.severity > Severity.OK and (worst is None or
+                                               verdict.severity > worst[0].severity):
+            worst = (verdict, ch, row, lk)
     ev: dict[str, Any] = {"interfaces": len(links), "with_drops": rows[:10]}
-    if growing:
-        lk = growing[0]
-        return make(RING, Severity.WARNING, f"{lk['interface']}: {lk['overruns_delta']} ring "
-                                            f"overruns in {facts.interval:g} s "
-                                            f"(ring {lk['rx_ring']}/{lk['rx_ring_max']})", ev)
-    by_name = {lk.name: lk for lk in links}
-    hw = [r for r in rows if overruns(by_name[r["interface"]])]
-    if hw and not facts.links_before:
-        lk = hw[0]
-        n = overruns(by_name[lk["interface"]])
-        what = "ring overruns" if by_name[lk["interface"]].rx_missed is not None else \
-            "receive drops (rx_dropped incl. rx_missed; /proc/net/dev)"
-        return make(RING, Severity.INFO, f"{lk['interface']}: {n} {what} since the link came "
-                                         "up", ev)
-    return make(RING, Severity.OK, "no NIC ring overrun", ev)
+    if worst is None:
+        return make(RING, Severity.OK, "no NIC ring overrun to report", ev)
+    verdict, ch, row, lk = worst
+    what = "ring overruns" if lk.rx_missed is not None else \
+        "receive drops (rx_dropped incl. rx_missed; /proc/net/dev)"
+    if ch.growing:
+        title = (f"{lk.name}: {ch.delta} {what} in {ch.seconds:g} s "
+                 f"(ring {row['rx_ring']}/{row['rx_ring_max']})")
+    else:
+        title = f"{lk.name}: {what}: {verdict.text}"
+    return make(RING, verdict.severity, title, ev)
 
 
 def check(facts: Facts) -> list[Finding]:

@@ -6,7 +6,8 @@ from typing import Any
 
 from netdiag.facts import Facts
 from netdiag.model import Finding, Rule, RuleSpec, Severity
-from netdiag.rules._util import TIME_WAIT_SECONDS, counter_change, make, port_budget
+from netdiag.rules._policy import change, judge
+from netdiag.rules._util import TIME_WAIT_SECONDS, make, port_budget
 
 TOPIC = "timewait"
 SUMMARY = "TIME_WAIT sockets: who closes first, toward whom, and the kernel's limits"
@@ -39,6 +40,7 @@ BACKGROUND = (
 BUCKET = RuleSpec(
     id="timewait.bucket_overflow",
     topic=TOPIC,
+    counters=("TcpExt.TCPTimeWaitOverflow",),
     title="TIME_WAIT sockets at the tcp_max_tw_buckets limit",
     rule=Rule(
         text="tcp_max_tw_buckets: maximal number of timewait sockets held by the system "
@@ -62,9 +64,9 @@ BUCKET = RuleSpec(
         "costs only a few hundred bytes. Then reduce the churn that creates them: keep "
         "connections alive and pool them on the side that closes first."
     ),
-    thresholds=f"warning at {int(BUCKET_WARN_SHARE * 100)}% of tcp_max_tw_buckets or when "
-               "TCPTimeWaitOverflow is non-zero; critical at 100% or when it grows during "
-               "--interval",
+    thresholds=f"warning at {int(BUCKET_WARN_SHARE * 100)}% of tcp_max_tw_buckets; critical at "
+               "100% or when TCPTimeWaitOverflow grows (over --interval or since the previous "
+               "--state-dir run); info when TCPTimeWaitOverflow is non-zero since boot",
 )
 
 FLOOD = RuleSpec(
@@ -136,7 +138,7 @@ def _bucket(facts: Facts) -> Finding | None:
     if tw is None and facts.census is not None:
         tw = facts.census.by_state.get("TIME_WAIT", 0)
         tw_source = "socket table TIME_WAIT count"
-    overflow = counter_change(facts, "TcpExt", "TCPTimeWaitOverflow")
+    overflow = change(facts, "TcpExt", "TCPTimeWaitOverflow")
     if limit is None or tw is None:
         return None
     evidence: dict[str, Any] = {
@@ -146,7 +148,7 @@ def _bucket(facts: Facts) -> Finding | None:
         "share": round(tw / limit, 3) if limit else None,
     }
     if overflow is not None:
-        evidence["TCPTimeWaitOverflow"] = overflow
+        evidence["TCPTimeWaitOverflow"] = overflow.evidence()
     severity = Severity.OK
     title = f"{tw} TIME_WAIT sockets, limit {limit}"
     reasons = []
@@ -157,22 +159,11 @@ def _bucket(facts: Facts) -> Finding | None:
         severity = Severity.WARNING
         reasons.append(f"TIME_WAIT is at {tw * 100 // limit}% of tcp_max_tw_buckets")
     if overflow is not None:
-        if overflow.get("reset"):
-            severity = max(severity, Severity.INFO) if overflow["total"] else severity
-            reasons.append(f"TCPTimeWaitOverflow restarted from zero "
-                           f"({overflow['reset_reason']}); {overflow['total']} since")
-        elif overflow.get("delta"):
-            severity = Severity.CRITICAL
-            reasons.append(f"TCPTimeWaitOverflow grew by {overflow['delta']} in "
-                           f"{overflow['seconds']} s")
-        elif overflow["total"] and "delta" not in overflow:
-            severity = max(severity, Severity.WARNING)
-            reasons.append(f"TCPTimeWaitOverflow = {overflow['total']} since boot or since "
-                           "the namespace was created")
-        elif overflow["total"]:
-            severity = max(severity, Severity.INFO)
-            reasons.append(f"TCPTimeWaitOverflow = {overflow['total']}, not growing during "
-                           "the interval")
+        # Any overflow skipped TIME_WAIT protection: one is notable; growth is critical.
+        verdict = judge(overflow, notable=1, grow=Severity.CRITICAL)
+        if verdict.severity > Severity.OK:
+            severity = max(severity, verdict.severity)
+            reasons.append(verdict.text)
     if reasons:
         title = "; ".join(reasons) + f" ({tw} TIME_WAIT, limit {limit})"
     return make(BUCKET, severity, title, evidence)

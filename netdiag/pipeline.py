@@ -1,0 +1,470 @@
+"""One report run, in explicit steps:
+
+    validate -> enter the namespace -> (probe window) -> collect -> evaluate -> store -> render
+
+The typer commands in netdiag.cli only declare options and build a Request; everything else
+happens here. Each step contains its own failures: a collector or rule that fails becomes an
+entry in the report's errors, never a traceback, and never an exit code that lies to
+monitoring (exit 1 only with a warning finding, 3 when nothing could be judged, with the
+reason on stderr).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from netdiag import validate
+from netdiag.errors import NetdiagError, UsageError
+
+# Bounds of numeric options. An interval or probe window longer than an hour is a mistake in
+# a cron line, not a measurement.
+MAX_INTERVAL = 3600.0
+MIN_PROBE_SECONDS = 0.1
+
+# Facts that are the same in every namespace (per-CPU softnet, processes and their fd limits,
+# global TCP memory): with --all-netns they are judged once, in the starting namespace.
+HOST_WIDE_TOPICS = ("softirq", "sockets")
+HOST_WIDE_IDS = ("buffers.memory_pressure",)
+
+
+@dataclass
+class ProbeRequest:
+    names: list[str]
+    seconds: float
+    interval: float | None = None  # print the facts so far every `interval` seconds (table)
+    required: bool = False  # `probe NAME`: a probe that cannot load makes the run unknown
+
+
+@dataclass
+class Request:
+    """What one command asked for. Built by the CLI, checked by validate()."""
+
+    command: str  # "check", "sockets", a topic, "sysctl", "probe NAME"
+    topics: list[str]
+    plan: Any  # collect.gather.Plan
+    view: Callable[[Any], dict[str, Any]]  # Facts -> the command's facts section
+    fmt: str = "table"
+    show_ok: bool = False
+    show_facts: bool = False
+    netns: str | None = None
+    pid: int | None = None
+    root: Path | None = None
+    interval: float | None = None
+    output: Path | None = None
+    state_dir: str | None = None
+    all_netns: bool = False
+    probes: ProbeRequest | None = None
+    verbose: bool = False
+
+
+@dataclass
+class Target:
+    """Where the run reads from, after the namespace was entered."""
+
+    ctx: Any  # netdiag.context.Context
+    inode: int | None = None
+
+
+@dataclass
+class Outcome:
+    """One namespace's collected facts, judged."""
+
+    facts: Any
+    findings: list = field(default_factory=list)
+    errors: list = field(default_factory=list)
+    not_judged: list[str] = field(default_factory=list)
+    judged: bool = True
+
+
+# ---- the steps -----------------------------------------------------------------------------
+
+def validate_request(req: Request) -> None:
+    """Option combinations and values, before any work is done."""
+    if req.all_netns and (req.netns is not None or req.pid is not None or req.root is not None):
+        raise UsageError("--all-netns cannot be combined with --netns, --pid or --root")
+    if req.netns is not None and req.pid is not None:
+        raise UsageError("--netns and --pid are mutually exclusive")
+    if req.root is not None and (req.netns is not None or req.pid is not None):
+        raise UsageError("--root reads a snapshot; it cannot be combined with --netns/--pid")
+    if req.state_dir is not None and req.root is not None:
+        raise UsageError("--state-dir keeps history of live runs; not with --root")
+    if req.pid is not None and not 0 < req.pid < 2**22:
+        raise UsageError(f"--pid {req.pid}: not a process id")
+    if req.netns is not None and (not req.netns or len(req.netns) > 255):
+        raise UsageError("--netns: expected the name of a namespace under /run/netns")
+    req.interval = validate.number("--interval", req.interval, 0.0, MAX_INTERVAL) or None
+    req.root = validate.snapshot_root(req.root)
+    req.output = validate.path_text("--output", req.output)
+    if req.state_dir is not None:
+        validate.path_text("--state-dir", req.state_dir)
+    if req.probes is not None:
+        p = req.probes
+        p.seconds = validate.number("--probe-seconds" if not p.required else "--duration",
+                                    p.seconds, MIN_PROBE_SECONDS, MAX_INTERVAL)
+        p.interval = validate.number("--interval", p.interval, 0.5, MAX_INTERVAL)
+        if req.all_netns or req.root is not None:
+            raise UsageError("probes cannot be combined with --all-netns or --root")
+
+
+def enter_namespace(req: Request) -> Target:
+    """The run's context: a snapshot, the current namespace, or one entered with setns."""
+    from netdiag.context import Context
+
+    if req.root is not None:
+        return Target(Context(root=req.root, netns="snapshot"))
+    if req.netns is None and req.pid is None:
+        return Target(Context())
+    from netdiag import netns as nsmod
+    from netdiag.collect.procfs import read_sysctls
+    from netdiag.sysctls import GLOBAL_KEYS
+
+    path, label = nsmod.namespace_path(req.netns, req.pid)
+    # Global sysctls (tcp_mem, netdev_*) are visible only from the initial namespace.
+    host = read_sysctls(Context(), GLOBAL_KEYS).values
+    nsmod.enter(path)
+    return Target(Context(netns=label, host_sysctls=host))
+
+
+def run_probes(req: Request, target: Target) -> tuple[dict | None, list, Any]:
+    """The eBPF window (before the collection, so the census that follows is current).
+    Returns probe facts, errors and the accept-queue samples the backlog probe took."""
+    from netdiag.model import CollectorError
+
+    p = req.probes
+    if p is None:
+        return None, [], None
+    from netdiag.ebpf import session
+
+    sampler = None
+    if "backlog" in p.names and target.ctx.live:
+        from netdiag.collect.sockets import ListenerSampler
+
+        sampler = ListenerSampler()
+    import time
+
+    last = [0.0]
+
+    def sample_queues() -> None:  # the backlog probe also watches accept queues (sock_diag)
+        if sampler is not None and time.monotonic() - last[0] >= 0.2:
+            last[0] = time.monotonic()
+            sampler.sample()
+
+    def on_tick(partial, elapsed):  # tables only: JSON and the rest stay one document
+        from netdiag import views
+        from netdiag.facts import Facts
+        from netdiag.model import HostInfo, Report
+
+        interim = Report(host=HostInfo(socket.gethostname(), "", target.ctx.netns),
+                         generated_at="", facts=views.probe_view(Facts(probes=partial)),
+                         interim=f"-- after {elapsed:.0f} s (so far) --")
+        _render(interim, "table", sys.stdout)
+        sys.stdout.flush()
+
+    tick = on_tick if (p.interval and req.fmt == "table") else None
+    try:
+        results, errs = session.run(p.names, p.seconds, p.interval, tick, sample_queues)
+    except NetdiagError as exc:  # not root, no bcc...
+        if p.required:
+            raise
+        return {}, [CollectorError("probes", str(exc))], None
+    errors = [CollectorError(c, m) for c, m in errs]
+    if p.required and not results:  # it could not load at all: nothing was judged
+        raise UsageError("; ".join(m for _, m in errs).splitlines()[0])
+    samples = None
+    if sampler is not None and "backlog" in results:
+        samples = sampler.result()
+        results["backlog"]["accept_queues_sampled"] = [
+            {"address": s.address, "port": s.port, "limit": s.backlog,
+             "max_queue": s.max_queue, "samples_at_limit": s.samples_at_limit,
+             "samples": s.samples}
+            for s in samples]
+    return results, errors, samples
+
+
+def collect(req: Request, target: Target, plan) -> tuple[Any, list]:
+    from netdiag.collect.gather import collect as gather
+
+    plan.interval = req.interval
+    return gather(target.ctx, plan)
+
+
+def splice_probes(facts, target: Target, results: dict | None, samples) -> None:
+    """Probe results join the collected facts; with --netns, only what belongs there."""
+    if results is None:
+        return
+    if target.ctx.netns != "default" and facts.census is not None:
+        from netdiag.ebpf.nsfilter import filter_probe
+
+        for name, result in results.items():
+            filter_probe(name, result, facts.census, target.ctx.netns)
+    facts.probes = results
+    if samples is not None and facts.listener_samples is None:
+        facts.listener_samples = samples
+
+
+def evaluate(req: Request, facts, topics: list[str], collect_errors: list) -> Outcome:
+    from netdiag.model import CollectorError
+    from netdiag.rules import TOPICS
+    from netdiag.rules import evaluate as run_rules
+
+    ev = run_rules(facts, topics)
+    errors = list(collect_errors) + [CollectorError(c, m) for c, m in ev.errors]
+    all_ids = sum(len(TOPICS[t].specs) for t in topics)
+    # Unknown when nothing could be judged, or when the socket table, the primary evidence of
+    # every socket rule, could not be read at all.
+    judged = (not topics or len(set(ev.not_judged)) < all_ids) and not (
+        req.plan.census and facts.census is None)
+    return Outcome(facts, ev.findings, errors, ev.not_judged, judged)
+
+
+class History:
+    """--state-dir: the previous run becomes the counters' baseline; this run is stored.
+    A store that cannot be opened or written costs the history, never the report: the
+    reason goes into `errors`."""
+
+    def __init__(self, state_dir: str | None) -> None:
+        self.store = None
+        self.errors: list = []
+        if state_dir is not None:
+            from netdiag import state
+
+            try:
+                self.store = state.Store(state.resolve(state_dir))
+            except NetdiagError as exc:
+                self._fail(exc)
+
+    def _fail(self, exc: Exception) -> None:
+        from netdiag.model import CollectorError
+
+        self.errors.append(CollectorError("history", f"{exc}; history was not kept"))
+        if self.store is not None:
+            self.store.close()
+        self.store = None
+
+    def attach(self, facts, label: str, interval: float | None) -> Any:
+        if self.store is None:
+            return None
+        from netdiag import state
+
+        ident = state.identity()
+        try:
+            prev = self.store.previous(label)
+        except NetdiagError as exc:
+            self._fail(exc)
+            return ident
+        if prev is not None and not interval:
+            state.attach_previous(facts, prev, ident)
+        return ident
+
+    def record(self, facts, status: str, ident) -> None:
+        if self.store is not None:
+            try:
+                self.store.record(facts, status, ident)
+            except NetdiagError as exc:
+                self._fail(exc)
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+
+
+def build_report(req: Request, target: Target, outcome: Outcome):
+    from netdiag.model import HostInfo, Report, Severity
+
+    findings = outcome.findings
+    # Prometheus keeps ok findings: every rule has a series, so alerts can resolve.
+    if not req.show_ok and req.fmt != "prometheus":
+        findings = [f for f in findings if f.severity > Severity.OK]
+    report = Report(
+        host=HostInfo(hostname=_hostname(target), kernel=outcome.facts.kernel,
+                      netns=target.ctx.netns),
+        generated_at=_now(), findings=findings, facts=req.view(outcome.facts),
+        errors=outcome.errors, topic=req.command, show_facts=req.show_facts,
+        judged=outcome.judged, not_judged=sorted(set(outcome.not_judged)))
+    if req.fmt in ("prometheus", "nagios"):
+        from netdiag.metrics import samples
+
+        report.metrics = samples(outcome.facts, outcome.findings, outcome.errors,
+                                 report.status, target.ctx.netns)
+    return report
+
+
+# ---- whole runs -------------------------------------------------------------------------
+
+def run_one(req: Request):
+    target = enter_namespace(req)
+    results, probe_errors, samples = run_probes(req, target)
+    facts, errors = collect(req, target, req.plan)
+    splice_probes(facts, target, results, samples)
+    history = History(req.state_dir)
+    try:
+        ident = history.attach(facts, target.ctx.netns, req.interval)
+        outcome = evaluate(req, facts, req.topics, probe_errors + errors)
+        report = build_report(req, target, outcome)
+        history.record(facts, report.status, ident)
+    finally:
+        history.close()
+    report.errors.extend(history.errors)
+    return report
+
+
+def run_all(req: Request):
+    """--all-netns: the same checks in every network namespace, findings labelled."""
+    import copy
+
+    from netdiag import netns as nsmod
+    from netdiag.collect.procfs import read_kernel_release, read_sysctls
+    from netdiag.context import Context
+    from netdiag.model import CollectorError, HostInfo, Report, Severity
+    from netdiag.sysctls import GLOBAL_KEYS
+
+    namespaces, hidden = nsmod.discover()
+    host = read_sysctls(Context(), GLOBAL_KEYS).values
+    findings, errors, metrics, rows, not_judged = [], [], [], [], []
+    if hidden:
+        errors.append(CollectorError("netns", f"{hidden} processes' namespaces could not "
+                                              "be inspected (permission denied)"))
+    skipped = []
+    history = History(req.state_dir)
+    try:
+        with _progress(len(namespaces), "namespaces") as advance:
+            for label, path, inode in namespaces:
+                advance()
+                try:
+                    nsmod.enter_if_needed(path, inode)
+                except NetdiagError as exc:  # gone meanwhile, or no permission
+                    skipped.append(label)
+                    errors.append(CollectorError("netns", f"{label}: {exc}"))
+                    continue
+                ns_plan = copy.copy(req.plan)
+                ns_topics = req.topics
+                if label != "default":  # host-wide facts are judged once, in "default"
+                    ns_plan.rxpath = False
+                    ns_topics = [t for t in req.topics if t not in HOST_WIDE_TOPICS]
+                target = Target(Context(netns=label, host_sysctls=host), inode)
+                facts, errs = collect(req, target, ns_plan)
+                ident = history.attach(facts, label, req.interval)
+                outcome = evaluate(req, facts, ns_topics, errs)
+                got = outcome.findings
+                for f in got:
+                    f.netns = label
+                if label != "default":
+                    got = [f for f in got if f.id not in HOST_WIDE_IDS]
+                errors.extend(CollectorError(e.collector, f"[{label}] {e.message}")
+                              for e in outcome.errors)
+                not_judged.extend(f"{label}:{i}" for i in outcome.not_judged)
+                worst = max((f.severity for f in got), default=Severity.OK)
+                status = ("unknown" if not outcome.judged else
+                          {Severity.CRITICAL: "critical", Severity.WARNING: "warning"}.get(
+                              worst, "ok"))
+                history.record(facts, status, ident)
+                if req.fmt in ("prometheus", "nagios"):
+                    from netdiag.metrics import samples
+
+                    metrics.extend(samples(facts, got, outcome.errors, status, label))
+                rows.append({"netns": label, "inode": inode, "status": status,
+                             "sockets": facts.census.total if facts.census else None,
+                             "findings": sum(1 for f in got if f.severity > Severity.OK)})
+                keep_ok = req.show_ok or req.fmt == "prometheus"
+                findings.extend(f for f in got if keep_ok or f.severity > Severity.OK)
+    finally:
+        history.close()
+    errors.extend(history.errors)
+    facts_out: dict[str, Any] = {"namespaces": rows}
+    if skipped:
+        facts_out["not_entered"] = skipped
+    return Report(
+        host=HostInfo(hostname=socket.gethostname(), kernel=read_kernel_release(Context()),
+                      netns="all"),
+        generated_at=_now(), findings=findings, facts=facts_out, errors=errors,
+        topic=req.command, show_facts=True, judged=any(r["status"] != "unknown" for r in rows),
+        metrics=metrics, not_judged=not_judged)
+
+
+def execute(req: Request) -> int:
+    """Run the request and write its report. Returns the exit code."""
+    validate_request(req)
+    report = run_all(req) if req.all_netns else run_one(req)
+    emit(report, req)
+    return report.exit_code
+
+
+def emit(report, req: Request) -> None:
+    if req.output is None:
+        try:
+            _render(report, req.fmt, sys.stdout, req.verbose)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            raise OutputClosed() from None
+    else:
+        from netdiag.output import write_report
+
+        write_report(req.output, lambda fh: _render(report, req.fmt, fh, req.verbose))
+    if report.status == "unknown":
+        sys.stderr.write(f"netdiag: could not judge: {unknown_reason(report)}\n")
+
+
+def unknown_reason(report) -> str:
+    if report.errors:
+        return "; ".join(e.message if e.collector in e.message else
+                         f"{e.collector}: {e.message}" for e in report.errors[:3])
+    return "no rule could be judged (" + ", ".join(report.not_judged[:5]) + ")"
+
+
+class OutputClosed(NetdiagError):
+    """stdout was closed before the report was written (netdiag check | head -1)."""
+
+    def __init__(self) -> None:
+        super().__init__("output closed before the report was complete (broken pipe)")
+
+
+# ---- helpers -------------------------------------------------------------------------------
+
+def _render(report, fmt: str, out, verbose: bool = False) -> None:
+    from netdiag.render import render
+
+    render(report, fmt, out)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _hostname(target: Target) -> str:
+    if target.ctx.live:
+        return socket.gethostname()
+    from netdiag.collect.procfs import read_text
+
+    try:
+        return read_text(target.ctx, "proc/sys/kernel/hostname").strip() or "snapshot"
+    except NetdiagError:
+        return "snapshot"
+
+
+class _progress:
+    """A rich progress bar on stderr when it is a terminal; nothing on a pipe."""
+
+    def __init__(self, total: int, what: str) -> None:
+        self.total, self.what, self.bar = total, what, None
+
+    def __enter__(self):
+        if sys.stderr.isatty() and not os.environ.get("NETDIAG_NO_PROGRESS"):
+            from rich.console import Console
+            from rich.progress import Progress
+
+            self.bar = Progress(transient=True, console=Console(file=sys.stderr))
+            self.bar.start()
+            self.task = self.bar.add_task(self.what, total=self.total)
+            return lambda: self.bar.advance(self.task)
+        return lambda: None
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.stop()
