@@ -7,16 +7,18 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.table import Table
 
+from netdiag.render._safe import safe
+
 
 def render_history(data: dict[str, Any], out: TextIO) -> None:
     console = Console(file=out, highlight=False)
     runs = data["runs"]
     if not runs:
-        console.print(f"no runs stored for netns {data['netns']!r} "
-                      f"(known: {', '.join(data['namespaces']) or 'none'})")
+        console.print(safe(f"no runs stored for netns {data['netns']!r} "
+                           f"(known: {', '.join(data['namespaces']) or 'none'})"))
         return
-    table = Table(title=f"netdiag history · netns {data['netns']} · {len(runs)} runs "
-                        "(counters: change since the run before)",
+    table = Table(title=safe(f"netdiag history · netns {data['netns']} · {len(runs)} runs "
+                             "(counters: change since the run before)"),
                   title_justify="left", box=None, header_style="bold", padding=(0, 1))
     short = {"sockets": "socks", "TIME_WAIT": "TW", "CLOSE_WAIT": "CW",
              "ListenOverflows": "LstOvf", "TCPTimeWaitOverflow": "TWOvf",
@@ -36,15 +38,16 @@ def render_history(data: dict[str, Any], out: TextIO) -> None:
         cells[0] = stamp[11:] if one_day else stamp[5:].replace("T", " ")
         if "reset" in columns and r.get("reset"):
             cells[columns.index("reset")] = marks.get(r["reset"], "↺")
-        table.add_row(*cells)
+        table.add_row(*(safe(c) for c in cells))
     console.print(table)
-    console.print(("time is UTC" + (f" ({runs[0]['time'][:10]})" if one_day else "")) +
-                  "; LstOvf = ListenOverflows, TWOvf = TCPTimeWaitOverflow, Retr = "
-                  "RetransSegs, Opens = ActiveOpens, RQDrop = TCPRcvQDrop")
+    console.print(safe(("time is UTC" + (f" ({runs[0]['time'][:10]})" if one_day else "")) +
+                       "; LstOvf = ListenOverflows, TWOvf = TCPTimeWaitOverflow, Retr = "
+                       "RetransSegs, Opens = ActiveOpens, RQDrop = TCPRcvQDrop"))
     if "reset" in columns:
-        console.print("↺ counters restarted from zero: boot = host rebooted, netns = namespace "
-                      "recreated, ctr = a counter went down; the values there count since then")
+        console.print(safe("↺ counters restarted from zero: boot = host rebooted, netns = "
+                           "namespace recreated, ctr = a counter went down; the values there "
+                           "count since then"))
     console.print()
     width = max(len(k) for k in data["sparklines"])
     for label, line in data["sparklines"].items():
-        console.print(f"{label:<{width}}  {line}")
+        console.print(safe(f"{label:<{width}}  {line}"))

@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from netdiag.model import Finding, Report, Severity
+from netdiag.render._safe import clean, safe
 
 STYLE = {
     Severity.OK: "green",
@@ -33,12 +34,12 @@ def _scalar(value: Any) -> str:
 
 
 def _mapping_table(title: str, data: dict[str, Any]) -> Table:
-    table = Table(title=title, title_justify="left", show_header=False, box=None,
+    table = Table(title=safe(title), title_justify="left", show_header=False, box=None,
                   padding=(0, 2, 0, 0), min_width=min(len(title), 80))
     table.add_column(style="bold")
     table.add_column(overflow="fold")
     for key, value in data.items():
-        table.add_row(str(key), _scalar(value))
+        table.add_row(safe(key), safe(_scalar(value)))
     return table
 
 
@@ -48,14 +49,14 @@ def _rows_table(title: str, rows: list[dict[str, Any]], limit: int = MAX_ROWS) -
         for key in row:
             if key not in columns:
                 columns.append(key)
-    table = Table(title=title, title_justify="left", header_style="bold", box=None,
+    table = Table(title=safe(title), title_justify="left", header_style="bold", box=None,
                   padding=(0, 2, 0, 0), min_width=min(len(title), 80))
     for col in columns:
-        table.add_column(col.replace("_", " "), overflow="fold")
+        table.add_column(safe(str(col).replace("_", " ")), overflow="fold")
     for row in rows[:limit]:
-        table.add_row(*(_scalar(row.get(col)) for col in columns))
+        table.add_row(*(safe(_scalar(row.get(col))) for col in columns))
     if len(rows) > limit:
-        table.caption = f"… {len(rows) - limit} more (see --format json)"
+        table.caption = Text(f"… {len(rows) - limit} more (see --format json)")
     return table
 
 
@@ -65,13 +66,13 @@ def _section(console: Console, title: str, value: Any) -> None:
         console.print(_mapping_table(heading, value))
     elif isinstance(value, list):
         if not value:
-            console.print(Text(f"{heading}: none", style="dim"))
+            console.print(safe(f"{heading}: none", style="dim"))
         elif isinstance(value[0], dict):
             console.print(_rows_table(heading, value))
         else:
-            console.print(Text(f"{heading}: {_scalar(value)}"))
+            console.print(safe(f"{heading}: {_scalar(value)}"))
     else:
-        console.print(Text(f"{heading}: {_scalar(value)}"))
+        console.print(safe(f"{heading}: {_scalar(value)}"))
     console.print()
 
 
@@ -82,8 +83,9 @@ def _row_line(row: dict[str, Any]) -> str:
 def _finding(console: Console, f: Finding, explained: set[str]) -> None:
     head = Text()
     head.append(f"[{f.severity.label.upper()}] ", style=STYLE[f.severity])
-    head.append(f.title, style="bold")
-    head.append(f"  ({f.id}" + (f", netns {f.netns}" if f.netns else "") + ")", style="dim")
+    head.append(clean(f.title), style="bold")
+    head.append(clean(f"  ({f.id}" + (f", netns {f.netns}" if f.netns else "") + ")"),
+                style="dim")
     console.print(head)
     if f.severity is Severity.OK:
         return
@@ -91,17 +93,17 @@ def _finding(console: Console, f: Finding, explained: set[str]) -> None:
     scalars = {k: v for k, v in f.evidence.items() if not isinstance(v, (list, dict))}
     nested = {k: v for k, v in f.evidence.items() if isinstance(v, (list, dict)) and v}
     if scalars:
-        body.append(Text("evidence: ", style="bold") + Text(_row_line(scalars)))
+        body.append(Text("evidence: ", style="bold") + safe(_row_line(scalars)))
     for key, value in nested.items():
         label = key.replace("_", " ")
         if isinstance(value, list) and isinstance(value[0], dict):
-            body.append(Text(f"{label}:", style="bold"))
+            body.append(safe(f"{label}:", style="bold"))
             for row in value[:5]:
-                body.append(Text("  - " + _row_line(row)))
+                body.append(safe("  - " + _row_line(row)))
             if len(value) > 5:
                 body.append(Text(f"  … {len(value) - 5} more", style="dim"))
         else:
-            body.append(Text(f"{label}: ", style="bold") + Text(_scalar(value)))
+            body.append(safe(f"{label}: ", style="bold") + safe(_scalar(value)))
     if f.id in explained:  # the same rule in another namespace: said once above
         body.append(Text(f"why, do, rule: as above (netdiag explain {f.id})", style="dim"))
     else:
@@ -118,11 +120,11 @@ def render_table(report: Report, out: TextIO) -> None:
     # Width: the terminal's, or $COLUMNS, or 80 on a pipe (rich's default).
     console = Console(file=out, highlight=False, soft_wrap=False)
     host = report.host
-    console.print(Text(f"netdiag · {host.hostname} · kernel {host.kernel} · netns {host.netns}",
+    console.print(safe(f"netdiag · {host.hostname} · kernel {host.kernel} · netns {host.netns}",
                        style="dim"))
     console.print()
     if report.interim:
-        console.print(Text(report.interim, style="bold"))
+        console.print(safe(report.interim, style="bold"))
         for title, value in report.facts.items():
             _section(console, title, value)
         return
@@ -137,7 +139,7 @@ def render_table(report: Report, out: TextIO) -> None:
         console.print(Text("No findings: nothing wrong in what was checked.", style="green"))
         console.print()
     for err in report.errors:
-        console.print(Text(f"! {err.collector}: {err.message}", style="yellow"))
+        console.print(safe(f"! {err.collector}: {err.message}", style="yellow"))
     status = report.status.upper()
     style = {"OK": "green", "WARNING": "yellow", "CRITICAL": "bold red"}.get(status, "magenta")
     console.print(Text(f"status: {status}", style=style))

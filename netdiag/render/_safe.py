@@ -1,0 +1,32 @@
+"""Text from the system is data: a process name, an interface, a sysctl value or a file name
+may hold rich markup ("[/]"), terminal escape sequences or undecodable bytes. Renderers pass
+every such string through here before a terminal sees it."""
+
+from __future__ import annotations
+
+import re
+
+from rich.text import Text
+
+# C0 controls (tab and newline included: a cell is one line), DEL, C1 controls, and lone
+# surrogates (bytes that were not valid UTF-8, kept by surrogateescape).
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _escape(m: re.Match) -> str:
+    ch = m.group()
+    code = ord(ch)
+    if 0xDC80 <= code <= 0xDCFF:  # surrogateescape'd byte
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def clean(value: object) -> str:
+    """The string with control characters and undecodable bytes shown as escapes."""
+    text = value if isinstance(value, str) else str(value)
+    return _UNSAFE.sub(_escape, text)
+
+
+def safe(value: object, style: str = "") -> Text:
+    """A rich Text (never parsed as markup) of the cleaned string."""
+    return Text(clean(value), style=style)
