@@ -16,13 +16,19 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	@$(BIN)/netdiag check; rc=$$?; [ $$rc -le 2 ] || exit $$rc
 
-# System packages the scenario tests use (as root only; otherwise they must be present).
+# System packages the scenario tests use (as root only; otherwise they must be present): the
+# real servers and clients users have (nginx, redis, wrk, iperf3, socat), bpftrace as the
+# probes' referee, nftables/iptables to make peers vanish, promtool.
+SYSTEM_TOOLS := ip:iproute2 runuser:util-linux promtool:prometheus nginx:nginx-light \
+	redis-server:redis-server redis-benchmark:redis-tools wrk:wrk iperf3:iperf3 socat:socat \
+	bpftrace:bpftrace nft:nftables iptables:iptables curl:curl unshare:util-linux
 system-deps:
 	@if [ "$$(id -u)" = 0 ]; then \
 	  missing=""; \
-	  command -v ip >/dev/null || missing="$$missing iproute2"; \
-	  command -v runuser >/dev/null || missing="$$missing util-linux"; \
-	  command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	  for pair in $(SYSTEM_TOOLS); do \
+	    tool=$${pair%%:*}; pkg=$${pair#*:}; \
+	    command -v $$tool >/dev/null || [ -x /usr/sbin/$$tool ] || missing="$$missing $$pkg"; \
+	  done; \
 	  if [ -n "$$missing" ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	      --no-install-recommends $$missing; \
