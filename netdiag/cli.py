@@ -53,6 +53,9 @@ AllNetnsOpt = typer.Option(False, "--all-netns",
                            help="Run in every network namespace on the host (named ones and "
                                 "those of running processes); label findings with it.")
 TopOpt = typer.Option(20, "--top", min=1, max=1000, help="Rows per grouping.")
+VerboseOpt = typer.Option(False, "--verbose", "-v",
+                          help="Tables: add why each finding happens and the documented rule, "
+                               "and show every row.")
 
 
 def _version(value: bool) -> None:
@@ -120,6 +123,7 @@ def check(
         None, "--probes", metavar="LIST",
         help="With --probe-seconds: which probes (comma-separated; default: all that can "
              "run here)."),
+    verbose: bool = VerboseOpt,
 ) -> None:
     """Every rule on this host (or namespace): one report of findings."""
     from netdiag import views
@@ -142,7 +146,7 @@ def check(
     _report("check", list(TOPICS), _plan(details=True, rxpath=True, sample_listeners=True),
             views.check_view, fmt=fmt, as_json=as_json, show_ok=False, show_facts=False,
             netns=netns, pid=pid, interval=interval, root=root, output=output,
-            state_dir=state_dir, all_netns=all_netns, probes=probe_req)
+            state_dir=state_dir, all_netns=all_netns, probes=probe_req, verbose=verbose)
 
 
 @app.command()
@@ -159,6 +163,7 @@ def sockets(
     pid: Optional[int] = PidOpt, interval: Optional[float] = IntervalOpt,
     root: Optional[Path] = RootOpt, output: Optional[Path] = OutputOpt,
     state_dir: Optional[str] = StateDirOpt, all_netns: bool = AllNetnsOpt,
+    verbose: bool = VerboseOpt,
 ) -> None:
     """Socket census: counts by state, local port, remote peer and owning process."""
     from netdiag import views
@@ -168,7 +173,7 @@ def sockets(
                  counters=False)
     _report("sockets", ["sockets"], plan, lambda f: views.sockets_view(f, top), fmt=fmt,
             as_json=as_json, netns=netns, pid=pid, interval=interval, root=root,
-            output=output, state_dir=state_dir, all_netns=all_netns)
+            output=output, state_dir=state_dir, all_netns=all_netns, verbose=verbose)
 
 
 def _topic_command(topic: str, view_name: str, doc: str, **plan_kw):
@@ -177,12 +182,13 @@ def _topic_command(topic: str, view_name: str, doc: str, **plan_kw):
         pid: Optional[int] = PidOpt, interval: Optional[float] = IntervalOpt,
         root: Optional[Path] = RootOpt, output: Optional[Path] = OutputOpt,
         state_dir: Optional[str] = StateDirOpt, all_netns: bool = AllNetnsOpt,
+        verbose: bool = VerboseOpt,
     ) -> None:
         from netdiag import views
 
         _report(topic, [topic], _plan(**plan_kw), getattr(views, view_name), fmt=fmt,
                 as_json=as_json, netns=netns, pid=pid, interval=interval, root=root,
-                output=output, state_dir=state_dir, all_netns=all_netns)
+                output=output, state_dir=state_dir, all_netns=all_netns, verbose=verbose)
 
     command.__doc__ = doc
     command.__name__ = topic
@@ -218,7 +224,7 @@ _topic_command("softirq", "softirq_view",
 def sysctl(
     fmt: Format = FormatOpt, as_json: bool = JsonOpt, netns: Optional[str] = NetnsOpt,
     pid: Optional[int] = PidOpt, root: Optional[Path] = RootOpt,
-    output: Optional[Path] = OutputOpt,
+    output: Optional[Path] = OutputOpt, verbose: bool = VerboseOpt,
 ) -> None:
     """Every networking sysctl the rules read: value, default, the rules that use it."""
     from netdiag import views
@@ -226,7 +232,7 @@ def sysctl(
     plan = _plan(counters=False, sockstat=False, census=False, processes="none",
                  sysctl_conf=False, file_nr=False)
     _report("sysctl", [], plan, views.sysctl_view, fmt=fmt, as_json=as_json, netns=netns,
-            pid=pid, root=root, output=output)
+            pid=pid, root=root, output=output, verbose=verbose)
 
 
 # The topics whose findings use each probe's facts.
@@ -246,6 +252,7 @@ def probe(
                                              help="Also print progress every S seconds."),
     fmt: Format = FormatOpt, as_json: bool = JsonOpt, netns: Optional[str] = NetnsOpt,
     pid: Optional[int] = PidOpt, output: Optional[Path] = OutputOpt,
+    verbose: bool = VerboseOpt,
 ) -> None:
     """An eBPF probe (bcc), aggregated in the kernel, printed at the end."""
     from netdiag import views
@@ -263,7 +270,7 @@ def probe(
                  processes="targeted")
     _report(f"probe {name}", PROBE_TOPICS[name], plan, views.probe_view, fmt=fmt,
             as_json=as_json, netns=netns, pid=pid, output=output,
-            probes=ProbeRequest([name], duration, interval, required=True))
+            probes=ProbeRequest([name], duration, interval, required=True), verbose=verbose)
 
 
 @app.command()

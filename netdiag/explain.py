@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import TextIO
 
 from netdiag.errors import UsageError
@@ -10,15 +9,20 @@ from netdiag.rules import SPECS, TOPICS
 
 
 def explain_data(what: str) -> dict:
+    """The JSON of `explain --json` (docs/schema/netdiag.schema.json: explain_finding,
+    explain_topic)."""
+    from netdiag.render.json import SCHEMA
+
     if what in SPECS:
         s = SPECS[what]
-        return {"id": s.id, "topic": s.topic, "title": s.title,
+        return {"schema": SCHEMA, "id": s.id, "topic": s.topic, "title": s.title,
                 "rule": {"text": s.rule.text, "source": s.rule.source},
                 "explanation": s.explanation, "recommendation": s.recommendation,
-                "thresholds": s.thresholds}
+                "thresholds": s.thresholds, "counters": list(s.counters)}
     if what in TOPICS:
         t = TOPICS[what]
-        return {"topic": t.name, "summary": t.summary, "background": t.background,
+        return {"schema": SCHEMA, "topic": t.name, "summary": t.summary,
+                "background": t.background,
                 "findings": [{"id": s.id, "title": s.title, "thresholds": s.thresholds,
                               "rule_source": s.rule.source} for s in t.specs]}
     known = ", ".join(list(TOPICS) + list(SPECS))
@@ -28,8 +32,9 @@ def explain_data(what: str) -> dict:
 def explain(what: str, fmt: str, out: TextIO) -> None:
     data = explain_data(what)
     if fmt == "json":
-        json.dump(data, out, indent=2)
-        out.write("\n")
+        from netdiag.render.json import dump
+
+        dump(data, out)
         return
     import textwrap
 

@@ -275,7 +275,7 @@ class LinkStats:
     rx_ring_max: int | None = None
     tx_ring: int | None = None
     tx_ring_max: int | None = None
-    rps_cpus: str | None = None
+    rps_cpus: str | None = None  # per rx queue hex masks ("f 0"), space-separated
 
 
 @dataclass

@@ -70,7 +70,9 @@ def history_data(store: Store, netns: str, last: int) -> dict[str, Any]:
             row["reset"] = reset
         rows.append(row)
     lines = {label: sparkline([r[label] for r in rows]) for label, _, _ in SERIES}
-    return {"schema": "netdiag/1", "netns": netns, "runs": rows, "sparklines": lines,
+    from netdiag.render.json import SCHEMA
+
+    return {"schema": SCHEMA, "netns": netns, "runs": rows, "sparklines": lines,
             "namespaces": store.namespaces()}
 
 

@@ -28,7 +28,6 @@ KEY_COUNTERS = (
 COLLECTORS = ("sysctl", "counters", "sockets", "sockstat", "processes", "file-nr",
               "softnet_stat", "softirqs", "links")
 
-SEVERITY_VALUE = {"ok": 0, "info": 1, "warning": 2, "critical": 3}
 STATUS_VALUE = {"ok": 0, "warning": 1, "critical": 2, "unknown": 3}
 
 
@@ -58,12 +57,17 @@ def samples(facts: Facts, findings: list[Finding], errors: list[CollectorError],
     add(Sample("netdiag_status", "gauge",
                "Overall status of the last run: 0 ok, 1 warning, 2 critical, 3 unknown.",
                (ns,), STATUS_VALUE[status]))
+    # One series per finding id whose value is the severity: its labels never change with
+    # the verdict, so alerts keep their history. Several findings of one id: the worst.
+    worst: dict[tuple[str, str], int] = {}
     for f in findings:
+        key = (f.id, f.topic)
+        worst[key] = max(worst.get(key, 0), int(f.severity))
+    for (fid, topic), sev in worst.items():
         add(Sample("netdiag_finding_severity", "gauge",
                    "Severity of each finding: 0 ok, 1 info, 2 warning, 3 critical "
                    "(netdiag explain ID tells the rule).",
-                   (("id", f.id), ("topic", f.topic), ("severity", f.severity.label), ns),
-                   f.severity.value))
+                   (("id", fid), ("topic", topic), ns), sev))
     present = _facts_present(facts)
     for name in collectors or COLLECTORS:
         up = present.get(name, False)  # the errors say why a collector produced nothing
@@ -87,9 +91,9 @@ def samples(facts: Facts, findings: list[Finding], errors: list[CollectorError],
         for proto, name in KEY_COUNTERS:
             v = facts.counters.get(proto, name)
             if v is not None:
-                add(Sample("netdiag_kernel_counter_total", "counter",
-                           "Kernel SNMP/netstat counter, labelled with its nstat name "
-                           "(/proc/net/netstat, /proc/net/snmp).",
+                add(Sample("netdiag_nstat_total", "counter",
+                           "Kernel SNMP/netstat counter since boot, labelled with its nstat "
+                           "name (/proc/net/netstat, /proc/net/snmp).",
                            (("counter", f"{proto}{name}"), ns), v))
     if facts.sockstat is not None:
         for key, metric, helptext in (

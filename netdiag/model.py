@@ -107,6 +107,8 @@ class Report:
     # Finding ids that could not be judged: their facts were not collected, or their rule
     # failed (the errors say why).
     not_judged: list[str] = field(default_factory=list)
+    # True for the --all-netns document (facts: one row per namespace).
+    all_netns: bool = False
 
     @property
     def worst(self) -> Severity:

@@ -385,7 +385,7 @@ def run_all(req: Request):
                       netns="all"),
         generated_at=_now(), findings=findings, facts=facts_out, errors=errors,
         topic=req.command, show_facts=True, judged=any(r["status"] != "unknown" for r in rows),
-        metrics=metrics, not_judged=not_judged)
+        metrics=metrics, not_judged=not_judged, all_netns=True)
 
 
 def execute(req: Request) -> int:
@@ -430,7 +430,7 @@ class OutputClosed(NetdiagError):
 def _render(report, fmt: str, out, verbose: bool = False) -> None:
     from netdiag.render import render
 
-    render(report, fmt, out)
+    render(report, fmt, out, verbose)
 
 
 def _now() -> str:

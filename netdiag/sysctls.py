@@ -19,6 +19,10 @@ class SysctlSpec:
     meaning: str
     # Absent on some kernels by design (added or removed upstream): absence is not an error.
     optional: bool = False
+    # How the kernel prints the value, for typed output: "int" (one integer), "ints" (a
+    # whitespace-separated vector: tcp_rmem, ip_local_port_range), "ports" (a port list
+    # "8080,9000-9010").
+    kind: str = "int"
 
 
 SYSCTLS: tuple[SysctlSpec, ...] = (
@@ -42,10 +46,12 @@ SYSCTLS: tuple[SysctlSpec, ...] = (
                "how long an orphaned connection stays in FIN_WAIT_2; not the TIME_WAIT length"),
     SysctlSpec("net.ipv4.ip_local_port_range", "32768 60999 (28232 ports)", "netns",
                ("ports.ephemeral_exhaustion", "ports.listener_in_ephemeral_range"),
-               "source ports connect() and bind(port 0) choose from"),
+               "source ports connect() and bind(port 0) choose from",
+               kind="ints"),
     SysctlSpec("net.ipv4.ip_local_reserved_ports", "(empty)", "netns",
                ("ports.ephemeral_exhaustion", "ports.listener_in_ephemeral_range"),
-               "ports automatic assignment skips; explicit binds are unaffected"),
+               "ports automatic assignment skips; explicit binds are unaffected",
+               kind="ports"),
     SysctlSpec("net.core.somaxconn", "4096 (128 before 5.4)", "netns",
                ("backlog.somaxconn_clamp", "backlog.accept_queue_full"),
                "cap on the listen() backlog; larger requests are silently cut"),
@@ -70,12 +76,15 @@ SYSCTLS: tuple[SysctlSpec, ...] = (
                "RTO retransmits of outstanding data before the connection is dropped"),
     SysctlSpec("net.ipv4.tcp_rmem", "4096 131072 6291456 (max scaled by RAM)", "netns",
                ("buffers.max_below_bdp",),
-               "receive buffer min / default / autotuning max (TCP)"),
+               "receive buffer min / default / autotuning max (TCP)",
+               kind="ints"),
     SysctlSpec("net.ipv4.tcp_wmem", "4096 16384 4194304 (max scaled by RAM)", "netns",
-               ("buffers.max_below_bdp",), "send buffer min / default / autotuning max (TCP)"),
+               ("buffers.max_below_bdp",), "send buffer min / default / autotuning max (TCP)",
+               kind="ints"),
     SysctlSpec("net.ipv4.tcp_mem", "~4.7% / 6.25% / 9.4% of RAM, in pages", "global",
                ("buffers.memory_pressure",),
-               "TCP memory thresholds in pages: no pressure / pressure / hard limit"),
+               "TCP memory thresholds in pages: no pressure / pressure / hard limit",
+               kind="ints"),
     SysctlSpec("net.ipv4.tcp_moderate_rcvbuf", "1", "netns", ("buffers.autotuning_disabled",),
                "receive-buffer autotuning up to tcp_rmem[2]"),
     SysctlSpec("net.core.rmem_max", "212992", "global", ("buffers.max_below_bdp",),
@@ -102,3 +111,4 @@ SYSCTLS: tuple[SysctlSpec, ...] = (
 SYSCTL_KEYS = [s.key for s in SYSCTLS]
 OPTIONAL_KEYS = {s.key for s in SYSCTLS if s.optional}
 GLOBAL_KEYS = [s.key for s in SYSCTLS if s.scope == "global"]
+KIND = {s.key: s.kind for s in SYSCTLS}

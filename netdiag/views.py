@@ -1,15 +1,43 @@
-"""What each command shows as facts: plain JSON-ready sections built from Facts.
+"""What each command shows as facts: typed, JSON-ready sections built from Facts.
 
 A section is either a mapping (rendered as a two-column table) or a list of rows (rendered as
 a table with one column per key). No judgement here: findings come from netdiag.rules.
+
+Every value is typed (numbers, booleans, lists, objects; None for absent) under a stable
+snake_case key; the table renderer turns the keys into headings. The only maps keyed by data
+are `by_state`/`states` (TCP state names as the kernel spells them), `counters` (nstat names,
+"TcpExt.ListenOverflows") and `by_family_and_state`. docs/schema/netdiag.schema.json
+describes every section.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from netdiag.facts import Census, Facts, ProcessFacts, close_wait_groups
-from netdiag.sysctls import SYSCTLS
+from netdiag.facts import Census, Facts, ProcessFacts, close_wait_groups, parse_port_list
+from netdiag.sysctls import KIND, SYSCTLS
+
+
+def sysctl_value(key: str, raw: str | None) -> Any:
+    """A sysctl as the kernel prints it -> int, list of ints (vectors), list of [first, last]
+    port ranges, or None when absent (or, on a corrupt snapshot, not a number at all)."""
+    if raw is None:
+        return None
+    kind = KIND.get(key, "int")
+    if kind == "ports":
+        try:
+            return [[lo, hi] for lo, hi in parse_port_list(raw)]
+        except ValueError:
+            return None
+    numbers = []
+    for token in raw.split():
+        try:
+            numbers.append(int(token))
+        except ValueError:
+            break
+    if kind == "ints":
+        return numbers if numbers else None
+    return numbers[0] if numbers else None
 
 
 def _states(items, key_index: int = 0, top: int = 20) -> list[dict[str, Any]]:
@@ -22,29 +50,28 @@ def _states(items, key_index: int = 0, top: int = 20) -> list[dict[str, Any]]:
         row["states"][state] = row["states"].get(state, 0) + n
     ordered = sorted(rows.items(), key=lambda kv: -kv[1]["total"])[:top]
     return [{"key": k, "total": v["total"],
-             "states": " ".join(f"{s}={c}" for s, c in sorted(v["states"].items(),
-                                                              key=lambda sc: -sc[1]))}
+             "states": dict(sorted(v["states"].items(), key=lambda sc: -sc[1]))}
             for k, v in ordered]
 
 
 def _owner(procs: ProcessFacts | None, inode: int) -> dict[str, Any]:
-    """pid and command of a socket's owner, when the run attributed it (else nothing)."""
-    if procs is None:
-        return {}
-    pid = procs.owners.get(inode)
+    """pid and command of a socket's owner; None for both when the run did not attribute it."""
+    pid = procs.owners.get(inode) if procs is not None else None
     if pid is None:
-        return {}
+        return {"pid": None, "command": None}
     info = procs.processes.get(pid)
-    return {"pid": pid, "command": info.command if info else ""}
+    return {"pid": pid, "command": info.command if info else None}
 
 
 def census_summary(census: Census) -> dict[str, Any]:
-    out: dict[str, Any] = {"source": census.source, "total": census.total}
-    out.update({f"sockets_{k}": v for k, v in census.by_family.items()})
-    out.update(census.by_state)
-    if census.skipped_lines:
-        out["skipped_malformed_lines"] = census.skipped_lines
-    return out
+    approximate = [name for name, tc in (("by_local_port", census.by_local_port),
+                                         ("by_peer", census.by_peer),
+                                         ("by_process", census.by_process))
+                   if tc is not None and tc.approximate]
+    return {"source": census.source, "total": census.total,
+            "by_family": dict(census.by_family), "by_state": dict(census.by_state),
+            "skipped_malformed_lines": census.skipped_lines,
+            "approximate_groupings": approximate}
 
 
 def sockets_view(facts: Facts, top: int) -> dict[str, Any]:
@@ -68,7 +95,7 @@ def sockets_view(facts: Facts, top: int) -> dict[str, Any]:
         rows = []
         for r in _states(census.by_process.items, 0, top):
             info = procs.processes.get(r["key"])
-            rows.append({"pid": r["key"], "command": info.command if info else "",
+            rows.append({"pid": r["key"], "command": info.command if info else None,
                          "sockets": r["total"], "states": r["states"]})
         out["by_process"] = rows
     out["listeners"] = [
@@ -76,35 +103,26 @@ def sockets_view(facts: Facts, top: int) -> dict[str, Any]:
          "backlog": lst.backlog, **_owner(procs, lst.inode)}
         for lst in census.listeners[: top * 2]
     ]
-    approximate = [name for name, tc in (("by_local_port", census.by_local_port),
-                                         ("by_peer", census.by_peer),
-                                         ("by_process", census.by_process))
-                   if tc is not None and tc.approximate]
-    if approximate:
-        out["summary"]["approximate_groupings"] = ", ".join(approximate)
     return out
 
 
 def timewait_view(facts: Facts) -> dict[str, Any]:
-    census, sysctl = facts.census, facts.sysctl
-    summary: dict[str, Any] = {}
-    if census is not None:
-        summary["TIME_WAIT (socket table)"] = census.by_state.get("TIME_WAIT", 0)
-        for role, n in census.timewait_roles.items():
-            summary[f"closed first by this host as {role}" if role != "other"
-                    else "closer not classified"] = n
-    if facts.sockstat is not None:
-        summary["tw (sockstat, incl. FIN_WAIT2 minisockets)"] = facts.sockstat.get("TCP", "tw")
-    if sysctl is not None:
-        for key in ("net.ipv4.tcp_max_tw_buckets", "net.ipv4.tcp_tw_reuse",
-                    "net.ipv4.tcp_tw_reuse_delay", "net.ipv4.tcp_timestamps",
-                    "net.ipv4.tcp_fin_timeout"):
-            if key in sysctl.values:
-                summary[key.rsplit(".", 1)[1]] = sysctl.values[key]
-    if facts.counters is not None:
-        summary["TcpExt.TCPTimeWaitOverflow"] = facts.counters.get("TcpExt",
-                                                                   "TCPTimeWaitOverflow")
+    census = facts.census
+    roles = census.timewait_roles if census is not None else {}
+    summary: dict[str, Any] = {
+        "time_wait": census.by_state.get("TIME_WAIT", 0) if census is not None else None,
+        "closed_first_as_client": roles.get("client"),
+        "closed_first_as_server": roles.get("server"),
+        "closer_not_classified": roles.get("other"),
+        # sockstat's tw counts FIN_WAIT2 minisockets too
+        "sockstat_tw": facts.sockstat.get("TCP", "tw") if facts.sockstat is not None else None,
+    }
+    summary.update(_sysctls(facts, [
+        "net.ipv4.tcp_max_tw_buckets", "net.ipv4.tcp_tw_reuse", "net.ipv4.tcp_tw_reuse_delay",
+        "net.ipv4.tcp_timestamps", "net.ipv4.tcp_fin_timeout"]))
     out: dict[str, Any] = {"summary": summary}
+    if facts.counters is not None:
+        out["counters"] = _counters(facts, [("TcpExt", "TCPTimeWaitOverflow")])
     if census is not None and census.timewait_by_destination is not None:
         out["as_client_by_destination"] = [
             {"source": s, "destination": d, "port": p, "time_wait": n}
@@ -123,15 +141,15 @@ def closewait_view(facts: Facts) -> dict[str, Any]:
     if census is None:
         return {}
     out: dict[str, Any] = {"summary": {
-        "CLOSE_WAIT": census.by_state.get("CLOSE_WAIT", 0),
-        "end of file never read (Recv-Q = 1)": census.close_wait_eof_unread,
-        "data unread (Recv-Q > 1)": census.close_wait_unread,
+        "close_wait": census.by_state.get("CLOSE_WAIT", 0),
+        "eof_not_read": census.close_wait_eof_unread,  # Recv-Q = 1: the FIN itself
+        "with_unread_data": census.close_wait_unread,  # Recv-Q > 1
     }}
     groups = close_wait_groups(census, procs)
     rows = []
     for (pid, lport), n in sorted(groups.items(), key=lambda kv: -kv[1])[:20]:
         info = procs.processes.get(pid) if (procs is not None and pid is not None) else None
-        rows.append({"pid": pid, "command": info.command if info else "",
+        rows.append({"pid": pid, "command": info.command if info else None,
                      "local_port": lport, "close_wait": n})
     out["by_process_and_port"] = rows
     return out
@@ -141,12 +159,9 @@ def ports_view(facts: Facts) -> dict[str, Any]:
     census, sysctl = facts.census, facts.sysctl
     out: dict[str, Any] = {}
     if sysctl is not None:
-        out["summary"] = {
-            "ip_local_port_range": sysctl.values.get("net.ipv4.ip_local_port_range"),
-            "ip_local_reserved_ports": sysctl.values.get("net.ipv4.ip_local_reserved_ports")
-            or "(none)",
-            "tcp_tw_reuse": sysctl.values.get("net.ipv4.tcp_tw_reuse"),
-        }
+        out["summary"] = _sysctls(facts, ["net.ipv4.ip_local_port_range",
+                                          "net.ipv4.ip_local_reserved_ports",
+                                          "net.ipv4.tcp_tw_reuse"])
     if census is not None and census.by_destination is not None:
         tw = dict(census.timewait_by_destination.items) \
             if census.timewait_by_destination else {}
@@ -161,8 +176,8 @@ def ports_view(facts: Facts) -> dict[str, Any]:
 def sysctl_view(facts: Facts) -> dict[str, Any]:
     values = facts.sysctl.values if facts.sysctl else {}
     return {"sysctls": [
-        {"key": s.key, "value": values.get(s.key, "(absent)"), "default": s.default,
-         "scope": s.scope, "rules": ", ".join(s.rules) or "-"}
+        {"key": s.key, "value": sysctl_value(s.key, values.get(s.key)),
+         "default": s.default, "scope": s.scope, "rules": list(s.rules)}
         for s in SYSCTLS
     ]}
 
@@ -175,8 +190,17 @@ def check_view(facts: Facts) -> dict[str, Any]:
 
 
 def _sysctls(facts: Facts, keys: list[str]) -> dict[str, Any]:
+    """{short name: typed value or None} for the given dotted keys."""
     values = facts.sysctl.values if facts.sysctl else {}
-    return {k.rsplit(".", 1)[1]: values.get(k, "(absent)") for k in keys}
+    return {k.rsplit(".", 1)[1]: sysctl_value(k, values.get(k)) for k in keys}
+
+
+def _counters(facts: Facts, names: list[tuple[str, str]]) -> dict[str, int | None]:
+    """{"TcpExt.ListenOverflows": total since boot, or None when the kernel has no such
+    counter}."""
+    c = facts.counters
+    return {f"{proto}.{n}": (c.get(proto, n) if c is not None else None)
+            for proto, n in names}
 
 
 def backlog_view(facts: Facts) -> dict[str, Any]:
@@ -185,9 +209,9 @@ def backlog_view(facts: Facts) -> dict[str, Any]:
         "net.ipv4.tcp_abort_on_overflow", "net.ipv4.tcp_syn_retries",
         "net.ipv4.tcp_synack_retries"])}
     if facts.counters is not None:
-        out["counters"] = {f"TcpExt.{n}": facts.counters.get("TcpExt", n) for n in (
+        out["counters"] = _counters(facts, [("TcpExt", n) for n in (
             "ListenOverflows", "ListenDrops", "SyncookiesSent", "SyncookiesRecv",
-            "SyncookiesFailed", "TCPReqQFullDrop", "TCPReqQFullDoCookies")}
+            "SyncookiesFailed", "TCPReqQFullDrop", "TCPReqQFullDoCookies")])
     census, procs = facts.census, facts.processes
     if census is not None:
         syn_recv = {}
@@ -203,7 +227,8 @@ def backlog_view(facts: Facts) -> dict[str, Any]:
     if facts.listener_samples is not None:
         out["sampled_during_interval"] = [
             {"address": s.address, "port": s.port, "limit": s.backlog,
-             "max_queue": s.max_queue, "at_limit": f"{s.samples_at_limit}/{s.samples}"}
+             "max_queue": s.max_queue, "samples_at_limit": s.samples_at_limit,
+             "samples": s.samples}
             for s in facts.listener_samples]
     return out
 
@@ -216,15 +241,16 @@ def keepalive_view(facts: Facts) -> dict[str, Any]:
     if d is not None:
         out["established_connections"] = {
             "total": d.established,
-            "keepalive timer armed (SO_KEEPALIVE on)": d.keepalive_timer,
-            "no timer (SO_KEEPALIVE off)": d.no_timer,
-            "retransmit/persist timer (keepalive not visible)": d.retransmit_timer,
-            "idle > 10 min without keepalive": d.long_idle_without_keepalive,
-            "idle > 10 min with keepalive": d.long_idle_with_keepalive,
+            "showing_keepalive_timer": d.keepalive_timer,  # SO_KEEPALIVE on
+            "no_timer_keepalive_off": d.no_timer,
+            "retransmit_timer_unknown": d.retransmit_timer,  # keepalive hidden behind it
+            "idle_over_10min_without_keepalive": d.long_idle_without_keepalive,
+            "idle_over_10min_with_keepalive": d.long_idle_with_keepalive,
         }
         out["longest_idle_without_keepalive"] = [
-            {"local": f"{c.source}:{c.sport}", "peer": f"{c.destination}:{c.dport}",
-             "idle_s": c.idle_ms // 1000, **_owner(facts.processes, c.inode)}
+            {"local_address": c.source, "local_port": c.sport, "peer_address": c.destination,
+             "peer_port": c.dport, "idle_s": c.idle_ms // 1000,
+             **_owner(facts.processes, c.inode)}
             for c in d.idle_without_keepalive]
     return out
 
@@ -234,29 +260,48 @@ def buffers_view(facts: Facts) -> dict[str, Any]:
         "net.ipv4.tcp_rmem", "net.ipv4.tcp_wmem", "net.core.rmem_max", "net.core.wmem_max",
         "net.core.rmem_default", "net.ipv4.tcp_mem", "net.ipv4.tcp_moderate_rcvbuf"])}
     if facts.sockstat is not None:
-        out["settings"]["TCP mem in use (pages)"] = facts.sockstat.get("TCP", "mem")
+        out["memory"] = {"tcp_pages_in_use": facts.sockstat.get("TCP", "mem")}
     if facts.counters is not None:
-        c = facts.counters
-        out["counters"] = {f"TcpExt.{n}": c.get("TcpExt", n) for n in (
+        out["counters"] = _counters(facts, [("TcpExt", n) for n in (
             "TCPRcvQDrop", "PruneCalled", "RcvPruned", "OfoPruned", "TCPRcvCollapsed",
-            "TCPBacklogDrop", "TCPZeroWindowDrop", "TCPMemoryPressures")}
-        for proto in ("Udp", "Udp6"):
-            for n in ("RcvbufErrors", "SndbufErrors"):
-                out["counters"][f"{proto}.{n}"] = c.get(proto, n)
+            "TCPBacklogDrop", "TCPZeroWindowDrop", "TCPMemoryPressures")] + [
+            (proto, n) for proto in ("Udp", "Udp6") for n in ("RcvbufErrors", "SndbufErrors")])
     d = facts.details
     if d is not None:
         out["connections_by_bdp"] = [
-            {"peer": f"{c.destination}:{c.dport}", "rtt_ms": round(c.info.get("rtt", 0) / 1000, 2),
-             "rate_mbit": round(c.info.get("delivery_rate", 0) * 8 / 1e6, 1),
-             "bdp": c.bdp_bytes, "rcvbuf": c.skmem.get("rcvbuf"), "sndbuf": c.skmem.get("sndbuf"),
-             "rcv_space": c.info.get("rcv_space")}
+            {"peer_address": c.destination, "peer_port": c.dport,
+             "rtt_ms": round(c.info.get("rtt", 0) / 1000, 2),
+             "delivery_rate_mbit": round(c.info.get("delivery_rate", 0) * 8 / 1e6, 1),
+             "bdp_bytes": c.bdp_bytes, "rcvbuf_bytes": c.skmem.get("rcvbuf"),
+             "sndbuf_bytes": c.skmem.get("sndbuf"), "rcv_space_bytes": c.info.get("rcv_space")}
             for c in d.largest_bdp]
         if d.socket_drops:
             out["sockets_with_drops"] = [
-                {"local": f"{c.source}:{c.sport}", "peer": f"{c.destination}:{c.dport}",
-                 "drops": c.skmem.get("drops"), "rcvbuf": c.skmem.get("rcvbuf")}
+                {"local_address": c.source, "local_port": c.sport,
+                 "peer_address": c.destination, "peer_port": c.dport,
+                 "drops": c.skmem.get("drops"), "rcvbuf_bytes": c.skmem.get("rcvbuf")}
                 for c in d.socket_drops]
     return out
+
+
+def rps_cpus(masks: str | None) -> list[int] | None:
+    """CPUs any rx queue may steer packets to (RPS), from the per-queue hex masks
+    ("00000000,0000000f 0": queue masks separated by spaces, 32-bit groups by commas)."""
+    if masks is None:
+        return None
+    cpus: set[int] = set()
+    for mask in masks.split():
+        try:
+            bits = int(mask.replace(",", ""), 16)
+        except ValueError:
+            continue
+        cpu = 0
+        while bits:
+            if bits & 1:
+                cpus.add(cpu)
+            bits >>= 1
+            cpu += 1
+    return sorted(cpus)
 
 
 def softirq_view(facts: Facts) -> dict[str, Any]:
@@ -264,27 +309,31 @@ def softirq_view(facts: Facts) -> dict[str, Any]:
         "net.core.netdev_max_backlog", "net.core.netdev_budget", "net.core.netdev_budget_usecs",
         "net.core.dev_weight"])}
     rows: dict[int, dict[str, Any]] = {}
+
+    def row(cpu: int) -> dict[str, Any]:
+        return rows.setdefault(cpu, {"cpu": cpu, "processed": None, "dropped": None,
+                                     "time_squeeze": None, "backlog_len": None,
+                                     "net_rx": None, "net_tx": None, "ksoftirqd_s": None})
+
     if facts.softnet is not None:
         for c in facts.softnet.cpus:
-            rows[c.cpu] = {"cpu": c.cpu, "processed": c.processed, "dropped": c.dropped,
-                           "squeezed": c.time_squeeze}
-            if c.backlog_len is not None:
-                rows[c.cpu]["backlog"] = c.backlog_len
+            row(c.cpu).update(processed=c.processed, dropped=c.dropped,
+                              time_squeeze=c.time_squeeze, backlog_len=c.backlog_len)
     if facts.softirqs is not None:
         for cpu, n in enumerate(facts.softirqs.net_rx):
-            rows.setdefault(cpu, {"cpu": cpu})["NET_RX"] = n
+            row(cpu)["net_rx"] = n
         for cpu, n in enumerate(facts.softirqs.net_tx):
-            rows.setdefault(cpu, {"cpu": cpu})["NET_TX"] = n
+            row(cpu)["net_tx"] = n
     if facts.ksoftirqd:
         for cpu, secs in facts.ksoftirqd.items():
-            rows.setdefault(cpu, {"cpu": cpu})["ksoftirqd_s"] = secs
+            row(cpu)["ksoftirqd_s"] = secs
     out["per_cpu"] = [rows[k] for k in sorted(rows)]
     if facts.links is not None:
         out["interfaces"] = [
             {"name": lk.name, "rx_packets": lk.rx_packets, "rx_dropped": lk.rx_dropped,
              "rx_missed": lk.rx_missed, "rx_fifo": lk.rx_fifo, "tx_dropped": lk.tx_dropped,
-             "ring_rx": f"{lk.rx_ring}/{lk.rx_ring_max}" if lk.rx_ring is not None else "-",
-             "rps": lk.rps_cpus or "-"}
+             "rx_ring": lk.rx_ring, "rx_ring_max": lk.rx_ring_max,
+             "rps_cpus": rps_cpus(lk.rps_cpus)}
             for lk in facts.links]
     return out
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -35,9 +36,73 @@ def require_root(what: str) -> None:
     pytest.skip(reason)
 
 
+SCHEMA_DIR = REPO / "docs" / "schema"
+
+
+@functools.cache
+def _validators() -> tuple:
+    """The published schema (with the schemas it references, by file name) as validators:
+    the whole document, and each kind of document alone (for readable errors)."""
+    from jsonschema import Draft202012Validator
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT202012
+
+    docs = {p.name: json.loads(p.read_text()) for p in SCHEMA_DIR.glob("*.schema.json")}
+    for doc in docs.values():
+        Draft202012Validator.check_schema(doc)
+    registry = Registry().with_resources(
+        (name, Resource.from_contents(doc, default_specification=DRAFT202012))
+        for name, doc in docs.items())
+    root = docs["netdiag.schema.json"]
+    whole = Draft202012Validator(root, registry=registry)
+    kinds = {kind: Draft202012Validator({"$ref": f"netdiag.schema.json#/$defs/{kind}"},
+                                        registry=registry)
+             for kind in ("report", "probe_list", "history", "explain_finding",
+                          "explain_topic")}
+    return whole, kinds
+
+
+def _kind(doc: object) -> str:
+    if isinstance(doc, dict):
+        for key, kind in (("probes", "probe_list"), ("runs", "history"), ("findings", "report"),
+                          ("background", "explain_topic"), ("id", "explain_finding")):
+            if key in doc:
+                return kind
+    return "report"
+
+
+def validate_json(doc: object) -> None:
+    """Fail unless `doc` is valid under docs/schema/netdiag.schema.json."""
+    whole, kinds = _validators()
+    if whole.is_valid(doc):
+        return
+    errors = sorted(kinds[_kind(doc)].iter_errors(doc), key=lambda e: list(e.absolute_path))
+    lines = [f"{'/'.join(str(p) for p in e.absolute_path) or '(document)'}: {e.message[:300]}"
+             for e in errors[:10]] or ["valid as one kind of document only if ambiguous: "
+                                       "check the oneOf of the root schema"]
+    raise AssertionError("netdiag JSON does not match docs/schema/netdiag.schema.json:\n  " +
+                         "\n  ".join(lines))
+
+
+def load_json(text: str) -> dict:
+    """Parse netdiag's JSON output and validate it against the published schema."""
+    doc = json.loads(text)
+    validate_json(doc)
+    return doc
+
+
+def _asks_json(args: tuple[str, ...]) -> bool:
+    """True when the command prints JSON on stdout (not into --output FILE)."""
+    if "--output" in args or "-o" in args:
+        return False
+    pairs = zip(args, args[1:])
+    return "--json" in args or any(a in ("--format", "-f") and b == "json" for a, b in pairs)
+
+
 def run_netdiag(*args: str, netns: str | None = None, check_rc=None, user: str | None = None,
                 env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run the real CLI in a subprocess (so setns and exit codes are exercised for real)."""
+    """Run the real CLI in a subprocess (so setns and exit codes are exercised for real).
+    JSON on stdout is validated against the published schema, whatever the test does next."""
     cmd = [sys.executable, "-m", "netdiag", *args]
     if netns is not None:
         cmd += ["--netns", netns]
@@ -50,13 +115,15 @@ def run_netdiag(*args: str, netns: str | None = None, check_rc=None, user: str |
     if check_rc is not None:
         assert proc.returncode in check_rc, (proc.returncode, proc.stdout[-2000:],
                                               proc.stderr[-2000:])
+    if _asks_json(args) and proc.stdout.strip():
+        load_json(proc.stdout)
     return proc
 
 
 def run_json(*args: str, netns: str | None = None, **kw) -> tuple[dict, int]:
     proc = run_netdiag(*args, "--format", "json", netns=netns, **kw)
     assert "Traceback" not in proc.stderr, proc.stderr
-    return json.loads(proc.stdout), proc.returncode
+    return load_json(proc.stdout), proc.returncode
 
 
 def finding(report: dict, fid: str) -> dict | None:

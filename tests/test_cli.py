@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from netdiag.rules import SPECS, TOPICS
 
-from conftest import HOSTS, run_json, run_netdiag
+from conftest import HOSTS, load_json, run_json, run_netdiag
 
 BUSY = str(HOSTS / "linux-6.18-busy")
 LEGACY = str(HOSTS / "linux-4.19-layout")
@@ -38,9 +36,10 @@ def test_bad_input_is_one_line_and_exit_3(args, needle):
 def test_json_document_follows_the_contract():
     report, rc = run_json("check", "--root", BUSY)
     assert rc == 1
-    assert report["schema"] == "netdiag/1"
-    assert set(report) == {"schema", "generated_at", "host", "status", "findings", "facts",
-                           "errors"}
+    assert report["schema"] == "netdiag/2"
+    assert set(report) == {"schema", "command", "generated_at", "host", "all_netns", "status",
+                           "findings", "facts", "errors", "not_judged"}
+    assert report["command"] == "check" and report["all_netns"] is False
     assert report["generated_at"].endswith("Z")
     assert report["host"]["kernel"] == "6.18.44-fc-v595"
     assert report["status"] == "warning"
@@ -76,7 +75,7 @@ def test_topic_commands_show_their_facts_and_every_finding(command, ids):
 def test_sockets_census_on_a_snapshot():
     report, rc = run_json("sockets", "--root", BUSY, "--top", "3")
     facts = report["facts"]
-    assert facts["summary"]["TIME_WAIT"] == 480 and facts["summary"]["total"] == 518
+    assert facts["summary"]["by_state"]["TIME_WAIT"] == 480 and facts["summary"]["total"] == 518
     assert facts["summary"]["source"] == "netlink (recorded)"
     assert len(facts["by_local_port"]) <= 3
     assert {lst["port"] for lst in facts["listeners"]} == {8080, 9000, 9001, 40100}
@@ -87,10 +86,10 @@ def test_sockets_census_on_a_snapshot():
 def test_sysctl_lists_values_defaults_and_rules():
     report, rc = run_json("sysctl", "--root", LEGACY)
     rows = {r["key"]: r for r in report["facts"]["sysctls"]}
-    assert rows["net.ipv4.tcp_max_tw_buckets"]["value"] == "180000"
-    assert rows["net.ipv4.ip_local_port_range"]["value"] == "32768 60999"
+    assert rows["net.ipv4.tcp_max_tw_buckets"]["value"] == 180000
+    assert rows["net.ipv4.ip_local_port_range"]["value"] == [32768, 60999]
     assert "timewait.bucket_overflow" in rows["net.ipv4.tcp_max_tw_buckets"]["rules"]
-    assert rows["net.ipv4.tcp_tw_reuse_delay"]["value"] == "(absent)"
+    assert rows["net.ipv4.tcp_tw_reuse_delay"]["value"] is None
     assert report["errors"] == [] and rc == 0
 
 
@@ -100,7 +99,7 @@ def test_explain_every_id_and_topic(what):
     assert proc.returncode == 0 and proc.stderr == ""
     if what in SPECS:
         assert "RULE" in proc.stdout and SPECS[what].rule.source[:12] in proc.stdout
-    data = json.loads(run_netdiag("explain", what, "--json").stdout)
+    data = load_json(run_netdiag("explain", what, "--json").stdout)
     assert data.get("id", data.get("topic")) == what
 
 
@@ -118,7 +117,7 @@ def test_output_file_is_written_atomically(tmp_path):
     target = tmp_path / "netdiag.json"
     proc = run_netdiag("check", "--root", BUSY, "--json", "--output", str(target))
     assert proc.returncode == 1 and proc.stdout == ""
-    assert json.loads(target.read_text())["status"] == "warning"
+    assert load_json(target.read_text())["status"] == "warning"
     assert [p.name for p in tmp_path.iterdir()] == ["netdiag.json"]
 
 

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from conftest import REPO, NetNS, finding, require_root, run_netdiag
+from conftest import REPO, NetNS, finding, load_json, require_root, run_netdiag
 
 pytestmark = pytest.mark.netns
 
@@ -61,7 +61,7 @@ def start_probe(name: str, seconds: float, *extra: str) -> subprocess.Popen:
 def finish(proc: subprocess.Popen) -> dict:
     out, err = proc.communicate(timeout=120)
     assert proc.returncode in (0, 1, 2), err[-2000:]
-    return json.loads(out)
+    return load_json(out)
 
 
 def bpf_programs() -> set[str]:
@@ -71,7 +71,7 @@ def bpf_programs() -> set[str]:
 
 
 def test_probe_list_says_what_runs_and_why():
-    report = json.loads(run_netdiag("probe", "list", "--json").stdout)
+    report = load_json(run_netdiag("probe", "list", "--json").stdout)
     rows = {r["probe"]: r for r in report["probes"]}
     assert set(rows) == {"states", "backlog", "wakeups", "drops", "rcvbuf", "softirq",
                          "resets", "retrans"}
@@ -219,7 +219,7 @@ def test_check_folds_probe_evidence(probe_ns):
                           probe_ns.name, "--probe-seconds", "3", "--probes", "states,drops"],
                          capture_output=True, text=True, env=env, cwd="/", timeout=120)
     assert out.returncode in (1, 2), out.stderr
-    report = json.loads(out.stdout)
+    report = load_json(out.stdout)
     cw = finding(report, "closewait.leak")
     assert cw["evidence"]["probe_seconds"] >= 1.5
     assert "probe window" in cw["explanation"]
@@ -244,7 +244,7 @@ def test_check_probe_seconds_without_root_reports_and_continues():
     out = subprocess.run(["runuser", "-u", "nobody", "--", *python, "-m", "netdiag", "check",
                           "--json", "--probe-seconds", "1"], capture_output=True, text=True,
                          env=env, cwd="/", timeout=60)
-    report = json.loads(out.stdout)
+    report = load_json(out.stdout)
     errs = [e for e in report["errors"] if e["collector"] == "probes"]
     assert errs and "not root" in errs[0]["message"] and "fix:" in errs[0]["message"]
 

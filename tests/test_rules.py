@@ -268,6 +268,10 @@ def test_missing_facts_are_unjudged_not_guessed():
     findings, unjudged = ev.findings, ev.not_judged
     assert findings == []
     # Probe-only topics are not "unjudged" when no probe ran: they simply do not apply.
-    from netdiag.rules import PROBE_ONLY
+    from netdiag.rules import PROBE_ONLY, PROBE_ONLY_IDS
 
-    assert set(unjudged) == {i for i, s in SPECS.items() if s.topic not in PROBE_ONLY}
+    assert set(unjudged) == {i for i, s in SPECS.items()
+                             if s.topic not in PROBE_ONLY and i not in PROBE_ONLY_IDS}
+    # With probe facts, a probe-only id that got no finding is unjudged like any other.
+    with_probes = evaluate(Facts(probes={}), ["buffers"]).not_judged
+    assert set(PROBE_ONLY_IDS) <= set(with_probes)

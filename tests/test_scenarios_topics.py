@@ -100,7 +100,7 @@ def test_autotuning_off_and_a_fixed_rcvbuf(netns):
     report, rc = run_json("buffers", netns=netns.name)
     auto = finding(report, "buffers.autotuning_disabled")
     assert auto["severity"] == "warning" and rc >= 1
-    rcvbufs = {r["rcvbuf"] for r in report["facts"]["connections_by_bdp"]}
+    rcvbufs = {r["rcvbuf_bytes"] for r in report["facts"]["connections_by_bdp"]}
     assert effective in rcvbufs, report["facts"]["connections_by_bdp"]
 
 

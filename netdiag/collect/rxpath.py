@@ -183,7 +183,8 @@ def _fill_rings(links: list[LinkStats], notes: list[str]) -> None:
 
 
 def _rps_masks(ifname: str) -> str | None:
-    """RPS CPU masks of the rx queues (sysfs shows the namespace netdiag started in)."""
+    """RPS CPU masks of the rx queues, one hex mask per queue separated by spaces (a mask has
+    commas of its own beyond 32 CPUs); sysfs shows the namespace netdiag started in."""
     base = f"/sys/class/net/{ifname}/queues"
     try:
         queues = sorted(q for q in os.listdir(base) if q.startswith("rx-"))
@@ -196,4 +197,4 @@ def _rps_masks(ifname: str) -> str | None:
                 masks.append(fh.read().strip())
         except OSError:
             continue
-    return ",".join(masks) if masks else None
+    return " ".join(masks) if masks else None

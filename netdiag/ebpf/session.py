@@ -43,7 +43,9 @@ def print_status(fmt: str, out) -> None:
     if fmt == "json":
         import json
 
-        json.dump({"schema": "netdiag/1", "probes": rows}, out, indent=2)
+        from netdiag.render.json import SCHEMA
+
+        json.dump({"schema": SCHEMA, "probes": rows}, out, indent=2)
         out.write("\n")
         return
     from netdiag.render.table import render_rows

@@ -9,7 +9,9 @@ from netdiag.model import Report
 FORMATS = ("table", "json", "prometheus", "nagios")
 
 
-def render(report: Report, fmt: str, out: TextIO) -> None:
+def render(report: Report, fmt: str, out: TextIO, verbose: bool = False) -> None:
+    """Write the report in `fmt`. verbose: tables add each finding's explanation and rule
+    and show every row (the other formats always carry everything)."""
     if fmt == "json":
         from netdiag.render.json import render_json
 
@@ -25,6 +27,6 @@ def render(report: Report, fmt: str, out: TextIO) -> None:
     elif fmt == "table":
         from netdiag.render.table import render_table
 
-        render_table(report, out)
+        render_table(report, out, verbose)
     else:  # guarded by the CLI; kept for callers of the library
         raise ValueError(f"unknown format {fmt!r}")

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from typing import Any, TextIO
 
-from rich.console import Console
 from rich.table import Table
 
 from netdiag.render._safe import safe
+from netdiag.render.table import console_for
 
 
 def render_history(data: dict[str, Any], out: TextIO) -> None:
-    console = Console(file=out, highlight=False)
+    console = console_for(out)
     runs = data["runs"]
     if not runs:
         console.print(safe(f"no runs stored for netns {data['netns']!r} "
                            f"(known: {', '.join(data['namespaces']) or 'none'})"))
+        console.file.flush()
         return
     table = Table(title=safe(f"netdiag history · netns {data['netns']} · {len(runs)} runs "
                              "(counters: change since the run before)"),
@@ -51,3 +52,4 @@ def render_history(data: dict[str, Any], out: TextIO) -> None:
     width = max(len(k) for k in data["sparklines"])
     for label, line in data["sparklines"].items():
         console.print(safe(f"{label:<{width}}  {line}"))
+    console.file.flush()

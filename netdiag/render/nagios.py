@@ -27,7 +27,7 @@ def _perf(report: Report) -> str:
         if s.name == "netdiag_sockets":
             state = dict(s.labels)["state"].lower()
             items.append((f"sockets_{state}", f"{int(s.value)}"))
-        elif s.name == "netdiag_kernel_counter_total":
+        elif s.name == "netdiag_nstat_total":
             counter = dict(s.labels)["counter"]
             if counter in ("TcpExtListenOverflows", "TcpExtTCPTimeWaitOverflow", "TcpRetransSegs",
                            "TcpExtTCPRcvQDrop"):

@@ -47,6 +47,9 @@ SPECS: dict[str, RuleSpec] = {spec.id: spec for t in TOPICS.values() for spec in
 
 # Topics judged only from eBPF probe facts (absent unless probes ran).
 PROBE_ONLY = ("wakeups", "drops", "resets", "retrans")
+# Finding ids of other topics judged only from probe facts: without probes they are simply
+# not asked, not "not judged".
+PROBE_ONLY_IDS = ("buffers.rcvbuf_fixed",)
 
 
 @dataclass
@@ -72,7 +75,8 @@ def evaluate(facts: Facts, topics: list[str]) -> Evaluation:
             continue
         seen = {f.id for f in got}
         if name not in PROBE_ONLY or facts.probes is not None:
-            out.not_judged.extend(s.id for s in topic.specs if s.id not in seen)
+            out.not_judged.extend(s.id for s in topic.specs if s.id not in seen and (
+                facts.probes is not None or s.id not in PROBE_ONLY_IDS))
         for f in got:
             f.netns = None if facts.netns in ("default", "snapshot") else facts.netns
         out.findings.extend(got)

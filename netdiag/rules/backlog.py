@@ -113,8 +113,9 @@ CLAMP = RuleSpec(
         "/etc/sysctl.d/; it is per network namespace) and the application's backlog "
         "together. Otherwise nothing is lost."
     ),
-    thresholds="info; warning when somaxconn is below 4096 (the old 128 default or lowered) "
-               "and a clamped listener overflows or is full",
+    thresholds="ok while no clamped listener overflows and somaxconn >= 4096 (nothing is "
+               "lost); info when somaxconn is below 4096, or when a clamped listener overflows "
+               "or is full; warning when both",
 )
 
 SYN_QUEUE = RuleSpec(
@@ -254,7 +255,12 @@ def _clamp(facts: Facts) -> Finding | None:
     over = change(facts, "TcpExt", "ListenOverflows")
     overflowing = (over is not None and over.growing) or any(
         r["accept_queue"] >= max(r["limit"], 1) for r in rows)
-    severity = Severity.WARNING if (somaxconn < 4096 and overflowing) else Severity.INFO
+    # Nothing is lost while no listener overflows: with today's default somaxconn (4096)
+    # that is nothing to act on; a lower somaxconn is worth knowing before load arrives.
+    if overflowing:
+        severity = Severity.WARNING if somaxconn < 4096 else Severity.INFO
+    else:
+        severity = Severity.INFO if somaxconn < 4096 else Severity.OK
     seen = [r for r in rows if "requested_backlog" in r]
     if seen:  # the probe saw the application's own request: no guessing needed
         r = seen[0]

@@ -57,7 +57,8 @@ SLOW = RuleSpec(
         "tcp_keepalive_intvl=30, tcp_keepalive_probes=5). Keep an application-level "
         "heartbeat too: it also catches a stuck process, which keepalive cannot."
     ),
-    thresholds=f"ok up to {SLOW_SECONDS} s; info above (the default 7875 s included); warning "
+    thresholds=f"ok up to {SLOW_SECONDS} s, or with no established connection; info above "
+               "(the default 7875 s included); warning "
                f"when also {IDLE_WITHOUT_KEEPALIVE_WARN} or more connections idle over 10 min "
                "have no keepalive",
 )
@@ -112,6 +113,10 @@ def check(facts: Facts) -> list[Finding]:
         severity = Severity.WARNING
         title = (f"{uncovered} connections idle over 10 min have no keepalive, and keepalive "
                  f"sockets need {duration(seconds)} to detect a dead peer")
+    elif d is not None and d.established == 0:  # no connection relies on it: nothing to do
+        severity = Severity.OK
+        title = (f"a dead peer would be detected after {duration(seconds)} ({seconds} s); "
+                 "no established connection now")
     else:
         severity = Severity.INFO
         title = f"a dead peer is detected after {duration(seconds)} ({seconds} s)"

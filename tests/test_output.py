@@ -1,0 +1,391 @@
+"""Output people and machines can act on: terse tables that fit 80 columns and say when all is
+well, typed JSON that validates against the published schema, Prometheus names that pass
+promtool, and a contract that lists every id and metric the code can emit."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import os
+import pty
+import re
+import select
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from netdiag.model import Finding, HostInfo, Report, Rule, Severity
+from netdiag.render.table import render_table
+from netdiag.rules import SPECS
+from netdiag.sysctls import SYSCTLS
+
+from conftest import HOSTS, REPO, NetNS, load_json, require_root, run_json, run_netdiag
+
+BUSY = str(HOSTS / "linux-6.18-busy")
+LEGACY = str(HOSTS / "linux-4.19-layout")
+RX = str(HOSTS / "linux-rx-pressure")
+CONTRACT = (REPO / "docs" / "CONTRACT.md").read_text()
+TOPIC_COMMANDS = ("sockets", "timewait", "closewait", "ports", "backlog", "keepalive",
+                  "buffers", "softirq", "sysctl")
+NUMBER_TEXT = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
+PLACEHOLDERS = {"-", "(absent)", "(none)", "n/a", ""}
+VERBOSE_PART = re.compile(r"^  (why|rule|source): ", re.M)
+COLOUR_SGR = re.compile(r"\x1b\[[0-9;]*?(?:3[0-9]|9[0-7]|38;)[0-9;]*m")
+
+
+def _promtool() -> str:
+    path = shutil.which("promtool")
+    if path is None:
+        reason = "promtool (Debian package prometheus) is not installed; `make test` installs it"
+        if os.environ.get("NETDIAG_REQUIRE_ROOT") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return path
+
+
+def _check_metrics(text: str) -> None:
+    assert text.startswith("# HELP"), text[:200]
+    out = subprocess.run([_promtool(), "check", "metrics"], input=text, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+# ---- tables ----------------------------------------------------------------------------------
+
+def test_idle_namespace_check_is_a_few_lines_that_say_it_is_fine(netns):
+    report, rc = run_json("check", netns=netns.name)
+    table = run_netdiag("check", netns=netns.name, env={"COLUMNS": "80"})
+    assert rc == 0 and table.returncode == 0
+    lines = table.stdout.splitlines()
+    assert "keepalive" not in table.stdout  # the default with no connection is nothing
+    if report["findings"]:  # host-wide softirq totals since boot may inform, nothing else
+        assert {f["id"].split(".")[0] for f in report["findings"]} == {"softirq"}
+    else:
+        assert len(lines) <= 4, table.stdout
+        assert "No findings: nothing wrong in what was checked." in table.stdout
+    assert lines[-1] == "status: OK"
+    assert not VERBOSE_PART.search(table.stdout)
+
+
+def test_a_finding_is_headline_evidence_and_action_and_verbose_adds_why_and_rule():
+    terse = run_netdiag("check", "--root", BUSY, env={"COLUMNS": "80"}).stdout
+    full = run_netdiag("check", "--root", BUSY, "--verbose", env={"COLUMNS": "80"}).stdout
+    report, _ = run_json("check", "--root", BUSY)
+    flood = next(f for f in report["findings"] if f["id"] == "timewait.flood")
+    # Headline: severity, title, id on the first line(s) of each finding.
+    assert re.search(r"^\[WARNING\] 450 TIME_WAIT toward 127\.0\.0\.1:9000", terse, re.M)
+    assert "(timewait.flood)" in " ".join(terse.split())
+    assert "evidence: time_wait=480" in terse and "do: Reuse connections" in terse
+    # The explanation and the rule only with --verbose (or explain); the hint says so.
+    assert not VERBOSE_PART.search(terse)
+    assert "--verbose, or netdiag explain ID" in terse
+    assert {m.group(1) for m in VERBOSE_PART.finditer(full)} == {"why", "rule", "source"}
+    assert " ".join(flood["explanation"].split()[:8]) in " ".join(full.split())
+    assert " ".join(flood["rule"]["source"].split()[:3]) in " ".join(full.split())
+    assert "--verbose, or netdiag explain ID" not in full
+    # Evidence lists are cut to their first rows, saying so; --verbose shows them all.
+    assert "… 1 more (--verbose)" in terse and "… 1 more (--verbose)" not in full
+    assert len(terse.splitlines()) < len(full.splitlines())
+
+
+def test_the_action_in_the_table_is_the_findings_own():
+    """No advice the finding did not give: each 'do:' block is that finding's recommendation."""
+    terse = run_netdiag("check", "--root", LEGACY, env={"COLUMNS": "200"}).stdout
+    report, _ = run_json("check", "--root", LEGACY)
+    blocks = terse.split("\n\n")
+    for f in report["findings"]:
+        block = next(b for b in blocks if f"({f['id']}" in b)
+        do = " ".join(block.split("do: ", 1)[1].split())
+        assert do == " ".join(f["recommendation"].split()), f["id"]
+
+
+@pytest.mark.parametrize("width", [80, 60])
+def test_every_table_fits_without_splitting_names(width):
+    env = {"COLUMNS": str(width)}
+    for root in (BUSY, LEGACY, RX):
+        for cmd in ("check", *TOPIC_COMMANDS):
+            for extra in ([], ["--verbose"]):
+                out = run_netdiag(cmd, "--root", root, *extra, env=env).stdout
+                assert max(len(line) for line in out.splitlines()) <= width, (cmd, root)
+                assert all(line == line.rstrip() for line in out.splitlines()), cmd
+    out = run_netdiag("sysctl", "--root", LEGACY, env=env).stdout
+    for spec in SYSCTLS:  # whole names, one per line: never split mid-word
+        assert re.search(rf"^{re.escape(spec.key)}( |$)", out, re.M), spec.key
+    note = re.search(rf"^columns not shown at {width} columns: ([a-z, ]+) \(", out, re.M)
+    assert note and "rules" in note.group(1).split(", ")
+    wide = run_netdiag("sysctl", "--root", LEGACY, env={"COLUMNS": "220"}).stdout
+    assert "columns not shown" not in wide and "timewait.bucket_overflow" in wide
+
+
+def _report(facts: dict, findings: list[Finding] | None = None) -> Report:
+    return Report(host=HostInfo("h", "6.18", "default"), generated_at="2026-01-01T00:00:00Z",
+                  findings=findings or [], facts=facts, topic="sockets", show_facts=True)
+
+
+def _render(report: Report, verbose: bool = False, width: int = 80) -> str:
+    out = io.StringIO()
+    old = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = str(width)
+    try:
+        render_table(report, out, verbose)
+    finally:
+        if old is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = old
+    return out.getvalue()
+
+
+def test_rows_are_cut_only_with_a_count_and_how_to_see_them():
+    rows = [{"local_port": 1000 + i, "sockets": i} for i in range(30)]
+    out = _render(_report({"by_local_port": rows}))
+    shown = [int(m) for m in re.findall(r"^(1\d{3})\s", out, re.M)]
+    assert shown == list(range(1000, 1020))
+    assert "… 10 more rows (--verbose shows all; --format json has every row)" in out
+    everything = _render(_report({"by_local_port": rows}), verbose=True)
+    assert [int(m) for m in re.findall(r"^(1\d{3})\s", everything, re.M)] == \
+        list(range(1000, 1030))
+    assert "more rows" not in everything
+
+
+def test_typed_facts_read_well_in_a_table():
+    facts = {"listeners": [{"address": "::1", "port": 8080, "pid": None, "command": None},
+                           {"address": "10.0.0.1", "port": 22, "pid": 7, "command": "sshd"}],
+             "settings": {"tcp_rmem": [4096, 131072, 6291456],
+                          "ip_local_reserved_ports": [[8080, 8080], [9000, 9010]],
+                          "tcp_tw_reuse_delay": None, "rps": True}}
+    out = _render(_report(facts))
+    assert "[::1]:8080" in out and "10.0.0.1:22" in out  # address and port as one column
+    assert "tcp rmem" in out and "4096 131072 6291456" in out
+    assert "8080, 9000-9010" in out
+    assert re.search(r"tcp tw reuse delay\s+-$", out, re.M)
+    assert re.search(r"rps\s+yes$", out, re.M)
+
+
+def test_system_strings_cannot_style_the_table():
+    facts = {"by_process": [{"pid": 1, "command": "[bold red]x\x1b[2J\udcff"}]}
+    f = Finding("closewait.leak", "closewait", Severity.WARNING, "t [/] \x07", {
+        "cmdline": "a\nb"}, "e", "r", Rule("text", "src"))
+    out = _render(_report(facts, [f]))
+    assert "[bold red]x\\x1b[2J\\xff" in out and "\x1b" not in out and "\x07" not in out
+    assert "t [/] \\x07" in out and "cmdline=a\\x0ab" in out
+
+
+def _run_on_terminal(args: list[str], extra_env: dict) -> str:
+    """Run netdiag with stdout on a pseudo-terminal; return what it printed."""
+    master, slave = pty.openpty()
+    env = dict(os.environ, PYTHONPATH=str(REPO), TERM="xterm-256color", COLUMNS="100")
+    for key in ("NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
+        env.pop(key, None)
+    env.update(extra_env)
+    proc = subprocess.Popen([sys.executable, "-m", "netdiag", *args], stdout=slave,
+                            stderr=subprocess.DEVNULL, env=env, cwd="/")
+    os.close(slave)
+    chunks = []
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # the child closed the terminal
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+            elif proc.poll() is not None:
+                break
+    finally:
+        os.close(master)
+        proc.wait(timeout=30)
+    return b"".join(chunks).decode("utf-8", "replace")
+
+
+def test_colour_only_on_a_terminal_and_never_with_no_color():
+    args = ["check", "--root", BUSY]
+    coloured = _run_on_terminal(args, {})
+    assert COLOUR_SGR.search(coloured), coloured[:300]  # a terminal gets colour
+    plain = _run_on_terminal(args, {"NO_COLOR": "1"})
+    assert "[WARNING]" in plain and not COLOUR_SGR.search(plain), plain[:300]
+    empty = _run_on_terminal(args, {"NO_COLOR": ""})  # set but empty: no effect (no-color.org)
+    assert COLOUR_SGR.search(empty)
+    piped = run_netdiag(*args).stdout  # a pipe gets no escape sequence at all
+    assert "\x1b" not in piped and "[WARNING]" in piped
+
+
+# ---- JSON ------------------------------------------------------------------------------------
+
+def _walk(value, path="facts"):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield path, k, v
+            yield from _walk(v, f"{path}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _walk(v, f"{path}[{i}]")
+
+
+DATA_KEYS = re.compile(r"^([A-Z][A-Z0-9_]+|[A-Z][A-Za-z0-9]*\.[A-Za-z0-9_]+|ipv4|ipv6)$")
+
+
+@pytest.mark.parametrize("root", [BUSY, LEGACY, RX])
+def test_every_fact_is_typed_under_a_stable_key(root):
+    for cmd in ("check", *TOPIC_COMMANDS):
+        report, _ = run_json(cmd, "--root", root)  # validated against the schema too
+        assert report["command"] == cmd
+        for path, key, value in _walk(report["facts"]):
+            assert re.match(r"^[a-z][a-z0-9_]*$", key) or DATA_KEYS.match(key), (cmd, path, key)
+            if isinstance(value, str) and key != "default":  # "default": documented prose
+                assert not NUMBER_TEXT.match(value), (cmd, path, key, value)
+                assert value not in PLACEHOLDERS, (cmd, path, key, value)
+                assert "=" not in value and "/" not in value or key in (
+                    "source", "cmdline", "command"), (cmd, path, key, value)
+
+
+def test_the_schema_rejects_what_the_issue_complained_about():
+    """The schema is not a check that cannot fail: the old shapes do not validate."""
+    good, _ = run_json("backlog", "--root", BUSY)
+    load_json(json.dumps(good))
+    bad = []
+    doc = copy.deepcopy(good)
+    doc["facts"]["settings"]["somaxconn"] = "4096"  # a number in a string
+    bad.append(doc)
+    keep, _ = run_json("keepalive", "--root", BUSY)
+    doc = copy.deepcopy(keep)
+    doc["facts"]["established_connections"]["idle > 10 min without keepalive"] = 0  # a label
+    bad.append(doc)
+    soft, _ = run_json("softirq", "--root", BUSY)
+    doc = copy.deepcopy(soft)
+    doc["facts"]["interfaces"][0]["rx_ring"] = "256/4096"  # a placeholder text
+    bad.append(doc)
+    doc = copy.deepcopy(good)
+    doc["schema"] = "netdiag/1"
+    bad.append(doc)
+    doc = copy.deepcopy(good)
+    doc["findings"].append(dict(good["findings"][0], severity="warn"))
+    bad.append(doc)
+    doc = copy.deepcopy(good)
+    del doc["findings"][0]["rule"]
+    bad.append(doc)
+    for doc in bad:
+        with pytest.raises(AssertionError, match="does not match"):
+            load_json(json.dumps(doc))
+
+
+def test_explain_probe_list_and_errors_validate():
+    for what in ("timewait", "backlog.somaxconn_clamp"):
+        data = load_json(run_netdiag("explain", what, "--json").stdout)
+        assert data["schema"] == "netdiag/2"
+    assert load_json(run_netdiag("explain", "keepalive.slow_detection", "--json").stdout)[
+        "counters"] == list(SPECS["keepalive.slow_detection"].counters)
+    listing = load_json(run_netdiag("probe", "list", "--json").stdout)
+    assert {p["probe"] for p in listing["probes"]} >= {"states", "drops"}
+    unknown = run_netdiag("check", "--root", str(HOSTS), "--json")  # not a snapshot: unknown
+    assert unknown.returncode == 3
+    doc = load_json(unknown.stdout)
+    assert doc["status"] == "unknown" and doc["errors"] and doc["not_judged"]
+
+
+# ---- Prometheus ------------------------------------------------------------------------------
+
+def test_promtool_accepts_check_and_every_topic_command():
+    for root in (BUSY, LEGACY, RX):
+        for cmd in ("check", *TOPIC_COMMANDS):
+            proc = run_netdiag(cmd, "--root", root, "--format", "prometheus")
+            assert proc.returncode in (0, 1, 2, 3), proc.stderr  # 3: softirq of an old layout
+            _check_metrics(proc.stdout)
+            assert 'severity="' not in proc.stdout  # severity is the value, never a label
+
+
+def test_promtool_accepts_all_netns_and_live_output():
+    require_root("several namespaces")
+    with NetNS() as one, NetNS() as two:
+        two.sysctl("net.ipv4.ip_local_port_range", "40000 40099")
+        two.sysctl("net.ipv4.tcp_tw_reuse", "0")
+        two.spawn_load("churn", "--port", "9000", "--count", "60")
+        proc = run_netdiag("check", "--all-netns", "--format", "prometheus")
+        assert proc.returncode in (0, 1, 2), proc.stderr
+        _check_metrics(proc.stdout)
+        for name in (one.name, two.name):
+            assert f'netdiag_status{{netns="{name}"}}' in proc.stdout
+        series = re.findall(r'^netdiag_finding_severity\{id="([^"]+)",topic="[^"]+",'
+                            rf'netns="{two.name}"\}} ([0-3])$', proc.stdout, re.M)
+        assert ("ports.ephemeral_exhaustion", "2") in series
+        ids = [i for i, _ in series]
+        assert len(ids) == len(set(ids))  # one series per id and namespace
+        live = run_netdiag("softirq", "--format", "prometheus", netns=one.name)
+        _check_metrics(live.stdout)
+
+
+def test_promtool_accepts_probe_output():
+    from test_probes import require_probes  # noqa: PLC0415
+
+    require_probes()
+    with NetNS() as ns:
+        proc = run_netdiag("check", "--format", "prometheus", "--probe-seconds", "1",
+                           "--probes", "states,backlog,wakeups,drops,rcvbuf,resets,retrans",
+                           netns=ns.name, timeout=180)
+        assert proc.returncode in (0, 1, 2), proc.stderr
+        _check_metrics(proc.stdout)
+        assert 'netdiag_probe_window_seconds{probe="drops"' in proc.stdout
+        one = run_netdiag("probe", "softirq", "--duration", "1", "--format", "prometheus",
+                          netns=ns.name, timeout=180)
+        assert one.returncode in (0, 1, 2), one.stderr
+        _check_metrics(one.stdout)
+
+
+def test_alert_rules_fire_and_resolve_on_the_stable_series():
+    out = subprocess.run([_promtool(), "test", "rules",
+                          str(HOSTS.parent / "prometheus" / "netdiag-alerts.test.yml")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "SUCCESS" in out.stdout, out.stdout + out.stderr
+
+
+# ---- the contract ----------------------------------------------------------------------------
+
+def _contract_table_ids() -> set[str]:
+    section = CONTRACT.split("## Finding ids", 1)[1].split("\n## ", 1)[0]
+    return set(re.findall(r"^\| `([a-z]+\.[a-z0-9_]+)` \|", section, re.M))
+
+
+def _contract_metrics() -> set[str]:
+    section = CONTRACT.split("## Metrics", 1)[1].split("\n## ", 1)[0]
+    return set(re.findall(r"^\| `(netdiag_[a-z0-9_]+)` \|", section, re.M))
+
+
+def _metric_names_in_code() -> set[str]:
+    names: set[str] = set()
+    for path in (REPO / "netdiag").rglob("*.py"):
+        names.update(n for n in re.findall(r"\b(netdiag_[a-z0-9_]+)", path.read_text())
+                     if not n.endswith("_"))  # "netdiag_probe_*" in a help text
+    return names
+
+
+def test_contract_lists_every_finding_id_and_no_other():
+    assert _contract_table_ids() == set(SPECS)
+
+
+def test_contract_lists_every_metric_name_the_code_can_emit():
+    in_code = _metric_names_in_code()
+    assert "netdiag_finding_severity" in in_code and "netdiag_exporter_runs_total" in in_code
+    assert in_code - _contract_metrics() == set()
+    assert _contract_metrics() - in_code == set()  # no stale name either
+    emitted = set()
+    for root in (BUSY, LEGACY, RX):
+        text = run_netdiag("check", "--root", root, "--format", "prometheus").stdout
+        emitted.update(re.findall(r"^# TYPE (\S+) ", text, re.M))
+    assert emitted and emitted <= _contract_metrics()
+
+
+def test_contract_readme_and_man_page_point_to_each_other():
+    readme = (REPO / "README.md").read_text()
+    man = (REPO / "man" / "netdiag.1").read_text()
+    assert "docs/CONTRACT.md" in readme and "docs/CONTRACT.md" in man
+    assert "docs/schema/netdiag.schema.json" in CONTRACT and "netdiag/2" in CONTRACT
+    changelog = (REPO / "CHANGELOG.md").read_text()
+    assert "netdiag/2" in changelog and "netdiag_nstat_total" in changelog
