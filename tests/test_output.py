@@ -382,6 +382,22 @@ def test_contract_lists_every_metric_name_the_code_can_emit():
     assert emitted and emitted <= _contract_metrics()
 
 
+def test_contract_lists_every_command_and_option():
+    import typer.main
+
+    from netdiag.cli import app
+
+    group = typer.main.get_command(app)
+    commands = CONTRACT.split("## Commands", 1)[1].split("\n## ", 1)[0]
+    for name, command in group.commands.items():
+        assert f"`netdiag {name}" in commands or f"`{name}`" in commands, name
+        for param in command.params:
+            for opt in param.opts:
+                if opt.startswith("--") and opt not in ("--install-completion",
+                                                        "--show-completion"):
+                    assert f"`{opt}" in commands, f"{name} {opt} missing from docs/CONTRACT.md"
+
+
 def test_contract_readme_and_man_page_point_to_each_other():
     readme = (REPO / "README.md").read_text()
     man = (REPO / "man" / "netdiag.1").read_text()

@@ -54,7 +54,9 @@ def _scalar(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        return f"{value:g}"
+        if value.is_integer():
+            return str(int(value))
+        return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.3g}"
     if isinstance(value, dict):
         return ", ".join(f"{k}={_scalar(v)}" for k, v in value.items()) or "-"
     if isinstance(value, list):
