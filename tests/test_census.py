@@ -23,7 +23,7 @@ from netdiag.context import Context
 
 def test_recorded_netlink_capture_matches_what_was_seen(host_root):
     root = host_root("linux-6.18-busy")
-    meta = json.loads((root / "meta.json").read_text())
+    meta = json.loads((root / "meta.json").read_text())  # not netdiag output
     b = CensusBuilder("netlink", (40000, 40999))
     replay_census(str(root / "sockdiag.bin"), b)
     census = b.finish()

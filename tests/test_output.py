@@ -291,6 +291,20 @@ def test_explain_probe_list_and_errors_validate():
     assert doc["status"] == "unknown" and doc["errors"] and doc["not_judged"]
 
 
+def test_tests_validate_the_netdiag_json_they_parse():
+    """Future tests too: JSON parsed in a test goes through conftest.load_json (or run_json,
+    run_netdiag), which validates it against the schema; other JSON says so on its line."""
+    unchecked = []
+    for path in sorted((REPO / "tests").rglob("*.py")):
+        if path.name == "conftest.py":
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if re.search(r"\bjson\.loads?\(", line) and "# not netdiag output" not in line:
+                unchecked.append(f"{path.relative_to(REPO)}:{n}: {line.strip()}")
+    assert unchecked == [], "parse netdiag JSON with conftest.load_json:\n" + "\n".join(
+        unchecked)
+
+
 # ---- Prometheus ------------------------------------------------------------------------------
 
 def test_promtool_accepts_check_and_every_topic_command():

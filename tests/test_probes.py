@@ -67,7 +67,7 @@ def finish(proc: subprocess.Popen) -> dict:
 def bpf_programs() -> set[str]:
     out = subprocess.run(["bpftool", "prog", "show", "--json"], capture_output=True, text=True,
                          check=True).stdout
-    return {str(p["id"]) for p in json.loads(out)}
+    return {str(p["id"]) for p in json.loads(out)}  # not netdiag output
 
 
 def test_probe_list_says_what_runs_and_why():
