@@ -54,14 +54,14 @@ def _scalar(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        if value.is_integer():
-            return str(int(value))
-        return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.3g}"
+        if value.is_integer() or abs(value) >= 1e6:
+            return f"{value:.0f}"
+        return f"{value:g}"  # 6 significant digits: 0.99994 stays below 1
     if isinstance(value, dict):
         return ", ".join(f"{k}={_scalar(v)}" for k, v in value.items()) or "-"
     if isinstance(value, list):
         if not value:
-            return "-"
+            return "none"  # known to be empty ("-" is for unknown)
         if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
             return " ".join(_scalar(v) for v in value)  # a vector: tcp_rmem, a port range
         if all(isinstance(v, list) and len(v) == 2 for v in value):  # ranges [first, last]
