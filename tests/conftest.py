@@ -130,6 +130,14 @@ def finding(report: dict, fid: str) -> dict | None:
     return next((f for f in report["findings"] if f["id"] == fid), None)
 
 
+def host_wide(f: dict) -> bool:
+    """A finding about the host, not the namespace: per-CPU softirq counters, processes and
+    their fd limits, global TCP memory. Other work on this machine may set them off."""
+    from netdiag.pipeline import HOST_WIDE_IDS, HOST_WIDE_TOPICS
+
+    return f["topic"] in HOST_WIDE_TOPICS or f["id"] in HOST_WIDE_IDS
+
+
 class NetNS:
     """A fresh network namespace with loopback up; deleted (with its processes) on exit."""
 

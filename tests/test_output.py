@@ -23,7 +23,16 @@ from netdiag.render.table import render_table
 from netdiag.rules import SPECS
 from netdiag.sysctls import SYSCTLS
 
-from conftest import HOSTS, REPO, NetNS, load_json, require_root, run_json, run_netdiag
+from conftest import (
+    HOSTS,
+    REPO,
+    NetNS,
+    host_wide,
+    load_json,
+    require_root,
+    run_json,
+    run_netdiag,
+)
 
 BUSY = str(HOSTS / "linux-6.18-busy")
 LEGACY = str(HOSTS / "linux-4.19-layout")
@@ -59,15 +68,16 @@ def _check_metrics(text: str) -> None:
 def test_idle_namespace_check_is_a_few_lines_that_say_it_is_fine(netns):
     report, rc = run_json("check", netns=netns.name)
     table = run_netdiag("check", netns=netns.name, env={"COLUMNS": "80"})
-    assert rc == 0 and table.returncode == 0
     lines = table.stdout.splitlines()
     assert "keepalive" not in table.stdout  # the default with no connection is nothing
-    if report["findings"]:  # host-wide softirq totals since boot may inform, nothing else
-        assert {f["id"].split(".")[0] for f in report["findings"]} == {"softirq"}
-    else:
+    # Only host-wide facts may speak here (softirq totals since boot, a neighbour's process
+    # near its fd limit): other work on this machine, not this namespace.
+    assert all(host_wide(f) for f in report["findings"]), report["findings"]
+    if not report["findings"]:
+        assert rc == 0 and table.returncode == 0
         assert len(lines) <= 4, table.stdout
         assert "No findings: nothing wrong in what was checked." in table.stdout
-    assert lines[-1] == "status: OK"
+        assert lines[-1] == "status: OK"
     assert not VERBOSE_PART.search(table.stdout)
 
 

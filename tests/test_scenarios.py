@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import REPO, finding, load_json, require_root, run_json, run_netdiag
+from conftest import REPO, finding, host_wide, load_json, require_root, run_json, run_netdiag
 
 pytestmark = pytest.mark.netns
 
@@ -39,12 +39,13 @@ def wait_for(pred, timeout=20.0, step=0.1):
 
 def test_idle_namespace_is_ok(netns):
     report, rc = run_json("check", netns=netns.name)
-    assert rc == 0 and report["status"] == "ok", report
-    # Nothing warns, and nothing about nothing: the keepalive default with no connection is
-    # not even info. Only host-wide softirq counters may inform (per CPU, shared by every
-    # namespace: squeezes since boot on this machine).
-    got = [(f["id"], f["severity"]) for f in report["findings"]]
-    assert all(sev == "info" and fid.startswith("softirq.") for fid, sev in got), got
+    # Nothing about the namespace, and nothing about nothing: the keepalive default with no
+    # connection is not even info. Only host-wide facts may speak (softirq squeezes since
+    # boot on this machine; a neighbour's process near its fd limit).
+    own = [(f["id"], f["severity"]) for f in report["findings"] if not host_wide(f)]
+    assert own == [], own
+    if not report["findings"]:
+        assert rc == 0 and report["status"] == "ok", report
     assert report["host"]["netns"] == netns.name
     assert report["facts"]["sockets"]["total"] == 0
     assert report["errors"] == []
