@@ -116,12 +116,12 @@ def test_the_action_in_the_table_is_the_findings_own():
 @pytest.mark.parametrize("width", [80, 60])
 def test_every_table_fits_without_splitting_names(width):
     env = {"COLUMNS": str(width)}
+    runs = [("check", "--verbose")] + [(cmd,) for cmd in ("check", *TOPIC_COMMANDS)]
     for root in (BUSY, LEGACY, RX):
-        for cmd in ("check", *TOPIC_COMMANDS):
-            for extra in ([], ["--verbose"]):
-                out = run_netdiag(cmd, "--root", root, *extra, env=env).stdout
-                assert max(len(line) for line in out.splitlines()) <= width, (cmd, root)
-                assert all(line == line.rstrip() for line in out.splitlines()), cmd
+        for args in runs:
+            out = run_netdiag(*args, "--root", root, env=env).stdout
+            assert max(len(line) for line in out.splitlines()) <= width, (args, root)
+            assert all(line == line.rstrip() for line in out.splitlines()), args
     out = run_netdiag("sysctl", "--root", LEGACY, env=env).stdout
     for spec in SYSCTLS:  # whole names, one per line: never split mid-word
         assert re.search(rf"^{re.escape(spec.key)}( |$)", out, re.M), spec.key
