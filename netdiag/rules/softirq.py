@@ -48,7 +48,7 @@ BACKLOG = RuleSpec(
         "/sys/class/net/DEV/queues/rx-*/rps_cpus), then raise net.core.netdev_max_backlog "
         "(e.g. 1000 → 4096) to absorb bursts."
     ),
-    thresholds="info when notable since boot; warning when growing (over --interval or "
+    thresholds="info from 100 since boot; warning when growing (over --interval or "
                "since the previous --state-dir run)",
 )
 
@@ -75,7 +75,7 @@ SQUEEZE = RuleSpec(
         "netdev_budget_usecs lets one cycle do more, at the cost of latency for other work "
         "on that CPU."
     ),
-    thresholds="info when notable since boot; warning when growing (over --interval or "
+    thresholds="info from 1000 since boot; warning when growing (over --interval or "
                "since the previous --state-dir run)",
 )
 
@@ -140,6 +140,11 @@ def _per_cpu_delta(now: SoftnetFacts, before: SoftnetFacts | None, field: str) -
     return out
 
 
+# Since-boot totals worth an info line: a squeeze is a delay, not a loss, and busy hosts see
+# some of both; a handful since boot says nothing about today.
+SINCE_BOOT_NOTABLE = {"dropped": 100, "time_squeeze": 1000}
+
+
 def _softnet_counter(spec: RuleSpec, facts: Facts, field: str, label: str) -> Finding | None:
     sn = facts.softnet
     if sn is None:
@@ -163,7 +168,7 @@ def _softnet_counter(spec: RuleSpec, facts: Facts, field: str, label: str) -> Fi
         now_sum = sum(total.values())
     ch = change_of(f"softnet_stat.{field}", now_sum, before, facts)
     ev["change"] = ch.evidence()
-    verdict = judge(ch)
+    verdict = judge(ch, notable=SINCE_BOOT_NOTABLE[field])
     if verdict.severity is Severity.OK:
         return make(spec, Severity.OK, f"no {label} to report", ev)
     if ch.growing:
