@@ -276,35 +276,63 @@ def probe(
 @app.command()
 def serve(
     listen: str = typer.Option("127.0.0.1:9877", "--listen", metavar="ADDR:PORT",
-                               help="Where to serve /metrics (loopback by default)."),
+                               help="Where to serve /metrics: 127.0.0.1:9877 (the default, "
+                                    "loopback), [::1]:9877, 0.0.0.0:9877, [::]:9877 (IPv6 and "
+                                    "IPv4)."),
+    web_config: Optional[Path] = typer.Option(
+        None, "--web-config", metavar="FILE",
+        help="TLS and basic authentication from a Prometheus exporter-toolkit web "
+             "configuration file (the format of node_exporter's --web.config.file)."),
     min_interval: float = typer.Option(15.0, "--min-interval", min=0.0, metavar="S",
                                        help="Reuse a run younger than S seconds."),
     timeout: float = typer.Option(20.0, "--timeout", min=1.0, metavar="S",
                                   help="Give up on a run after S seconds."),
+    max_connections: int = typer.Option(64, "--max-connections", min=1, max=100000,
+                                        metavar="N",
+                                        help="Client connections at once; past it idle ones "
+                                             "are closed, or the new one refused (503)."),
+    read_timeout: float = typer.Option(10.0, "--read-timeout", metavar="S",
+                                       help="A request (and a TLS handshake) must arrive "
+                                            "within S seconds."),
+    write_timeout: float = typer.Option(30.0, "--write-timeout", metavar="S",
+                                        help="A response must be taken within S seconds."),
+    interval: Optional[float] = typer.Option(
+        None, "--interval", metavar="S",
+        help="Each run takes two samples S seconds apart and judges counters by their rate "
+             "(must be below --timeout)."),
     netns: Optional[str] = NetnsOpt, all_netns: bool = AllNetnsOpt,
     state_dir: Optional[str] = StateDirOpt,
 ) -> None:
     """Prometheus exporter: /metrics runs the checks per scrape (loopback by default)."""
     from netdiag import validate
-    from netdiag.serve import Exporter
+    from netdiag.serve import Exporter, Limits
     from netdiag.serve import serve as run_server
 
     host, port = validate.listen_address(listen)
     validate.number("--min-interval", min_interval, 0.0, 86400.0)
     validate.number("--timeout", timeout, 1.0, 3600.0)
+    validate.number("--read-timeout", read_timeout, 0.1, 3600.0)
+    validate.number("--write-timeout", write_timeout, 0.1, 3600.0)
     args: list[str] = []
+    if interval is not None:
+        validate.number("--interval", interval, 0.1, 3600.0)
+        if interval >= timeout:
+            raise UsageError(f"--interval {interval:g} must be below --timeout {timeout:g} "
+                             "(a run takes the interval and then some)")
+        args += ["--interval", f"{interval:g}"]
     if netns is not None:
         args += ["--netns", netns]
     if all_netns:
         args.append("--all-netns")
     if state_dir is not None:
+        validate.path_text("--state-dir", state_dir)
         args += ["--state-dir", state_dir]
-    try:
-        run_server(host, port, Exporter(args, min_interval, timeout))
-    except OSError as exc:
-        raise UsageError(f"cannot listen on {listen}: {exc.strerror}") from None
-    except KeyboardInterrupt:
-        raise typer.Exit(0) from None
+    config = None
+    if web_config is not None:
+        config = os.fsdecode(validate.path_text("--web-config", web_config))
+    limits = Limits(max_connections=max_connections, read_timeout=read_timeout,
+                    write_timeout=write_timeout)
+    run_server(host, port, Exporter(args, min_interval, timeout), limits, config)
 
 
 @app.command()
