@@ -35,15 +35,19 @@ def sparkline(values: list[float | None]) -> str:
 
 
 def _reset(prev: Run, cur: Run) -> str | None:
-    if prev.boot_id and cur.boot_id and prev.boot_id != cur.boot_id:
-        return "reboot"
-    if prev.netns_inode and cur.netns_inode and prev.netns_inode != cur.netns_inode:
-        return "namespace recreated"
-    return None
+    from netdiag.state import Identity, reset_reason
+
+    why = reset_reason(prev.boot_id, prev.netns_inode, prev.netns_cookie, prev.taken_at,
+                       Identity(cur.netns_inode, cur.netns_cookie, cur.boot_id), cur.taken_at)
+    if why is None:
+        return None
+    return ("reboot" if "rebooted" in why else "namespace recreated" if "recreated" in why
+            else "clock went back")
 
 
 def history_data(store: Store, netns: str, last: int) -> dict[str, Any]:
-    runs = store.runs(netns, last)
+    series = store.series_for(netns)
+    runs = store.runs(series, last)
     rows = []
     for i, run in enumerate(runs):
         row: dict[str, Any] = {
@@ -53,6 +57,7 @@ def history_data(store: Store, netns: str, last: int) -> dict[str, Any]:
         }
         prev = runs[i - 1] if i else None
         reset = _reset(prev, run) if prev else None
+        row["seconds"] = round(run.taken_at - prev.taken_at, 3) if prev and not reset else None
         for label, kind, get in SERIES:
             value = get(run)
             if kind == "gauge":
@@ -68,12 +73,15 @@ def history_data(store: Store, netns: str, last: int) -> dict[str, Any]:
                     row[label] = value - before
         if reset:
             row["reset"] = reset
+        if run.netns != netns:
+            row["netns"] = run.netns  # the namespace had another label then
         rows.append(row)
     lines = {label: sparkline([r[label] for r in rows]) for label, _, _ in SERIES}
     from netdiag.render.json import SCHEMA
 
     return {"schema": SCHEMA, "netns": netns, "runs": rows, "sparklines": lines,
-            "namespaces": store.namespaces()}
+            "namespaces": store.namespaces(), "errors": [
+                {"collector": "history", "message": m} for m in store.notes]}
 
 
 def show_history(state_dir: str, netns: str, last: int, fmt: str, out) -> None:
@@ -84,13 +92,18 @@ def show_history(state_dir: str, netns: str, last: int, fmt: str, out) -> None:
     if fmt not in ("table", "json"):
         raise UsageError("history supports --format table or json")
     path = state.resolve(state_dir)
-    if not (path / "history.sqlite").exists():
+    if not (path / state.FILE).exists():
         raise UsageError(f"no history in {path} (runs store it with --state-dir)")
-    store = state.Store(path)
+    # Read-only: showing the history never changes it (and works on a read-only store).
+    store = state.Store(path, read_only=True)
     try:
         data = history_data(store, netns, last)
     finally:
         store.close()
+    import sys
+
+    for err in data["errors"]:
+        sys.stderr.write(f"netdiag: {err['message']}\n")
     if fmt == "json":
         import json
 

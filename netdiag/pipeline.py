@@ -226,12 +226,15 @@ def evaluate(req: Request, facts, topics: list[str], collect_errors: list) -> Ou
 
 class History:
     """--state-dir: the previous run becomes the counters' baseline; this run is stored.
-    A store that cannot be opened or written costs the history, never the report: the
-    reason goes into `errors`."""
+    A store that cannot be opened, read or written costs the history, never the report: the
+    reason goes into `errors` (a damaged store is moved aside by netdiag.state; one that
+    cannot be written still gives its baseline, and the report says this run was not
+    stored)."""
 
     def __init__(self, state_dir: str | None) -> None:
         self.store = None
         self.errors: list = []
+        self.unwritten: str | None = None
         if state_dir is not None:
             from netdiag import state
 
@@ -239,38 +242,65 @@ class History:
                 self.store = state.Store(state.resolve(state_dir))
             except NetdiagError as exc:
                 self._fail(exc)
+            self._notes()
+            if self.store is not None and self.store.read_only:
+                self.unwritten = (f"history {self.store.path} cannot be written "
+                                  f"({self.store.read_only})")
 
-    def _fail(self, exc: Exception) -> None:
+    def _note(self, message: str) -> None:
         from netdiag.model import CollectorError
 
-        self.errors.append(CollectorError("history", f"{exc}; history was not kept"))
+        self.errors.append(CollectorError("history", message))
+
+    def _notes(self) -> None:
+        if self.store is not None:
+            for note in self.store.notes:
+                self._note(note)
+            self.store.notes.clear()
+
+    def _fail(self, exc: Exception) -> None:
+        self._note(f"{exc}; history was not kept")
         if self.store is not None:
             self.store.close()
         self.store = None
 
     def attach(self, facts, label: str, interval: float | None) -> Any:
+        """Find the baseline of namespace `label` (the one entered now). Returns what
+        record() needs."""
         if self.store is None:
             return None
         from netdiag import state
 
         ident = state.identity()
         try:
-            prev = self.store.previous(label)
+            prev, series = self.store.previous(label, ident)
         except NetdiagError as exc:
             self._fail(exc)
-            return ident
+            return None
+        finally:
+            self._notes()
         if prev is not None and not interval:
             state.attach_previous(facts, prev, ident)
-        return ident
+        return ident, series
 
-    def record(self, facts, status: str, ident) -> None:
-        if self.store is not None:
-            try:
-                self.store.record(facts, status, ident)
-            except NetdiagError as exc:
-                self._fail(exc)
+    def record(self, facts, status: str, key) -> None:
+        if self.store is None or key is None:
+            return
+        if self.unwritten is not None:
+            return
+        ident, series = key
+        try:
+            self.store.record(facts, status, facts.netns, ident, series)
+        except NetdiagError as exc:
+            # Read-only, disk full: keep reading baselines, stop trying to write.
+            self.unwritten = str(exc)
+        finally:
+            self._notes()
 
     def close(self) -> None:
+        if self.unwritten is not None:
+            self._note(f"{self.unwritten}; this run was not stored (history was not kept)")
+            self.unwritten = None
         if self.store is not None:
             self.store.close()
 

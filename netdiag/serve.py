@@ -350,7 +350,7 @@ class Connection(asyncio.Protocol):
 
             if not peer_allowed(watcher.config, transport.get_extra_info("peercert")):
                 self.server.count("tls_handshake")
-                self.server.log("tls", f"refused {self.peer}: its client certificate names "
+                self.server.log("tls-sans", f"refused {self.peer}: its client certificate names "
                                        "none of client_allowed_sans")
                 self.abort()
                 return
@@ -375,13 +375,15 @@ class Connection(asyncio.Protocol):
         self._process()
 
     def eof_received(self) -> bool:
-        if self.state in ("reading", "idle"):
+        if self.state in ("reading", "idle", "handshake"):
             return False  # nothing to answer: close
         try:
             self.h11.receive_data(b"")
         except Exception:  # noqa: BLE001 (h11 refuses data after a close: nothing to do)
             pass
-        return False
+        # A client that shut down its sending side still gets its answer (plain TCP only:
+        # TLS cannot half-close).
+        return self.transport.get_extra_info("sslcontext") is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         was_responding = self.responding and not self.closed and not self.ending
@@ -433,8 +435,9 @@ class Connection(asyncio.Protocol):
                     self.close()
                     return
             elif isinstance(event, h11.EndOfMessage):
+                # Reading goes on while the answer is prepared, so that a client that goes
+                # away is noticed at once (its next request waits in h11, bounded).
                 self.enter("busy", None)
-                self.transport.pause_reading()
                 self.task = asyncio.get_running_loop().create_task(self._respond())
                 return
             elif isinstance(event, h11.ConnectionClosed):
@@ -472,7 +475,6 @@ class Connection(asyncio.Protocol):
         self.h11.start_next_cycle()
         self.got_bytes, self.pending = False, 0
         self.enter("idle", self.server.limits.idle_timeout)
-        self.transport.resume_reading()
         self._process()  # a pipelined request already received
 
     async def _send(self, status: int, headers: list, body: bytes) -> None:
@@ -954,6 +956,8 @@ def serve(host: str, port: int, exporter: Exporter, limits: Limits,
         features.insert(0, "TLS")
     if watcher is not None and watcher.config.users:
         features.insert(1 if tls else 0, "basic auth")
+    if tls and watcher.config.tls.client_auth != "NoClientCert":
+        features.insert(1, f"client certificates ({watcher.config.tls.client_auth})")
     log("start", f"listening on {scheme}://{_peer(bound)}/metrics ({', '.join(features)})",
         always=True)
     if not _loopback(bound[0]):

@@ -24,14 +24,15 @@ def render_history(data: dict[str, Any], out: TextIO) -> None:
     short = {"sockets": "socks", "TIME_WAIT": "TW", "CLOSE_WAIT": "CW",
              "ListenOverflows": "LstOvf", "TCPTimeWaitOverflow": "TWOvf",
              "RetransSegs": "Retr", "ActiveOpens": "Opens", "TCPRcvQDrop": "RQDrop"}
-    columns = [k for k in runs[0] if k not in ("reset",)]
+    columns = [k for k in runs[0] if k not in ("reset", "seconds", "netns")]
     if any(r.get("reset") for r in runs):  # counters restarted: say where, and why
         columns = columns[:2] + ["reset"] + columns[2:]
     for col in columns:
         table.add_column(short.get(col, col), justify="left" if col in ("time", "status",
                                                                          "reset") else "right")
     one_day = len({r["time"][:10] for r in runs}) == 1
-    marks = {"reboot": "↺ boot", "namespace recreated": "↺ netns", "counter went down": "↺ ctr"}
+    marks = {"reboot": "↺ boot", "namespace recreated": "↺ netns", "counter went down": "↺ ctr",
+             "clock went back": "↺ clock"}
     for r in runs:
         cells = ["" if c == "reset" and not r.get(c) else "-" if r.get(c) is None else str(r[c])
                  for c in columns]
@@ -46,8 +47,12 @@ def render_history(data: dict[str, Any], out: TextIO) -> None:
                        "RetransSegs, Opens = ActiveOpens, RQDrop = TCPRcvQDrop"))
     if "reset" in columns:
         console.print(safe("↺ counters restarted from zero: boot = host rebooted, netns = "
-                           "namespace recreated, ctr = a counter went down; the values there "
-                           "count since then"))
+                           "namespace recreated, ctr = a counter went down, clock = the clock "
+                           "went back; the values there count since then"))
+    renamed = sorted({r["netns"] for r in runs if r.get("netns")})
+    if renamed:
+        console.print(safe(f"earlier runs of this namespace were labelled: "
+                           f"{', '.join(renamed)}"))
     console.print()
     width = max(len(k) for k in data["sparklines"])
     for label, line in data["sparklines"].items():
