@@ -1,0 +1,212 @@
+"""--state-dir history that never wedges: damaged stores, bad rows, a clock stepped back, a full
+disk, a read-only store; per-namespace history with --all-netns, keyed by namespace identity."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import REPO, NetNS, finding, require_root, run_json, run_netdiag
+
+
+def _history_errors(report: dict) -> list[str]:
+    return [e["message"] for e in report["errors"] if e["collector"] == "history"]
+
+
+def _overflow(report: dict) -> dict:
+    return finding(report, "backlog.listen_overflow")["evidence"]["ListenOverflows"]
+
+
+def _backlog(state: Path) -> tuple[dict, int]:
+    """A live run in the namespace the tests run in (no privilege needed)."""
+    report, rc = run_json("backlog", "--state-dir", str(state))
+    assert rc in (0, 1, 2), report["errors"]
+    return report, rc
+
+
+def _rows(state: Path) -> list[tuple]:
+    with sqlite3.connect(str(state / "history.sqlite")) as db:
+        return db.execute("SELECT id, netns, taken_at, counters FROM runs ORDER BY id").fetchall()
+
+
+def test_garbage_pages_are_moved_aside_once_and_history_restarts(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "history.sqlite").write_bytes(os.urandom(3 * 4096))
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    cmd = [sys.executable, "-m", "netdiag", "backlog", "--json", "--state-dir", str(state)]
+    # Four runs find it damaged at the same moment: every report comes, it is moved once.
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                              cwd="/") for _ in range(4)]
+    notes = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode in (0, 1, 2) and b"Traceback" not in err, err
+        notes += _history_errors(json.loads(out))
+    aside = sorted(p.name for p in state.iterdir() if ".damaged-" in p.name)
+    assert len(aside) == 1, aside
+    assert any(f"moved aside to {aside[0]}" in n for n in notes), notes
+    assert all("damaged" in n for n in notes)
+    report, _ = _backlog(state)
+    assert _history_errors(report) == []
+    assert _overflow(report)["since"] == "previous run"
+
+
+def test_truncated_store_is_moved_aside(tmp_path):
+    state = tmp_path / "state"
+    for _ in range(2):
+        _backlog(state)
+    db = sqlite3.connect(str(state / "history.sqlite"))
+    db.execute("CREATE TABLE padding (x BLOB)")
+    db.executemany("INSERT INTO padding VALUES (?)", [(os.urandom(3000),) for _ in range(30)])
+    db.commit()
+    db.close()
+    path = state / "history.sqlite"
+    assert not Path(str(path) + "-wal").exists() or Path(str(path) + "-wal").stat().st_size == 0
+    os.truncate(path, path.stat().st_size // 3)
+    report, _ = _backlog(state)
+    notes = _history_errors(report)
+    assert any("was damaged" in n and "moved aside" in n for n in notes), notes
+    assert "since" not in _overflow(report)  # a new history: no baseline yet
+    again, _ = _backlog(state)
+    assert _history_errors(again) == [] and _overflow(again)["since"] == "previous run"
+
+
+def test_bad_newest_rows_are_skipped_not_fatal(tmp_path):
+    state = tmp_path / "state"
+    first, _ = _backlog(state)
+    good_id = _rows(state)[-1][0]
+    with sqlite3.connect(str(state / "history.sqlite")) as db:
+        row = db.execute("SELECT netns, series, netns_inode, netns_cookie, boot_id, taken_at "
+                         "FROM runs WHERE id = ?", (good_id,)).fetchone()
+        insert = ("INSERT INTO runs (netns, series, netns_inode, netns_cookie, boot_id, "
+                  "taken_at, status, counters) VALUES (?, ?, ?, ?, ?, ?, 'ok', ?)")
+        db.execute(insert, (*row, "{not json"))
+        db.execute(insert, (*row[:5], "yesterday", '{"TcpExt": {"ListenOverflows": 1}}'))
+        db.execute(insert, (*row, '{"TcpExt": {"ListenOverflows": "many"}}'))
+    report, _ = _backlog(state)
+    ev = _overflow(report)
+    assert ev["since"] == "previous run" and ev["seconds"] > 0 and not ev.get("reset")
+    [note] = _history_errors(report)
+    assert "skipped 3 unreadable stored run(s)" in note and "bad JSON" in note
+    for _ in range(2):  # a later run is not wedged either: it compares with the run stored
+        report, _ = _backlog(state)
+        assert _history_errors(report) == [] and _overflow(report)["since"] == "previous run"
+    assert len(_rows(state)) == 7
+
+
+def test_a_run_stored_in_the_future_is_a_reset_once(tmp_path):
+    state = tmp_path / "state"
+    _backlog(state)
+    with sqlite3.connect(str(state / "history.sqlite")) as db:
+        db.execute("UPDATE runs SET taken_at = taken_at + 3600")  # the clock was ahead then
+    report, _ = _backlog(state)
+    ev = _overflow(report)
+    assert ev["reset"] is True and "clock went back" in ev["reset_reason"]
+    assert ev.get("rate_per_s") is None and (ev.get("seconds") is None or ev["seconds"] > 0)
+    assert "-" not in json.dumps(report["findings"]).split('"rate_per_s"')[-1][:3]
+    again, _ = _backlog(state)  # compared with the run just stored, not the future one
+    ev = _overflow(again)
+    assert not ev.get("reset") and ev["seconds"] > 0 and ev["delta"] >= 0
+    hist = json.loads(run_netdiag("history", "--state-dir", str(state), "--json").stdout)
+    assert [r.get("reset") for r in hist["runs"]] == [None, "clock went back", None]
+    assert all(r["seconds"] is None or r["seconds"] > 0 for r in hist["runs"])
+    table = run_netdiag("history", "--state-dir", str(state))
+    assert table.returncode == 0 and "↺ clock" in table.stdout
+
+
+def _in_private_mounts(script: str, state: Path) -> subprocess.CompletedProcess:
+    """Run a shell script in a private mount namespace (its mounts vanish with it)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), STATE=str(state), PY=sys.executable,
+               COLUMNS="100")
+    return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-ec",
+                           script], capture_output=True, text=True, timeout=300, env=env,
+                          cwd="/")
+
+
+def test_full_disk_still_reports_and_says_history_was_not_kept(tmp_path):
+    require_root("a tmpfs in a private mount namespace")
+    state = tmp_path / "state"
+    state.mkdir()
+    out = _in_private_mounts(
+        'mount -t tmpfs -o size=1m netdiag-full "$STATE"\n'
+        '"$PY" -m netdiag backlog --json --state-dir "$STATE" > /dev/null\n'
+        'dd if=/dev/zero of="$STATE/fill" bs=4k 2>/dev/null || true\n'
+        '"$PY" -m netdiag backlog --json --state-dir "$STATE" || true\n', state)
+    assert "Traceback" not in out.stderr, out.stderr
+    report = json.loads(out.stdout)
+    notes = _history_errors(report)
+    assert any("this run was not stored" in n for n in notes), notes
+    assert _overflow(report)["since"] == "previous run"  # the stored baseline still served
+    # An empty full disk: no store can be made at all; the report still comes.
+    out = _in_private_mounts(
+        'mount -t tmpfs -o size=64k netdiag-full "$STATE"\n'
+        'dd if=/dev/zero of="$STATE/fill" bs=4k 2>/dev/null || true\n'
+        '"$PY" -m netdiag backlog --json --state-dir "$STATE/sub" || true\n', state)
+    report = json.loads(out.stdout)
+    assert any("history was not kept" in n for n in _history_errors(report))
+
+
+def test_read_only_store_gives_baseline_and_history(tmp_path):
+    require_root("a read-only bind mount in a private mount namespace")
+    state = tmp_path / "state"
+    for _ in range(2):
+        _backlog(state)
+    out = _in_private_mounts(
+        'mount --bind "$STATE" "$STATE"\n'
+        'mount -o remount,bind,ro "$STATE"\n'
+        '"$PY" -m netdiag backlog --json --state-dir "$STATE" > "$STATE.check.json" || true\n'
+        '"$PY" -m netdiag history --json --state-dir "$STATE"\n', state)
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    hist = json.loads(out.stdout)
+    assert len(hist["runs"]) == 2
+    report = json.loads(Path(str(state) + ".check.json").read_text())
+    assert _overflow(report)["since"] == "previous run"
+    assert any("not stored" in n for n in _history_errors(report)), report["errors"]
+    assert len(_rows(state)) == 2  # nothing was written
+
+
+def test_all_netns_keeps_history_per_namespace_and_follows_renames(tmp_path):
+    require_root("several namespaces")
+    state = str(tmp_path / "state")
+    with NetNS() as busy, NetNS() as quiet:
+        first, _ = run_json("check", "--all-netns", "--state-dir", state)
+        assert not [e for e in first["errors"] if e["collector"] == "history"]
+        busy.spawn_load("listen", "--port", "8093", "--backlog", "1", "--count", "12")
+        time.sleep(0.2)
+        second, _ = run_json("check", "--all-netns", "--state-dir", state)
+        moved = [f for f in second["findings"] if f["id"] == "backlog.listen_overflow"
+                 and f["netns"] == busy.name]
+        assert moved, "the namespace whose counter moved has a finding"
+        ev = moved[0]["evidence"]["ListenOverflows"]
+        assert ev["since"] == "previous run" and ev["delta"] > 0 and not ev.get("reset")
+        assert not any(f["id"] == "backlog.listen_overflow" for f in second["findings"]
+                       if f["netns"] == quiet.name)
+        for ns, grew in ((busy, True), (quiet, False)):
+            hist = json.loads(run_netdiag("history", "--state-dir", state, "--netns", ns.name,
+                                          "--json").stdout)
+            assert len(hist["runs"]) == 2 and not hist["runs"][1].get("reset")
+            assert (hist["runs"][1]["ListenOverflows"] > 0) is grew
+        # Rename: the same namespace under another name keeps its history.
+        new = busy.name + "r"
+        Path(f"/run/netns/{new}").touch()
+        subprocess.run(["mount", "--bind", f"/run/netns/{busy.name}", f"/run/netns/{new}"],
+                       check=True)
+        try:
+            subprocess.run(["ip", "netns", "del", busy.name], check=True)
+            third, _ = run_json("backlog", "--state-dir", state, netns=new)
+            ev = _overflow(third)
+            assert ev["since"] == "previous run" and not ev.get("reset"), ev
+            hist = json.loads(run_netdiag("history", "--state-dir", state, "--netns", new,
+                                          "--json").stdout)
+            assert len(hist["runs"]) == 3 and hist["runs"][0]["netns"] == busy.name
+        finally:
+            for p in busy.procs:
+                p.kill()
+            subprocess.run(["ip", "netns", "del", new], check=False)
+            busy.name = new
