@@ -12,6 +12,8 @@ import ctypes
 import ctypes.util
 import os
 import threading
+from dataclasses import dataclass
+from typing import Any
 
 from netdiag.errors import UsageError
 
@@ -83,18 +85,51 @@ def enter_if_needed(path: str, inode: int | None) -> None:
     enter(path)
 
 
-def discover() -> tuple[list[tuple[str, str, int]], int]:
-    """Every network namespace on the host: (label, path, inode), deduplicated by inode.
+# Processes per namespace whose cgroup is read to find the container behind it.
+MAX_PROBED = 8
+
+
+@dataclass
+class Namespace:
+    """A network namespace --all-netns visits, and what it is called in the report."""
+
+    label: str
+    path: str  # where to setns() from
+    inode: int
+    name: str | None = None  # its name under /run/netns
+    pid: int | None = None  # a process in it (the lowest pid)
+    command: str | None = None
+    container: Any = None  # netdiag.containers.Container, when one was recognised
+
+    def as_json(self) -> dict[str, Any]:
+        return {"name": self.name, "holder_pid": self.pid, "holder_command": self.command,
+                "container": self.container.as_json() if self.container is not None
+                else None}
+
+
+def _comm(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/comm", "rb") as fh:
+            return fh.read(64).decode("utf-8", "replace").strip()
+    except OSError:
+        return "?"
+
+
+def discover(root: str | None = None) -> tuple[list[Namespace], int]:
+    """Every network namespace on the host, deduplicated by inode.
 
     The namespace netdiag started in comes first as "default", then named namespaces
-    (/run/netns), then those only a process holds (labelled "pid:N (command)"). Returns the
-    list and how many processes could not be inspected (their ns link needs privilege).
+    (/run/netns), then those only a process holds. Namespaces of containers are labelled by
+    what runs in them (pod:NS/NAME, container:NAME; see netdiag.containers, which reads the
+    runtimes' files below `root`, default NETDIAG_HOST_ROOT or /); the others keep their name,
+    or "pid:N (command)" of the lowest pid in them. Returns the list and how many processes
+    could not be inspected (their ns link needs privilege).
     """
-    found: dict[int, tuple[str, str, int]] = {}
-    own = "/proc/self/ns/net"
-    inode = os.stat(own).st_ino
+    found: dict[int, Namespace] = {}
+    own = os.stat("/proc/self/ns/net")
+    inode = own.st_ino
     # Keep a path that stays valid after setns: the thread-group leader's ns link would move.
-    found[inode] = ("default", f"/proc/{os.getpid()}/ns/net", inode)
+    found[inode] = Namespace("default", f"/proc/{os.getpid()}/ns/net", inode)
     try:
         names = sorted(os.listdir(NETNS_RUN_DIR))
     except OSError:
@@ -105,12 +140,12 @@ def discover() -> tuple[list[tuple[str, str, int]], int]:
             ino = os.stat(path).st_ino
         except OSError:
             continue
-        found.setdefault(ino, (name, path, ino))
+        if ino not in found:
+            found[ino] = Namespace(name, path, ino, name=name)
     hidden = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        path = f"/proc/{entry}/ns/net"
+    holders: dict[int, list[int]] = {}
+    for pid in sorted(int(e) for e in os.listdir("/proc") if e.isdigit()):
+        path = f"/proc/{pid}/ns/net"
         try:
             ino = os.stat(path).st_ino
         except PermissionError:
@@ -118,11 +153,47 @@ def discover() -> tuple[list[tuple[str, str, int]], int]:
             continue
         except OSError:
             continue
-        if ino not in found:
-            try:
-                with open(f"/proc/{entry}/comm") as fh:
-                    comm = fh.read().strip()
-            except OSError:
-                comm = "?"
-            found[ino] = (f"pid:{entry} ({comm})", path, ino)
+        if ino == inode:
+            continue
+        ns = found.get(ino)
+        if ns is None:
+            comm = _comm(str(pid))
+            ns = found[ino] = Namespace(f"pid:{pid} ({comm})", path, ino, pid=pid,
+                                        command=comm)
+        elif ns.pid is None:
+            ns.pid, ns.command = pid, _comm(str(pid))
+        probed = holders.setdefault(ino, [])
+        if len(probed) < MAX_PROBED:
+            probed.append(pid)
+    _label_containers(found, holders, inode, own.st_dev, root)
     return list(found.values()), hidden
+
+
+def _label_containers(found: dict[int, Namespace], holders: dict[int, list[int]],
+                      own: int, dev: int, root: str | None) -> None:
+    others = [ns for ns in found.values() if ns.inode != own]
+    if not others:
+        return
+    from netdiag.containers import Labeller
+
+    labeller = Labeller(root)
+    for ns in others:
+        container = labeller.by_name(ns.name, ns.inode) if ns.name else None
+        if container is None:
+            container = labeller.by_inode(ns.inode, dev)
+        if container is None:
+            for pid in holders.get(ns.inode, []):
+                got = labeller.by_process(pid)
+                if got is not None and (container is None or (got.pod_name and not
+                                                               container.pod_name)):
+                    container = got
+                if container is not None and (container.pod_name or container.name):
+                    break
+        if container is not None:
+            ns.container = container
+            ns.label = container.label()
+    seen: set[str] = set()
+    for ns in found.values():  # two namespaces never share a label
+        if ns.label in seen:
+            ns.label = f"{ns.label} [netns:{ns.inode}]"
+        seen.add(ns.label)

@@ -365,10 +365,11 @@ def run_all(req: Request):
     history = History(req.state_dir)
     try:
         with _progress(len(namespaces), "namespaces") as advance:
-            for label, path, inode in namespaces:
+            for ns in namespaces:
                 advance()
+                label, inode = ns.label, ns.inode
                 try:
-                    nsmod.enter_if_needed(path, inode)
+                    nsmod.enter_if_needed(ns.path, inode)
                 except NetdiagError as exc:  # gone meanwhile, or no permission
                     skipped.append(label)
                     errors.append(CollectorError("netns", f"{label}: {exc}"))
@@ -401,7 +402,8 @@ def run_all(req: Request):
                     metrics.extend(samples(facts, got, outcome.errors, status, label))
                 rows.append({"netns": label, "inode": inode, "status": status,
                              "sockets": facts.census.total if facts.census else None,
-                             "findings": sum(1 for f in got if f.severity > Severity.OK)})
+                             "findings": sum(1 for f in got if f.severity > Severity.OK),
+                             **ns.as_json()})
                 keep_ok = req.show_ok or req.fmt == "prometheus"
                 findings.extend(f for f in got if keep_ok or f.severity > Severity.OK)
     finally:
