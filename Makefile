@@ -18,10 +18,12 @@ run: $(STAMP)
 
 # System packages the scenario tests use (as root only; otherwise they must be present): the
 # real servers and clients users have (nginx, redis, wrk, iperf3, socat), bpftrace as the
-# probes' referee, nftables/iptables to make peers vanish, promtool.
+# probes' referee, nftables/iptables to make peers vanish, promtool and the Prometheus server
+# (it scrapes `netdiag serve` over TLS), openssl (test certificates).
 SYSTEM_TOOLS := ip:iproute2 runuser:util-linux promtool:prometheus nginx:nginx-light \
 	redis-server:redis-server redis-benchmark:redis-tools wrk:wrk iperf3:iperf3 socat:socat \
-	bpftrace:bpftrace nft:nftables iptables:iptables curl:curl unshare:util-linux
+	bpftrace:bpftrace nft:nftables iptables:iptables curl:curl unshare:util-linux \
+	openssl:openssl prometheus:prometheus
 system-deps:
 	@if [ "$$(id -u)" = 0 ]; then \
 	  missing=""; \

@@ -278,7 +278,7 @@ def _killpg(pgid: int, sig: int) -> None:
 REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
            b"Content-Length: 21\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
            b"too many connections\n")
-EVICTABLE = ("handshake", "reading", "idle")
+EVICTABLE = ("opening", "handshake", "reading", "idle")
 
 
 class Connection(asyncio.Protocol):
@@ -290,7 +290,7 @@ class Connection(asyncio.Protocol):
         self.server, self.sock, self.peer = server, sock, peer
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
         self.transport: Any = None
-        self.state = "handshake"
+        self.state = "opening"  # "handshake" while TLS is negotiated
         self.since = time.monotonic()
         self.timer: asyncio.TimerHandle | None = None
         self.task: asyncio.Task | None = None
@@ -375,7 +375,7 @@ class Connection(asyncio.Protocol):
         self._process()
 
     def eof_received(self) -> bool:
-        if self.state in ("reading", "idle", "handshake"):
+        if self.state in EVICTABLE:
             return False  # nothing to answer: close
         try:
             self.h11.receive_data(b"")

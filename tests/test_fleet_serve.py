@@ -277,6 +277,23 @@ def test_web_config_files_are_judged_like_promtool_judges_them(pki):
     assert "Traceback" not in proc.stderr
 
 
+def test_contrib_web_config_works_for_promtool_and_netdiag(pki, tmp_path):
+    from netdiag.webconfig import Authenticator, load, ssl_context
+
+    text = (REPO / "contrib" / "prometheus" / "netdiag-web-config.yml").read_text()
+    for name, ours in (("netdiag.crt", "server.pem"), ("netdiag.key", "server.key"),
+                       ("prometheus-ca.crt", "ca.pem")):
+        text = text.replace(f"/etc/netdiag/tls/{name}", str(pki / ours))
+    path = tmp_path / "web-config.yml"
+    path.write_text(text)
+    ok, out = _promtool_verdict(path)
+    assert ok, out
+    cfg = load(str(path))
+    assert ssl_context(cfg).verify_mode == ssl.CERT_REQUIRED
+    header = "Basic " + base64.b64encode(b"prometheus:change me").decode()
+    assert Authenticator().check(cfg.users, header)
+
+
 def test_basic_auth_header_parsing_and_cache():
     from netdiag.webconfig import Authenticator, duration, parse_basic
 

@@ -153,7 +153,7 @@ def test_alert_rules_pass_promtool():
                           str(REPO / "contrib" / "prometheus" / "netdiag-alerts.yml")],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 7 rules found" in out.stdout
+    assert "SUCCESS: 8 rules found" in out.stdout
 
 
 def test_history_delta_reset_and_concurrency(tmp_path):
