@@ -326,7 +326,7 @@ class Connection(asyncio.Protocol):
             self.server.log("read-timeout", f"closed the connection from {self.peer}: {what} "
                                             f"within --read-timeout {limits.read_timeout:g} s")
             if self.got_bytes:
-                self._simple(408, b"request timeout\n", quiet=True)
+                self._simple(408, b"request timeout\n")
             self.close()
         elif state == "idle":
             self.close()
@@ -420,7 +420,7 @@ class Connection(asyncio.Protocol):
                 status = exc.error_status_hint or 400
                 self.server.log("bad-request", f"bad request from {self.peer}: {exc} "
                                                f"(answered {status})")
-                self._simple(status, b"bad request\n", quiet=True)
+                self._simple(status, b"bad request\n")
                 self.close()
                 return
             if event is h11.NEED_DATA or event is h11.PAUSED:
@@ -431,7 +431,7 @@ class Connection(asyncio.Protocol):
                 self.body_bytes += len(event.data)
                 if self.body_bytes > MAX_BODY_BYTES:
                     self.server.count("bad_request")
-                    self._simple(413, b"request body too large\n", quiet=True)
+                    self._simple(413, b"request body too large\n")
                     self.close()
                     return
             elif isinstance(event, h11.EndOfMessage):
@@ -497,7 +497,7 @@ class Connection(asyncio.Protocol):
             raise ConnectionResetError("closed")
         self.server.count_request(status)
 
-    def _simple(self, status: int, body: bytes, quiet: bool = False) -> None:
+    def _simple(self, status: int, body: bytes) -> None:
         """An error answer written at once (no await), when h11 still allows one."""
         import h11
 
