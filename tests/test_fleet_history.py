@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import REPO, NetNS, finding, require_root, run_json, run_netdiag
+from conftest import REPO, NetNS, finding, load_json, require_root, run_json, run_netdiag
 
 
 def _history_errors(report: dict) -> list[str]:
@@ -47,7 +47,7 @@ def test_garbage_pages_are_moved_aside_once_and_history_restarts(tmp_path):
     for p in procs:
         out, err = p.communicate(timeout=120)
         assert p.returncode in (0, 1, 2) and b"Traceback" not in err, err
-        notes += _history_errors(json.loads(out))
+        notes += _history_errors(load_json(out))
     aside = sorted(p.name for p in state.iterdir() if ".damaged-" in p.name)
     assert len(aside) == 1, aside
     assert any(f"moved aside to {aside[0]}" in n for n in notes), notes
@@ -113,7 +113,7 @@ def test_a_run_stored_in_the_future_is_a_reset_once(tmp_path):
     again, _ = _backlog(state)  # compared with the run just stored, not the future one
     ev = _overflow(again)
     assert not ev.get("reset") and ev["seconds"] > 0 and ev["delta"] >= 0
-    hist = json.loads(run_netdiag("history", "--state-dir", str(state), "--json").stdout)
+    hist = load_json(run_netdiag("history", "--state-dir", str(state), "--json").stdout)
     assert [r.get("reset") for r in hist["runs"]] == [None, "clock went back", None]
     assert all(r["seconds"] is None or r["seconds"] > 0 for r in hist["runs"])
     table = run_netdiag("history", "--state-dir", str(state))
@@ -139,7 +139,7 @@ def test_full_disk_still_reports_and_says_history_was_not_kept(tmp_path):
         'dd if=/dev/zero of="$STATE/fill" bs=4k 2>/dev/null || true\n'
         '"$PY" -m netdiag backlog --json --state-dir "$STATE" || true\n', state)
     assert "Traceback" not in out.stderr, out.stderr
-    report = json.loads(out.stdout)
+    report = load_json(out.stdout)
     notes = _history_errors(report)
     assert any("this run was not stored" in n for n in notes), notes
     assert _overflow(report)["since"] == "previous run"  # the stored baseline still served
@@ -148,7 +148,7 @@ def test_full_disk_still_reports_and_says_history_was_not_kept(tmp_path):
         'mount -t tmpfs -o size=64k netdiag-full "$STATE"\n'
         'dd if=/dev/zero of="$STATE/fill" bs=4k 2>/dev/null || true\n'
         '"$PY" -m netdiag backlog --json --state-dir "$STATE/sub" || true\n', state)
-    report = json.loads(out.stdout)
+    report = load_json(out.stdout)
     assert any("history was not kept" in n for n in _history_errors(report))
 
 
@@ -163,9 +163,9 @@ def test_read_only_store_gives_baseline_and_history(tmp_path):
         '"$PY" -m netdiag backlog --json --state-dir "$STATE" > "$STATE.check.json" || true\n'
         '"$PY" -m netdiag history --json --state-dir "$STATE"\n', state)
     assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
-    hist = json.loads(out.stdout)
+    hist = load_json(out.stdout)
     assert len(hist["runs"]) == 2
-    report = json.loads(Path(str(state) + ".check.json").read_text())
+    report = load_json(Path(str(state) + ".check.json").read_text())
     assert _overflow(report)["since"] == "previous run"
     assert any("not stored" in n for n in _history_errors(report)), report["errors"]
     assert len(_rows(state)) == 2  # nothing was written
@@ -188,7 +188,7 @@ def test_all_netns_keeps_history_per_namespace_and_follows_renames(tmp_path):
         assert not any(f["id"] == "backlog.listen_overflow" for f in second["findings"]
                        if f["netns"] == quiet.name)
         for ns, grew in ((busy, True), (quiet, False)):
-            hist = json.loads(run_netdiag("history", "--state-dir", state, "--netns", ns.name,
+            hist = load_json(run_netdiag("history", "--state-dir", state, "--netns", ns.name,
                                           "--json").stdout)
             assert len(hist["runs"]) == 2 and not hist["runs"][1].get("reset")
             assert (hist["runs"][1]["ListenOverflows"] > 0) is grew
@@ -202,7 +202,7 @@ def test_all_netns_keeps_history_per_namespace_and_follows_renames(tmp_path):
             third, _ = run_json("backlog", "--state-dir", state, netns=new)
             ev = _overflow(third)
             assert ev["since"] == "previous run" and not ev.get("reset"), ev
-            hist = json.loads(run_netdiag("history", "--state-dir", state, "--netns", new,
+            hist = load_json(run_netdiag("history", "--state-dir", state, "--netns", new,
                                           "--json").stdout)
             assert len(hist["runs"]) == 3 and hist["runs"][0]["netns"] == busy.name
         finally:

@@ -413,7 +413,7 @@ def test_a_real_prometheus_scrapes_over_tls_with_auth(pki, tmp_path):
             while time.monotonic() < deadline:
                 try:
                     with urllib.request.urlopen(f"{api}/targets", timeout=5) as resp:
-                        active = json.load(resp)["data"]["activeTargets"]
+                        active = json.load(resp)["data"]["activeTargets"]  # not netdiag output
                     target = active[0] if active else None
                     if target and target["health"] == "up":
                         break
@@ -422,7 +422,7 @@ def test_a_real_prometheus_scrapes_over_tls_with_auth(pki, tmp_path):
                 time.sleep(0.3)
             assert target is not None and target["health"] == "up", target
             with urllib.request.urlopen(f"{api}/query?query=netdiag_status", timeout=10) as r:
-                result = json.load(r)["data"]["result"]
+                result = json.load(r)["data"]["result"]  # not netdiag output
             assert result and result[0]["metric"]["job"] == "netdiag"
         finally:
             prom.terminate()

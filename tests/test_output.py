@@ -385,8 +385,13 @@ def _contract_metrics() -> set[str]:
 def _metric_names_in_code() -> set[str]:
     names: set[str] = set()
     for path in (REPO / "netdiag").rglob("*.py"):
-        names.update(n for n in re.findall(r"\b(netdiag_[a-z0-9_]+)", path.read_text())
+        text = path.read_text()
+        names.update(n for n in re.findall(r"\b(netdiag_[a-z0-9_]+)", text)
                      if not n.endswith("_"))  # "netdiag_probe_*" in a help text
+        # prometheus_client exposes a CounterMetricFamily "x" as "x_total".
+        for n in re.findall(r'CounterMetricFamily\(\s*"(netdiag_[a-z0-9_]+)"', text):
+            names.discard(n)
+            names.add(n + "_total")
     return names
 
 
