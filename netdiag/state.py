@@ -26,6 +26,7 @@ one short write transaction per run, and a lock around moving a damaged store as
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import math
@@ -256,11 +257,15 @@ class Store:
 
     def _open(self) -> None:
         self.close()
-        self.db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
-        self.ino = self._inode()
-        self.db.execute("PRAGMA busy_timeout = 30000")
-        self.db.execute("PRAGMA journal_mode = WAL")
-        self.db.executescript(SCHEMA)
+        # A shared lock while opening: a run moving a damaged store aside holds it exclusively
+        # until the store and its -wal/-shm files are all gone, so no run opens a new store
+        # beside the old journal (which would look damaged in turn and be moved aside twice).
+        with self._lock(exclusive=False):
+            self.db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
+            self.ino = self._inode()
+            self.db.execute("PRAGMA busy_timeout = 30000")
+            self.db.execute("PRAGMA journal_mode = WAL")
+            self.db.executescript(SCHEMA)
         have = {r[1] for r in self.db.execute("PRAGMA table_info(runs)")}
         missing = [c for c in ("series", "netns_cookie") if c not in have]
         if missing or self.db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
@@ -324,46 +329,58 @@ class Store:
 
     def _quarantine(self, exc: Exception) -> None:
         """Move a damaged store aside so that this and later runs start a new one. Runs that
-        find it damaged at the same moment move it once (a lock, and the file identity)."""
-        import fcntl
-
+        find it damaged at the same moment move it once (an exclusive lock, and the file's
+        identity: a run that finds another file in place knows it was moved already)."""
         seen = getattr(self, "ino", None) or self._inode()
         self.close()
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         dest = self.path.with_name(f"{FILE}.damaged-{stamp}-{os.getpid()}")
         try:
-            lock = open(self.dir / "history.lock", "a")  # noqa: SIM115 (closed below)
+            with self._lock(exclusive=True, exc=exc):
+                if self._inode() != seen:  # another run moved it aside already
+                    self.notes.append(f"history {self.path} was damaged ({exc}); another run "
+                                      "moved it aside; a new history starts")
+                    return
+                for suffix in ("-wal", "-shm", ""):  # the journal first, the store last
+                    side = Path(str(self.path) + suffix)
+                    if suffix == "" or side.exists():
+                        os.rename(side, Path(str(dest) + suffix))
         except OSError as err:
             raise StoreError(f"history {self.path} is damaged ({exc}) and cannot be moved "
                              f"aside ({err.strerror})") from None
+        self.notes.append(f"history {self.path} was damaged ({exc}); moved aside to "
+                          f"{dest.name}; a new history starts with this run")
+
+    @contextlib.contextmanager
+    def _lock(self, exclusive: bool, exc: Exception | None = None):
+        """flock on history.lock (shared for opening, exclusive for moving a damaged store
+        aside), waiting at most 30 s. Where the lock file cannot be created (a read-only
+        directory) there is no one to race with a write: go on without it."""
+        import fcntl
+
         try:
+            fh = open(self.dir / "history.lock", "a")  # noqa: SIM115 (closed below)
+        except OSError:
+            if exclusive:
+                raise
+            yield
+            return
+        try:
+            mode = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
             deadline = time.monotonic() + 30
             while True:
                 try:
-                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    fcntl.flock(fh, mode)
                     break
                 except BlockingIOError:
                     if time.monotonic() > deadline:
-                        raise StoreError(f"history {self.path} is damaged ({exc}); another "
-                                         "run holds its lock") from None
+                        raise StoreError(f"history {self.path}"
+                                         + (f" is damaged ({exc}); " if exc else ": ")
+                                         + "another run holds its lock") from None
                     time.sleep(0.05)
-            if self._inode() != seen:  # another run moved it aside already
-                self.notes.append(f"history {self.path} was damaged ({exc}); another run "
-                                  "moved it aside; a new history starts")
-                return
-            try:
-                os.rename(self.path, dest)
-                for suffix in ("-wal", "-shm"):
-                    side = Path(str(self.path) + suffix)
-                    if side.exists():
-                        os.rename(side, Path(str(dest) + suffix))
-            except OSError as err:
-                raise StoreError(f"history {self.path} is damaged ({exc}) and cannot be "
-                                 f"moved aside ({err.strerror})") from None
-            self.notes.append(f"history {self.path} was damaged ({exc}); moved aside to "
-                              f"{dest.name}; a new history starts with this run")
+            yield
         finally:
-            lock.close()
+            fh.close()
 
     def close(self) -> None:
         if self.db is not None:
