@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import sys
 from enum import Enum
-from pathlib import Path
 from typing import Callable, List, Optional
 
 import click
 import typer
 
 from netdiag import __version__
-from netdiag.errors import NetdiagError, UsageError
+from netdiag.errors import NetdiagError, OutputClosedError, UsageError
 
 app = typer.Typer(
     name="netdiag",
@@ -114,7 +115,7 @@ def _parse_states(names: list[str]) -> set[int] | None:
 def check(
     fmt: Format = FormatOpt, as_json: bool = JsonOpt, netns: Optional[str] = NetnsOpt,
     pid: Optional[int] = PidOpt, interval: Optional[float] = IntervalOpt,
-    root: Optional[Path] = RootOpt, output: Optional[Path] = OutputOpt,
+    root: Optional[str] = RootOpt, output: Optional[str] = OutputOpt,
     state_dir: Optional[str] = StateDirOpt, all_netns: bool = AllNetnsOpt,
     probe_seconds: Optional[float] = typer.Option(
         None, "--probe-seconds", min=0.5, metavar="S",
@@ -161,7 +162,7 @@ def sockets(
                                         "/proc/PID/fd; slower on large hosts)."),
     fmt: Format = FormatOpt, as_json: bool = JsonOpt, netns: Optional[str] = NetnsOpt,
     pid: Optional[int] = PidOpt, interval: Optional[float] = IntervalOpt,
-    root: Optional[Path] = RootOpt, output: Optional[Path] = OutputOpt,
+    root: Optional[str] = RootOpt, output: Optional[str] = OutputOpt,
     state_dir: Optional[str] = StateDirOpt, all_netns: bool = AllNetnsOpt,
     verbose: bool = VerboseOpt,
 ) -> None:
@@ -180,7 +181,7 @@ def _topic_command(topic: str, view_name: str, doc: str, **plan_kw):
     def command(
         fmt: Format = FormatOpt, as_json: bool = JsonOpt, netns: Optional[str] = NetnsOpt,
         pid: Optional[int] = PidOpt, interval: Optional[float] = IntervalOpt,
-        root: Optional[Path] = RootOpt, output: Optional[Path] = OutputOpt,
+        root: Optional[str] = RootOpt, output: Optional[str] = OutputOpt,
         state_dir: Optional[str] = StateDirOpt, all_netns: bool = AllNetnsOpt,
         verbose: bool = VerboseOpt,
     ) -> None:
@@ -223,8 +224,8 @@ _topic_command("softirq", "softirq_view",
 @app.command()
 def sysctl(
     fmt: Format = FormatOpt, as_json: bool = JsonOpt, netns: Optional[str] = NetnsOpt,
-    pid: Optional[int] = PidOpt, root: Optional[Path] = RootOpt,
-    output: Optional[Path] = OutputOpt, verbose: bool = VerboseOpt,
+    pid: Optional[int] = PidOpt, root: Optional[str] = RootOpt,
+    output: Optional[str] = OutputOpt, verbose: bool = VerboseOpt,
 ) -> None:
     """Every networking sysctl the rules read: value, default, the rules that use it."""
     from netdiag import views
@@ -251,7 +252,7 @@ def probe(
     interval: Optional[float] = typer.Option(None, "--interval", min=0.5, metavar="S",
                                              help="Also print progress every S seconds."),
     fmt: Format = FormatOpt, as_json: bool = JsonOpt, netns: Optional[str] = NetnsOpt,
-    pid: Optional[int] = PidOpt, output: Optional[Path] = OutputOpt,
+    pid: Optional[int] = PidOpt, output: Optional[str] = OutputOpt,
     verbose: bool = VerboseOpt,
 ) -> None:
     """An eBPF probe (bcc), aggregated in the kernel, printed at the end."""
@@ -369,47 +370,119 @@ def main(argv: list[str] | None = None) -> None:
     import signal
 
     args = sys.argv[1:] if argv is None else argv
-    _safe_streams()
+    stdout_closed = _standard_fds()
+    _safe_streams(stdout_closed)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _interrupted)
+    stdout = sys.stdout
     try:
         code = app(args=args, prog_name="netdiag", standalone_mode=False)
         sys.stdout.flush()
     except click.exceptions.NoArgsIsHelpError as exc:
-        click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+        try:
+            click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+        except OSError:
+            pass
         code = 3
     except click.exceptions.UsageError as exc:
         code = _fail(f"error: {exc.format_message()}")
     except click.exceptions.Exit as exc:
         code = exc.exit_code
+    except Interrupted as exc:
+        code = _fail(str(exc))
     except (click.exceptions.Abort, KeyboardInterrupt):
         code = _fail("interrupted")
-    except BrokenPipeError:
-        code = _fail("output closed before the report was complete (broken pipe)")
-    except NetdiagError as exc:
-        if isinstance(exc, Interrupted):
-            code = _fail(str(exc))
+    except (BrokenPipeError, OutputClosedError):
+        code = _fail(_closed_message(stdout_closed))
+    except SystemExit as exc:
+        # click answers EPIPE on stdout with sys.exit(1) after wrapping the streams: that is
+        # a closed output, not a warning.
+        if sys.stdout is not stdout:
+            code = _fail(_closed_message(stdout_closed))
         else:
-            code = _fail(f"error: {exc}")
+            code = exc.code if exc.code in (0, 1, 2, 3) else 3
+    except NetdiagError as exc:
+        code = _fail(f"error: {exc}")
+    except OSError as exc:
+        if exc.filename is None and exc.errno in _WRITE_ERRNOS:  # stdout itself failed
+            code = _fail(f"cannot write to standard output: {exc.strerror}")
+        else:
+            code = _internal(exc)
     except Exception as exc:  # noqa: BLE001 (a bug: say so in one line, never exit 1)
-        if os.environ.get("NETDIAG_DEBUG") == "1":
-            import traceback
-
-            traceback.print_exc()
-        code = _fail(f"internal error: {type(exc).__name__}: {exc} (NETDIAG_DEBUG=1 shows "
-                     "the traceback)")
+        code = _internal(exc)
+    for sig in (signal.SIGINT, signal.SIGTERM):  # the answer is decided: no second one
+        signal.signal(sig, signal.SIG_IGN)
     _close_stdout()
     sys.exit(code if isinstance(code, int) else 0)
 
 
-class Interrupted(NetdiagError):
-    """SIGINT or SIGTERM arrived outside a probe window (which handles its own)."""
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived outside a probe window (which handles its own). Not an
+    Exception: the guards around collectors and rules must not swallow it."""
 
 
 def _interrupted(signum, frame) -> None:  # noqa: ARG001
     import signal
 
     raise Interrupted("interrupted" if signum == signal.SIGINT else "terminated")
+
+
+def _internal(exc: BaseException) -> int:
+    if os.environ.get("NETDIAG_DEBUG") == "1":
+        import traceback
+
+        traceback.print_exception(type(exc), exc, exc.__traceback__)
+    return _fail(f"internal error: {type(exc).__name__}: {exc} (NETDIAG_DEBUG=1 shows the "
+                 "traceback)")
+
+
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EFBIG, errno.EPIPE)
+
+
+def _closed_message(at_start: bool) -> str:
+    if at_start:
+        return "standard output is closed; nothing was written (use --output FILE)"
+    return "output closed before the report was complete (broken pipe)"
+
+
+class _ClosedStdout(io.TextIOBase):
+    """Stands for a stdout that was closed when netdiag started: writing to it fails like a
+    closed pipe, and fd 1 itself is held on /dev/null so no file netdiag opens takes it."""
+
+    encoding = "utf-8"
+    errors = "backslashreplace"
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        raise BrokenPipeError(errno.EPIPE, "standard output is closed")
+
+    def isatty(self) -> bool:
+        return False
+
+
+def _standard_fds() -> bool:
+    """Hold fds 0-2 open (on /dev/null where closed), so that no file or socket netdiag
+    opens later becomes its stdout. Returns whether stdout was closed."""
+    closed = False
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            closed = closed or fd == 1
+            try:
+                null = os.open(os.devnull, os.O_RDWR)
+                if null != fd:
+                    os.dup2(null, fd)
+                    os.close(null)
+            except OSError:
+                pass
+    if closed:
+        sys.stdout = _ClosedStdout()
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115 (fd 2 is /dev/null now)
+    return closed
 
 
 def _fail(message: str) -> int:
@@ -422,10 +495,10 @@ def _fail(message: str) -> int:
     return 3
 
 
-def _safe_streams() -> None:
+def _safe_streams(skip_stdout: bool = False) -> None:
     """Text the system gave us is printed whatever the terminal's encoding: characters the
     stream cannot encode become escapes instead of a UnicodeEncodeError."""
-    for stream in (sys.stdout, sys.stderr):
+    for stream in ((sys.stderr,) if skip_stdout else (sys.stdout, sys.stderr)):
         try:
             stream.reconfigure(errors="backslashreplace")
         except (AttributeError, ValueError):

@@ -15,6 +15,11 @@ class SourceMissing(NetdiagError):
     """A file or interface the collector needs does not exist on this kernel."""
 
 
+class Unreadable(SourceMissing):
+    """A file exists but was not read: not a regular file, a link out of the snapshot, larger
+    than netdiag accepts, or permission denied (netdiag.readfile says which)."""
+
+
 class ParseError(NetdiagError):
     """A source could not be parsed; names the file and the line."""
 
@@ -22,3 +27,7 @@ class ParseError(NetdiagError):
         self.path = path
         self.lineno = lineno
         super().__init__(f"{path}:{lineno}: {message}")
+
+
+class OutputClosedError(NetdiagError):
+    """The report's reader went away (a closed pipe: netdiag check | head -1)."""

@@ -39,6 +39,8 @@ class SysctlFacts:
 
     values: dict[str, str] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
+    # present but not read (not a regular file, too large, permission denied): key -> why
+    unreadable: dict[str, str] = field(default_factory=dict)
 
     def get_int(self, key: str) -> int | None:
         raw = self.values.get(key)
@@ -173,6 +175,8 @@ class SysctlConfFacts:
 
     settings: list[SysctlSetting] = field(default_factory=list)
     files_read: list[str] = field(default_factory=list)
+    # files found but not read (not a regular file, too large, a link out of the snapshot)
+    unreadable: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -44,7 +44,10 @@ def _facts_present(facts: Facts) -> dict[str, bool]:
     return {"sysctl": facts.sysctl is not None and bool(facts.sysctl.values),
             "counters": facts.counters is not None and bool(facts.counters.counters),
             "sockets": facts.census is not None, "sockstat": facts.sockstat is not None,
-            "processes": facts.processes is not None, "file-nr": facts.file_nr is not None,
+            # up only when some process's fd table could be read (not as a normal user)
+            "processes": facts.processes is not None and (
+                facts.processes.scanned > 0 or not facts.processes.unreadable),
+            "file-nr": facts.file_nr is not None,
             "softnet_stat": facts.softnet is not None, "softirqs": facts.softirqs is not None,
             "links": facts.links is not None}
 

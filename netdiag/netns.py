@@ -15,7 +15,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from netdiag.errors import UsageError
+from netdiag import readfile
+from netdiag.errors import SourceMissing, UsageError
 
 CLONE_NEWNET = 0x40000000
 NETNS_RUN_DIR = "/run/netns"
@@ -35,11 +36,12 @@ def namespace_path(name: str | None, pid: int | None) -> tuple[str, str]:
     """Resolve --netns / --pid to a path under /run/netns or /proc/PID/ns; label for reports."""
     if name is not None:
         if "/" in name or name in (".", ".."):
-            raise UsageError(f"invalid namespace name {name!r}")
+            raise UsageError(f"invalid namespace name {readfile.text(name)!r}")
         path = os.path.join(NETNS_RUN_DIR, name)
         if not os.path.exists(path):
-            raise UsageError(f"network namespace {name!r} not found under {NETNS_RUN_DIR}")
-        return path, name
+            raise UsageError(f"network namespace {readfile.text(name)!r} not found under "
+                             f"{NETNS_RUN_DIR}")
+        return path, readfile.text(name)
     assert pid is not None
     if pid <= 0:
         raise UsageError(f"invalid pid {pid}")
@@ -108,10 +110,11 @@ class Namespace:
 
 
 def _comm(pid: str) -> str:
+    """A process's comm. Any process sets its own (prctl PR_SET_NAME): bytes, not UTF-8, maybe
+    markup or escape sequences; the label keeps it as escaped text."""
     try:
-        with open(f"/proc/{pid}/comm", "rb") as fh:
-            return fh.read(64).decode("utf-8", "replace").strip()
-    except OSError:
+        return readfile.read_text(f"/proc/{pid}/comm", f"/proc/{pid}/comm", limit=4096).strip()
+    except SourceMissing:
         return "?"
 
 
@@ -141,7 +144,7 @@ def discover(root: str | None = None) -> tuple[list[Namespace], int]:
         except OSError:
             continue
         if ino not in found:
-            found[ino] = Namespace(name, path, ino, name=name)
+            found[ino] = Namespace(readfile.text(name), path, ino, name=readfile.text(name))
     hidden = 0
     holders: dict[int, list[int]] = {}
     for pid in sorted(int(e) for e in os.listdir("/proc") if e.isdigit()):

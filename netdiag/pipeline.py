@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from netdiag import validate
-from netdiag.errors import NetdiagError, UsageError
+from netdiag.errors import NetdiagError, OutputClosedError, UsageError
 
 # Bounds of numeric options. An interval or probe window longer than an hour is a mistake in
 # a cron line, not a measurement.
@@ -55,9 +55,9 @@ class Request:
     show_facts: bool = False
     netns: str | None = None
     pid: int | None = None
-    root: Path | None = None
+    root: Path | str | None = None  # a Path once validated
     interval: float | None = None
-    output: Path | None = None
+    output: Path | str | None = None  # a Path once validated
     state_dir: str | None = None
     all_netns: bool = False
     probes: ProbeRequest | None = None
@@ -434,7 +434,11 @@ def emit(report, req: Request) -> None:
             _render(report, req.fmt, sys.stdout, req.verbose)
             sys.stdout.flush()
         except BrokenPipeError:
-            raise OutputClosed() from None
+            raise OutputClosedError("output closed before the report was complete (broken "
+                                    "pipe)") from None
+        except OSError as exc:  # a full disk behind a redirection, an I/O error
+            raise NetdiagError(f"cannot write the report to standard output: "
+                               f"{exc.strerror or exc}") from None
     else:
         from netdiag.output import write_report
 
@@ -448,13 +452,6 @@ def unknown_reason(report) -> str:
         return "; ".join(e.message if e.collector in e.message else
                          f"{e.collector}: {e.message}" for e in report.errors[:3])
     return "no rule could be judged (" + ", ".join(report.not_judged[:5]) + ")"
-
-
-class OutputClosed(NetdiagError):
-    """stdout was closed before the report was written (netdiag check | head -1)."""
-
-    def __init__(self) -> None:
-        super().__init__("output closed before the report was complete (broken pipe)")
 
 
 # ---- helpers -------------------------------------------------------------------------------

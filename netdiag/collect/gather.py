@@ -172,6 +172,10 @@ def collect(ctx: Context, plan: Plan) -> tuple[Facts, list[CollectorError]]:
                 "processes",
                 f"{proc.unreadable} of {proc.unreadable + proc.scanned} processes could not be "
                 "read (their fd tables need root): their sockets are not attributed"))
+    if facts.sysctl is not None:
+        errors.extend(CollectorError("sysctl", why) for why in facts.sysctl.unreadable.values())
+    if facts.sysctl_conf is not None:
+        errors.extend(CollectorError("sysctl.d", why) for why in facts.sysctl_conf.unreadable)
     facts_missing = [k for k in (facts.sysctl.missing if facts.sysctl else [])
                      if k not in OPTIONAL_KEYS]
     if facts_missing:

@@ -17,6 +17,7 @@ import resource
 
 from netdiag.context import Context
 from netdiag.facts import ProcessFacts, ProcessInfo
+from netdiag.readfile import text
 
 _SOCKET_PREFIX = "socket:["
 _INF = resource.RLIM_INFINITY
@@ -148,14 +149,16 @@ def fill_details(facts: ProcessFacts, pids: set[int]) -> None:
             continue
         try:
             proc = psutil.Process(pid)
+            # A process names itself (comm, argv): any bytes, markup or escape sequences
+            # included. psutil keeps undecodable bytes as surrogates; facts hold escapes.
             with proc.oneshot():
-                info.command = proc.name()
+                info.command = text(proc.name())
                 try:
-                    info.cmdline = " ".join(proc.cmdline())[:200]
+                    info.cmdline = text(" ".join(proc.cmdline())[:200])
                 except (psutil.AccessDenied, psutil.ZombieProcess):
                     info.cmdline = ""
                 try:
-                    info.user = proc.username()
+                    info.user = text(proc.username())
                 except (psutil.AccessDenied, KeyError):
                     info.user = None
         except (psutil.NoSuchProcess, psutil.AccessDenied):

@@ -4,22 +4,17 @@ from __future__ import annotations
 
 import time
 
+from netdiag import readfile
 from netdiag.context import Context
-from netdiag.errors import ParseError, SourceMissing
+from netdiag.errors import ParseError, SourceMissing, Unreadable
 from netdiag.facts import CounterFacts, FileNr, SockstatFacts, SysctlFacts
 
 
-def read_text(ctx: Context, rel: str) -> str:
-    path = ctx.path(rel)
-    try:
-        with open(path, encoding="ascii", errors="replace") as fh:
-            return fh.read()
-    except FileNotFoundError:
-        raise SourceMissing(f"{ctx.display(rel)} does not exist on this kernel") from None
-    except PermissionError:
-        raise SourceMissing(f"{ctx.display(rel)}: permission denied") from None
-    except OSError as exc:
-        raise SourceMissing(f"{ctx.display(rel)}: {exc.strerror}") from None
+def read_text(ctx: Context, rel: str, limit: int = readfile.MAX_TEXT) -> str:
+    """A whole file under the context's root: bounded, never blocking, only a regular file,
+    inside the snapshot (netdiag.readfile). Raises SourceMissing."""
+    return readfile.read_text(ctx.path(rel), ctx.display(rel),
+                              None if ctx.live else ctx.root, limit)
 
 
 def parse_counters(text: str, path: str) -> dict[str, dict[str, int]]:
@@ -134,7 +129,9 @@ def read_sysctls(ctx: Context, keys: list[str]) -> SysctlFacts:
         rel = "proc/sys/" + key.replace(".", "/")
         try:
             # The kernel separates multi-value sysctls with tabs; normalise to spaces.
-            facts.values[key] = " ".join(read_text(ctx, rel).split())
+            facts.values[key] = " ".join(read_text(ctx, rel, readfile.MAX_SMALL).split())
+        except Unreadable as exc:  # there, but not readable: say why, not "absent"
+            facts.unreadable[key] = str(exc)
         except SourceMissing:
             facts.missing.append(key)
     return facts
@@ -152,11 +149,11 @@ def parse_file_nr(text: str, path: str) -> FileNr:
 
 def read_file_nr(ctx: Context) -> FileNr:
     rel = "proc/sys/fs/file-nr"
-    return parse_file_nr(read_text(ctx, rel), ctx.display(rel))
+    return parse_file_nr(read_text(ctx, rel, readfile.MAX_SMALL), ctx.display(rel))
 
 
 def read_kernel_release(ctx: Context) -> str:
     try:
-        return read_text(ctx, "proc/sys/kernel/osrelease").strip()
+        return read_text(ctx, "proc/sys/kernel/osrelease", readfile.MAX_SMALL).strip()
     except SourceMissing:
         return "unknown"

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import os
 
+from netdiag import readfile
 from netdiag.collect.procfs import read_text
 from netdiag.context import Context
-from netdiag.errors import ParseError
+from netdiag.errors import ParseError, SourceMissing
 from netdiag.facts import LinkStats, SoftirqFacts, SoftnetCpu, SoftnetFacts
 
 # softnet_stat columns by position (net/core/net-procfs.c softnet_seq_show()); the row has
@@ -128,7 +129,8 @@ def read_links(ctx: Context, detailed: bool = False) -> tuple[list[LinkStats], l
     a quarter second: only when asked (`detailed`) or when an interface shows drops.
     """
     rel = "proc/net/dev"
-    links = parse_proc_net_dev(read_text(ctx, rel), ctx.display(rel))
+    # A line per interface: hosts with many containers have tens of thousands.
+    links = parse_proc_net_dev(read_text(ctx, rel, 4 * readfile.MAX_TEXT), ctx.display(rel))
     if not ctx.live:
         return links, []
     if not detailed and not any(lk.rx_dropped or lk.rx_fifo for lk in links):
@@ -141,25 +143,31 @@ def _read_links_netlink(with_rings: bool = True) -> tuple[list[LinkStats], list[
 
     notes: list[str] = []
     links: list[LinkStats] = []
+    raw_names: dict[int, str] = {}  # as the kernel has them (for sysfs and ethtool)
     with IPRoute() as ipr:
         for msg in ipr.get_links():
-            name = msg.get_attr("IFLA_IFNAME")
+            # Any bytes but '/', ':' and blanks make an interface name; pyroute2 returns
+            # bytes for a name that is not UTF-8. Facts keep escaped text.
+            raw = msg.get_attr("IFLA_IFNAME") or ""
+            if isinstance(raw, bytes):
+                raw = os.fsdecode(raw)
             st = msg.get_attr("IFLA_STATS64") or msg.get_attr("IFLA_STATS")
             if st is None:
                 continue
+            raw_names[msg["index"]] = raw
             links.append(LinkStats(
-                name=name, ifindex=msg["index"], rx_packets=st["rx_packets"],
+                name=readfile.text(raw), ifindex=msg["index"], rx_packets=st["rx_packets"],
                 rx_dropped=st["rx_dropped"], rx_missed=st["rx_missed_errors"],
                 rx_fifo=st["rx_fifo_errors"], rx_over=st["rx_over_errors"],
                 tx_dropped=st["tx_dropped"], tx_fifo=st["tx_fifo_errors"]))
     if with_rings and links:
-        _fill_rings(links, notes)
+        _fill_rings(links, raw_names, notes)
     for link in links:
-        link.rps_cpus = _rps_masks(link.name)
+        link.rps_cpus = _rps_masks(raw_names[link.ifindex])
     return links, notes
 
 
-def _fill_rings(links: list[LinkStats], notes: list[str]) -> None:
+def _fill_rings(links: list[LinkStats], raw_names: dict[int, str], notes: list[str]) -> None:
     try:
         from pyroute2.netlink.generic.ethtool import NlEthtool
 
@@ -170,7 +178,7 @@ def _fill_rings(links: list[LinkStats], notes: list[str]) -> None:
     try:
         for link in links:
             try:
-                reply = eth.get_rings(ifname=link.name)
+                reply = eth.get_rings(ifname=raw_names[link.ifindex])
             except Exception:
                 continue  # the driver has no ring parameters (loopback, most virtual links)
             attrs = dict(reply[0]["attrs"]) if reply else {}
@@ -193,8 +201,9 @@ def _rps_masks(ifname: str) -> str | None:
     masks = []
     for q in queues:
         try:
-            with open(f"{base}/{q}/rps_cpus") as fh:
-                masks.append(fh.read().strip())
-        except OSError:
+            path = f"{base}/{q}/rps_cpus"
+            masks.append(readfile.read_text(path, readfile.text(path),
+                                            limit=readfile.MAX_SMALL).strip())
+        except SourceMissing:
             continue
     return " ".join(masks) if masks else None

@@ -239,22 +239,89 @@ def sample_listeners(seconds: float, step: float = 0.2) -> list[ListenerSample]:
     return sampler.result()
 
 
-def replay_census(path: str, builder: CensusBuilder) -> None:
-    """Feed a recorded capture (what `netlink_census(capture=...)` wrote) to the builder."""
-    buf = bytearray(RECV_SIZE + _MSG.size)
-    with open(path, "rb") as fh:
-        while True:
-            head = fh.read(4)
-            if not head:
-                return
-            (n,) = struct.unpack("=I", head)
-            if n > RECV_SIZE:
-                raise SourceMissing(f"{path}: recorded chunk of {n} bytes is too large")
-            data = fh.read(n)
-            if len(data) != n:
-                raise SourceMissing(f"{path}: capture is truncated")
-            buf[:n] = data
-            parse_chunk(buf, n, builder)
+# A recorded capture is input like any other file: refused past this size, and every chunk
+# checked (record and attribute lengths, family, state) before the census parser sees it,
+# so a crafted or bit-flipped file is one clear error, never a crash or unbounded work.
+MAX_CAPTURE = 2 << 30
+_FAMILIES = (2, 10)
+_RTA_LEN = struct.Struct("=H")
+
+
+def check_chunk(buf, n: int) -> str | None:
+    """Why buf[:n] is not a well-formed sock_diag reply chunk (None: it is)."""
+    off = 0
+    while off < n:
+        if off + _HDR.size > n:
+            return f"a message header runs past the chunk at offset {off}"
+        mlen, mtype = _HDR.unpack_from(buf, off)[:2]
+        if mlen < _HDR.size or off + mlen > n:
+            return f"message length {mlen} at offset {off} does not fit the chunk"
+        if mtype == SOCK_DIAG_BY_FAMILY:
+            if mlen < _MSG.size:
+                return f"a socket record of {mlen} bytes at offset {off} is too short"
+            family, state = buf[off + 16], buf[off + 17]
+            if family not in _FAMILIES:
+                return f"address family {family} at offset {off} is not IPv4 or IPv6"
+            if state >= 16:
+                return f"TCP state {state} at offset {off} does not exist"
+            a, end = off + _MSG.size, off + mlen
+            while a + 4 <= end:
+                (alen,) = _RTA_LEN.unpack_from(buf, a)
+                if alen < 4 or a + alen > end:
+                    return f"attribute length {alen} at offset {a} does not fit its record"
+                a += (alen + 3) & ~3
+        elif mtype == NLMSG_ERROR:
+            if mlen < _HDR.size + _ERR.size:
+                return f"an error message of {mlen} bytes at offset {off} is too short"
+        elif mtype != NLMSG_DONE:
+            return f"message type {mtype} at offset {off} is not a sock_diag reply"
+        off += (mlen + 3) & ~3
+    return None
+
+
+def replay_census(path: str, builder: CensusBuilder, display: str | None = None,
+                  root: str | None = None) -> None:
+    """Feed a recorded capture (what `netlink_census(capture=...)` wrote) to the builder.
+    The capture is hostile input: any defect is one SourceMissing naming the chunk."""
+    from netdiag import readfile
+    from netdiag.errors import Unreadable
+
+    display = display or path
+    fd = readfile.open_file(path, display, root)
+    try:
+        size = os.fstat(fd).st_size
+        if size > MAX_CAPTURE:
+            raise Unreadable(f"{display}: larger than {MAX_CAPTURE >> 30} GiB; not read")
+        buf = bytearray(RECV_SIZE + _MSG.size)
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            chunk = 0
+            while True:
+                head = fh.read(4)
+                if not head:
+                    return
+                chunk += 1
+                if len(head) != 4:
+                    raise Unreadable(f"{display}: capture is truncated (chunk {chunk})")
+                (n,) = struct.unpack("=I", head)
+                if n > RECV_SIZE:
+                    raise Unreadable(f"{display}: chunk {chunk} claims {n} bytes, more than "
+                                     f"a sock_diag read ({RECV_SIZE}); not a capture")
+                data = fh.read(n)
+                if len(data) != n:
+                    raise Unreadable(f"{display}: capture is truncated (chunk {chunk})")
+                buf[:n] = data
+                why = check_chunk(buf, n)
+                if why is not None:
+                    raise Unreadable(f"{display}: chunk {chunk}: {why}; not a valid capture")
+                try:
+                    parse_chunk(buf, n, builder)
+                except NetlinkError as exc:
+                    raise Unreadable(f"{display}: chunk {chunk} records a failed dump "
+                                     f"({exc})") from None
+    except OSError as exc:
+        raise Unreadable(f"{display}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
 
 
 # ---- /proc/net/tcp{,6} fallback --------------------------------------------------------
@@ -314,21 +381,22 @@ def parse_proc_tcp(lines, family: int, builder: CensusBuilder, listeners: bool,
 
 
 def proc_census(ctx: Context, builder: CensusBuilder) -> list[str]:
-    """Read proc/net/tcp and tcp6 (two passes each: listeners first). Returns warnings."""
+    """Read proc/net/tcp and tcp6 (two passes each: listeners first), streamed and bounded
+    (netdiag.readfile). Returns warnings."""
+    from netdiag import readfile
+
     warnings: list[str] = []
+    root = None if ctx.live else ctx.root
     for rel, family in (("proc/net/tcp", 2), ("proc/net/tcp6", 10)):
         path = ctx.path(rel)
-        if not path.exists():
+        if not os.path.lexists(path):
             if family == 10:
                 continue  # IPv6 disabled
             raise SourceMissing(f"{ctx.display(rel)} does not exist")
         bad: list[int] = []
         for listeners in (True, False):
-            try:
-                with open(path, encoding="ascii", errors="replace") as fh:
-                    bad += parse_proc_tcp(fh, family, builder, listeners, ctx.display(rel))
-            except OSError as exc:
-                raise SourceMissing(f"{ctx.display(rel)}: {exc.strerror}") from None
+            lines = readfile.iter_lines(path, ctx.display(rel), root)
+            bad += parse_proc_tcp(lines, family, builder, listeners, ctx.display(rel))
         if bad:
             builder.skipped_lines += len(bad)
             first = ", ".join(str(n) for n in sorted(bad)[:5])
@@ -346,10 +414,10 @@ def read_census(ctx: Context, ephemeral: tuple[int, int] | None,
     warnings: list[str] = []
     detail = DetailBuilder() if details else None
     capture = ctx.path("sockdiag.bin")
-    if not ctx.live and capture.exists():
+    if not ctx.live and os.path.lexists(capture):
         builder = CensusBuilder("netlink (recorded)", ephemeral, owners, states, port)
         builder.detail = detail
-        replay_census(str(capture), builder)
+        replay_census(str(capture), builder, ctx.display("sockdiag.bin"), str(ctx.root))
         return builder.finish(top), _finish(detail, warnings), warnings
     if ctx.live and not os.environ.get("NETDIAG_NO_NETLINK"):
         # The kernel filters by state (the dump's state mask): the builder need not, and

@@ -26,6 +26,7 @@ def report_dict(report: Report) -> dict[str, Any]:
         "findings": [f.to_dict() for f in report.findings],
         "facts": report.facts,
         "errors": [e.to_dict() for e in report.errors],
+        # finding ids not judged (their facts missing, or their rule failed: see errors)
         "not_judged": list(report.not_judged),
     }
 
