@@ -346,8 +346,11 @@ def history(
     fmt: Format = FormatOpt, as_json: bool = JsonOpt,
 ) -> None:
     """How the key counters and socket counts moved over the stored runs."""
+    from netdiag import validate
     from netdiag.historyview import show_history
 
+    validate.path_text("--state-dir", state_dir)
+    validate.text("--netns", netns, 1024)
     show_history(state_dir, netns, last, "json" if as_json else fmt.value, sys.stdout)
 
 
@@ -358,8 +361,10 @@ def explain(
     fmt: Format = FormatOpt, as_json: bool = JsonOpt,
 ) -> None:
     """The documented rule behind a topic or finding id (offline)."""
+    from netdiag import validate
     from netdiag.explain import explain as do_explain
 
+    validate.text("TOPIC_OR_FINDING_ID", what, 200)
     do_explain(what, "json" if as_json else fmt.value, sys.stdout)
 
 
@@ -399,8 +404,10 @@ def main(argv: list[str] | None = None) -> None:
         # a closed output, not a warning.
         if sys.stdout is not stdout:
             code = _fail(_closed_message(stdout_closed))
-        else:
-            code = exc.code if exc.code in (0, 1, 2, 3) else 3
+        elif exc.code in (0, 3, None):
+            code = exc.code or 0
+        else:  # 1 and 2 come from findings only, never from a library's exit
+            code = _internal(exc)
     except NetdiagError as exc:
         code = _fail(f"error: {exc}")
     except OSError as exc:
@@ -486,7 +493,9 @@ def _standard_fds() -> bool:
 
 
 def _fail(message: str) -> int:
-    line = " ".join(message.split())
+    from netdiag.render._safe import clean
+
+    line = clean(" ".join(message.split()))  # one line, whatever the system's text held
     try:
         sys.stderr.write(f"netdiag: {line}\n")
         sys.stderr.flush()

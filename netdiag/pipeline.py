@@ -444,13 +444,18 @@ def emit(report, req: Request) -> None:
 
         write_report(req.output, lambda fh: _render(report, req.fmt, fh, req.verbose))
     if report.status == "unknown":
-        sys.stderr.write(f"netdiag: could not judge: {unknown_reason(report)}\n")
+        from netdiag.render._safe import clean
+
+        reason = clean(" ".join(unknown_reason(report).split()))
+        sys.stderr.write(f"netdiag: could not judge: {reason}\n")
 
 
 def unknown_reason(report) -> str:
     if report.errors:
+        # The socket table is the primary evidence: when it failed, that is the reason.
+        errors = sorted(report.errors, key=lambda e: e.collector != "sockets")
         return "; ".join(e.message if e.collector in e.message else
-                         f"{e.collector}: {e.message}" for e in report.errors[:3])
+                         f"{e.collector}: {e.message}" for e in errors[:3])
     return "no rule could be judged (" + ", ".join(report.not_judged[:5]) + ")"
 
 

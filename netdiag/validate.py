@@ -37,6 +37,17 @@ def path_text(option: str, value: Path | str | None) -> Path | None:
     return Path(text)
 
 
+def text(option: str, value: str | None, longest: int) -> str | None:
+    """A word on the command line (a name, an id): at most `longest` characters."""
+    if value is None:
+        return None
+    if len(value) > longest:
+        raise UsageError(f"{option}: too long ({len(value)} characters; at most {longest})")
+    if "\0" in value:
+        raise UsageError(f"{option}: contains a NUL byte")
+    return value
+
+
 def snapshot_root(value: Path | None) -> Path | None:
     """--root: an existing directory (a recorded snapshot)."""
     path = path_text("--root", value)

@@ -4,8 +4,10 @@ every such string through here before a terminal sees it."""
 
 from __future__ import annotations
 
+import errno
 import re
 
+from rich.console import Console
 from rich.text import Text
 
 # C0 controls (tab and newline included: a cell is one line), DEL, C1 controls, and lone
@@ -30,3 +32,13 @@ def clean(value: object) -> str:
 def safe(value: object, style: str = "") -> Text:
     """A rich Text (never parsed as markup) of the cleaned string."""
     return Text(clean(value), style=style)
+
+
+class SafeConsole(Console):
+    """A rich Console for netdiag's output: a reader that went away is a BrokenPipeError like
+    any other write error (netdiag says so and exits 3), never rich's own SystemExit(1),
+    which monitoring would read as WARNING."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError(errno.EPIPE, "the reader closed the output")

@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from netdiag.model import Finding, Report, Severity
-from netdiag.render._safe import clean, safe
+from netdiag.render._safe import SafeConsole, clean, safe
 
 STYLE = {
     Severity.OK: "green",
@@ -40,8 +40,8 @@ def console_for(out: TextIO) -> Console:
     """A console on `out`: its width (the terminal's, $COLUMNS, or 80 on a pipe); colour only
     when `out` is a terminal and NO_COLOR is unset or empty; no trailing blanks on lines.
     Call .file.flush() when done."""
-    return Console(file=_TrimmedLines(out), highlight=False, soft_wrap=False, markup=False,
-                   emoji=False, no_color=bool(os.environ.get("NO_COLOR")))
+    return SafeConsole(file=_TrimmedLines(out), highlight=False, soft_wrap=False,
+                       markup=False, emoji=False, no_color=bool(os.environ.get("NO_COLOR")))
 
 
 def heading(key: str) -> str:
