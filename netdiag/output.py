@@ -32,8 +32,9 @@ from netdiag.errors import UsageError
 WRITE_TIMEOUT = 10.0
 
 
-def write_report(path: Path, write: Callable[[TextIO], None]) -> None:
+def write_report(path: Path | str, write: Callable[[TextIO], None]) -> None:
     """Render with write(fh) into path, by the rules above. Raises UsageError on failure."""
+    path = Path(path)
     target, st = _resolve(path)
     if st is not None and (stat.S_ISCHR(st.st_mode) or stat.S_ISFIFO(st.st_mode)):
         _write_stream(target, write)
