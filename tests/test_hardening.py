@@ -172,10 +172,11 @@ def test_a_signal_during_interval_is_one_line_and_exit_3(sig, word):
 
 # ---- closed and failing output --------------------------------------------------------------
 
-@pytest.mark.parametrize("fmt", ["json", "table", "prometheus", "nagios"])
+@pytest.mark.parametrize("fmt", ["json", "table", "prometheus"])
 def test_a_reader_that_goes_away_is_one_line_and_exit_3(fmt):
-    # A 4 KiB pipe and a reader that takes the first bytes and closes: the report (14 KiB
-    # as JSON) cannot fit, so the write really meets EPIPE.
+    # A 4 KiB pipe and a reader that takes 100 bytes and closes: the report (7 to 15 KiB
+    # in these formats; Nagios output is too small to ever fill a pipe) cannot fit, so the
+    # write really meets EPIPE.
     r, w = os.pipe()
     fcntl.fcntl(w, F_SETPIPE_SZ, 4096)
     proc = subprocess.Popen([sys.executable, "-m", "netdiag", "check", "--root", BUSY,

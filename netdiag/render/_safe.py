@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import errno
 import re
-
-from rich.console import Console
-from rich.text import Text
+from typing import Any
 
 # C0 controls (tab and newline included: a cell is one line), DEL, C1 controls, and lone
 # surrogates (bytes that were not valid UTF-8, kept by surrogateescape).
@@ -29,16 +27,28 @@ def clean(value: object) -> str:
     return _UNSAFE.sub(_escape, text)
 
 
-def safe(value: object, style: str = "") -> Text:
+def safe(value: object, style: str = "") -> Any:
     """A rich Text (never parsed as markup) of the cleaned string."""
+    from rich.text import Text  # here, so that clean() costs no rich import (nagios)
+
     return Text(clean(value), style=style)
 
 
-class SafeConsole(Console):
+_CONSOLE: Any = None
+
+
+def SafeConsole(**kw: Any) -> Any:  # noqa: N802 (used like the class it makes)
     """A rich Console for netdiag's output: a reader that went away is a BrokenPipeError like
     any other write error (netdiag says so and exits 3), never rich's own SystemExit(1),
     which monitoring would read as WARNING."""
+    global _CONSOLE
+    if _CONSOLE is None:
+        from rich.console import Console
 
-    def on_broken_pipe(self) -> None:
-        self.quiet = True
-        raise BrokenPipeError(errno.EPIPE, "the reader closed the output")
+        class _SafeConsole(Console):
+            def on_broken_pipe(self) -> None:
+                self.quiet = True
+                raise BrokenPipeError(errno.EPIPE, "the reader closed the output")
+
+        _CONSOLE = _SafeConsole
+    return _CONSOLE(**kw)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TextIO
 
 from netdiag.model import Report, Severity
+from netdiag.render._safe import clean
 
 MAX_SUMMARY = 70
 
@@ -53,14 +54,14 @@ def render_nagios(report: Report, out: TextIO) -> None:
         summary = f"{counts}: {bad[0].title}"
     else:
         summary = "no problem found"
-    summary = summary.replace("|", "/").replace("\n", " ")
+    summary = clean(" ".join(summary.split())).replace("|", "/")  # one line: system text
     if len(summary) > MAX_SUMMARY:
         summary = summary[: MAX_SUMMARY - 1] + "…"
     out.write(f"NETDIAG {status} - {summary} | {_perf(report)}\n")
     for f in report.findings:
         if f.severity >= Severity.INFO:
-            ns = f" [{f.netns}]" if f.netns else ""
+            ns = f" [{clean(f.netns)}]" if f.netns else ""
             out.write(f"[{f.severity.label.upper()}] {f.id}{ns}: "
-                      f"{f.title.replace('|', '/')}\n")
+                      f"{clean(f.title).replace('|', '/')}\n")
     for e in report.errors:
-        out.write(f"[ERROR] {e.collector}: {e.message.replace('|', '/')}\n")
+        out.write(f"[ERROR] {clean(e.collector)}: {clean(e.message).replace('|', '/')}\n")
