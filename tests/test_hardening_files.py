@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from inprocess import check_answer, deadline, run_main
 
 from netdiag import readfile
 from netdiag.collect.census import CensusBuilder
@@ -26,7 +27,6 @@ from netdiag.collect.tcpinfo import DetailBuilder
 from netdiag.errors import NetdiagError, SourceMissing, Unreadable
 
 from conftest import HOSTS, REPO, require_root
-from inprocess import check_answer, deadline, run_main
 
 FIXTURES = sorted(p.name for p in HOSTS.iterdir() if p.is_dir())
 BUSY = HOSTS / "linux-6.18-busy"
@@ -252,7 +252,7 @@ def shared_snapshot():
         base.chmod(0o755)
         root = base / "snap"
         shutil.copytree(BUSY, root)
-        for d, dirs, files in os.walk(root):
+        for d, _dirs, files in os.walk(root):
             os.chmod(d, 0o755)
             for f in files:
                 os.chmod(os.path.join(d, f), 0o644)
