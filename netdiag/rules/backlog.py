@@ -61,7 +61,9 @@ ACCEPT_FULL = RuleSpec(
 OVERFLOW = RuleSpec(
     id="backlog.listen_overflow",
     topic=TOPIC,
-    counters=("TcpExt.ListenOverflows", "TcpExt.ListenDrops"),
+    # Judged on ListenOverflows only: ListenDrops (overflows plus other listener drops) is
+    # evidence; its growth alone is not a full accept queue.
+    counters=("TcpExt.ListenOverflows",),
     title="Connections dropped by full accept queues",
     rule=Rule(
         text="TcpExt.ListenOverflows counts connections dropped because the accept queue was "
