@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint system-deps probe-deps bench clean
+.PHONY: run test lint system-deps probe-deps wheel-smoke bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,7 @@ run: $(STAMP)
 SYSTEM_TOOLS := ip:iproute2 runuser:util-linux promtool:prometheus nginx:nginx-light \
 	redis-server:redis-server redis-benchmark:redis-tools wrk:wrk iperf3:iperf3 socat:socat \
 	bpftrace:bpftrace nft:nftables iptables:iptables curl:curl unshare:util-linux \
-	openssl:openssl prometheus:prometheus
+	openssl:openssl prometheus:prometheus man:man-db
 system-deps:
 	@if [ "$$(id -u)" = 0 ]; then \
 	  missing=""; \
@@ -44,11 +44,28 @@ probe-deps:
 lint: $(STAMP)
 	$(BIN)/ruff check netdiag tests bench
 
-test: $(STAMP) system-deps probe-deps lint
+# Ship what is tested: build the sdist and, from it, the wheel; install the wheel (not
+# editable) into a fresh venv made by the distribution's python3; run the smoke suite
+# against that installed console script, from /, with nothing from the checkout on the path.
+SMOKE_PYTHON ?= /usr/bin/python3
+SMOKE_DIR    := build/smoke
+wheel-smoke: $(STAMP) system-deps
+	@$(SMOKE_PYTHON) -c 'import ensurepip' 2>/dev/null || { [ "$$(id -u)" = 0 ] && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	  --no-install-recommends python3-venv; }
+	rm -rf $(SMOKE_DIR)
+	$(BIN)/python -m build --quiet --outdir $(SMOKE_DIR)/dist .
+	$(SMOKE_PYTHON) -m venv $(SMOKE_DIR)/venv
+	$(SMOKE_DIR)/venv/bin/python -m pip install --quiet --disable-pip-version-check \
+	  $(SMOKE_DIR)/dist/netdiag-*.whl
+	$(SMOKE_DIR)/venv/bin/python tests/smoke/smoke.py $(SMOKE_DIR)/venv \
+	  $$(ls $(SMOKE_DIR)/dist/netdiag-*.whl) $(CURDIR)/tests/fixtures/hosts/linux-6.18-busy
+
+test: $(STAMP) system-deps probe-deps lint wheel-smoke
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
 	$(BIN)/python bench/census.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) build .pytest_cache .ruff_cache

@@ -347,3 +347,43 @@ def test_a_crafted_capture_is_one_error_entry(tmp_path, data, needle):
     if needle:
         assert needle in errs[0], errs
     assert one_line(proc.stderr).startswith("netdiag: could not judge: sockets: /sockdiag.bin")
+
+
+# ---- a plain checkout, without the editable install's package mapping ----------------------
+
+def _plain_checkout(*args: str) -> subprocess.CompletedProcess:
+    """The CLI from the repository alone: -S skips site, so no .pth file (the editable
+    install's finder) is processed; dependencies come from the site-packages directory."""
+    import site
+
+    env = dict(os.environ, PYTHONPATH=":".join([str(REPO), *site.getsitepackages()]),
+               COLUMNS="100")
+    return subprocess.run([sys.executable, "-S", "-m", "netdiag", *args], capture_output=True,
+                          text=True, timeout=300, env=env, cwd="/")
+
+
+def test_probe_sources_are_found_from_a_plain_checkout():
+    import site
+
+    env = dict(os.environ, PYTHONPATH=":".join([str(REPO), *site.getsitepackages()]))
+    out = subprocess.run([sys.executable, "-S", "-c",
+                          "import sys; from netdiag.ebpf.runtime import probe_sources; "
+                          "p = probe_sources(); print(p); "
+                          "print(any('editable' in type(f).__name__.lower() or "
+                          "'__editable__' in str(f) for f in sys.meta_path))"],
+                         capture_output=True, text=True, env=env, cwd="/", check=True)
+    where, editable = out.stdout.split()
+    assert editable == "False"  # really without the editable mapping
+    assert Path(where) == REPO / "probes" and (REPO / "probes" / "common.h").is_file()
+    report = json.loads(_plain_checkout("check", "--root", BUSY, "--json").stdout)
+    assert report["status"] == "warning"
+
+
+def test_a_probe_runs_from_a_plain_checkout():
+    from conftest import require_root
+
+    require_root("loading an eBPF probe")
+    proc = _plain_checkout("probe", "states", "--duration", "1", "--json")
+    assert proc.returncode in (0, 1, 2), proc.stderr
+    report = json.loads(proc.stdout)
+    assert not [e for e in report["errors"] if e["collector"] == "probes"], report["errors"]
