@@ -387,3 +387,25 @@ def test_a_probe_runs_from_a_plain_checkout():
     assert proc.returncode in (0, 1, 2), proc.stderr
     report = json.loads(proc.stdout)
     assert not [e for e in report["errors"] if e["collector"] == "probes"], report["errors"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_the_exporter_stops_cleanly(sig):
+    """A service stop is not a failure: serve exits 0 on SIGTERM or SIGINT, silently."""
+    import socket as sk
+
+    with sk.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "netdiag", "serve", "--listen",
+                             f"127.0.0.1:{port}"], stderr=subprocess.PIPE, text=True,
+                            env=_env(), cwd="/")
+    try:
+        assert "listening on" in proc.stderr.readline()
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0 and "Traceback" not in err and err.strip() == ""
