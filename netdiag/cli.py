@@ -431,6 +431,10 @@ class Interrupted(BaseException):
 def _interrupted(signum, frame) -> None:  # noqa: ARG001
     import signal
 
+    # One is enough: a second signal while netdiag winds down must not interrupt the
+    # handling of the first (a traceback instead of the one line).
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
     raise Interrupted("interrupted" if signum == signal.SIGINT else "terminated")
 
 

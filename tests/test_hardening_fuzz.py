@@ -208,7 +208,7 @@ def test_the_fuzzer_knows_every_subcommand_and_option(sandbox):
             ("sockets", "top"), ("probe", "duration"), ("explain", "what")} <= seen
 
 
-@settings(max_examples=600, deadline=None, derandomize=True, database=None,
+@settings(max_examples=400, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=st.data())
 def test_any_arguments_in_process(guarded, data):
@@ -219,7 +219,7 @@ def test_any_arguments_in_process(guarded, data):
     _consistent(res, args)
 
 
-@settings(max_examples=60, deadline=None, derandomize=True, database=None,
+@settings(max_examples=40, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=st.data())
 def test_any_arguments_in_a_real_process(sandbox, data):
