@@ -5,7 +5,6 @@ the issue found breaking the CLI. The real CLI runs in a subprocess each time.""
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import signal
 import subprocess
@@ -17,7 +16,7 @@ import pytest
 
 from netdiag.rules import TOPICS
 
-from conftest import HERE, HOSTS, REPO, run_netdiag
+from conftest import HERE, HOSTS, REPO, load_json, run_netdiag
 
 BUSY = str(HOSTS / "linux-6.18-busy")
 LEGACY = str(HOSTS / "linux-4.19-layout")
@@ -54,9 +53,9 @@ def exit_code_matches(report: dict, rc: int) -> None:
 # ---- contained failures -------------------------------------------------------------------
 
 def test_a_failing_rule_leaves_the_rest_of_the_report():
-    clean = json.loads(run_netdiag("check", "--root", BUSY, "--json").stdout)
+    clean = load_json(run_netdiag("check", "--root", BUSY, "--json").stdout)
     proc = run_injected(["rule:timewait"], "check", "--root", BUSY, "--json")
-    report = json.loads(proc.stdout)
+    report = load_json(proc.stdout)
     assert "Traceback" not in proc.stderr
     assert {"collector": "rule timewait", "message": "KeyError: 'injected'"} in report["errors"]
     timewait_ids = {s.id for s in TOPICS["timewait"].specs}
@@ -71,12 +70,12 @@ def test_a_failing_rule_leaves_the_rest_of_the_report():
 def test_exit_1_only_with_a_warning_finding():
     # The busy fixture's warnings come from timewait and ports; with both rules failing the
     # report has no warning left, so the exit code must not say warning.
-    clean = json.loads(run_netdiag("check", "--root", BUSY, "--json").stdout)
+    clean = load_json(run_netdiag("check", "--root", BUSY, "--json").stdout)
     warned = {f["topic"] for f in clean["findings"] if f["severity"] == "warning"}
     assert warned, "the fixture must give warnings for this test to mean something"
     proc = run_injected([f"rule:{t}" for t in sorted(warned)], "check", "--root", BUSY,
                         "--json")
-    report = json.loads(proc.stdout)
+    report = load_json(proc.stdout)
     assert not any(f["severity"] in ("warning", "critical") for f in report["findings"])
     assert proc.returncode == 0 and report["status"] == "ok"
     assert {e["collector"] for e in report["errors"]} >= {f"rule {t}" for t in warned}
@@ -84,7 +83,7 @@ def test_exit_1_only_with_a_warning_finding():
 
 def test_every_rule_failing_is_unknown_and_says_why():
     proc = run_injected(["rules:all"], "check", "--root", BUSY, "--json")
-    report = json.loads(proc.stdout)
+    report = load_json(proc.stdout)
     assert proc.returncode == 3 and report["status"] == "unknown"
     assert report["findings"] == []
     line = one_line(proc.stderr)
@@ -98,7 +97,7 @@ def test_every_rule_failing_is_unknown_and_says_why():
 @pytest.mark.parametrize("collector", ["counters", "sockstat", "sysctl"])
 def test_a_failing_collector_is_an_error_entry(collector):
     proc = run_injected([f"collector:{collector}"], "check", "--root", BUSY, "--json")
-    report = json.loads(proc.stdout)
+    report = load_json(proc.stdout)
     assert "Traceback" not in proc.stderr
     assert {"collector": collector, "message": "RuntimeError: injected"} in report["errors"]
     assert report["status"] != "unknown" and report["facts"] is not None
@@ -115,7 +114,7 @@ def test_the_socket_table_failing_is_unknown_in_every_format():
         assert one_line(proc.stderr).startswith("netdiag: could not judge: sockets: "
                                                 "RuntimeError: injected;")
         if fmt == "json":
-            assert json.loads(proc.stdout)["status"] == "unknown"
+            assert load_json(proc.stdout)["status"] == "unknown"
         if fmt == "nagios":
             assert proc.stdout.startswith("NETDIAG UNKNOWN - could not judge")
         if fmt == "prometheus":
@@ -242,7 +241,7 @@ def test_stdout_closed_but_output_file_given(tmp_path):
     proc = subprocess.run(["bash", "-c", 'exec "$@" >&- 2>&-', "-", *cmd], timeout=120,
                           env=_env(), cwd="/", capture_output=True)
     assert proc.returncode == 1  # the busy fixture warns
-    assert json.loads(target.read_text())["status"] == "warning"
+    assert load_json(target.read_text())["status"] == "warning"
 
 
 @pytest.mark.parametrize("args", [["check", "--root", BUSY], ["explain", "timewait"]])
@@ -338,7 +337,7 @@ def test_a_crafted_capture_is_one_error_entry(tmp_path, data, needle):
     root = _capture(tmp_path, data)
     proc = run_netdiag("sockets", "--root", root, "--json", timeout=60)
     assert "Traceback" not in proc.stderr
-    report = json.loads(proc.stdout)
+    report = load_json(proc.stdout)
     errs = [e["message"] for e in report["errors"] if e["collector"] == "sockets"]
     if data == b"":
         assert proc.returncode == 0 and report["facts"]["summary"]["total"] == 0
@@ -375,7 +374,7 @@ def test_probe_sources_are_found_from_a_plain_checkout():
     where, editable = out.stdout.split()
     assert editable == "False"  # really without the editable mapping
     assert Path(where) == REPO / "probes" and (REPO / "probes" / "common.h").is_file()
-    report = json.loads(_plain_checkout("check", "--root", BUSY, "--json").stdout)
+    report = load_json(_plain_checkout("check", "--root", BUSY, "--json").stdout)
     assert report["status"] == "warning"
 
 
@@ -385,7 +384,7 @@ def test_a_probe_runs_from_a_plain_checkout():
     require_root("loading an eBPF probe")
     proc = _plain_checkout("probe", "states", "--duration", "1", "--json")
     assert proc.returncode in (0, 1, 2), proc.stderr
-    report = json.loads(proc.stdout)
+    report = load_json(proc.stdout)
     assert not [e for e in report["errors"] if e["collector"] == "probes"], report["errors"]
 
 

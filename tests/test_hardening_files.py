@@ -26,7 +26,7 @@ from netdiag.collect.sockets import replay_census
 from netdiag.collect.tcpinfo import DetailBuilder
 from netdiag.errors import NetdiagError, SourceMissing, Unreadable
 
-from conftest import HOSTS, REPO, require_root
+from conftest import HOSTS, REPO, load_json, require_root
 
 FIXTURES = sorted(p.name for p in HOSTS.iterdir() if p.is_dir())
 BUSY = HOSTS / "linux-6.18-busy"
@@ -172,7 +172,7 @@ def _files(root: Path) -> list[Path]:
 def _check_report(res, args) -> None:
     check_answer(res, args)
     if "--json" in args and res.rc != 3:
-        report = json.loads(res.out)
+        report = load_json(res.out)
         sev = {f["severity"] for f in report["findings"]}
         assert res.rc == (2 if "critical" in sev else 1 if "warning" in sev else 0), report
         for e in report["errors"]:
@@ -224,8 +224,8 @@ def test_huge_files_cost_bounded_memory(tmp_path):
                            "-m", "netdiag", "check", "--root", str(root), "--json"],
                           capture_output=True, text=True, timeout=300, cwd="/",
                           env=dict(os.environ, PYTHONPATH=str(REPO)))
-    got = json.loads(proc.stdout)
-    report = json.loads(got["out"])
+    got = json.loads(proc.stdout)  # not netdiag output (the wrapper's)
+    report = load_json(got["out"])
     messages = [e["message"] for e in report["errors"]]
     assert any("somaxconn: larger than 1 MiB" in m for m in messages), messages
     assert any("/proc/net/dev: larger than 64 MiB" in m for m in messages), messages
@@ -277,7 +277,7 @@ def test_unreadable_files_as_nobody(shared_snapshot):
         (root / rel).chmod(0)
     proc = _as_nobody("check", "--root", str(root), "--json")
     assert "Traceback" not in proc.stderr
-    report = json.loads(proc.stdout)
+    report = load_json(proc.stdout)
     assert proc.returncode in (0, 1, 2) and report["status"] != "unknown"
     messages = " | ".join(e["message"] for e in report["errors"])
     for rel in ("proc/net/netstat", "proc/sys/net/core/somaxconn", "proc/net/softnet_stat"):

@@ -14,7 +14,6 @@ reproducible and bounded to about a minute.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -30,7 +29,7 @@ from netdiag.cli import app
 from netdiag.errors import NetdiagError, UsageError
 from netdiag.rules import SPECS, TOPICS
 
-from conftest import HOSTS, REPO
+from conftest import HOSTS, REPO, load_json
 
 COMMAND = typer.main.get_command(app)
 FIXTURES = [str(p) for p in sorted(HOSTS.iterdir()) if p.is_dir()]
@@ -192,7 +191,7 @@ def _consistent(res, args: list[str]) -> None:
                                        for b, a in zip(args, args[1:]))
     if fmt_json and res.rc in (0, 1, 2) and args[0] not in ("explain", "history", "probe") \
             and "--help" not in args and "--version" not in args and res.out.strip():
-        report = json.loads(res.out)
+        report = load_json(res.out)
         sev = {f["severity"] for f in report.get("findings", [])}
         assert res.rc == (2 if "critical" in sev else 1 if "warning" in sev else 0), args
 

@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from conftest import HERE, HOSTS, REPO, require_root
+from conftest import HERE, HOSTS, REPO, load_json, require_root
 
 BUSY = str(HOSTS / "linux-6.18-busy")
 HELPER = HERE / "helpers" / "output_cases.py"
@@ -36,12 +36,12 @@ def cases():
         assert os.listdir(mnt) == []
     finally:
         os.rmdir(mnt)
-    return json.loads(proc.stdout)
+    return json.loads(proc.stdout)  # not netdiag output (the case runner's results)
 
 
 def report_of(text: str) -> dict:
-    report = json.loads(text)
-    assert report["schema"] == "netdiag/1" and report["status"] == "warning"
+    report = load_json(text)
+    assert report["schema"] == "netdiag/2" and report["status"] == "warning"
     return report
 
 

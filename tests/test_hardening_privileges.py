@@ -4,7 +4,6 @@ unreadable processes hold whatever else runs here."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import site
@@ -16,7 +15,7 @@ import pytest
 from netdiag.facts import Facts, ProcessFacts
 from netdiag.metrics import samples
 
-from conftest import REPO, NetNS, require_root
+from conftest import REPO, NetNS, load_json, require_root
 
 
 def _used_uids() -> set[int]:
@@ -64,7 +63,7 @@ def stranger():
 def test_all_netns_checks_its_own_namespace_and_lists_the_others(stranger):
     with NetNS() as ns:  # a namespace the user cannot enter
         proc = stranger("check", "--all-netns", "--json")
-        report = json.loads(proc.stdout)
+        report = load_json(proc.stdout)
     rows = {r["netns"]: r for r in report["facts"]["namespaces"]}
     assert rows["default"]["status"] != "unknown" and rows["default"]["sockets"] is not None
     assert ns.name in report["facts"]["not_entered"]
@@ -81,7 +80,7 @@ def test_processes_collector_is_down_when_no_fd_table_was_readable(stranger):
     assert proc.returncode in (0, 1, 2), proc.stderr
     assert 'netdiag_collector_up{collector="processes",netns="default"} 0' in proc.stdout
     assert 'netdiag_collector_up{collector="sockets",netns="default"} 1' in proc.stdout
-    report = json.loads(stranger("check", "--json").stdout)
+    report = load_json(stranger("check", "--json").stdout)
     messages = [e["message"] for e in report["errors"] if e["collector"] == "processes"]
     assert messages and "could not be read" in messages[0]
 

@@ -5,7 +5,6 @@ and shows the name as escaped text."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import pytest
 from netdiag.readfile import text
 from netdiag.render._safe import clean
 
-from conftest import HERE, require_root, run_netdiag
+from conftest import HERE, load_json, require_root, run_netdiag
 
 HOSTILE = b"\xff[/]\x1b[2J"
 SHOWN = "\\xff[/]\x1b[2J"  # how facts hold it (JSON escapes the ESC as \u001b)
@@ -87,7 +86,7 @@ def table_shows_the_name_escaped(out: str) -> None:
 @pytest.mark.parametrize("env", ENCODINGS, ids=["utf8", "ascii"])
 def test_closewait_names_the_process_safely(hostile, env):
     pid, _ = hostile
-    report = json.loads(run("closewait", "--pid", str(pid), "--json", env=env).stdout)
+    report = load_json(run("closewait", "--pid", str(pid), "--json", env=env).stdout)
     leak = next(f for f in report["findings"] if f["id"] == "closewait.leak")
     assert leak["severity"] in ("info", "warning", "critical")
     assert SHOWN in leak["title"]
@@ -98,7 +97,7 @@ def test_closewait_names_the_process_safely(hostile, env):
 @pytest.mark.parametrize("env", ENCODINGS, ids=["utf8", "ascii"])
 def test_sockets_processes_names_the_process_safely(hostile, env):
     pid, _ = hostile
-    report = json.loads(run("sockets", "--processes", "--pid", str(pid), "--json",
+    report = load_json(run("sockets", "--processes", "--pid", str(pid), "--json",
                             env=env).stdout)
     rows = [r for r in report["facts"]["by_process"] if r["pid"] == pid]
     assert rows and rows[0]["command"] == SHOWN
@@ -110,13 +109,13 @@ def test_sockets_processes_names_the_process_safely(hostile, env):
 def test_all_netns_and_history_with_the_name(hostile, env):
     pid, state = hostile
     label = f"pid:{pid} ({SHOWN})"
-    report = json.loads(run("check", "--all-netns", "--json", "--state-dir", str(state),
+    report = load_json(run("check", "--all-netns", "--json", "--state-dir", str(state),
                             env=env).stdout)
     rows = {r["netns"]: r for r in report["facts"]["namespaces"]}
     assert label in rows and rows[label]["status"] != "unknown"
     table = run("check", "--all-netns", "--state-dir", str(state), env=env).stdout
     assert "\x1b" not in table
-    data = json.loads(run("history", "--state-dir", str(state), "--netns", label, "--json",
+    data = load_json(run("history", "--state-dir", str(state), "--netns", label, "--json",
                           env=env).stdout)
     assert data["netns"] == label and len(data["runs"]) >= 2
     assert label in data["namespaces"]
@@ -126,7 +125,7 @@ def test_all_netns_and_history_with_the_name(hostile, env):
 
 def test_the_command_line_is_data_too(hostile):
     pid, _ = hostile
-    report = json.loads(run("closewait", "--pid", str(pid), "--json", env={}).stdout)
+    report = load_json(run("closewait", "--pid", str(pid), "--json", env={}).stdout)
     leak = next(f for f in report["findings"] if f["id"] == "closewait.leak")
     assert any(text(JUNK_ARG) in s for s in strings(leak["evidence"]))
     out = run("closewait", "--pid", str(pid), env={}).stdout

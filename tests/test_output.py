@@ -306,7 +306,9 @@ def test_tests_validate_the_netdiag_json_they_parse():
     run_netdiag), which validates it against the schema; other JSON says so on its line."""
     unchecked = []
     for path in sorted((REPO / "tests").rglob("*.py")):
-        if path.name == "conftest.py":
+        # conftest validates; the smoke suite runs against the installed wheel in a venv
+        # without the test dependencies and checks the document's shape itself.
+        if path.name == "conftest.py" or "smoke" in path.relative_to(REPO).parts:
             continue
         for n, line in enumerate(path.read_text().splitlines(), 1):
             if re.search(r"\bjson\.loads?\(", line) and "# not netdiag output" not in line:

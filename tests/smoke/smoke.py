@@ -91,7 +91,7 @@ def main() -> int:
         report = json.loads(proc.stdout)
         assert set(report) == {"schema", "generated_at", "host", "status", "findings", "facts",
                                "errors", "not_judged"}, sorted(report)
-        assert report["schema"] == "netdiag/1" and report["status"] == "warning"
+        assert report["schema"] == "netdiag/2" and report["status"] == "warning"
         assert proc.returncode == 1
         assert isinstance(report["not_judged"], list)
         for f in report["findings"]:
