@@ -280,7 +280,7 @@ def serve(
                                help="Where to serve /metrics: 127.0.0.1:9877 (the default, "
                                     "loopback), [::1]:9877, 0.0.0.0:9877, [::]:9877 (IPv6 and "
                                     "IPv4)."),
-    web_config: Optional[Path] = typer.Option(
+    web_config: Optional[str] = typer.Option(
         None, "--web-config", metavar="FILE",
         help="TLS and basic authentication from a Prometheus exporter-toolkit web "
              "configuration file (the format of node_exporter's --web.config.file)."),
