@@ -568,12 +568,14 @@ class Server:
 
     # -- accepting
 
-    async def run(self, listeners: list[socket.socket]) -> None:
+    async def run(self, listeners: list[socket.socket], early: list[int] | None = None) -> None:
         self.loop = asyncio.get_running_loop()
         self.stopped = self.loop.create_future()
         self.exporter.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="netdiag")
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.stop, sig)
+        if early:  # stopped before the loop could listen for signals
+            self.stop(early[0])
         self.listeners = listeners
         for sock in listeners:
             sock.setblocking(False)
@@ -958,6 +960,11 @@ def serve(host: str, port: int, exporter: Exporter, limits: Limits,
         features.insert(1 if tls else 0, "basic auth")
     if tls and watcher.config.tls.client_auth != "NoClientCert":
         features.insert(1, f"client certificates ({watcher.config.tls.client_auth})")
+    # A stop request that arrives before the event loop installs its handlers is kept and
+    # honoured as soon as the loop runs (never the CLI's default "interrupted", exit 3).
+    early: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: early.append(signum))
     log("start", f"listening on {scheme}://{_peer(bound)}/metrics ({', '.join(features)})",
         always=True)
     if not _loopback(bound[0]):
@@ -969,7 +976,7 @@ def serve(host: str, port: int, exporter: Exporter, limits: Limits,
                          "tls_server_config and basic_auth_users in --web-config",
                 always=True)
     try:
-        asyncio.run(Server(exporter, limits, watcher, log).run([sock]))
+        asyncio.run(Server(exporter, limits, watcher, log).run([sock], early))
     finally:
         sock.close()
 

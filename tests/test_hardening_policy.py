@@ -165,8 +165,8 @@ def test_the_clock_going_back_voids_a_stored_baseline():
     from netdiag.facts import CounterFacts
 
     facts = Facts(counters=CounterFacts({"TcpExt": {"ListenOverflows": 5}}, taken_at=NOW))
-    prev = state.Run(1, "default", 1, "boot", NOW + 3600, "ok",
+    prev = state.Run(1, "default", "default", 1, None, "boot", NOW + 3600, "ok",
                      {"TcpExt": {"ListenOverflows": 1}}, [[0, 1, 2, 3]], None)
-    state.attach_previous(facts, prev, (1, "boot"))
+    state.attach_previous(facts, prev, state.Identity(1, None, "boot"))
     assert facts.baseline_reset and "clock" in facts.baseline_reset
 
