@@ -144,7 +144,8 @@ def check(
         probe_req = ProbeRequest(names, probe_seconds)
     elif probes:
         raise UsageError("--probes needs --probe-seconds")
-    _report("check", list(TOPICS), _plan(details=True, rxpath=True, sample_listeners=True),
+    _report("check", list(TOPICS), _plan(details=True, flow_sample=True, rxpath=True,
+                                      sample_listeners=True),
             views.check_view, fmt=fmt, as_json=as_json, show_ok=False, show_facts=False,
             netns=netns, pid=pid, interval=interval, root=root, output=output,
             state_dir=state_dir, all_netns=all_netns, probes=probe_req, verbose=verbose)
@@ -209,13 +210,13 @@ _topic_command("ports", "ports_view",
                "Ephemeral ports: usage per destination, the range, listeners inside it.")
 _topic_command("backlog", "backlog_view",
                "Listen queues: accept queue vs limit per listener, SYN queue, overflows.",
-               sample_listeners=True, states={_LST, _SYNR})
+               sample_listeners=True, listener_owners=True, states={_LST, _SYNR})
 _topic_command("keepalive", "keepalive_view",
                "Keepalive: time to detect a dead peer, connections without keepalive.",
                details=True, states={_EST, _LST})
 _topic_command("buffers", "buffers_view",
-               "Socket buffers: autotuning, limits, per-connection BDP, drops, TCP memory.",
-               details=True, states={_EST, _LST})
+               "Socket buffers: what limits each busy flow, autotuning, drops, TCP memory.",
+               details=True, flow_sample=True, states={_EST, _LST})
 _topic_command("softirq", "softirq_view",
                "Receive path: softnet_stat, NET_RX/NET_TX per CPU, ksoftirqd, NIC rings.",
                rxpath=True, link_detail=True, census=False, processes="none")

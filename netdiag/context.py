@@ -20,6 +20,8 @@ class Context:
     # Global sysctls (tcp_mem, netdev_*) exist only in the initial network namespace's
     # /proc/sys; they are read there before entering another namespace, where they apply.
     host_sysctls: dict[str, str] = field(default_factory=dict)
+    # True when they could not be read there (entering the initial namespace needs root).
+    host_sysctls_denied: bool = False
 
     @property
     def live(self) -> bool:

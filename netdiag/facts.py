@@ -35,12 +35,19 @@ TIMER_NAMES = {0: "off", 1: "on", 2: "keepalive", 3: "timewait", 4: "persist"}
 
 @dataclass
 class SysctlFacts:
-    """Raw sysctl values as the kernel prints them, keyed by dotted name."""
+    """Raw sysctl values as the kernel prints them, keyed by dotted name.
+
+    `missing`: absent here (not on this kernel, or host-wide and not visible in this network
+    namespace); `unreadable`: present but not read, and why; `host_wide`: keys whose value was
+    read in the initial network namespace because they are global (tcp_mem,
+    netdev_max_backlog...) and a namespace other than the initial one does not show them.
+    """
 
     values: dict[str, str] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
     # present but not read (not a regular file, too large, permission denied): key -> why
     unreadable: dict[str, str] = field(default_factory=dict)
+    host_wide: list[str] = field(default_factory=list)
 
     def get_int(self, key: str) -> int | None:
         raw = self.values.get(key)
@@ -84,12 +91,29 @@ class SockstatFacts:
 
 @dataclass
 class Listener:
+    """One LISTEN socket. Members of an SO_REUSEPORT group share address and port but each
+    has its own inode and accept queue (symptoms-and-limits.md §4)."""
+
     family: int
     address: str
     port: int
     accept_queue: int  # Recv-Q: connections waiting for accept()
     backlog: int  # Send-Q: the effective limit, min(listen() backlog, somaxconn)
     inode: int
+
+    @property
+    def full(self) -> bool:
+        """The queue holds backlog + 1: the kernel drops what comes next
+        (sk_acceptq_is_full() compares with `>`)."""
+        return self.accept_queue > self.backlog
+
+
+def reuseport_groups(listeners: list[Listener]) -> dict[tuple[int, str, int], list[Listener]]:
+    """Listeners that share (family, address, port): SO_REUSEPORT groups (2+ members)."""
+    groups: dict[tuple[int, str, int], list[Listener]] = {}
+    for lst in listeners:
+        groups.setdefault((lst.family, lst.address, lst.port), []).append(lst)
+    return {k: sorted(v, key=lambda m: m.inode) for k, v in groups.items() if len(v) > 1}
 
 
 @dataclass
@@ -152,13 +176,50 @@ class ProcessInfo:
 
 
 @dataclass
+class ProcessActivity:
+    """What a process is doing, from /proc/PID/stat, wchan, task/*/stat and the interest lists
+    of its epoll instances (/proc/PID/fdinfo)."""
+
+    pid: int
+    state: str  # the leader's state letter: R, S, D, T, t, Z, I...
+    threads: int = 1
+    thread_states: dict[str, int] = field(default_factory=dict)  # letter -> threads
+    cpu_percent: float | None = None  # utime+stime over a short window (all threads)
+    wchan: str | None = None  # kernel function the leader sleeps in
+    # Socket inodes (of those asked about) that one of its epoll instances watches.
+    epoll_watches: list[int] = field(default_factory=list)
+    fds: int | None = None
+    nofile_soft: int | None = None
+
+
+@dataclass
 class ProcessFacts:
-    """Socket ownership found by walking /proc/PID/fd."""
+    """Socket ownership found by walking /proc/PID/fd.
+
+    A socket may be held by several processes at once: fds are shared after fork() and
+    inherited across exec() (a master and its workers; a graceful binary upgrade; a socket
+    activated by systemd). `owners` keeps the first holder found (what the census counts by);
+    `shared` lists every holder of the sockets held by more than one process.
+    """
 
     processes: dict[int, ProcessInfo] = field(default_factory=dict)
     owners: dict[int, int] = field(default_factory=dict)  # socket inode -> pid (wanted ones)
+    shared: dict[int, list[int]] = field(default_factory=dict)  # inode -> every holder (2+)
     scanned: int = 0
     unreadable: int = 0  # processes whose fd table we may not read (not root)
+    # False when the search for further holders was limited to related processes (parent,
+    # children, siblings of the first holder) because the host holds too many fds to resolve
+    # them all; holders_scope says which.
+    holders_complete: bool = True
+    holders_scope: str = "every process"
+    activity: dict[int, ProcessActivity] = field(default_factory=dict)
+
+    def holders_of(self, inode: int) -> list[int]:
+        """Every process known to hold the socket (first holder first); [] if unattributed."""
+        if inode in self.shared:
+            return self.shared[inode]
+        pid = self.owners.get(inode)
+        return [] if pid is None else [pid]
 
 
 @dataclass
@@ -191,7 +252,12 @@ LONG_IDLE_MS = 600_000
 
 @dataclass
 class Connection:
-    """One connection worth naming in evidence (a top-N entry)."""
+    """One connection worth naming in evidence (a top-N entry).
+
+    `info` is its tcp_info (named fields, include/uapi/linux/tcp.h), `skmem` its skmeminfo.
+    When a second sample was taken (--interval, or a short second look at the flows that
+    matter), `earlier` holds the first one and `sample_seconds` the time between them.
+    """
 
     source: str
     sport: int
@@ -201,6 +267,13 @@ class Connection:
     timer: str
     info: dict[str, int]
     skmem: dict[str, int]
+    family: int = 2
+    earlier: Connection | None = None
+    sample_seconds: float | None = None
+
+    @property
+    def key(self) -> tuple[int, str, int, str, int]:
+        return (self.family, self.source, self.sport, self.destination, self.dport)
 
     @property
     def idle_ms(self) -> int:
@@ -208,10 +281,30 @@ class Connection:
 
     @property
     def bdp_bytes(self) -> int:
-        """Bandwidth-delay product: delivery rate (bytes/s) × smoothed RTT."""
+        """Bandwidth-delay product: delivery rate (bytes/s) × smoothed RTT. The rate is what
+        the flow already gets, so this never shows a flow held back by its window."""
         rate = self.info.get("delivery_rate", 0)
         rtt_us = self.info.get("rtt", 0)
         return rate * rtt_us // 1_000_000
+
+
+@dataclass
+class KeepaliveGroup:
+    """Established sockets showing the keepalive timer, grouped by service: the local port
+    when it is a listening port (accepted connections), else the remote port.
+
+    From sock_diag (symptoms-and-limits.md §5): idiag_timer 2 is the keepalive timer,
+    idiag_expires the ms until it fires, idiag_retrans the probes sent and unanswered. For a
+    socket that sent no probe, expires + min(last_data_recv, last_ack_recv) estimates its
+    keepalive idle time (exact when it has been idle since the timer was last armed)."""
+
+    side: str  # "local_port" or "remote_port"
+    port: int
+    sockets: int = 0
+    probing: int = 0  # idiag_retrans > 0: probes outstanding, the peer is not answering
+    idle_estimate_max_ms: int = 0
+    idle_estimate_min_ms: int | None = None
+    inodes: list[int] = field(default_factory=list)  # a few, to name the owner
 
 
 @dataclass
@@ -226,8 +319,15 @@ class ConnectionDetails:
     long_idle_without_keepalive: int = 0
     long_idle_with_keepalive: int = 0
     idle_without_keepalive: list[Connection] = field(default_factory=list)  # longest idle
-    largest_bdp: list[Connection] = field(default_factory=list)
-    buffer_limited: list[Connection] = field(default_factory=list)  # by sndbuf/rwnd limited
+    # Flows that moved data in the last second: the busiest, and the ones most limited by a
+    # window or a send buffer (tcpi_rwnd_limited + tcpi_sndbuf_limited).
+    flows: list[Connection] = field(default_factory=list)
+    active_flows: int = 0  # established connections that moved data in the last second
+    # How the flows' limitation was measured: "interval" (two census samples), "second
+    # sample" (the flows looked at again after a short wait), or None (totals since each
+    # connection began).
+    flow_sample: str | None = None
+    keepalive_groups: list[KeepaliveGroup] = field(default_factory=list)
     socket_drops: list[Connection] = field(default_factory=list)  # skmem drops > 0
     sockets_with_drops: int = 0
     long_idle_ms: int = LONG_IDLE_MS
@@ -284,14 +384,33 @@ class LinkStats:
 
 @dataclass
 class ListenerSample:
-    """Accept queues watched during --interval (sampled every few hundred ms)."""
+    """One listening socket's accept queue watched during --interval or the backlog probe's
+    window (sampled every few hundred ms). Keyed by inode: each SO_REUSEPORT member is its
+    own sample."""
 
     address: str
     port: int
     backlog: int
     max_queue: int = 0
     samples: int = 0
-    samples_at_limit: int = 0
+    samples_at_limit: int = 0  # Recv-Q >= limit
+    inode: int = 0
+    family: int = 2
+    samples_full: int = 0  # Recv-Q > limit: full, the kernel was dropping
+
+
+@dataclass
+class ListenerWindow:
+    """The window the accept queues were sampled over, with ListenOverflows/ListenDrops read
+    at its two ends (the backlog probe's window has no other baseline)."""
+
+    source: str  # "interval" or "probe window"
+    seconds: float
+    samples: int
+    overflows_before: int | None = None
+    overflows_after: int | None = None
+    drops_before: int | None = None
+    drops_after: int | None = None
 
 
 @dataclass
@@ -312,6 +431,7 @@ class Facts:
     file_nr: FileNr | None = None
     details: ConnectionDetails | None = None  # tcp_info/skmeminfo, when a rule needs it
     listener_samples: list[ListenerSample] | None = None
+    listener_window: ListenerWindow | None = None
     softnet: SoftnetFacts | None = None
     softnet_before: SoftnetFacts | None = None
     softirqs: SoftirqFacts | None = None
@@ -328,12 +448,14 @@ class Facts:
     baseline_reset: str | None = None
 
 
-def close_wait_groups(census: Census, processes: ProcessFacts | None) -> dict[tuple, int]:
-    """CLOSE_WAIT sockets counted per (owning pid or None, local port)."""
-    groups: dict[tuple, int] = {}
+def close_wait_groups(census: Census, processes: ProcessFacts | None
+                      ) -> dict[tuple[tuple[int, ...], int], int]:
+    """CLOSE_WAIT sockets counted per (every process holding them, local port); the holders
+    tuple is empty when the owner is not known."""
+    groups: dict[tuple[tuple[int, ...], int], int] = {}
     for inode, lport in census.close_wait_inodes.items():
-        pid = processes.owners.get(inode) if processes is not None else None
-        groups[(pid, lport)] = groups.get((pid, lport), 0) + 1
+        holders = tuple(processes.holders_of(inode)) if processes is not None else ()
+        groups[(holders, lport)] = groups.get((holders, lport), 0) + 1
     return groups
 
 

@@ -83,7 +83,10 @@ def samples(facts: Facts, findings: list[Finding], errors: list[CollectorError],
             add(Sample("netdiag_sockets", "gauge", "TCP sockets by state (sock_diag).",
                        (("state", state), ns), n))
         for lst in census.listeners:
-            labels = (("address", lst.address), ("port", str(lst.port)), ns)
+            # Each SO_REUSEPORT member is a socket of its own, with its own queue: the inode
+            # keeps their series apart (they share address and port).
+            labels = (("address", lst.address), ("port", str(lst.port)),
+                      ("inode", str(lst.inode)), ns)
             add(Sample("netdiag_listener_accept_queue", "gauge",
                        "Connections waiting for accept() on a listening socket (ss Recv-Q).",
                        labels, lst.accept_queue))

@@ -20,6 +20,12 @@ from netdiag.errors import SourceMissing, UsageError
 
 CLONE_NEWNET = 0x40000000
 NETNS_RUN_DIR = "/run/netns"
+# The namespace of pid 1: the host's initial network namespace (a container's own, inside
+# one). Host-wide sysctls (tcp_mem, netdev_max_backlog...) are visible only there.
+INITIAL_NETNS = "/proc/1/ns/net"
+# Since 6.18 the initial namespace has a fixed inode (NET_NS_INIT_INO, 0xEFFFFFF9); dynamic
+# namespace inodes start at 0xF0000000, so no other namespace can have it.
+NET_NS_INIT_INO = 0xEFFFFFF9
 
 
 def _setns(fd: int) -> None:
@@ -70,6 +76,82 @@ def enter(path: str) -> None:
         raise UsageError(f"cannot enter network namespace {path}: {exc.strerror}") from None
     finally:
         os.close(fd)
+
+
+def identify() -> tuple[str | None, int | None, bool | None]:
+    """The current network namespace: (its name under /run/netns or None, its inode,
+    whether it is the initial one; None when that cannot be told without privilege).
+
+    Like `ip netns identify`: the namespace is named by matching the device and inode of
+    /proc/self/ns/net with the bind mounts under /run/netns (symptoms-and-limits.md §6)."""
+    try:
+        own = os.stat("/proc/self/ns/net")
+    except OSError:
+        return None, None, None
+    initial: bool | None
+    try:
+        init = os.stat(INITIAL_NETNS)
+        initial = (init.st_dev, init.st_ino) == (own.st_dev, own.st_ino)
+    except OSError:
+        # stat() of another process's namespace needs ptrace access; its link text may
+        # still be readable, and the fixed inode of 6.18+ answers without either.
+        try:
+            initial = os.readlink(INITIAL_NETNS) == f"net:[{own.st_ino}]"
+        except OSError:
+            initial = True if own.st_ino == NET_NS_INIT_INO else None
+    name = None
+    try:
+        names = sorted(os.listdir(NETNS_RUN_DIR))
+    except OSError:
+        names = []
+    for entry in names:
+        try:
+            st = os.stat(os.path.join(NETNS_RUN_DIR, entry))
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino):
+            name = readfile.text(entry)  # a file name: any bytes, kept as escaped text
+            break
+    return name, own.st_ino, initial
+
+
+def read_in_initial(fn):
+    """Run fn() inside the initial network namespace and come back. Raises UsageError when
+    it cannot be entered (no privilege), and never returns in the wrong namespace."""
+    if threading.active_count() > 1:
+        raise UsageError("cannot switch network namespaces from a multi-threaded process")
+    try:
+        own = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise UsageError(f"cannot open /proc/self/ns/net: {exc.strerror}") from None
+    try:
+        enter(initial_netns_path())
+        try:
+            return fn()
+        finally:
+            _setns(own)  # an error here propagates: better to stop than judge another netns
+    finally:
+        os.close(own)
+
+
+def initial_netns_path() -> str:
+    """A path to the initial network namespace: pid 1's, or (when pid 1 may not be
+    inspected) that of any process holding the fixed 6.18+ initial inode."""
+    try:
+        os.stat(INITIAL_NETNS)
+        return INITIAL_NETNS
+    except OSError:
+        pass
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        path = f"/proc/{entry}/ns/net"
+        try:
+            if os.stat(path).st_ino == NET_NS_INIT_INO:
+                return path
+        except OSError:
+            continue
+    return INITIAL_NETNS  # entering it will say why it cannot
 
 
 def current_inode() -> int | None:

@@ -119,17 +119,40 @@ def enter_namespace(req: Request) -> Target:
 
     if req.root is not None:
         return Target(Context(root=req.root, netns="snapshot"))
-    if req.netns is None and req.pid is None:
-        return Target(Context())
     from netdiag import netns as nsmod
-    from netdiag.collect.procfs import read_sysctls
-    from netdiag.sysctls import GLOBAL_KEYS
 
+    if req.netns is None and req.pid is None:
+        # Under `ip netns exec NAME` the process is already inside: name it, and read the
+        # host-wide sysctls where they live.
+        name, inode, initial = nsmod.identify()
+        if initial or (initial is None and name is None):
+            return Target(Context(), inode)
+        label = name if name is not None else f"inode {inode}"
+        host, denied = _host_sysctls(nsmod)
+        return Target(Context(netns=label, host_sysctls=host, host_sysctls_denied=denied),
+                      inode)
     path, label = nsmod.namespace_path(req.netns, req.pid)
     # Global sysctls (tcp_mem, netdev_*) are visible only from the initial namespace.
-    host = read_sysctls(Context(), GLOBAL_KEYS).values
+    host, denied = _host_sysctls(nsmod)
     nsmod.enter(path)
-    return Target(Context(netns=label, host_sysctls=host))
+    return Target(Context(netns=label, host_sysctls=host, host_sysctls_denied=denied))
+
+
+def _host_sysctls(nsmod) -> tuple[dict[str, str], bool]:
+    """Host-wide sysctls read in the initial namespace (from wherever netdiag runs); the
+    flag says they could not be read there (entering it needs privilege)."""
+    from netdiag.collect.procfs import read_sysctls
+    from netdiag.context import Context
+    from netdiag.sysctls import GLOBAL_KEYS
+
+    _, _, initial = nsmod.identify()
+    if initial:
+        return read_sysctls(Context(), GLOBAL_KEYS).values, False
+    try:
+        values = nsmod.read_in_initial(lambda: read_sysctls(Context(), GLOBAL_KEYS).values)
+    except NetdiagError:
+        return {}, True
+    return values, False
 
 
 def run_probes(req: Request, target: Target) -> tuple[dict | None, list, Any]:
@@ -146,7 +169,8 @@ def run_probes(req: Request, target: Target) -> tuple[dict | None, list, Any]:
     if "backlog" in p.names and target.ctx.live:
         from netdiag.collect.sockets import ListenerSampler
 
-        sampler = ListenerSampler()
+        # ListenOverflows is read at both ends of the window: the probe's own baseline.
+        sampler = ListenerSampler("probe window", counters=True)
     import time
 
     last = [0.0]
@@ -177,15 +201,15 @@ def run_probes(req: Request, target: Target) -> tuple[dict | None, list, Any]:
     errors = [CollectorError(c, m) for c, m in errs]
     if p.required and not results:  # it could not load at all: nothing was judged
         raise UsageError("; ".join(m for _, m in errs).splitlines()[0])
-    samples = None
     if sampler is not None and "backlog" in results:
-        samples = sampler.result()
         results["backlog"]["accept_queues_sampled"] = [
-            {"address": s.address, "port": s.port, "limit": s.backlog,
+            {"address": s.address, "port": s.port, "inode": s.inode, "limit": s.backlog,
              "max_queue": s.max_queue, "samples_at_limit": s.samples_at_limit,
-             "samples": s.samples}
-            for s in samples]
-    return results, errors, samples
+             "samples_full": s.samples_full, "samples": s.samples}
+            for s in sampler.result()]
+        # The collection names the owners of the listeners seen full in the window.
+        req.plan.listener_sampler = sampler
+    return results, errors, sampler
 
 
 def collect(req: Request, target: Target, plan) -> tuple[Any, list]:
@@ -205,8 +229,6 @@ def splice_probes(facts, target: Target, results: dict | None, samples) -> None:
         for name, result in results.items():
             filter_probe(name, result, facts.census, target.ctx.netns)
     facts.probes = results
-    if samples is not None and facts.listener_samples is None:
-        facts.listener_samples = samples
 
 
 def evaluate(req: Request, facts, topics: list[str], collect_errors: list) -> Outcome:
@@ -350,13 +372,12 @@ def run_all(req: Request):
     import copy
 
     from netdiag import netns as nsmod
-    from netdiag.collect.procfs import read_kernel_release, read_sysctls
+    from netdiag.collect.procfs import read_kernel_release
     from netdiag.context import Context
     from netdiag.model import CollectorError, HostInfo, Report, Severity
-    from netdiag.sysctls import GLOBAL_KEYS
 
     namespaces, hidden = nsmod.discover()
-    host = read_sysctls(Context(), GLOBAL_KEYS).values
+    host, denied = _host_sysctls(nsmod)
     findings, errors, metrics, rows, not_judged = [], [], [], [], []
     if hidden:
         errors.append(CollectorError("netns", f"{hidden} processes' namespaces could not "
@@ -379,7 +400,8 @@ def run_all(req: Request):
                 if label != "default":  # host-wide facts are judged once, in "default"
                     ns_plan.rxpath = False
                     ns_topics = [t for t in req.topics if t not in HOST_WIDE_TOPICS]
-                target = Target(Context(netns=label, host_sysctls=host), inode)
+                target = Target(Context(netns=label, host_sysctls=host,
+                                        host_sysctls_denied=denied), inode)
                 facts, errs = collect(req, target, ns_plan)
                 ident = history.attach(facts, label, req.interval)
                 outcome = evaluate(req, facts, ns_topics, errs)

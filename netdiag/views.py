@@ -14,7 +14,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from netdiag.facts import Census, Facts, ProcessFacts, close_wait_groups, parse_port_list
+from netdiag.facts import (
+    Census,
+    Facts,
+    ProcessFacts,
+    close_wait_groups,
+    parse_port_list,
+    reuseport_groups,
+)
 from netdiag.sysctls import KIND, SYSCTLS
 
 
@@ -122,7 +129,11 @@ def timewait_view(facts: Facts) -> dict[str, Any]:
         "net.ipv4.tcp_timestamps", "net.ipv4.tcp_fin_timeout"]))
     out: dict[str, Any] = {"summary": summary}
     if facts.counters is not None:
-        out["counters"] = _counters(facts, [("TcpExt", "TCPTimeWaitOverflow")])
+        # TW/TWKilled count sockets entering TIME_WAIT, TWRecycled those connect() took
+        # over: with --interval or --state-dir the findings turn them into rates.
+        out["counters"] = _counters(facts, [
+            ("TcpExt", "TCPTimeWaitOverflow"), ("TcpExt", "TW"), ("TcpExt", "TWKilled"),
+            ("TcpExt", "TWRecycled"), ("Tcp", "ActiveOpens"), ("Tcp", "PassiveOpens")])
     if census is not None and census.timewait_by_destination is not None:
         out["as_client_by_destination"] = [
             {"source": s, "destination": d, "port": p, "time_wait": n}
@@ -147,9 +158,12 @@ def closewait_view(facts: Facts) -> dict[str, Any]:
     }}
     groups = close_wait_groups(census, procs)
     rows = []
-    for (pid, lport), n in sorted(groups.items(), key=lambda kv: -kv[1])[:20]:
+    for (holders, lport), n in sorted(groups.items(), key=lambda kv: -kv[1])[:20]:
+        pid = holders[0] if holders else None
         info = procs.processes.get(pid) if (procs is not None and pid is not None) else None
+        # Every process holding the sockets (fds shared after fork, inherited across exec).
         rows.append({"pid": pid, "command": info.command if info else None,
+                     "other_holders": [_holder(procs, h) for h in holders[1:8]],
                      "local_port": lport, "close_wait": n})
     out["by_process_and_port"] = rows
     return out
@@ -161,7 +175,8 @@ def ports_view(facts: Facts) -> dict[str, Any]:
     if sysctl is not None:
         out["summary"] = _sysctls(facts, ["net.ipv4.ip_local_port_range",
                                           "net.ipv4.ip_local_reserved_ports",
-                                          "net.ipv4.tcp_tw_reuse"])
+                                          "net.ipv4.tcp_tw_reuse", "net.ipv4.tcp_tw_reuse_delay",
+                                          "net.ipv4.tcp_timestamps"])
     if census is not None and census.by_destination is not None:
         tw = dict(census.timewait_by_destination.items) \
             if census.timewait_by_destination else {}
@@ -175,9 +190,20 @@ def ports_view(facts: Facts) -> dict[str, Any]:
 
 def sysctl_view(facts: Facts) -> dict[str, Any]:
     values = facts.sysctl.values if facts.sysctl else {}
+    host_wide = set(facts.sysctl.host_wide) if facts.sysctl else set()
+    unreadable = set(facts.sysctl.unreadable) if facts.sysctl else set()
+
+    def read_from(key: str) -> str:
+        if key in unreadable:  # present but not read: the errors say why
+            return "unreadable"
+        if key not in values:
+            return "absent"
+        return "initial namespace (host-wide)" if key in host_wide else "this namespace"
+
     return {"sysctls": [
         {"key": s.key, "value": sysctl_value(s.key, values.get(s.key)),
-         "default": s.default, "scope": s.scope, "rules": list(s.rules)}
+         "default": s.default, "scope": s.scope, "read_from": read_from(s.key),
+         "rules": list(s.rules)}
         for s in SYSCTLS
     ]}
 
@@ -219,18 +245,32 @@ def backlog_view(facts: Facts) -> dict[str, Any]:
             for (port, state), n in census.by_local_port.items:
                 if state == "SYN_RECV":
                     syn_recv[port] = syn_recv.get(port, 0) + n
-        out["listeners"] = [
-            {"address": lst.address, "port": lst.port, "accept_queue": lst.accept_queue,
-             "limit": lst.backlog, "syn_recv": syn_recv.get(lst.port, 0),
-             **_owner(procs, lst.inode)}
-            for lst in census.listeners]
+        # One row per listening socket: the members of an SO_REUSEPORT group share address and
+        # port but each has its own inode, queue and holders.
+        groups = reuseport_groups(census.listeners)
+        rows = []
+        for lst in census.listeners:
+            group = groups.get((lst.family, lst.address, lst.port))
+            holders = procs.holders_of(lst.inode) if procs is not None and lst.inode else []
+            rows.append({"address": lst.address, "port": lst.port, "inode": lst.inode,
+                         "accept_queue": lst.accept_queue, "limit": lst.backlog,
+                         "syn_recv": syn_recv.get(lst.port, 0),
+                         "reuseport_members": len(group) if group else 1,
+                         **_owner(procs, lst.inode),
+                         "holders": [_holder(procs, pid) for pid in holders[:8]]})
+        out["listeners"] = rows
     if facts.listener_samples is not None:
         out["sampled_during_interval"] = [
-            {"address": s.address, "port": s.port, "limit": s.backlog,
+            {"address": s.address, "port": s.port, "inode": s.inode, "limit": s.backlog,
              "max_queue": s.max_queue, "samples_at_limit": s.samples_at_limit,
-             "samples": s.samples}
+             "samples_full": s.samples_full, "samples": s.samples}
             for s in facts.listener_samples]
     return out
+
+
+def _holder(procs: ProcessFacts | None, pid: int) -> dict[str, Any]:
+    info = procs.processes.get(pid) if procs is not None else None
+    return {"pid": pid, "command": info.command if info else None}
 
 
 def keepalive_view(facts: Facts) -> dict[str, Any]:
@@ -247,6 +287,15 @@ def keepalive_view(facts: Facts) -> dict[str, Any]:
             "idle_over_10min_without_keepalive": d.long_idle_without_keepalive,
             "idle_over_10min_with_keepalive": d.long_idle_with_keepalive,
         }
+        # Per service, the idle time the keepalive timers show (idiag_expires + time since
+        # the last packet received): an application's own TCP_KEEPIDLE shows here.
+        out["keepalive_timers_by_service"] = [
+            {"side": g.side, "port": g.port, "sockets": g.sockets, "probing": g.probing,
+             "idle_estimate_s": round(g.idle_estimate_max_ms / 1000, 1)
+             if g.idle_estimate_min_ms is not None else None,
+             **(_owner(facts.processes, g.inodes[0]) if g.inodes
+                else {"pid": None, "command": None})}
+            for g in d.keepalive_groups[:20]]
         out["longest_idle_without_keepalive"] = [
             {"local_address": c.source, "local_port": c.sport, "peer_address": c.destination,
              "peer_port": c.dport, "idle_s": c.idle_ms // 1000,
@@ -268,13 +317,9 @@ def buffers_view(facts: Facts) -> dict[str, Any]:
             (proto, n) for proto in ("Udp", "Udp6") for n in ("RcvbufErrors", "SndbufErrors")])
     d = facts.details
     if d is not None:
-        out["connections_by_bdp"] = [
-            {"peer_address": c.destination, "peer_port": c.dport,
-             "rtt_ms": round(c.info.get("rtt", 0) / 1000, 2),
-             "delivery_rate_mbit": round(c.info.get("delivery_rate", 0) * 8 / 1e6, 1),
-             "bdp_bytes": c.bdp_bytes, "rcvbuf_bytes": c.skmem.get("rcvbuf"),
-             "sndbuf_bytes": c.skmem.get("sndbuf"), "rcv_space_bytes": c.info.get("rcv_space")}
-            for c in d.largest_bdp]
+        # The flows that moved data in the last second, as ss -tmi shows them; the
+        # buffers.max_below_bdp finding says what holds each.
+        out["busy_flows"] = [_flow_row(c) for c in d.flows]
         if d.socket_drops:
             out["sockets_with_drops"] = [
                 {"local_address": c.source, "local_port": c.sport,
@@ -282,6 +327,23 @@ def buffers_view(facts: Facts) -> dict[str, Any]:
                  "drops": c.skmem.get("drops"), "rcvbuf_bytes": c.skmem.get("rcvbuf")}
                 for c in d.socket_drops]
     return out
+
+
+def _flow_row(c) -> dict[str, Any]:
+    i, sk = c.info, c.skmem
+    busy = i.get("busy_time", 0)
+    return {"local_address": c.source, "local_port": c.sport,
+            "peer_address": c.destination, "peer_port": c.dport,
+            "rtt_ms": round(i.get("rtt", 0) / 1000, 2),
+            "delivery_rate_mbit": round(i.get("delivery_rate", 0) * 8 / 1e6, 1),
+            "busy_ms": busy // 1000,
+            "rwnd_limited_share": round(i.get("rwnd_limited", 0) / busy, 3) if busy else None,
+            "sndbuf_limited_share": round(i.get("sndbuf_limited", 0) / busy, 3)
+            if busy else None,
+            "app_limited": bool(i.get("delivery_rate_app_limited")),
+            "rcvbuf_bytes": sk.get("rcvbuf"), "sndbuf_bytes": sk.get("sndbuf"),
+            "rcv_space_bytes": i.get("rcv_space"), "snd_wnd_bytes": i.get("snd_wnd"),
+            "rcv_wnd_bytes": i.get("rcv_wnd")}
 
 
 def rps_cpus(masks: str | None) -> list[int] | None:

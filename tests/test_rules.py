@@ -61,7 +61,9 @@ def test_busy_618_snapshot(host_root):
     assert flood.evidence["top_destinations"][0]["destination"] == "127.0.0.1"
     assert flood.evidence["top_destinations"][0]["time_wait"] == 450
     assert flood.evidence["active_closer"]["this_host_as_client"] == 480
-    assert "tcp_tw_reuse is 0" in flood.explanation
+    assert "tcp_tw_reuse=0" in flood.explanation
+    # Reuse is off here: advising it is true (and it is the only reuse advice given).
+    assert "Set net.ipv4.tcp_tw_reuse=1" in flood.recommendation
     ex = found["ports.ephemeral_exhaustion"]
     assert ex.severity is Severity.WARNING
     worst = ex.evidence["destinations"][0]
@@ -180,8 +182,11 @@ def test_tw_reuse_frees_time_wait_ports_for_its_destinations():
     assert remote.evidence["destinations"][0]["tw_reuse_applies"] is False
     lo = ports._exhaustion(_dest_facts(950, 900, reuse=2, dst="127.0.0.1"))
     assert lo.evidence["destinations"][0]["tw_reuse_applies"] is True
-    assert lo.evidence["destinations"][0]["effective_in_use"] == 50 + 15
+    # 50 in use, and of 900 TIME_WAIT only those younger than tcp_tw_reuse_delay (1 s) hold a
+    # port: at 900/60 = 15 closes/s, 15 of them.
+    assert lo.evidence["destinations"][0]["ports_held"] == 50 + 15
     assert lo.severity is Severity.OK
+    assert "tcp_tw_reuse" not in lo.recommendation
     # timestamps off: reuse cannot apply
     f = _dest_facts(950, 900, reuse=1)
     f.sysctl.values["net.ipv4.tcp_timestamps"] = "0"
@@ -227,7 +232,8 @@ def test_closewait_attribution_and_thresholds():
     assert "pid 4242 (leaky)" in got.title and "8080" in got.title
     assert got.evidence["by_process_and_port"][0] == {
         "pid": 4242, "local_port": 8080, "close_wait": 12, "command": "leaky",
-        "cmdline": "leaky --serve", "fds": 40}
+        "cmdline": "leaky --serve", "fds": 40, "holders": [4242]}
+    assert "restarting the process that holds them releases them" in got.recommendation
     few = {1: 80, 2: 80}
     f2 = Facts(census=census(by_state={"CLOSE_WAIT": 2}, close_wait_inodes=few),
                processes=ProcessFacts(owners={1: 7, 2: 7}))

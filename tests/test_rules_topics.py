@@ -144,7 +144,7 @@ def test_sampled_listeners_name_the_port():
     facts.interval = 2
     facts.listener_samples = [ListenerSample("0.0.0.0", 8080, 8, 9, 10, 7)]
     got = backlog._overflow(facts)
-    assert got.severity is Severity.CRITICAL and "port 8080" in got.title
+    assert got.severity is Severity.CRITICAL and "0.0.0.0:8080" in got.title
     assert got.evidence["listeners_at_limit_during_interval"][0]["samples_at_limit"] == 7
 
 
@@ -179,24 +179,23 @@ def test_memory_pressure_levels():
     assert f(900).severity is Severity.CRITICAL
 
 
-def test_bdp_above_buffer_max():
-    conn = Connection("10.0.0.1", 5000, "10.0.0.9", 443, 0, "on",
-                      {"rtt": 80_000, "delivery_rate": 125_000_000, "busy_time": 1000,
-                       "sndbuf_limited": 500},
+def test_bdp_from_the_rate_a_flow_gets_is_not_the_trigger():
+    # 1 Gbit/s at 80 ms: a "BDP" of 10 MB above tcp_rmem[2], but the flow is busy only a
+    # third of the time: its application holds it, and nothing is advised.
+    then = {"busy_time": 0, "bytes_acked": 0, "rtt": 80_000, "delivery_rate": 125_000_000}
+    now = dict(then, busy_time=300_000, bytes_acked=125_000_000)
+    conn = Connection("10.0.0.1", 5000, "10.0.0.9", 443, 0, "on", now,
                       {"rcvbuf": 6291456, "sndbuf": 4194304})
+    conn.earlier = Connection("10.0.0.1", 5000, "10.0.0.9", 443, 0, "on", then, {})
+    conn.sample_seconds = 1.0
     assert conn.bdp_bytes == 10_000_000
-    facts = Facts(details=ConnectionDetails(with_info=1, largest_bdp=[conn]),
+    facts = Facts(details=ConnectionDetails(with_info=1, flows=[conn]),
                   sysctl=sysctl(net__ipv4__tcp_rmem="4096 131072 6291456",
                                 net__ipv4__tcp_wmem="4096 16384 4194304"))
     got = buffers._bdp(facts)
-    assert got.severity is Severity.WARNING
-    row = got.evidence["limited"][0]
-    assert row["peer"] == "10.0.0.9:443" and "bdp at or above" in row["why"]
-    assert "send buffer at tcp_wmem[2], limited 50%" in row["why"]
-    small = Connection("10.0.0.1", 5001, "10.0.0.9", 443, 0, "on",
-                       {"rtt": 1000, "delivery_rate": 1_000_000}, {"rcvbuf": 131072})
-    facts.details = ConnectionDetails(with_info=1, largest_bdp=[small])
-    assert buffers._bdp(facts).severity is Severity.OK
+    assert got.severity is Severity.OK
+    assert got.evidence["flows"][0]["limit"] == "application"
+    assert "tcp_rmem" not in got.recommendation
 
 
 def test_autotuning_and_drop_rates():

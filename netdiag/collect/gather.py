@@ -5,20 +5,27 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from netdiag.collect import procfs, rxpath
-from netdiag.collect.processes import fill_details, scan_fds
+from netdiag.collect.processes import fill_details, read_activity, scan_fds
 from netdiag.collect.sockets import read_census, sample_listeners
 from netdiag.collect.sysctlconf import read_sysctl_conf
 from netdiag.context import Context
 from netdiag.errors import NetdiagError
-from netdiag.facts import Facts
+from netdiag.facts import ConnectionDetails, Facts, reuseport_groups
 from netdiag.model import CollectorError
-from netdiag.sysctls import OPTIONAL_KEYS, SYSCTL_KEYS
+from netdiag.sysctls import GLOBAL_KEYS, OPTIONAL_KEYS, SYSCTL_KEYS
 
 # Processes whose fd table is at least this full get their command looked up too, so a
 # finding about them can name them.
 DETAIL_FD_SHARE = 0.5
+# Without --interval, the active flows are looked at again after this long, so that what
+# limits them is judged over a known window (symptoms-and-limits.md §2.3: not on a busy
+# time shorter than about 100 ms).
+FLOW_SECOND_SAMPLE = 0.5
+# CPU use of the processes holding a full accept queue is measured over this window.
+ACTIVITY_WINDOW = 0.25
 
 
 @dataclass
@@ -30,7 +37,9 @@ class Plan:
     sockstat: bool = True
     census: bool = True
     details: bool = False  # tcp_info/skmeminfo of established connections (same dump)
+    flow_sample: bool = False  # look at the active flows twice (buffers: what limits them)
     sample_listeners: bool = False  # watch accept queues during --interval
+    listener_owners: bool = False  # name every holder of every listening socket (backlog)
     rxpath: bool = False  # softnet_stat, softirqs, ksoftirqd, links
     link_detail: bool = False  # exact link counters and ring sizes (loads pyroute2)
     processes: str = "targeted"
@@ -41,6 +50,9 @@ class Plan:
     port: int | None = None
     top: int = 20
     errors: list[CollectorError] = field(default_factory=list)
+    # The accept queues the backlog probe sampled during its window (a ListenerSampler),
+    # when a probe window preceded the collection.
+    listener_sampler: Any = None
 
 
 def _ephemeral(facts: Facts) -> tuple[int, int] | None:
@@ -74,6 +86,7 @@ def collect(ctx: Context, plan: Plan) -> tuple[Facts, list[CollectorError]]:
             if key in ctx.host_sysctls:  # global: not shown inside this namespace
                 facts.sysctl.values[key] = ctx.host_sysctls[key]
                 facts.sysctl.missing.remove(key)
+                facts.sysctl.host_wide.append(key)
     owners = None
     if plan.processes == "all":
         if ctx.live:
@@ -92,9 +105,10 @@ def collect(ctx: Context, plan: Plan) -> tuple[Facts, list[CollectorError]]:
                 counters, errs = result
                 errors.extend(CollectorError("counters", msg) for _, msg in errs)
         if plan.census:
+            resample = FLOW_SECOND_SAMPLE if plan.flow_sample and not plan.interval else 0.0
             result = guard("sockets", lambda: read_census(
                 ctx, _ephemeral(facts), owners, plan.states, plan.port, plan.top,
-                details=plan.details))
+                details=plan.details, resample=resample))
             if result is not None:
                 census, details, warnings = result
                 facts.details = details
@@ -106,21 +120,30 @@ def collect(ctx: Context, plan: Plan) -> tuple[Facts, list[CollectorError]]:
                   guard("links", lambda: rxpath.read_links(ctx, plan.link_detail)))
         return counters, census, rx
 
+    details_before = None
+    if plan.listener_sampler is not None:
+        facts.listener_samples = plan.listener_sampler.result()
+        facts.listener_window = plan.listener_sampler.window()
     if plan.interval:
         facts.counters_before, facts.census_before, rx_before = sample()
+        details_before = facts.details
         if rx_before is not None:
             facts.softnet_before, facts.softirqs_before = rx_before[0], rx_before[1]
             facts.links_before = rx_before[2][0] if rx_before[2] else None
         if plan.sample_listeners and ctx.live:
-            facts.listener_samples = guard(
-                "listeners", lambda: sample_listeners(plan.interval))
-            if facts.listener_samples is None:
+            sampler = guard("listeners", lambda: sample_listeners(plan.interval))
+            if sampler is None:
                 time.sleep(plan.interval)
+            else:
+                facts.listener_samples = sampler.result()
+                facts.listener_window = sampler.window()
         else:
             time.sleep(plan.interval)
         facts.interval = plan.interval
         facts.baseline = "interval"
     facts.counters, facts.census, rx = sample()
+    if details_before is not None and facts.details is not None:
+        _pair_flows(details_before, facts.details, plan.interval)
     if rx is not None:
         facts.softnet, facts.softirqs = rx[0], rx[1]
         if rx[2] is not None:
@@ -147,12 +170,16 @@ def collect(ctx: Context, plan: Plan) -> tuple[Facts, list[CollectorError]]:
             wanted: set[int] = set()
             census = facts.census
             if facts.details is not None:
-                wanted.update(c.inode for c in facts.details.idle_without_keepalive if c.inode)
+                d = facts.details
+                wanted.update(c.inode for c in d.idle_without_keepalive if c.inode)
+                wanted.update(c.inode for c in d.flows if c.inode)
+                for g in d.keepalive_groups[:20]:
+                    wanted.update(g.inodes)
             if census is not None:
                 wanted.update(census.close_wait_inodes)
-                eph = census.ephemeral_range
-                wanted.update(lst.inode for lst in census.listeners
-                              if lst.inode and eph and eph[0] <= lst.port <= eph[1])
+                wanted.update(_listeners_to_name(facts))
+                if plan.listener_owners:
+                    wanted.update(lst.inode for lst in census.listeners if lst.inode)
             facts.processes = guard("processes",
                                     lambda: scan_fds(ctx, wanted, DETAIL_FD_SHARE))
         else:
@@ -160,25 +187,97 @@ def collect(ctx: Context, plan: Plan) -> tuple[Facts, list[CollectorError]]:
     if facts.processes is not None:
         proc = facts.processes
         interesting = set(proc.owners.values()) if plan.processes != "all" else set()
+        if plan.processes != "all":
+            interesting.update(pid for pids in proc.shared.values() for pid in pids)
         if plan.processes == "all" and facts.census and facts.census.by_process:
             interesting = {k[0] for k, _ in facts.census.by_process.items}
         for info in proc.processes.values():
             if info.holds_sockets and info.nofile_soft and \
                     info.fds >= DETAIL_FD_SHARE * info.nofile_soft:
                 interesting.add(info.pid)
+        troubled = _troubled_listeners(facts)
+        holders = {pid for inode in troubled for pid in proc.holders_of(inode)}
+        interesting |= holders
         guard("processes", lambda: fill_details(proc, interesting))
+        if holders and ctx.live:
+            # Why the owners of a full accept queue are not accepting: their state, CPU, the
+            # kernel function they sleep in, and whether their epoll watches the socket.
+            activity = guard("processes", lambda: read_activity(ctx, holders, troubled,
+                                                                ACTIVITY_WINDOW))
+            if activity is not None:
+                for pid, act in activity.items():
+                    info = proc.processes.get(pid)
+                    if info is not None:
+                        act.fds, act.nofile_soft = info.fds, info.nofile_soft
+                proc.activity = activity
         if proc.unreadable:
             errors.append(CollectorError(
                 "processes",
                 f"{proc.unreadable} of {proc.unreadable + proc.scanned} processes could not be "
                 "read (their fd tables need root): their sockets are not attributed"))
-    if facts.sysctl is not None:
-        errors.extend(CollectorError("sysctl", why) for why in facts.sysctl.unreadable.values())
     if facts.sysctl_conf is not None:
         errors.extend(CollectorError("sysctl.d", why) for why in facts.sysctl_conf.unreadable)
-    facts_missing = [k for k in (facts.sysctl.missing if facts.sysctl else [])
-                     if k not in OPTIONAL_KEYS]
-    if facts_missing:
-        errors.append(CollectorError(
-            "sysctl", "not present on this kernel: " + ", ".join(facts_missing)))
+    errors.extend(_sysctl_errors(ctx, facts))
     return facts, errors
+
+
+def _sysctl_errors(ctx: Context, facts: Facts) -> list[CollectorError]:
+    """Say why a sysctl has no value: absent from this kernel, host-wide and not visible in
+    this namespace, or present but unreadable."""
+    if facts.sysctl is None:
+        return []
+    out = []
+    missing = [k for k in facts.sysctl.missing if k not in OPTIONAL_KEYS]
+    hidden = [k for k in missing if k in GLOBAL_KEYS and ctx.netns not in ("default",
+                                                                           "snapshot")]
+    absent = [k for k in missing if k not in hidden]
+    if absent:
+        out.append(CollectorError("sysctl", "not present on this kernel: " + ", ".join(absent)))
+    if hidden:
+        why = ("the initial namespace could not be entered to read them (needs root)"
+               if ctx.host_sysctls_denied else "they could not be read there")
+        out.append(CollectorError(
+            "sysctl", "host-wide, not visible inside this network namespace, and " + why
+            + ": " + ", ".join(hidden)))
+    # Present but not read (permission denied, not a regular file...): said with the reason.
+    out.extend(CollectorError("sysctl", why) for why in facts.sysctl.unreadable.values())
+    return out
+
+
+def _listeners_to_name(facts: Facts) -> set[int]:
+    """Listening sockets whose owners findings name: inside the ephemeral range, members of
+    an SO_REUSEPORT group, and any with connections waiting (now or while sampled)."""
+    census = facts.census
+    if census is None:
+        return set()
+    eph = census.ephemeral_range
+    out = {lst.inode for lst in census.listeners
+           if lst.inode and (lst.accept_queue > 0 or (eph and eph[0] <= lst.port <= eph[1]))}
+    for members in reuseport_groups(census.listeners).values():
+        out.update(m.inode for m in members if m.inode)
+    for s in facts.listener_samples or []:
+        if s.inode and s.samples_at_limit:
+            out.add(s.inode)
+    return out
+
+
+def _troubled_listeners(facts: Facts) -> set[int]:
+    """Listening sockets at or over their limit, now or in a sample."""
+    out = {lst.inode for lst in (facts.census.listeners if facts.census else [])
+           if lst.inode and lst.accept_queue >= max(lst.backlog, 1)}
+    out.update(s.inode for s in facts.listener_samples or [] if s.inode and s.samples_at_limit)
+    return out
+
+
+def _pair_flows(before: ConnectionDetails, after: ConnectionDetails, seconds: float) -> None:
+    """--interval: the flows seen in both samples are judged over the interval."""
+    earlier = {c.key: c for c in before.flows}
+    paired = False
+    for conn in after.flows:
+        prev = earlier.get(conn.key)
+        if prev is not None and conn.earlier is None:
+            conn.earlier = prev
+            conn.sample_seconds = seconds
+            paired = True
+    if paired:
+        after.flow_sample = "interval"

@@ -17,10 +17,17 @@ import sys
 from typing import BinaryIO
 
 from netdiag.collect.census import CensusBuilder
-from netdiag.collect.tcpinfo import EXT_MASK, ConnectionDetails, DetailBuilder
+from netdiag.collect.tcpinfo import (
+    ACTIVE_MS,
+    EXT_MASK,
+    MSG_SIZE,
+    ConnectionDetails,
+    DetailBuilder,
+    decode_attributes,
+)
 from netdiag.context import Context
 from netdiag.errors import SourceMissing
-from netdiag.facts import LISTEN, Census, ListenerSample
+from netdiag.facts import LISTEN, Census, Connection, ListenerSample, ListenerWindow
 
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
@@ -201,34 +208,90 @@ def netlink_census(builder: CensusBuilder, capture: BinaryIO | None = None,
 
 class ListenerSampler:
     """Accept queues watched over a window: each sample() is one LISTEN-only dump; the
-    deepest queue and how often each listener stood at its limit are kept."""
+    deepest queue and how often each listener stood at or over its limit are kept, per
+    socket (inode): the members of an SO_REUSEPORT group are sampled one by one.
 
-    def __init__(self) -> None:
-        self.seen: dict[tuple[str, int], ListenerSample] = {}
+    With `counters`, ListenOverflows and ListenDrops are read at the first and the last
+    sample, so that overflows in the window can be set against the listeners seen full."""
+
+    def __init__(self, source: str = "interval", counters: bool = False) -> None:
+        self.seen: dict[int, ListenerSample] = {}
+        self.source = source
+        self.counters = counters
+        self.samples = 0
+        self.started: float | None = None
+        self.ended: float | None = None
+        self.first: tuple[int, int] | None = None
+        self.last: tuple[int, int] | None = None
 
     def sample(self) -> None:
+        import time
+
         builder = CensusBuilder("netlink", None)
         netlink_census(builder, states=LISTEN_MASK)
+        now = time.monotonic()
+        if self.started is None:
+            self.started = now
+        self.ended = now
+        self.samples += 1
+        if self.counters:
+            got = _listen_counters()
+            if got is not None:
+                if self.first is None:
+                    self.first = got
+                self.last = got
         for lst in builder.listeners:
-            s = self.seen.get((lst.address, lst.port))
+            key = lst.inode or hash((lst.family, lst.address, lst.port))
+            s = self.seen.get(key)
             if s is None:
-                s = self.seen[(lst.address, lst.port)] = ListenerSample(lst.address, lst.port,
-                                                                        lst.backlog)
+                s = self.seen[key] = ListenerSample(lst.address, lst.port, lst.backlog,
+                                                    inode=lst.inode, family=lst.family)
             s.samples += 1
             s.max_queue = max(s.max_queue, lst.accept_queue)
             if lst.accept_queue >= max(lst.backlog, 1):
                 s.samples_at_limit += 1
+            if lst.accept_queue > lst.backlog:
+                s.samples_full += 1
 
     def result(self) -> list[ListenerSample]:
         return sorted(self.seen.values(),
-                      key=lambda s: (-s.samples_at_limit, -s.max_queue, s.port))
+                      key=lambda s: (-s.samples_full, -s.samples_at_limit, -s.max_queue,
+                                     s.port, s.inode))
+
+    def window(self) -> ListenerWindow:
+        seconds = (self.ended or 0.0) - (self.started or 0.0)
+        w = ListenerWindow(self.source, round(seconds, 3), self.samples)
+        if self.first is not None and self.last is not None:
+            w.overflows_before, w.drops_before = self.first
+            w.overflows_after, w.drops_after = self.last
+        return w
 
 
-def sample_listeners(seconds: float, step: float = 0.2) -> list[ListenerSample]:
+def _listen_counters() -> tuple[int, int] | None:
+    """(ListenOverflows, ListenDrops) of the current namespace, or None if unreadable."""
+    from netdiag import readfile
+    from netdiag.errors import SourceMissing as Missing
+
+    try:
+        lines = readfile.read_text("/proc/net/netstat", "/proc/net/netstat", None,
+                                   readfile.MAX_TEXT).splitlines()
+    except Missing:
+        return None
+    for names, values in zip(lines[::2], lines[1::2]):
+        if names.startswith("TcpExt:"):
+            row = dict(zip(names.split()[1:], values.split()[1:]))
+            try:
+                return int(row["ListenOverflows"]), int(row["ListenDrops"])
+            except (KeyError, ValueError):
+                return None
+    return None
+
+
+def sample_listeners(seconds: float, step: float = 0.2) -> ListenerSampler:
     """Sample every listener's accept queue every `step` seconds for `seconds`."""
     import time
 
-    sampler = ListenerSampler()
+    sampler = ListenerSampler("interval")
     deadline = time.monotonic() + seconds
     while True:
         sampler.sample()
@@ -236,7 +299,91 @@ def sample_listeners(seconds: float, step: float = 0.2) -> list[ListenerSample]:
         if left <= 0:
             break
         time.sleep(min(step, left))
-    return sampler.result()
+    return sampler
+
+
+# ---- a second look at the flows that matter ---------------------------------------------
+
+INET_DIAG_NOCOOKIE = 0xFFFFFFFF
+_SOCKID = struct.Struct("!HH16s16s")  # sport, dport (network order), src, dst
+
+
+def _address_bytes(family: int, text: str) -> bytes:
+    import ipaddress
+
+    addr = ipaddress.ip_address(text)
+    if family == 10 and addr.version == 4:  # an IPv4-mapped IPv6 socket, printed as IPv4
+        addr = ipaddress.IPv6Address("::ffff:" + text)
+    return addr.packed.ljust(16, b"\0")
+
+
+def _exact_request(conn: Connection, seq: int) -> bytes:
+    """SOCK_DIAG_BY_FAMILY for one socket (no dump flag): the kernel looks the 4-tuple up
+    (inet_diag_find_one_icsk()) and answers with that socket alone, or ENOENT."""
+    body = struct.pack("=BBBBI", conn.family, IPPROTO_TCP, EXT_MASK, 0, ALL_STATES)
+    body += _SOCKID.pack(conn.sport, conn.dport, _address_bytes(conn.family, conn.source),
+                         _address_bytes(conn.family, conn.destination))
+    body += struct.pack("=III", 0, INET_DIAG_NOCOOKIE, INET_DIAG_NOCOOKIE)
+    return _HDR.pack(_HDR.size + len(body), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST, seq, 0) + body
+
+
+def query_flows(conns: list[Connection]) -> dict[tuple, tuple[dict, dict]]:
+    """tcp_info and skmeminfo of each connection now, by key; a socket gone meanwhile is
+    absent from the result."""
+    out: dict[tuple, tuple[dict, dict]] = {}
+    if not conns:
+        return out
+    sock = _open_netlink()
+    buf = bytearray(RECV_SIZE)
+    try:
+        for seq, conn in enumerate(conns, 1):
+            try:
+                sock.send(_exact_request(conn, seq))
+                n = sock.recv_into(buf, RECV_SIZE)
+            except OSError:
+                continue
+            if n < 16:
+                continue
+            mlen, mtype = struct.unpack_from("=IH", buf, 0)
+            if mtype != SOCK_DIAG_BY_FAMILY or mlen > n or mlen < MSG_SIZE:
+                continue  # NLMSG_ERROR: ENOENT when the connection closed meanwhile
+            # The lookup falls back to a listener on the local address: only the same
+            # connection (same ports, not LISTEN, same inode when known) counts.
+            (_, _, _, state, _, sport, dport, _, _, _, _, inode) = _MSG.unpack_from(buf, 0)
+            if state == LISTEN or (_SWAP[sport], _SWAP[dport]) != (conn.sport, conn.dport) \
+                    or (conn.inode and inode != conn.inode):
+                continue
+            out[conn.key] = decode_attributes(buf, MSG_SIZE, mlen)
+    finally:
+        sock.close()
+    return out
+
+
+def resample_flows(details: ConnectionDetails, wait: float) -> None:
+    """Look again at the active flows after `wait` seconds, so that their limitation is
+    judged over a known window (deltas of busy, rwnd- and sndbuf-limited time) rather than
+    over the connection's whole life. Costs two exact lookups per flow, not a second dump."""
+    import time
+
+    flows = [c for c in details.flows if c.idle_ms < ACTIVE_MS]
+    if not flows:
+        return
+    t0 = time.monotonic()
+    first = query_flows(flows)
+    time.sleep(wait)
+    second = query_flows([c for c in flows if c.key in first])
+    seconds = time.monotonic() - t0
+    resampled = False
+    for conn in flows:
+        if conn.key in first and conn.key in second:
+            (i0, s0), (i1, s1) = first[conn.key], second[conn.key]
+            conn.earlier = Connection(conn.source, conn.sport, conn.destination, conn.dport,
+                                      conn.inode, conn.timer, i0, s0, conn.family)
+            conn.info, conn.skmem = i1, s1
+            conn.sample_seconds = round(seconds, 3)
+            resampled = True
+    if resampled:
+        details.flow_sample = "second sample"
 
 
 # A recorded capture is input like any other file: refused past this size, and every chunk
@@ -408,22 +555,24 @@ def proc_census(ctx: Context, builder: CensusBuilder) -> list[str]:
 def read_census(ctx: Context, ephemeral: tuple[int, int] | None,
                 owners: dict[int, int] | None = None, states: set[int] | None = None,
                 port: int | None = None, top: int = 20, details: bool = False,
+                resample: float = 0.0,
                 ) -> tuple[Census, ConnectionDetails | None, list[str]]:
     """The census of the current network namespace, with per-connection details (tcp_info,
-    skmeminfo) when asked. Returns both and any warnings to report."""
+    skmeminfo) when asked. Returns both and any warnings to report. With `resample` seconds,
+    the active flows among the details are looked at again after that wait."""
     warnings: list[str] = []
     detail = DetailBuilder() if details else None
     capture = ctx.path("sockdiag.bin")
     if not ctx.live and os.path.lexists(capture):
         builder = CensusBuilder("netlink (recorded)", ephemeral, owners, states, port)
-        builder.detail = detail
+        _attach(builder, detail)
         replay_census(str(capture), builder, ctx.display("sockdiag.bin"), str(ctx.root))
         return builder.finish(top), _finish(detail, warnings), warnings
     if ctx.live and not os.environ.get("NETDIAG_NO_NETLINK"):
         # The kernel filters by state (the dump's state mask): the builder need not, and
         # keeps its inline fast path.
         builder = CensusBuilder("netlink", ephemeral, owners, None, port)
-        builder.detail = detail
+        _attach(builder, detail)
         mask = ALL_STATES
         if states:
             mask = 0
@@ -431,7 +580,11 @@ def read_census(ctx: Context, ephemeral: tuple[int, int] | None,
                 mask |= 1 << s
         try:
             netlink_census(builder, states=mask, ext=EXT_MASK if details else 0)
-            return builder.finish(top), _finish(detail, warnings), warnings
+            census = builder.finish(top)
+            result = _finish(detail, warnings)
+            if result is not None and resample > 0:
+                resample_flows(result, resample)
+            return census, result, warnings
         except SourceMissing as exc:
             warnings.append(f"{exc}; fell back to /proc/net/tcp (slower, no timers detail)")
     builder = CensusBuilder("/proc/net/tcp", ephemeral, owners, states, port)
@@ -440,6 +593,12 @@ def read_census(ctx: Context, ephemeral: tuple[int, int] | None,
         warnings.append("per-connection details (tcp_info, buffers) need netlink sock_diag; "
                         "/proc/net/tcp does not carry them")
     return builder.finish(top), None, warnings
+
+
+def _attach(builder: CensusBuilder, detail: DetailBuilder | None) -> None:
+    builder.detail = detail
+    if detail is not None:
+        detail.listen_ports = builder.listen_ports  # filled by the listener dump first
 
 
 def _finish(detail: DetailBuilder | None, warnings: list[str]) -> ConnectionDetails | None:

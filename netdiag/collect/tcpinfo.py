@@ -1,9 +1,10 @@
 """Per-connection detail from sock_diag attributes: tcp_info and skmeminfo.
 
 Requested only when a rule needs it (keepalive, buffers), in the same dump as the census.
-Aggregated as it streams: counts, and bounded top-N heaps of the connections worth naming.
-Offsets follow struct tcp_info in include/uapi/linux/tcp.h; kernels append fields over
-time, so each field is read only when the attribute is long enough to hold it.
+Aggregated as it streams: counts, per-service keepalive timers, and bounded top-N heaps of
+the connections worth naming. Offsets follow struct tcp_info in include/uapi/linux/tcp.h
+(checked against the running 6.18 kernel's BTF); kernels append fields over time, so each
+field is read only when the attribute is long enough to hold it.
 """
 
 from __future__ import annotations
@@ -11,11 +12,17 @@ from __future__ import annotations
 import heapq
 import struct
 
-from netdiag.facts import Connection, ConnectionDetails, format_address
+from netdiag.facts import Connection, ConnectionDetails, KeepaliveGroup, format_address
 
 INET_DIAG_INFO = 2
 INET_DIAG_SKMEMINFO = 7
 EXT_MASK = (1 << (INET_DIAG_INFO - 1)) | (1 << (INET_DIAG_SKMEMINFO - 1))
+
+# struct inet_diag_msg (include/uapi/linux/inet_diag.h) after the 16-byte nlmsghdr: the
+# attributes start right after it, at MSG_SIZE from the start of the netlink message.
+MSG_SIZE = 88
+MSG_RETRANS = 19  # u8 idiag_retrans: keepalive probes out (timer 2) or RTO retransmits (1)
+MSG_EXPIRES = 68  # u32 idiag_expires: ms until the timer fires
 
 _RTA = struct.Struct("=HH")
 _U32 = struct.Struct("=I")
@@ -27,17 +34,27 @@ _SKMEM_FIELDS = ("rmem_alloc", "rcvbuf", "wmem_alloc", "sndbuf", "fwd_alloc",
 
 # tcp_info byte offsets (u32 unless noted).
 OFF = {
-    "rto": 8, "snd_mss": 16, "rcv_mss": 20, "unacked": 24, "retrans": 36,
+    "rto": 8, "ato": 12, "snd_mss": 16, "rcv_mss": 20, "unacked": 24, "retrans": 36,
     "last_data_sent": 44, "last_ack_sent": 48, "last_data_recv": 52, "last_ack_recv": 56,
-    "rcv_ssthresh": 64, "rtt": 68, "rttvar": 72, "snd_cwnd": 80, "rcv_rtt": 92,
-    "rcv_space": 96, "total_retrans": 100, "min_rtt": 148,
+    "pmtu": 60, "rcv_ssthresh": 64, "rtt": 68, "rttvar": 72, "snd_ssthresh": 76,
+    "snd_cwnd": 80, "advmss": 84, "rcv_rtt": 92, "rcv_space": 96, "total_retrans": 100,
+    "notsent_bytes": 144, "min_rtt": 148, "snd_wnd": 228, "rcv_wnd": 232,
 }
+OFF64 = {"pacing_rate": 104, "bytes_acked": 120, "bytes_received": 128, "delivery_rate": 160,
+         "busy_time": 168, "rwnd_limited": 176, "sndbuf_limited": 184, "bytes_sent": 200,
+         "bytes_retrans": 208}
+TCPI_OPT_TIMESTAMPS = 1  # tcpi_options bit (include/uapi/linux/tcp.h)
 _TIMERS = {0: "off", 1: "on", 2: "keepalive", 4: "persist"}
-# The fields the rules decide on, in one read: last_data_sent (44), last_data_recv (52),
-# rtt (68), delivery_rate (160), busy_time (168), rwnd_limited (176), sndbuf_limited (184).
-_HOT = struct.Struct("=44xI4xI12xI88xQQQQ")
-OFF64 = {"bytes_acked": 120, "bytes_received": 128, "delivery_rate": 160, "busy_time": 168,
-         "rwnd_limited": 176, "sndbuf_limited": 184, "bytes_sent": 200}
+# The fields the hot path decides on, in one read: last_data_sent (44), last_data_recv
+# (52), last_ack_recv (56), bytes_acked (120), bytes_received (128), busy_time (168),
+# rwnd_limited (176), sndbuf_limited (184).
+_HOT = struct.Struct("=44xI4xII60xQQ32xQQQ")
+
+# A connection that sent or received data this recently is a flow worth judging.
+ACTIVE_MS = 1000
+KEEPALIVE_GROUPS_MAX = 512
+KEEPALIVE_INODES_KEPT = 4
+
 
 def decode_tcp_info(raw: bytes) -> dict[str, int]:
     out: dict[str, int] = {}
@@ -49,6 +66,11 @@ def decode_tcp_info(raw: bytes) -> dict[str, int]:
         if off + 8 <= n:
             out[name] = _U64.unpack_from(raw, off)[0]
     if n > 7:
+        out["state"] = raw[0]
+        out["ca_state"] = raw[1]
+        out["options"] = raw[5]
+        out["snd_wscale"] = raw[6] & 0x0F  # bitfields, low bits first (little-endian ABI)
+        out["rcv_wscale"] = raw[6] >> 4
         out["delivery_rate_app_limited"] = raw[7] & 1
     return out
 
@@ -59,6 +81,31 @@ def decode_skmeminfo(raw: bytes) -> dict[str, int]:
     return dict(zip(_SKMEM_FIELDS, values))
 
 
+def find_attributes(buf, start: int, end: int) -> tuple[int, int, int, int]:
+    """(offset, length) of the tcp_info and skmeminfo attributes in buf[start:end]."""
+    info_off = info_len = skmem_off = skmem_len = 0
+    off = start
+    rta = _RTA.unpack_from
+    while off + 4 <= end:
+        rta_len, rta_type = rta(buf, off)
+        if rta_len < 4:
+            break
+        if rta_type == INET_DIAG_INFO:
+            info_off, info_len = off + 4, rta_len - 4
+        elif rta_type == INET_DIAG_SKMEMINFO:
+            skmem_off, skmem_len = off + 4, rta_len - 4
+        off += (rta_len + 3) & ~3
+    return info_off, info_len, skmem_off, skmem_len
+
+
+def decode_attributes(buf, start: int, end: int) -> tuple[dict[str, int], dict[str, int]]:
+    """tcp_info and skmeminfo of one inet_diag_msg's attributes, fully decoded."""
+    info_off, info_len, skmem_off, skmem_len = find_attributes(buf, start, end)
+    info = decode_tcp_info(bytes(buf[info_off:info_off + info_len])) if info_len else {}
+    skmem = decode_skmeminfo(bytes(buf[skmem_off:skmem_off + skmem_len])) if skmem_len else {}
+    return info, skmem
+
+
 class DetailBuilder:
     """Receives established connections with their attribute bytes; keeps bounded tops."""
 
@@ -66,10 +113,14 @@ class DetailBuilder:
         self.top = top
         self.d = ConnectionDetails()
         self._idle: list = []
-        self._bdp: list = []
+        self._busiest: list = []
         self._limited: list = []
         self._drops: list = []
         self._seq = 0
+        self._keepalive: dict[tuple[str, int], KeepaliveGroup] = {}
+        # The listening ports (filled by the census before established sockets arrive): an
+        # accepted connection's service is its local port, an outgoing one's its remote port.
+        self.listen_ports: set[int] = set()
 
     def _push(self, heap: list, score: int, conn: Connection) -> None:
         self._seq += 1
@@ -81,13 +132,36 @@ class DetailBuilder:
     def _qualifies(self, heap: list, score: int) -> bool:
         return bool(score) and (len(heap) < self.top or score > heap[0][0])
 
+    def _keepalive_timer(self, buf, msg: int, sport: int, dport: int, idle_ms: int,
+                         inode: int) -> None:
+        if sport in self.listen_ports:
+            key = ("local_port", sport)
+        else:
+            key = ("remote_port", dport)
+        g = self._keepalive.get(key)
+        if g is None:
+            if len(self._keepalive) >= KEEPALIVE_GROUPS_MAX:
+                return
+            g = self._keepalive[key] = KeepaliveGroup(key[0], key[1])
+        g.sockets += 1
+        if len(g.inodes) < KEEPALIVE_INODES_KEPT and inode:
+            g.inodes.append(inode)
+        if buf[msg + MSG_RETRANS]:
+            g.probing += 1
+            return
+        estimate = _U32.unpack_from(buf, msg + MSG_EXPIRES)[0] + idle_ms
+        if estimate > g.idle_estimate_max_ms:
+            g.idle_estimate_max_ms = estimate
+        if g.idle_estimate_min_ms is None or estimate < g.idle_estimate_min_ms:
+            g.idle_estimate_min_ms = estimate
+
     def add(self, buf, start: int, end: int, family: int, src: bytes, sport: int, dst: bytes,
             dport: int, timer: int, inode: int) -> None:
         """Read the attributes in buf[start:end] (after the inet_diag_msg) and count.
 
-        Hot path: locate the attributes without copying, read the seven tcp_info fields the
-        rules decide on with one struct, and decode a connection fully only when it enters
-        one of the top-N heaps.
+        Hot path: locate the attributes without copying, read the fields the rules decide on
+        with one struct, and decode a connection fully only when it enters one of the top-N
+        heaps.
         """
         d = self.d
         d.established += 1
@@ -97,6 +171,7 @@ class DetailBuilder:
             d.no_timer += 1
         elif timer in (1, 4):
             d.retransmit_timer += 1
+        # find_attributes(), inlined: a call per connection is measurable here.
         info_off = info_len = skmem_off = skmem_len = 0
         off = start
         rta = _RTA.unpack_from
@@ -113,14 +188,19 @@ class DetailBuilder:
             return
         d.with_info += 1
         if info_len >= _HOT.size:
-            (lds, ldr, rtt, rate, _busy, rwnd_lim, snd_lim) = _HOT.unpack_from(buf, info_off)
+            (lds, ldr, lar, acked, received, _busy, rwnd_lim,
+             snd_lim) = _HOT.unpack_from(buf, info_off)
         else:  # an older, shorter tcp_info: decode what it has
             info = decode_tcp_info(bytes(buf[info_off:info_off + info_len]))
             lds, ldr = info.get("last_data_sent", 0), info.get("last_data_recv", 0)
-            rtt, rate = info.get("rtt", 0), info.get("delivery_rate", 0)
+            lar = info.get("last_ack_recv", ldr)
+            acked, received = info.get("bytes_acked", 0), info.get("bytes_received", 0)
             rwnd_lim, snd_lim = info.get("rwnd_limited", 0), info.get("sndbuf_limited", 0)
         drops = _U32.unpack_from(buf, skmem_off + 32)[0] if skmem_len >= 36 else 0
         idle = ldr if ldr < lds else lds
+        if timer == 2:
+            self._keepalive_timer(buf, start - MSG_SIZE, sport, dport,
+                                  ldr if ldr < lar else lar, inode)
         idle_score = 0
         if idle >= d.long_idle_ms:
             if timer == 0:
@@ -128,33 +208,41 @@ class DetailBuilder:
                 idle_score = idle
             elif timer == 2:
                 d.long_idle_with_keepalive += 1
-        bdp = rate * rtt // 1_000_000
-        limited = snd_lim + rwnd_lim
+        bulk = limited = 0
+        if idle < ACTIVE_MS:
+            d.active_flows += 1
+            bulk = acked + received
+            limited = snd_lim + rwnd_lim
         if drops:
             d.sockets_with_drops += 1
         # Hot path: decide with plain comparisons first; build the Connection (a full decode)
         # only when it enters one of the top-N heaps.
         top = self.top
-        ih, bh, lh, dh = self._idle, self._bdp, self._limited, self._drops
+        ih, bh, lh, dh = self._idle, self._busiest, self._limited, self._drops
         if not ((idle_score and (len(ih) < top or idle_score > ih[0][0]))
-                or (bdp and (len(bh) < top or bdp > bh[0][0]))
+                or (bulk and (len(bh) < top or bulk > bh[0][0]))
                 or (limited and (len(lh) < top or limited > lh[0][0]))
                 or (drops and (len(dh) < top or drops > dh[0][0]))):
             return
-        wanted = [(h, score) for h, score in ((ih, idle_score), (bh, bdp), (lh, limited),
+        wanted = [(h, score) for h, score in ((ih, idle_score), (bh, bulk), (lh, limited),
                                               (dh, drops)) if self._qualifies(h, score)]
         info = decode_tcp_info(bytes(buf[info_off:info_off + info_len]))
         skmem = decode_skmeminfo(bytes(buf[skmem_off:skmem_off + skmem_len])) \
             if skmem_len else {}
         conn = Connection(format_address(family, src), sport, format_address(family, dst),
-                          dport, inode, _TIMERS.get(timer, "unknown"), info, skmem)
+                          dport, inode, _TIMERS.get(timer, "unknown"), info, skmem, family)
         for h, score in wanted:
             self._push(h, score, conn)
 
     def finish(self) -> ConnectionDetails:
         d = self.d
         d.idle_without_keepalive = [c for _, _, c in sorted(self._idle, reverse=True)]
-        d.largest_bdp = [c for _, _, c in sorted(self._bdp, reverse=True)]
-        d.buffer_limited = [c for _, _, c in sorted(self._limited, reverse=True)]
+        flows: dict[int, Connection] = {}
+        for heap in (self._busiest, self._limited):
+            for _, _, c in sorted(heap, reverse=True):
+                flows.setdefault(id(c), c)
+        d.flows = list(flows.values())
         d.socket_drops = [c for _, _, c in sorted(self._drops, reverse=True)]
+        d.keepalive_groups = sorted(self._keepalive.values(),
+                                    key=lambda g: (-g.sockets, g.side, g.port))
         return d

@@ -140,3 +140,18 @@ def judge_all(changes: list[Change], **kw: Any) -> Verdict:
     worst = max((v.severity for v in verdicts), default=Severity.OK)
     texts = [v.text for v in verdicts if v.severity == worst] or [v.text for v in verdicts]
     return Verdict(worst, "; ".join(texts))
+
+
+def window_change(counter: str, before: int | None, after: int | None, seconds: float,
+                  baseline: str) -> Change | None:
+    """A counter read at both ends of a window the run measured itself (the backlog probe's
+    window): judged like an --interval change."""
+    if after is None:
+        return None
+    if before is None or seconds <= 0:
+        return Change(counter, after)
+    if after < before:
+        return Change(counter, after, delta=after, seconds=round(seconds, 3),
+                      reset="the counter went down (it restarted from zero)", baseline=baseline)
+    return Change(counter, after, delta=after - before, seconds=round(seconds, 3),
+                  baseline=baseline)

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from netdiag.facts import Facts
+from netdiag.facts import Facts, Listener, ListenerSample, ProcessFacts, reuseport_groups
 from netdiag.model import Finding, Rule, RuleSpec, Severity
-from netdiag.rules._policy import change, judge, judge_all
+from netdiag.rules._policy import Change, change, judge, judge_all, window_change
 from netdiag.rules._util import make
 
 TOPIC = "backlog"
 SUMMARY = "Listen queues: accept queue and its limit, SYN queue, overflows and SYN cookies"
 
 OVERFLOW_CRIT_RATE = 5.0  # ListenOverflows per second over --interval (netdata's critical)
+BUSY_CPU_PERCENT = 90.0  # a holder this busy does not get to accept()
 # What common servers pass to listen(): the limit they get is min(this, somaxconn).
 COMMON_BACKLOGS = ("nginx 511 (backlog= in listen), Redis 511 (tcp-backlog), Apache httpd 511 "
                    "(ListenBacklog), HAProxy maxconn-derived, Node.js 511, Java "
@@ -44,15 +45,20 @@ ACCEPT_FULL = RuleSpec(
     ),
     explanation=(
         "The application is not calling accept() as fast as connections complete: the "
-        "process is busy, blocked, out of worker threads, or out of file descriptors (accept "
-        "then fails with EMFILE and the connection stays queued). While the queue is full the "
-        "kernel drops new SYNs and completed handshakes (ListenOverflows)."
+        "process is busy, blocked, stopped, out of worker threads, or out of file "
+        "descriptors (accept then fails with EMFILE and the connection stays queued). While "
+        "the queue is full the kernel drops new SYNs and completed handshakes "
+        "(ListenOverflows). Each member of an SO_REUSEPORT group (several listening sockets "
+        "on one address and port) has its own queue, and the kernel hashes each new "
+        "connection to a member without looking at its queue: one member whose process "
+        "stopped accepting drops its share of connections while the others sit idle."
     ),
     recommendation=(
-        "Find why the process named in the evidence does not accept: its CPU, its threads, "
-        "its fd limit (see sockets.fd_limit), a blocking call in its accept loop. A larger "
-        "backlog (the application's listen() value and net.core.somaxconn together) absorbs "
-        "bursts but does not fix a server that is too slow."
+        "Find why the processes named in the evidence do not accept: their state (stopped, "
+        "blocked in D state), their CPU, their fd limit (see sockets.fd_limit), a blocking "
+        "call in the accept loop. A larger backlog (the application's listen() value and "
+        "net.core.somaxconn together) absorbs bursts but does not fix a server that is too "
+        "slow."
     ),
     thresholds="warning when Recv-Q equals the limit (one more fits); critical when Recv-Q "
                "exceeds it (the queue is full, drops are happening)",
@@ -153,48 +159,190 @@ SYN_QUEUE = RuleSpec(
 SPECS = (ACCEPT_FULL, OVERFLOW, CLAMP, SYN_QUEUE)
 
 
+STATE_WORDS = {"R": "running", "S": "sleeping", "D": "in uninterruptible sleep (D)",
+               "T": "stopped (T)", "t": "stopped by a debugger (t)", "Z": "a zombie (Z)",
+               "I": "idle", "X": "dead"}
+
+
+def _holders(procs: ProcessFacts | None, inode: int) -> list[dict[str, Any]]:
+    """Every process holding the socket, with what it is doing when that was looked at."""
+    if procs is None or not inode:
+        return []
+    out = []
+    for pid in procs.holders_of(inode):
+        info = procs.processes.get(pid)
+        row: dict[str, Any] = {"pid": pid, "command": info.command if info else "",
+                               "cmdline": info.cmdline[:80] if info else ""}
+        act = procs.activity.get(pid)
+        if act is not None:
+            row.update(state=act.state, state_text=STATE_WORDS.get(act.state, act.state),
+                       threads=act.threads, thread_states=act.thread_states,
+                       cpu_percent=act.cpu_percent, wchan=act.wchan,
+                       watches_socket_with_epoll=inode in act.epoll_watches,
+                       fds=act.fds, nofile_soft=act.nofile_soft)
+        out.append(row)
+    return out
+
+
+def _who(h: dict[str, Any]) -> str:
+    name = h.get("cmdline") if 0 < len(h.get("cmdline") or "") <= 40 else h.get("command")
+    return f"pid {h['pid']}" + (f" ({name})" if name else "")
+
+
+def why_not_accepting(holders: list[dict[str, Any]]) -> str:
+    """What the holders are doing that explains a full queue, in one sentence or two."""
+    if not holders:
+        return "its owner is not known (see errors)"
+    if not any("state" in h for h in holders):
+        return "held by " + ", ".join(_who(h) for h in holders[:6])
+    reasons = []
+    for h in holders:
+        state, cpu = h.get("state"), h.get("cpu_percent")
+        threads = h.get("thread_states") or {}
+        if state in ("T", "t"):
+            reasons.append(f"{_who(h)} is {STATE_WORDS[state]}: it runs no code, so it accepts "
+                           "nothing (SIGCONT resumes it)")
+        elif state == "D" or threads.get("D"):
+            where = f" in {h['wchan']}" if h.get("wchan") else ""
+            n = threads.get("D", 1)
+            reasons.append(f"{_who(h)} has {n} thread(s) in uninterruptible sleep (D){where}: "
+                           "blocked on I/O or a lock")
+        elif state == "Z":
+            reasons.append(f"{_who(h)} is a zombie: it has exited")
+        elif cpu is not None and cpu >= BUSY_CPU_PERCENT:
+            reasons.append(f"{_who(h)} runs at {cpu:g}% CPU: busy elsewhere, its loop does not "
+                           "get to accept()")
+        elif h.get("nofile_soft") and h.get("fds") and h["fds"] >= h["nofile_soft"] - 1:
+            reasons.append(f"{_who(h)} has {h['fds']} of {h['nofile_soft']} file descriptors "
+                           "open: accept() fails with EMFILE")
+    if reasons:
+        return "; ".join(reasons)
+    watching = [h for h in holders if h.get("watches_socket_with_epoll")]
+    if watching:
+        h = watching[0]
+        where = f" in {h['wchan']}" if h.get("wchan") else ""
+        return (f"{_who(h)} watches it with epoll and is {h.get('state_text', '?')}{where}: it "
+                "does not accept as fast as connections arrive")
+    sleeping = ", ".join(f"{_who(h)} {h.get('state_text', '?')}" for h in holders[:4])
+    return (f"no holder watches it with epoll ({sleeping}): no one waits to accept on this "
+            "socket")
+
+
+def _sampled(facts: Facts) -> dict[int, ListenerSample]:
+    return {s.inode: s for s in facts.listener_samples or [] if s.inode}
+
+
+def _seen_full(s: ListenerSample) -> bool:
+    return bool(s.samples_full) or s.max_queue > s.backlog
+
+
+def _listener_row(lst: Listener, facts: Facts, sample: ListenerSample | None,
+                  group: list[Listener] | None, with_activity: bool) -> dict[str, Any]:
+    row: dict[str, Any] = {"address": lst.address, "port": lst.port, "inode": lst.inode,
+                           "accept_queue": lst.accept_queue, "limit": lst.backlog}
+    if group is not None:
+        row["reuseport_members"] = len(group)
+        row["reuseport_member"] = [m.inode for m in group].index(lst.inode) + 1
+    if sample is not None:
+        row.update(max_queue_sampled=sample.max_queue, samples_full=sample.samples_full,
+                   samples=sample.samples)
+    holders = _holders(facts.processes, lst.inode)
+    if not with_activity:
+        holders = [{"pid": h["pid"], "command": h["command"], "cmdline": h["cmdline"]}
+                   for h in holders]
+    if holders:
+        row["holders"] = holders
+        row["pid"], row["command"] = holders[0]["pid"], holders[0]["command"]
+    return row
+
+
 def _listener_rows(facts: Facts) -> list[dict[str, Any]]:
-    procs = facts.processes
-    rows = []
-    for lst in facts.census.listeners if facts.census else []:
-        row: dict[str, Any] = {"address": lst.address, "port": lst.port,
-                               "accept_queue": lst.accept_queue, "limit": lst.backlog}
-        pid = procs.owners.get(lst.inode) if procs is not None else None
-        if pid is not None:
-            info = procs.processes.get(pid)
-            row["pid"] = pid
-            row["command"] = info.command if info else ""
-        rows.append(row)
-    return rows
+    census = facts.census
+    if census is None:
+        return []
+    groups = reuseport_groups(census.listeners)
+    sampled = _sampled(facts)
+    return [_listener_row(lst, facts, sampled.get(lst.inode),
+                          groups.get((lst.family, lst.address, lst.port)), False)
+            for lst in census.listeners]
 
 
 def _accept_full(facts: Facts) -> Finding | None:
-    if facts.census is None:
+    census = facts.census
+    if census is None:
         return None
     somaxconn = facts.sysctl.get_int("net.core.somaxconn") if facts.sysctl else None
-    rows = _listener_rows(facts)
-    full = [r for r in rows if r["accept_queue"] > r["limit"]]
-    at = [r for r in rows if r["limit"] and r["accept_queue"] == r["limit"]]
-    evidence: dict[str, Any] = {"listeners": len(rows), "somaxconn": somaxconn,
-                                "full": full[:10], "at_limit": at[:10]}
-    if not full and not at:
-        return make(ACCEPT_FULL, Severity.OK, "no accept queue at its limit", evidence)
-    worst = (full or at)[0]
-    who = ""
-    if "pid" in worst:
-        who = f" (pid {worst['pid']}" + (f" {worst['command']}" if worst.get("command")
-                                         else "") + ")"
-    sev = Severity.CRITICAL if full else Severity.WARNING
-    title = (f"accept queue of {worst['address']}:{worst['port']}{who} holds "
-             f"{worst['accept_queue']} of limit {worst['limit']}"
-             + (f"; {len(full) + len(at) - 1} more listener(s)" if len(full) + len(at) > 1
-                else ""))
-    return make(ACCEPT_FULL, sev, title, evidence)
+    groups = reuseport_groups(census.listeners)
+    sampled = _sampled(facts)
+    full, at, was_full = [], [], []
+    for lst in census.listeners:
+        group = groups.get((lst.family, lst.address, lst.port))
+        sample = sampled.get(lst.inode)
+        if lst.full:
+            full.append(_listener_row(lst, facts, sample, group, True))
+        elif lst.backlog and lst.accept_queue == lst.backlog:
+            at.append(_listener_row(lst, facts, sample, group, True))
+        elif sample is not None and _seen_full(sample):
+            was_full.append(_listener_row(lst, facts, sample, group, True))
+    group_rows = []
+    for (_, address, port), members in groups.items():
+        group_rows.append({"address": address, "port": port, "members": len(members),
+                           "full": sum(1 for m in members if m.full),
+                           "queues": [f"{m.accept_queue}/{m.backlog}" for m in members],
+                           "inodes": [m.inode for m in members]})
+    evidence: dict[str, Any] = {"listeners": len(census.listeners), "somaxconn": somaxconn,
+                                "full": full[:10], "at_limit": at[:10],
+                                "full_while_sampled": was_full[:10],
+                                "reuseport_groups": group_rows[:10]}
+    if not full and not at and not was_full:
+        return make(ACCEPT_FULL, Severity.OK, "no accept queue at its limit", evidence,
+                    recommendation="Nothing to do.")
+    worst = (full or at or was_full)[0]
+    why = why_not_accepting(worst.get("holders", []))
+    where = f"{worst['address']}:{worst['port']}"
+    if worst in was_full:
+        sev = Severity.WARNING
+        title = (f"accept queue of {where} was full in {worst['samples_full']} of "
+                 f"{worst['samples']} samples (max {worst['max_queue_sampled']}, limit "
+                 f"{worst['limit']})")
+    else:
+        sev = Severity.CRITICAL if full else Severity.WARNING
+        title = f"accept queue of {where} holds {worst['accept_queue']} of limit {worst['limit']}"
+    detail = ""
+    members = worst.get("reuseport_members")
+    if members:
+        busy = sum(1 for r in full + at if r["address"] == worst["address"]
+                   and r["port"] == worst["port"])
+        if busy < members:
+            title += (f": {busy} of {members} reuseport sockets {'is' if busy == 1 else 'are'} "
+                      "not accepting")
+            detail = (f"The other {members - busy} member(s) of its SO_REUSEPORT group take "
+                      "their share; connections hashed to this one are dropped.")
+        else:
+            title += f": all {members} reuseport sockets are full"
+    title += f"; {why}"
+    more = len(full) + len(at) + len(was_full) - 1
+    if more > 0:
+        title += f" ({more} more listener(s) in the evidence)"
+    return make(ACCEPT_FULL, sev, title, evidence, detail)
+
+
+def _overflow_change(facts: Facts) -> tuple[Change | None, Change | None]:
+    """ListenOverflows/ListenDrops over the run's baseline; else over the probe window."""
+    over = change(facts, "TcpExt", "ListenOverflows")
+    drops = change(facts, "TcpExt", "ListenDrops")
+    w = facts.listener_window
+    if (over is None or over.delta is None) and w is not None and \
+            w.overflows_after is not None:
+        return (window_change("TcpExt.ListenOverflows", w.overflows_before, w.overflows_after,
+                              w.seconds, w.source),
+                window_change("TcpExt.ListenDrops", w.drops_before, w.drops_after, w.seconds,
+                              w.source))
+    return over, drops
 
 
 def _overflow(facts: Facts) -> Finding | None:
-    over = change(facts, "TcpExt", "ListenOverflows")
-    drops = change(facts, "TcpExt", "ListenDrops")
+    over, drops = _overflow_change(facts)
     if over is None:
         return None
     sysctl = facts.sysctl
@@ -204,13 +352,14 @@ def _overflow(facts: Facts) -> Finding | None:
         evidence["other_listener_drops"] = drops.total - over.total
     for key in ("tcp_abort_on_overflow", "tcp_synack_retries", "tcp_syn_retries"):
         evidence[key] = sysctl.get_int(f"net.ipv4.{key}") if sysctl else None
-    at_limit = []
-    if facts.listener_samples is not None:
-        at_limit = [
-            {"address": s.address, "port": s.port, "limit": s.backlog, "max_queue": s.max_queue,
+    samples = facts.listener_samples
+    full_seen = [s for s in samples or [] if _seen_full(s)]
+    if samples is not None:
+        evidence["listeners_at_limit_during_interval"] = [
+            {"address": s.address, "port": s.port, "inode": s.inode, "limit": s.backlog,
+             "max_queue": s.max_queue, "samples_full": s.samples_full,
              "samples_at_limit": s.samples_at_limit, "samples": s.samples}
-            for s in facts.listener_samples if s.samples_at_limit][:10]
-        evidence["listeners_at_limit_during_interval"] = at_limit
+            for s in samples if s.samples_at_limit][:10]
     abort = evidence["tcp_abort_on_overflow"]
     client_sees = ("a RST: 'connection reset by peer'" if abort == 1 else
                    "a stall: its handshake looks done, or its SYN is retried, until the "
@@ -218,13 +367,50 @@ def _overflow(facts: Facts) -> Finding | None:
     evidence["client_sees"] = client_sees
     verdict = judge(over, crit_rate=OVERFLOW_CRIT_RATE)
     title = "no listen overflow" if over.total == 0 else verdict.text
+    detail = f"With tcp_abort_on_overflow={abort} the client sees {client_sees}."
     if over.growing:
-        ports = ", ".join(str(r["port"]) for r in at_limit)
+        blamed = _attribution(facts, samples, full_seen, evidence)
         title = (f"{over.delta} connections dropped by full accept queues in "
-                 f"{over.seconds:g} s ({over.rate:.3g}/s)" + (f" on port {ports}" if ports
-                                                              else ""))
-    return make(OVERFLOW, verdict.severity, title, evidence,
-                f"With tcp_abort_on_overflow={abort} the client sees {client_sees}.")
+                 f"{over.seconds:g} s ({over.rate:.3g}/s)")
+        if over.baseline == "probe window":
+            title += " during the probe window"
+        if blamed:
+            title += " on " + ", ".join(blamed)
+        else:
+            title += f" ({evidence['attribution']})"
+    return make(OVERFLOW, verdict.severity, title, evidence, detail)
+
+
+def _attribution(facts: Facts, samples: list[ListenerSample] | None,
+                 full_seen: list[ListenerSample], evidence: dict[str, Any]) -> list[str]:
+    """Blame only listeners seen full; say so when no sample could tell which one was."""
+    procs = facts.processes
+    if samples is None:
+        evidence["attribution"] = ("not attributed: ListenOverflows counts the whole "
+                                   "namespace; run with --interval to sample each accept queue")
+        full_now = [lst for lst in (facts.census.listeners if facts.census else []) if lst.full]
+        if full_now:
+            evidence["full_now"] = [{"address": lst.address, "port": lst.port,
+                                     "inode": lst.inode} for lst in full_now]
+        return []
+    if not full_seen:
+        evidence["attribution"] = ("impossible: no sample caught a full accept queue (one "
+                                   "sample every 0.2 s; a queue that fills and drains between "
+                                   "two is not seen)")
+        return []
+    evidence["attribution"] = "to the listeners seen full while sampling"
+    rows, names = [], []
+    for s in full_seen[:5]:
+        holders = _holders(procs, s.inode)
+        rows.append({"address": s.address, "port": s.port, "inode": s.inode,
+                     "samples_full": s.samples_full, "samples": s.samples,
+                     "holders": [{"pid": h["pid"], "command": h["command"],
+                                  "cmdline": h["cmdline"]} for h in holders]})
+        who = f" ({holders[0]['command'] or 'pid ' + str(holders[0]['pid'])})" if holders else ""
+        names.append(f"{s.address}:{s.port}{who}, full in {s.samples_full or 1} of "
+                     f"{s.samples} samples")
+    evidence["attributed_to"] = rows
+    return names
 
 
 def _clamp(facts: Facts) -> Finding | None:
@@ -234,17 +420,24 @@ def _clamp(facts: Facts) -> Finding | None:
     # listen() calls the backlog probe saw, by the inode of the socket they were made on.
     calls = {c["inode"]: c for c in ((facts.probes or {}).get("backlog") or {})
              .get("listen_calls", []) if c.get("inode")}
+    sampled = _sampled(facts)
     procs = facts.processes
     rows = []
     for lst in facts.census.listeners:
         call = calls.get(lst.inode)
         if lst.backlog != somaxconn and not (call and call["requested_backlog"] > lst.backlog):
             continue
-        row: dict[str, Any] = {"address": lst.address, "port": lst.port,
-                               "accept_queue": lst.accept_queue, "limit": lst.backlog}
-        pid = procs.owners.get(lst.inode) if procs is not None else None
-        if pid is not None:
-            row["pid"] = pid
+        sample = sampled.get(lst.inode)
+        # Only this listener's own queue says it overflows: ListenOverflows counts the whole
+        # namespace and cannot blame one listener.
+        overflowing = lst.accept_queue >= max(lst.backlog, 1) or (
+            sample is not None and sample.samples_at_limit > 0)
+        row: dict[str, Any] = {"address": lst.address, "port": lst.port, "inode": lst.inode,
+                               "accept_queue": lst.accept_queue, "limit": lst.backlog,
+                               "at_or_over_limit": overflowing}
+        holders = procs.holders_of(lst.inode) if procs is not None else []
+        if holders:
+            row["pid"] = holders[0]
         if call:
             row["requested_backlog"] = call["requested_backlog"]
             row["requested_by"] = f"pid {call['pid']} ({call['command']})"
@@ -254,16 +447,14 @@ def _clamp(facts: Facts) -> Finding | None:
     if not rows:
         return make(CLAMP, Severity.OK, f"no listener's limit equals somaxconn ({somaxconn})",
                     evidence)
-    over = change(facts, "TcpExt", "ListenOverflows")
-    overflowing = (over is not None and over.growing) or any(
-        r["accept_queue"] >= max(r["limit"], 1) for r in rows)
+    overflowing = [r for r in rows if r["at_or_over_limit"]]
     # Nothing is lost while no listener overflows: with today's default somaxconn (4096)
     # that is nothing to act on; a lower somaxconn is worth knowing before load arrives.
     if overflowing:
         severity = Severity.WARNING if somaxconn < 4096 else Severity.INFO
     else:
         severity = Severity.INFO if somaxconn < 4096 else Severity.OK
-    seen = [r for r in rows if "requested_backlog" in r]
+    seen = [r for r in (overflowing or rows) if "requested_backlog" in r]
     if seen:  # the probe saw the application's own request: no guessing needed
         r = seen[0]
         if r["requested_backlog"] <= r["limit"]:
@@ -273,7 +464,12 @@ def _clamp(facts: Facts) -> Finding | None:
         return make(CLAMP, severity, f"port {r['port']}: {r['requested_by']} asked "
                                      f"listen({r['requested_backlog']}), got {r['limit']} "
                                      "(cut to somaxconn)", evidence)
-    ports = ", ".join(str(r["port"]) for r in rows[:6])
+    named = overflowing if severity is Severity.WARNING else rows
+    ports = ", ".join(str(r["port"]) for r in named[:6])
+    if severity is Severity.WARNING:
+        return make(CLAMP, severity, f"{len(named)} listener(s) cut to somaxconn={somaxconn} "
+                                     f"are full (port {ports}): the application likely asked "
+                                     "for more", evidence)
     return make(CLAMP, severity, f"{len(rows)} listener(s) limited to somaxconn={somaxconn} "
                                  f"(port {ports}): the application likely asked for more",
                 evidence)

@@ -2,20 +2,37 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
-from netdiag.facts import Facts
+from netdiag.facts import Connection, Facts
 from netdiag.model import Finding, Rule, RuleSpec, Severity
 from netdiag.rules._policy import change, judge, judge_all
-from netdiag.rules._util import make
+from netdiag.rules._util import is_loopback, make
 
 TOPIC = "buffers"
 SUMMARY = "Socket buffers: autotuning, drops in the receive path, TCP memory, buffer limits"
 
 DROP_COUNTERS = ("TCPRcvQDrop", "PruneCalled", "RcvPruned", "OfoPruned", "TCPRcvCollapsed",
                  "TCPBacklogDrop", "TCPZeroWindowDrop")
-# Share of a connection's busy time spent limited by its send buffer that counts as limited.
-LIMITED_SHARE = 0.1
+# What holds a flow (symptoms-and-limits.md §2.3), over two samples when there are two:
+# - a sender busy less than this share of the window has nothing to send: the application;
+APP_BUSY_SHARE = 0.9
+# - a share of busy time at least this large spent limited by the peer's window
+#   (tcpi_rwnd_limited) or by the send buffer (tcpi_sndbuf_limited) is what holds it;
+LIMITED_SHARE = 0.5
+# - a receiver whose rate × RTT fills at least this share of the window it advertises is
+#   held by that window;
+WINDOW_USE = 0.5
+# - a receive queue holding at least this share of the receive buffer: the reader is slow.
+SLOW_READER_SHARE = 0.5
+# A sender whose rate × RTT fills this share of the peer's window, and that was limited by
+# it at least MIN_RWND_SHARE of its busy time, is held by that window too (a paced sender,
+# BBR, rarely stalls on the window itself).
+SENDER_WINDOW_USE = 0.8
+MIN_RWND_SHARE = 0.2
+# Shares of busy time are not judged on less busy time than this (jiffy resolution).
+MIN_BUSY_US = 100_000
 
 BACKGROUND = (
     "Linux sizes TCP buffers itself: receive autotuning (tcp_moderate_rcvbuf=1) grows each "
@@ -104,27 +121,46 @@ PRESSURE = RuleSpec(
 BDP = RuleSpec(
     id="buffers.max_below_bdp",
     topic=TOPIC,
-    title="Buffer maximum below a connection's bandwidth-delay product",
+    title="A busy flow is held back by a buffer limit",
     rule=Rule(
-        text="tcp_rmem[2] / tcp_wmem[2]: the maximum receive / send buffer autotuning may "
-             "reach. A connection can keep at most about one buffer of data in flight, so its "
-             "throughput is bounded by buffer / RTT.",
-        source="Documentation/networking/ip-sysctl.rst: tcp_rmem, tcp_wmem",
+        text="A TCP sender keeps at most the receiver's advertised window in flight, and the "
+             "window is bounded by the receive buffer: tcp_rmem[2] for autotuned sockets, the "
+             "application's SO_RCVBUF (doubled, capped at 2 × rmem_max, autotuning off) "
+             "otherwise. Throughput is then at most window / RTT. tcp_info says what held "
+             "the sender: tcpi_rwnd_limited (the peer's window), tcpi_sndbuf_limited (its "
+             "send buffer), tcpi_busy_time (time with data to send).",
+        source="Documentation/networking/ip-sysctl.rst: tcp_rmem, tcp_wmem, "
+               "tcp_moderate_rcvbuf; socket(7): SO_RCVBUF; include/uapi/linux/tcp.h "
+               "(tcpi_busy_time, tcpi_rwnd_limited, tcpi_sndbuf_limited); "
+               "net/ipv4/tcp.c tcp_get_info()",
     ),
     explanation=(
-        "The connections in the evidence reached the autotuning ceiling while their path "
-        "could carry more: the bandwidth-delay product they measure (delivery rate × RTT) is "
-        "at or above the maximum, or they spent a large share of their busy time limited by "
-        "the send buffer (tcpi_sndbuf_limited). Their throughput is capped by buffer / RTT."
+        "Each busy flow is judged from what its own tcp_info and skmeminfo say, over two "
+        "samples when there are two: a sender busy less than 90% of the time is held by its "
+        "application (nothing to send), a sender limited by the peer's window for most of "
+        "its busy time is held by the receiver's buffer, one limited by its send buffer by "
+        "that buffer; a receiver whose rate × RTT fills its advertised window is held by "
+        "its receive buffer, which is either at tcp_rmem[2] (the autotuning maximum), at "
+        "2 × rmem_max (an application request capped), or fixed by the application "
+        "(SO_RCVBUF stops autotuning: the buffer stays below tcp_rmem[2] and below twice "
+        "what the application reads per RTT, or the window scale is smaller than the host "
+        "would choose). The rate a flow already gets is never the trigger: it cannot reveal "
+        "a flow held back by its window. On loopback the path has no bandwidth-delay "
+        "product worth the name: a window-limited loopback flow means the reader is slower "
+        "than the writer."
     ),
     recommendation=(
-        "Raise net.ipv4.tcp_rmem[2] / tcp_wmem[2] (and net.core.rmem_max/wmem_max only for "
-        "applications that set buffer sizes themselves) to about 2 × the largest BDP, as "
-        "long as tcp_mem has room. Do not fix SO_RCVBUF/SO_SNDBUF in the application."
+        "Act on the limit the evidence names: raise net.ipv4.tcp_rmem[2] (or tcp_wmem[2]) "
+        "when the autotuning maximum holds the flow; raise net.core.rmem_max/wmem_max when an "
+        "application's request was capped; change the application's own setting when it "
+        "fixed the size (then tcp_rmem does not apply); on the receiving host when the peer's "
+        "window holds the sender. Nothing to change for flows held by their application, "
+        "the network, or on loopback."
     ),
-    thresholds="warning when a connection's BDP reaches tcp_rmem[2]/tcp_wmem[2], or its send "
-               f"buffer is at tcp_wmem[2] and limited it ≥ {int(LIMITED_SHARE * 100)}% of its "
-               "busy time",
+    thresholds=f"warning when a non-loopback flow that is busy ≥ {int(APP_BUSY_SHARE * 100)}% "
+               f"of the time is limited ≥ {int(LIMITED_SHARE * 100)}% of it by the peer's "
+               f"window or its send buffer, or as receiver fills ≥ {int(WINDOW_USE * 100)}% of "
+               "its window while its buffer is at a maximum or fixed by the application",
 )
 
 UDP = RuleSpec(
@@ -247,45 +283,264 @@ def _pressure(facts: Facts) -> Finding | None:
     return make(PRESSURE, Severity.OK, f"TCP uses {mem} of {high} pages", ev)
 
 
+@dataclass
+class FlowVerdict:
+    """What holds one flow, in the rule's words."""
+
+    limit: str  # stable id: receive_buffer_max, receive_buffer_fixed_by_application, ...
+    held: bool  # a buffer limit holds it: worth a warning
+    text: str  # one clause: what holds it
+    advice: str = ""  # what to do; empty when nothing should change
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Window:
+    seconds: float | None  # None: totals since the connection began
+    busy: int
+    rwnd: int
+    sndbuf: int
+    acked: int
+    received: int
+
+
+def _window(c: Connection) -> _Window:
+    now = c.info
+    then = c.earlier.info if c.earlier is not None and c.sample_seconds else None
+
+    def d(key: str) -> int:
+        v = now.get(key, 0)
+        return max(v - then.get(key, 0), 0) if then is not None else v
+
+    return _Window(c.sample_seconds if then is not None else None, d("busy_time"),
+                   d("rwnd_limited"), d("sndbuf_limited"), d("bytes_acked"),
+                   d("bytes_received"))
+
+
+def _mbit(bytes_per_s: float) -> float:
+    return round(bytes_per_s * 8 / 1e6, 1)
+
+
+def expected_wscale(rmem_max2: int, rmem_max: int | None) -> int:
+    """The receive window scale the host offers a socket whose buffer is not locked:
+    ilog2(max(tcp_rmem[2], rmem_max)) - 15, clamped to 0..14 (tcp_select_initial_window())."""
+    space = max(rmem_max2, rmem_max or 0, 1)
+    return min(max(space.bit_length() - 1 - 15, 0), 14)
+
+
+def judge_flow(c: Connection, limits: dict[str, int | None]) -> FlowVerdict:
+    """Which limit holds one flow (symptoms-and-limits.md §2.3)."""
+    w = _window(c)
+    info = c.info
+    if w.acked == 0 and w.received == 0:
+        return FlowVerdict("idle", False, "no data moved")
+    sending = w.acked >= w.received
+    rtt_us = info.get("rtt", 0)
+    figures: dict[str, Any] = {"direction": "sending" if sending else "receiving",
+                               "rtt_ms": round(rtt_us / 1000, 2)}
+    if w.seconds:
+        figures["rate_mbit"] = _mbit((w.acked if sending else w.received) / w.seconds)
+    if is_loopback(c.source) or is_loopback(c.destination) or c.source == c.destination:
+        text = "loopback: the path has no bandwidth-delay product; CPU and copies bound it"
+        if sending and w.busy and w.rwnd >= LIMITED_SHARE * w.busy:
+            text = "loopback: the reading application is slower than the writer"
+        return FlowVerdict("loopback", False, text, figures=figures)
+    if sending:
+        return _judge_sender(c, w, limits, figures)
+    return _judge_receiver(c, w, limits, figures)
+
+
+def _judge_sender(c: Connection, w: _Window, limits: dict[str, int | None],
+                  figures: dict[str, Any]) -> FlowVerdict:
+    info, sk = c.info, c.skmem
+    if w.seconds:
+        figures["busy_share"] = round(min(w.busy / (w.seconds * 1e6), 1.0), 3)
+    if w.busy:
+        figures["rwnd_limited_share"] = round(w.rwnd / w.busy, 3)
+        figures["sndbuf_limited_share"] = round(w.sndbuf / w.busy, 3)
+    if w.seconds and w.busy < APP_BUSY_SHARE * w.seconds * 1e6:
+        return FlowVerdict("application", False,
+                           f"its application: busy only {figures['busy_share']:.0%} of the "
+                           "time (nothing queued to send the rest)", figures=figures)
+    if w.busy < MIN_BUSY_US:
+        return FlowVerdict("unjudged", False, f"too little busy time ({w.busy // 1000} ms) "
+                                              "to judge", figures=figures)
+    snd_wnd, rtt_us = info.get("snd_wnd"), info.get("rtt", 0)
+    rate = w.acked / w.seconds if w.seconds else info.get("delivery_rate", 0)
+    use = rate * rtt_us / 1e6 / snd_wnd if snd_wnd and rtt_us else 0.0
+    if snd_wnd and rtt_us:
+        figures["peer_window_use"] = round(use, 2)
+    if w.rwnd >= LIMITED_SHARE * w.busy or (w.rwnd >= MIN_RWND_SHARE * w.busy
+                                            and use >= SENDER_WINDOW_USE):
+        text = (f"the receiver's window: limited by it {w.rwnd / w.busy:.0%} of its busy "
+                f"time, {use:.0%} of it in flight each RTT")
+        if snd_wnd and rtt_us:
+            figures["peer_window_bytes"] = snd_wnd
+            text += (f"; {c.destination} advertises {snd_wnd} bytes, which at RTT "
+                     f"{rtt_us / 1000:.1f} ms allows ≈ {_mbit(snd_wnd / (rtt_us / 1e6))} Mbit/s")
+        return FlowVerdict(
+            "peer_receive_window", True, text,
+            f"On the receiving host ({c.destination}): let its receive buffer grow (raise "
+            "net.ipv4.tcp_rmem[2] there, or the receiving application's SO_RCVBUF if it "
+            "sets one); run netdiag buffers there to see which.", figures)
+    if w.sndbuf >= LIMITED_SHARE * w.busy:
+        sndbuf, wmax, wmem_max = sk.get("sndbuf", 0), limits["wmax"], limits["wmem_max"]
+        figures["sndbuf"] = sndbuf
+        earlier = c.earlier.skmem.get("sndbuf") if c.earlier is not None else None
+        share = f"limited by its send buffer {w.sndbuf / w.busy:.0%} of its busy time"
+        if wmax and sndbuf >= wmax:
+            return FlowVerdict("send_buffer_max", True,
+                               f"the send buffer maximum: {share}, at tcp_wmem[2] = {wmax}",
+                               f"Raise the third value of net.ipv4.tcp_wmem (now {wmax}).",
+                               figures)
+        if wmem_max and sndbuf == 2 * wmem_max:
+            return FlowVerdict("send_buffer_capped_by_wmem_max", True,
+                               f"a send buffer the application asked for, capped at 2 × "
+                               f"wmem_max = {sndbuf}: {share}",
+                               f"Raise net.core.wmem_max (now {wmem_max}) to what the "
+                               "application asks, or let it stop setting SO_SNDBUF.", figures)
+        if earlier is not None and earlier == sndbuf:
+            return FlowVerdict("send_buffer_fixed_by_application", True,
+                               f"a send buffer fixed by the application at {sndbuf} bytes "
+                               f"(it did not grow; below tcp_wmem[2] = {wmax}): {share}",
+                               "Raise or remove the application's SO_SNDBUF setting; "
+                               "tcp_wmem does not apply to it.", figures)
+        return FlowVerdict("autotuning_growing", False,
+                           f"its send buffer, still growing ({share})", figures=figures)
+    if w.seconds is None and info.get("delivery_rate_app_limited") and \
+            not info.get("notsent_bytes"):
+        return FlowVerdict("application", False, "its application (the last rate sample was "
+                                                 "application-limited, nothing queued)",
+                           figures=figures)
+    return FlowVerdict("network", False, "the network or congestion control, not a buffer",
+                       figures=figures)
+
+
+def _judge_receiver(c: Connection, w: _Window, limits: dict[str, int | None],
+                    figures: dict[str, Any]) -> FlowVerdict:
+    info, sk = c.info, c.skmem
+    rb, queued = sk.get("rcvbuf", 0), sk.get("rmem_alloc", 0)
+    rmax, rmem_max = limits["rmax"] or 0, limits["rmem_max"]
+    figures.update(rcvbuf=rb, rcv_space=info.get("rcv_space"), rcv_wnd=info.get("rcv_wnd"))
+    if rb and queued >= SLOW_READER_SHARE * rb:
+        return FlowVerdict("slow_reader", False,
+                           f"its application reads slower than data arrives (its receive "
+                           f"queue holds {queued} of {rb} bytes)", figures=figures)
+    rtt_us = info.get("rcv_rtt") or info.get("rtt", 0)
+    window = info.get("rcv_wnd")
+    rate = w.received / w.seconds if w.seconds else (
+        info.get("rcv_space", 0) / (rtt_us / 1e6) if rtt_us else 0)
+    if not window or not rtt_us:
+        return FlowVerdict("unjudged", False, "its advertised window or RTT is not known",
+                           figures=figures)
+    use = rate * (rtt_us / 1e6) / window
+    figures["window_use"] = round(use, 2)
+    if use < WINDOW_USE:
+        return FlowVerdict("network", False, f"the sender or the path: it uses {use:.0%} of "
+                                             "the window it advertises", figures=figures)
+    wscale, expected = info.get("rcv_wscale"), expected_wscale(rmax, rmem_max)
+    earlier = c.earlier.skmem.get("rcvbuf") if c.earlier is not None else None
+    small_scale = wscale is not None and (wscale or info.get("snd_wscale")) and \
+        wscale < expected
+    locked = bool(small_scale) or (
+        rb < rmax and rb < 2 * info.get("rcv_space", 0) and earlier in (None, rb))
+    bdp_per_100 = round(2 * 100e6 / 8 * rtt_us / 1e6)
+    held = (f"its receive window ({window} bytes, {use:.0%} used each RTT of "
+            f"{rtt_us / 1000:.1f} ms)")
+    if rmax and rb >= rmax and not small_scale:
+        return FlowVerdict(
+            "receive_buffer_max", True,
+            f"the receive buffer maximum: {held}; the buffer ({rb}) is at tcp_rmem[2]",
+            f"Raise the third value of net.ipv4.tcp_rmem (now {rmax}): a flow needs about "
+            f"2 × bandwidth × RTT, here ≈ {bdp_per_100} bytes per 100 Mbit/s.", figures)
+    if rmem_max and rb == 2 * rmem_max:
+        return FlowVerdict(
+            "receive_buffer_capped_by_rmem_max", True,
+            f"a receive buffer the application asked for, capped at 2 × rmem_max = {rb}: "
+            f"{held}",
+            f"Raise net.core.rmem_max (now {rmem_max}) to what the application asks, or let "
+            "it stop setting SO_RCVBUF so that autotuning sizes the buffer.", figures)
+    if locked:
+        why = (f"window scale {wscale} below the host's {expected}" if small_scale else
+               f"it stays below tcp_rmem[2] = {rmax} and below twice what the application "
+               f"reads per RTT ({info.get('rcv_space', 0)})")
+        return FlowVerdict(
+            "receive_buffer_fixed_by_application", True,
+            f"a receive buffer fixed by the application at {rb} bytes (SO_RCVBUF; {why}): "
+            f"{held}",
+            f"Raise or remove the application's own buffer setting (SO_RCVBUF = {rb // 2}, "
+            "e.g. iperf3 -w, nginx listen rcvbuf=); tcp_rmem does not apply to a socket that "
+            "set it.", figures)
+    return FlowVerdict("autotuning_growing", False,
+                       f"{held}; autotuning is still growing its buffer ({rb})", figures=figures)
+
+
 def _bdp(facts: Facts) -> Finding | None:
     d = facts.details
     rmem = facts.sysctl.get_ints("net.ipv4.tcp_rmem") if facts.sysctl else None
     wmem = facts.sysctl.get_ints("net.ipv4.tcp_wmem") if facts.sysctl else None
     if d is None or not rmem or not wmem:
         return None
-    rmax, wmax = rmem[-1], wmem[-1]
-    hits: dict[tuple, dict[str, Any]] = {}
-    for c in d.largest_bdp + d.buffer_limited:
-        info, sk = c.info, c.skmem
-        busy = info.get("busy_time", 0)
-        snd_lim = info.get("sndbuf_limited", 0)
-        reasons = []
-        if c.bdp_bytes >= min(rmax, wmax):
-            reasons.append("bdp at or above the buffer maximum")
-        if busy and snd_lim >= LIMITED_SHARE * busy and sk.get("sndbuf", 0) >= wmax:
-            reasons.append(f"send buffer at tcp_wmem[2], limited {snd_lim * 100 // busy}% "
-                           "of busy time")
-        if reasons:
-            hits[(c.source, c.sport, c.destination, c.dport)] = {
-                "local": f"{c.source}:{c.sport}", "peer": f"{c.destination}:{c.dport}",
-                "rtt_ms": round(info.get("rtt", 0) / 1000, 2),
-                "delivery_rate_mbit": round(info.get("delivery_rate", 0) * 8 / 1e6, 1),
-                "bdp_bytes": c.bdp_bytes, "rcvbuf": sk.get("rcvbuf"), "sndbuf": sk.get("sndbuf"),
-                "why": "; ".join(reasons)}
-    ev: dict[str, Any] = {"tcp_rmem_max": rmax, "tcp_wmem_max": wmax,
-                          "connections_checked": d.with_info,
-                          "largest_bdp": [
-                              {"peer": f"{c.destination}:{c.dport}", "bdp_bytes": c.bdp_bytes,
-                               "rtt_ms": round(c.info.get("rtt", 0) / 1000, 2),
-                               "rcvbuf": c.skmem.get("rcvbuf"), "sndbuf": c.skmem.get("sndbuf")}
-                              for c in d.largest_bdp[:5]],
-                          "limited": list(hits.values())[:10]}
-    if hits:
-        first = next(iter(hits.values()))
-        return make(BDP, Severity.WARNING, f"{len(hits)} connection(s) limited by the buffer "
-                                           f"maximum, e.g. {first['local']} → {first['peer']}",
-                    ev)
-    return make(BDP, Severity.OK, "no connection needs more than the buffer maxima allow", ev)
+    limits = {"rmax": rmem[-1], "wmax": wmem[-1],
+              "rmem_max": facts.sysctl.get_int("net.core.rmem_max"),
+              "wmem_max": facts.sysctl.get_int("net.core.wmem_max")}
+    procs = facts.processes
+    sample = {"second sample": "two samples of each flow "
+                               f"{_seconds(d.flows)} s apart",
+              "interval": f"two samples --interval {facts.interval or 0:g} s apart"}.get(
+        d.flow_sample or "", "totals since each connection began (one sample)")
+    rows, held = [], []
+    for c in d.flows:
+        v = judge_flow(c, limits)
+        if v.limit == "idle":
+            continue
+        row: dict[str, Any] = {"local": f"{c.source}:{c.sport}",
+                               "peer": f"{c.destination}:{c.dport}", "limit": v.limit,
+                               "held_by_buffer": v.held, "what_holds_it": v.text}
+        row.update(v.figures)
+        holders = procs.holders_of(c.inode) if procs is not None and c.inode else []
+        if holders:
+            info = procs.processes.get(holders[0])
+            row.update(pid=holders[0], command=info.command if info else "")
+        rows.append(row)
+        if v.held:
+            held.append((c, v, row))
+    ev: dict[str, Any] = {"tcp_rmem_max": limits["rmax"], "tcp_wmem_max": limits["wmax"],
+                          "rmem_max": limits["rmem_max"], "wmem_max": limits["wmem_max"],
+                          "connections_checked": d.with_info, "active_flows": d.active_flows,
+                          "measured_over": sample, "flows": rows[:10]}
+    if held:
+        c, v, row = held[0]
+        who = f" ({row['command']}, pid {row['pid']})" if row.get("command") else ""
+        rate = f", {row['rate_mbit']} Mbit/s" if "rate_mbit" in row else ""
+        title = (f"{row['local']} ↔ {row['peer']}{who}{rate}: held by {v.text}"
+                 + (f"; {len(held) - 1} more flow(s) held by a buffer" if len(held) > 1
+                    else ""))
+        advice = []
+        for _, fv, _ in held:
+            if fv.advice and fv.advice not in advice:
+                advice.append(fv.advice)
+        return make(BDP, Severity.WARNING, title, ev, recommendation=" ".join(advice[:3]))
+    kinds: dict[str, int] = {}
+    for r in rows:
+        kinds[r["limit"]] = kinds.get(r["limit"], 0) + 1
+    what = ", ".join(f"{n} by {_LIMIT_WORDS.get(k, k)}" for k, n in
+                     sorted(kinds.items(), key=lambda kv: -kv[1]))
+    title = (f"no busy flow is held back by a buffer ({what})" if rows else
+             "no busy flow to judge")
+    return make(BDP, Severity.OK, title, ev,
+                recommendation="Nothing to change in buffer settings for these flows.")
+
+
+_LIMIT_WORDS = {"loopback": "loopback (no path to fill)", "application": "their application",
+                "network": "the network or the sender", "slow_reader": "a slow reader",
+                "autotuning_growing": "autotuning still growing",
+                "unjudged": "too little busy time to judge"}
+
+
+def _seconds(flows: list[Connection]) -> str:
+    secs = [c.sample_seconds for c in flows if c.sample_seconds]
+    return f"{min(secs):.2g}" if secs else "?"
 
 
 def check(facts: Facts) -> list[Finding]:

@@ -48,14 +48,20 @@ LEAK = RuleSpec(
         "Fix the application named in the evidence: close the socket when read() returns 0 "
         "or an error, on every path (use finally/defer/with), and make connection pools drop "
         "connections the peer closed. No sysctl fixes this. To inspect: `ss -tanp state "
-        "close-wait` and `ls -l /proc/PID/fd`; restarting the process releases the sockets "
-        "as a stop-gap."
+        "close-wait` and `ls -l /proc/PID/fd`. As a stop-gap, the sockets are released when "
+        "every process holding them has closed them or exited: a forked child or a worker "
+        "that shares the fd keeps them alive after its parent restarts."
     ),
     thresholds=f"info for a few; warning from {LEAK_WARN} in one process (or sockets still in "
                f"CLOSE_WAIT after --interval); critical from {LEAK_CRIT} in one process",
 )
 
 SPECS = (LEAK,)
+
+
+def _who(procs, pid: int) -> str:
+    info = procs.processes.get(pid) if procs is not None else None
+    return f"pid {pid}" + (f" ({info.command})" if info and info.command else "")
 
 
 def check(facts: Facts) -> list[Finding]:
@@ -65,27 +71,32 @@ def check(facts: Facts) -> list[Finding]:
     total = census.by_state.get("CLOSE_WAIT", 0)
     procs = facts.processes
     groups = close_wait_groups(census, procs)
-    per_pid: dict[int | None, int] = {}
-    for (pid, _), n in groups.items():
-        per_pid[pid] = per_pid.get(pid, 0) + n
+    per_holders: dict[tuple[int, ...], int] = {}
+    for (holders, _), n in groups.items():
+        per_holders[holders] = per_holders.get(holders, 0) + n
     persistent = None
     if facts.census_before is not None:
         before = facts.census_before.close_wait_inodes
         persistent = sum(1 for inode in census.close_wait_inodes if inode in before)
 
     rows = []
-    for (pid, lport), n in sorted(groups.items(), key=lambda kv: -kv[1])[:20]:
-        row: dict[str, Any] = {"pid": pid, "local_port": lport, "close_wait": n}
+    for (holders, lport), n in sorted(groups.items(), key=lambda kv: -kv[1])[:20]:
+        pid = holders[0] if holders else None
+        row: dict[str, Any] = {"pid": pid, "local_port": lport, "close_wait": n,
+                               "holders": list(holders)}
         info = procs.processes.get(pid) if (procs is not None and pid is not None) else None
         if info is not None:
             row.update(command=info.command, cmdline=info.cmdline, fds=info.fds)
+        if len(holders) > 1:
+            row["holder_commands"] = [
+                (procs.processes[h].command if h in procs.processes else "") for h in holders]
         rows.append(row)
     evidence: dict[str, Any] = {
         "close_wait": total,
         "eof_not_read": census.close_wait_eof_unread,
         "with_unread_data": census.close_wait_unread,
         "by_process_and_port": rows,
-        "unattributed": per_pid.get(None, 0),
+        "unattributed": per_holders.get((), 0),
     }
     if census.close_wait_by_port is not None:
         evidence["by_local_port"] = [
@@ -104,27 +115,28 @@ def check(facts: Facts) -> list[Finding]:
         evidence["attribution_truncated"] = True
     if procs is None:
         evidence["attribution"] = "unavailable (see errors)"
+    elif not procs.holders_complete:
+        evidence["holders_searched_among"] = procs.holders_scope
 
     if total == 0:
-        return [make(LEAK, Severity.OK, "no socket in CLOSE_WAIT", evidence)]
+        return [make(LEAK, Severity.OK, "no socket in CLOSE_WAIT", evidence,
+                     recommendation="Nothing to do.")]
 
-    worst_pid, worst_n = max(
-        ((pid, n) for pid, n in per_pid.items()), key=lambda kv: kv[1], default=(None, total)
-    )
-    if not per_pid:  # sockets without inode (orphaned by a dying process): count them whole
+    worst, worst_n = max(per_holders.items(), key=lambda kv: kv[1], default=((), total))
+    if not per_holders:  # sockets without inode (orphaned by a dying process): count them whole
         worst_n = total
     severity = Severity.INFO
     if worst_n >= LEAK_CRIT:
         severity = Severity.CRITICAL
     elif worst_n >= LEAK_WARN or persistent:
         severity = Severity.WARNING
-    ports = sorted({lport for (pid, lport) in groups if pid == worst_pid})
+    ports = sorted({lport for (holders, lport) in groups if holders == worst})
     port_text = ", ".join(str(p) for p in ports[:5])
     title = f"{total} socket(s) in CLOSE_WAIT"
-    if worst_pid is not None:
-        info = procs.processes.get(worst_pid) if procs is not None else None
-        who = f"pid {worst_pid}" + (f" ({info.command})" if info and info.command else "")
-        title += f"; {worst_n} held by {who}"
+    if worst:
+        title += f"; {worst_n} held by " + " and ".join(_who(procs, h) for h in worst[:4])
+        if len(worst) > 4:
+            title += f" and {len(worst) - 4} more"
         if port_text:
             title += f" on local port {port_text}"
     elif port_text:
@@ -141,4 +153,26 @@ def check(facts: Facts) -> list[Finding]:
     if persistent:
         detail += (f"{persistent} of them were already in CLOSE_WAIT {facts.interval:g} s "
                    "earlier: they are not closing.")
-    return [make(LEAK, severity, title, evidence, detail)]
+    return [make(LEAK, severity, title, evidence, detail.strip(),
+                 _recommendation(procs, per_holders))]
+
+
+def _recommendation(procs, per_holders: dict[tuple[int, ...], int]) -> str:
+    fix = ("Fix the application named in the evidence: close the socket when read() returns "
+           "0 or an error, on every path (use finally/defer/with), and make connection pools "
+           "drop connections the peer closed. No sysctl fixes this. To inspect: `ss -tanp "
+           "state close-wait` and `ls -l /proc/PID/fd`.")
+    shared = [h for h in per_holders if len(h) > 1]
+    if shared:
+        h = max(shared, key=lambda k: per_holders[k])
+        others = " and ".join(_who(procs, pid) for pid in h[1:4])
+        return (f"{fix} Restarting {_who(procs, h[0])} alone will not release them: {others} "
+                f"hold{'s' if len(h) == 2 else ''} them too (an fd shared after fork or "
+                "inherited across exec); the sockets close only when every holder has closed "
+                "them or exited.")
+    if any(per_holders):
+        scope = "no other process holds them" if procs is None or procs.holders_complete \
+            else f"no other holder was found among {procs.holders_scope}"
+        return (f"{fix} As a stop-gap, restarting the process that holds them releases them "
+                f"({scope}).")
+    return fix

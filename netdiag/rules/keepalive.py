@@ -15,6 +15,11 @@ SUMMARY = "TCP keepalive: time to detect a dead peer, and connections without ke
 SLOW_SECONDS = 1800
 # Long-idle connections without keepalive that make slow settings a warning.
 IDLE_WITHOUT_KEEPALIVE_WARN = 10
+# A socket's keepalive idle time (estimated from its timer) this far from the sysctl's is
+# its own TCP_KEEPIDLE: share of the sysctl, plus a margin for the timer's granularity.
+OWN_SETTING_SHARE = 0.1
+OWN_SETTING_MARGIN_S = 2.0
+GROUPS_SHOWN = 10
 
 BACKGROUND = (
     "Keepalive applies only to sockets whose application set SO_KEEPALIVE. After "
@@ -66,6 +71,38 @@ SLOW = RuleSpec(
 SPECS = (SLOW,)
 
 
+def keepalive_groups(facts: Facts, sysctl_time: int) -> list[dict[str, Any]]:
+    """Keepalive sockets per service with the idle time their timers show, and whether that
+    is the sysctl's or the application's own (symptoms-and-limits.md §5)."""
+    d = facts.details
+    if d is None:
+        return []
+    procs = facts.processes
+    rows = []
+    for g in d.keepalive_groups[:GROUPS_SHOWN]:
+        row: dict[str, Any] = {g.side: g.port, "sockets": g.sockets,
+                               "probing_unanswered": g.probing}
+        if g.idle_estimate_min_ms is not None:
+            est = g.idle_estimate_max_ms / 1000
+            row["keepalive_idle_s"] = round(est, 1)
+            margin = sysctl_time * OWN_SETTING_SHARE + OWN_SETTING_MARGIN_S
+            if est < sysctl_time - margin:
+                row["setting"] = "own"
+            elif est > sysctl_time + margin:
+                row["setting"] = "own (longer)"
+            else:
+                row["setting"] = "sysctl"
+        else:
+            row["setting"] = "unknown (all probing)"
+        holders = [pid for inode in g.inodes for pid in
+                   (procs.holders_of(inode) if procs is not None else [])]
+        if holders:
+            info = procs.processes.get(holders[0])
+            row.update(pid=holders[0], command=info.command if info else "")
+        rows.append(row)
+    return rows
+
+
 def check(facts: Facts) -> list[Finding]:
     if facts.sysctl is None:
         return []
@@ -82,6 +119,7 @@ def check(facts: Facts) -> list[Finding]:
     }
     d = facts.details
     idle_rows = []
+    groups = keepalive_groups(facts, t)
     if d is not None:
         procs = facts.processes
         evidence.update(
@@ -102,10 +140,25 @@ def check(facts: Facts) -> list[Finding]:
                 row.update(pid=pid, command=info.command if info else "")
             idle_rows.append(row)
         evidence["idle_without_keepalive"] = idle_rows
+        evidence["keepalive_sockets_by_service"] = groups
+        evidence["per_socket_source"] = (
+            "the keepalive timer of each socket: idiag_expires + time since it last "
+            "received (exact for a socket idle since the timer was armed); TCP_KEEPINTVL and "
+            "TCP_KEEPCNT are not visible this way")
     else:
         evidence["per_connection"] = "not collected (needs netlink sock_diag)"
+    own = [g for g in groups if g["setting"].startswith("own")]
+    on_sysctl = [g for g in groups if g["setting"] == "sysctl"]
+    probing = sum(g["probing_unanswered"] for g in groups)
     slow = seconds > SLOW_SECONDS
     uncovered = d.long_idle_without_keepalive if d is not None else 0
+    detail = f"Here: {t} + {i} × {p} = {seconds} s for sockets that use the sysctls."
+    if own:
+        detail += (" " + "; ".join(_own_text(g) for g in own[:3]) + ": for those sockets the "
+                   "sysctl defaults do not apply (they set TCP_KEEPIDLE themselves).")
+    if probing:
+        detail += (f" {probing} socket(s) are sending keepalive probes that the peer does not "
+                   "answer: it may be gone.")
     if not slow:
         severity = Severity.OK
         title = f"a dead peer is detected after {duration(seconds)} ({seconds} s)"
@@ -117,10 +170,34 @@ def check(facts: Facts) -> list[Finding]:
         severity = Severity.OK
         title = (f"a dead peer would be detected after {duration(seconds)} ({seconds} s); "
                  "no established connection now")
+    elif own and not on_sysctl:
+        severity = Severity.OK
+        n = sum(g["sockets"] for g in own)
+        title = (f"{n} keepalive socket(s) set their own timers ({_own_text(own[0])}); the "
+                 f"sysctls ({duration(seconds)}) apply to none of them")
     else:
         severity = Severity.INFO
         title = f"a dead peer is detected after {duration(seconds)} ({seconds} s)"
         if t == 7200 and i == 75 and p == 9:
             title += ": the kernel default"
-    detail = (f"Here: {t} + {i} × {p} = {seconds} s.")
-    return [make(SLOW, severity, title, evidence, detail)]
+        if on_sysctl:
+            n = sum(g["sockets"] for g in on_sysctl)
+            title += f", which {n} keepalive socket(s) here use"
+        if own:
+            title += f"; {sum(g['sockets'] for g in own)} others set their own"
+    recommendation = SLOW.recommendation
+    if own:
+        where = ", ".join(_own_text(g).split(":")[0] for g in own[:3])
+        recommendation += (f" Sockets that set their own TCP_KEEPIDLE ({where}) are not "
+                           "affected by the sysctls.")
+    if severity is Severity.OK and own:
+        recommendation = ("Nothing to change: the applications here set their own keepalive "
+                          "timers; the sysctls matter only for keepalive sockets that do not.")
+    return [make(SLOW, severity, title, evidence, detail, recommendation)]
+
+
+def _own_text(g: dict[str, Any]) -> str:
+    where = (f"local port {g['local_port']}" if "local_port" in g
+             else f"toward port {g['remote_port']}")
+    who = f", {g['command']}" if g.get("command") else ""
+    return f"{where}{who}: idle ≈ {g['keepalive_idle_s']:g} s"

@@ -6,7 +6,14 @@ from typing import Any
 
 from netdiag.facts import Facts
 from netdiag.model import Finding, Rule, RuleSpec, Severity
-from netdiag.rules._util import TIME_WAIT_SECONDS, is_loopback, is_reserved, make, port_budget
+from netdiag.rules._util import (
+    destination_ports,
+    is_reserved,
+    make,
+    outgoing_advice,
+    port_budget,
+    rates,
+)
 
 TOPIC = "ports"
 SUMMARY = "Ephemeral ports: usage per destination, the port range, listeners inside it"
@@ -15,6 +22,8 @@ SUMMARY = "Ephemeral ports: usage per destination, the port range, listeners ins
 # use toward a destination every connect() walks the whole range. Warn before that cliff.
 EXHAUST_WARN_SHARE = 0.4
 EXHAUST_CRIT_SHARE = 0.9
+# Ports used up within this long at the growth measured: critical.
+FORECAST_CRIT_SECONDS = 60
 
 BACKGROUND = (
     "A TCP connection is identified by its four-tuple, so the ephemeral port limit applies "
@@ -41,23 +50,29 @@ EXHAUSTION = RuleSpec(
     ),
     explanation=(
         "These connections all leave from the same source IP toward the same destination "
-        "(ip, port), so each needs its own local port from the usable range. Sockets in "
-        "TIME_WAIT keep their port for 60 s after this host closed first, which caps the "
-        "sustainable rate toward this destination at usable_ports / 60 new connections per "
+        "(ip, port), so each needs its own local port from the usable range; listening "
+        "ports inside the range are off-limits to connect(). A socket in TIME_WAIT keeps its "
+        "port for 60 s after this host closed first, unless tcp_tw_reuse applies to the "
+        "destination (1: any; 2, the default: loopback only), timestamps are on and the "
+        "socket is older than tcp_tw_reuse_delay (1 s): then connect() takes the port back "
+        "and only the younger TIME_WAIT sockets hold theirs. So the destination can take at "
+        "most free_ports / 60 s (or / tcp_tw_reuse_delay with reuse) new connections per "
         "second. Past about half the range every connect() scans more ports; at the end it "
         "fails with EADDRNOTAVAIL ('Cannot assign requested address')."
     ),
     recommendation=(
         "Reuse connections toward this destination (keep-alive, pooling) so fewer are opened "
-        "and closed. If outgoing connections must churn: enable net.ipv4.tcp_tw_reuse=1 "
-        "(needs tcp_timestamps on both ends) so TIME_WAIT ports are reused after 1 s; widen "
-        "net.ipv4.ip_local_port_range (e.g. 10000 65000, keeping listening ports reserved); "
+        "and closed. If outgoing connections must churn and tcp_tw_reuse does not already "
+        "apply to the destination: net.ipv4.tcp_tw_reuse=1 (needs tcp_timestamps on both "
+        "ends) lets connect() take TIME_WAIT ports back after 1 s. Widen "
+        "net.ipv4.ip_local_port_range (e.g. 10000 65000, keeping listening ports reserved), "
         "or spread over more source IPs or destination ports (each multiplies the budget). "
         "Use IP_BIND_ADDRESS_NO_PORT when binding a source address before connect()."
     ),
-    thresholds=f"warning at {int(EXHAUST_WARN_SHARE * 100)}% of usable ports toward one "
+    thresholds=f"warning at {int(EXHAUST_WARN_SHARE * 100)}% of usable ports held toward one "
                f"destination (the parity half approaches); critical at "
-               f"{int(EXHAUST_CRIT_SHARE * 100)}%",
+               f"{int(EXHAUST_CRIT_SHARE * 100)}%, or when the growth measured over --interval "
+               f"uses them up within {FORECAST_CRIT_SECONDS} s",
 )
 
 LISTENER = RuleSpec(
@@ -93,69 +108,80 @@ def _exhaustion(facts: Facts) -> Finding | None:
     if census is None or budget is None or census.by_destination is None:
         return None
     usable = budget["usable_ports"]
-    reuse = facts.sysctl.get_int("net.ipv4.tcp_tw_reuse") if facts.sysctl else None
-    timestamps = facts.sysctl.get_int("net.ipv4.tcp_timestamps") if facts.sysctl else 1
-    delay_ms = facts.sysctl.get_int("net.ipv4.tcp_tw_reuse_delay") if facts.sysctl else None
-    delay_s = (delay_ms or 1000) / 1000.0
     tw_by_dest = dict(census.timewait_by_destination.items) \
         if census.timewait_by_destination else {}
+    all_tw = census.by_state.get("TIME_WAIT", 0) or sum(tw_by_dest.values())
+    rate = rates(facts)
     before = dict(census_before_items(facts))
-    rows = []
+    tw_before = dict(_tw_before_items(facts))
+    rows, found = [], []
     for key, used in census.by_destination.items[:10]:
-        src, dst, dport = key
-        tw = tw_by_dest.get(key, 0)
-        reuse_applies = bool(timestamps) and (reuse == 1 or (reuse == 2 and is_loopback(dst)))
-        # With tw_reuse, a TIME_WAIT port older than the delay is free for connect() again;
-        # of the TIME_WAIT sockets, about delay/60 are younger than that.
-        effective = used - tw + round(tw * delay_s / TIME_WAIT_SECONDS) if reuse_applies \
-            else used
-        row: dict[str, Any] = {
-            "source": src, "destination": dst, "port": dport,
-            "ports_in_use": used, "time_wait": tw,
-            "share": round(effective / usable, 3) if usable else 1.0,
-            "tw_reuse_applies": reuse_applies,
-            "estimated_conn_per_s": round(tw / TIME_WAIT_SECONDS, 1),
-            "sustainable_conn_per_s": round(usable / TIME_WAIT_SECONDS, 1),
-        }
-        if reuse_applies:
-            row["effective_in_use"] = effective
+        dp = destination_ports(facts, key, used, tw_by_dest.get(key, 0), all_tw, rate)
+        if dp is None:
+            continue
+        row = dp.evidence()
         if facts.interval and key in before:
-            growth = (used - before[key]) / facts.interval
+            # Growth of the ports held: sockets in use, plus TIME_WAIT when it holds ports.
+            grown = (used - tw_by_dest.get(key, 0)) - (before[key] - tw_before.get(key, 0))
+            if not dp.reuse.applies:
+                grown += tw_by_dest.get(key, 0) - tw_before.get(key, 0)
+            growth = grown / facts.interval
             row["growth_per_s"] = round(growth, 2)
             if growth > 0:
-                row["seconds_to_exhaustion"] = round(max(usable - effective, 0) / growth, 1)
+                row["seconds_to_exhaustion"] = round(max(usable - dp.held, 0) / growth, 1)
         rows.append(row)
+        found.append(dp)
     evidence: dict[str, Any] = {
         k: budget[k] for k in ("ip_local_port_range", "range_size", "reserved_in_range",
                                "usable_ports")
     }
-    evidence.update(tcp_tw_reuse=reuse, tcp_timestamps=timestamps, destinations=rows,
+    evidence.update(tcp_tw_reuse=facts.sysctl.get_int("net.ipv4.tcp_tw_reuse"),
+                    tcp_timestamps=facts.sysctl.get_int("net.ipv4.tcp_timestamps"),
+                    destinations=rows,
                     outgoing_connections=sum(n for _, n in census.by_destination.items))
+    if rate is not None:
+        evidence["rates"] = rate.evidence()
     if census.by_destination.approximate:
         evidence["approximate"] = True
     if not rows:
         return make(EXHAUSTION, Severity.OK, "no outgoing connections from the ephemeral range",
-                    evidence)
-    worst = max(rows, key=lambda r: r["share"])
-    share = worst["share"]
+                    evidence, recommendation="Nothing to do.")
+
+    def urgency(pair):
+        row, dp = pair
+        soon = row.get("seconds_to_exhaustion")
+        return (soon is not None and soon < FORECAST_CRIT_SECONDS, dp.share)
+
+    row, dp = max(zip(rows, found), key=urgency)
+    share = dp.share
+    soon = row.get("seconds_to_exhaustion")
     severity = Severity.OK
-    if share >= EXHAUST_CRIT_SHARE:
+    if share >= EXHAUST_CRIT_SHARE or (soon is not None and soon < FORECAST_CRIT_SECONDS):
         severity = Severity.CRITICAL
     elif share >= EXHAUST_WARN_SHARE:
         severity = Severity.WARNING
-    title = (f"{worst.get('effective_in_use', worst['ports_in_use'])} of {usable} usable source "
-             f"ports in use toward {worst['destination']}:{worst['port']} "
-             f"({share * 100:.0f}%)")
-    detail = (f"Toward {worst['destination']}:{worst['port']} this host can sustain about "
-              f"{worst['sustainable_conn_per_s']:g} new connections/s; it closes about "
-              f"{worst['estimated_conn_per_s']:g}/s (TIME_WAIT count / 60 s).")
-    if "seconds_to_exhaustion" in worst:
+    where = f"{dp.destination}:{dp.port}"
+    title = f"{dp.held} of {usable} usable source ports held toward {where} ({share * 100:.0f}%)"
+    if soon is not None and soon < FORECAST_CRIT_SECONDS:
+        title += f"; used up in about {soon:g} s at the growth measured"
+    detail = (f"Toward {where}: {dp.in_use} connections in use, {dp.time_wait} in TIME_WAIT "
+              f"of which {dp.time_wait_holding} still hold their port ({dp.reuse.why}), "
+              f"{dp.bound_in_range} listening port(s) inside the range. This host can sustain "
+              f"about {dp.sustainable_per_s:.0f} new connections/s toward it; it closes about "
+              f"{dp.closes_per_s:.1f}/s ({dp.rate_source}).")
+    if soon is not None:
         detail += (f" At the growth measured over {facts.interval:g} s the range is used up in "
-                   f"about {worst['seconds_to_exhaustion']:g} s.")
-    if worst["tw_reuse_applies"]:
-        detail += (" tcp_tw_reuse applies to this destination, so only TIME_WAIT sockets "
-                   "younger than tcp_tw_reuse_delay are counted as taken.")
-    return make(EXHAUSTION, severity, title, evidence, detail)
+                   f"about {soon:g} s.")
+    recommendation = outgoing_advice(dp) if severity > Severity.OK else (
+        "Nothing to do: the source ports toward each destination are far from used up.")
+    return make(EXHAUSTION, severity, title, evidence, detail, recommendation)
+
+
+def _tw_before_items(facts: Facts):
+    cb = facts.census_before
+    if cb is None or cb.timewait_by_destination is None:
+        return []
+    return cb.timewait_by_destination.items
 
 
 def census_before_items(facts: Facts):

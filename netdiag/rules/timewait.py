@@ -7,7 +7,14 @@ from typing import Any
 from netdiag.facts import Facts
 from netdiag.model import Finding, Rule, RuleSpec, Severity
 from netdiag.rules._policy import change, judge
-from netdiag.rules._util import TIME_WAIT_SECONDS, make, port_budget
+from netdiag.rules._util import (
+    TIME_WAIT_SECONDS,
+    destination_ports,
+    make,
+    outgoing_advice,
+    port_budget,
+    rates,
+)
 
 TOPIC = "timewait"
 SUMMARY = "TIME_WAIT sockets: who closes first, toward whom, and the kernel's limits"
@@ -76,30 +83,35 @@ FLOOD = RuleSpec(
     rule=Rule(
         text="TIME_WAIT lasts TCP_TIMEWAIT_LEN = 60 s and sits on the side that closes first. "
              "tcp_tw_reuse (0 off, 1 global, 2 loopback only) lets a new outgoing connection "
-             "reuse a TIME_WAIT port when timestamps make it safe; it does nothing for "
-             "accepted connections. tcp_fin_timeout does not shorten TIME_WAIT.",
+             "take over a TIME_WAIT socket older than tcp_tw_reuse_delay (1 s) when both ends "
+             "use timestamps; it does nothing for accepted connections. tcp_fin_timeout does "
+             "not shorten TIME_WAIT.",
         source="include/net/tcp.h TCP_TIMEWAIT_LEN; Documentation/networking/ip-sysctl.rst: "
-               "tcp_tw_reuse, tcp_fin_timeout",
+               "tcp_tw_reuse, tcp_tw_reuse_delay, tcp_fin_timeout; net/ipv4/tcp_ipv4.c "
+               "tcp_twsk_unique()",
     ),
     explanation=(
-        "Every connection this host closes first leaves a TIME_WAIT socket for 60 s, so the "
-        "TIME_WAIT count is about (connections closed per second) × 60. When this host is "
-        "the client (its local port is in ip_local_port_range), each such socket holds a "
-        "source port toward that destination (ip, port) for the whole 60 s; the destination "
-        "can then take at most usable_ports / 60 new connections per second. When this host "
-        "is the server and closes first, TIME_WAIT costs little but shows that clients do "
-        "not reuse their connections."
+        "Every connection this host closes first leaves a TIME_WAIT socket. Without reuse it "
+        "stays 60 s, so the count is about (closes per second) × 60; with reuse (or when a "
+        "new SYN from the same client takes it over on the server side) it goes sooner, and "
+        "the count says little about the rate: the counters do (TcpExt.TW and TWKilled count "
+        "sockets entering TIME_WAIT, TWRecycled those connect() took over). When this host "
+        "is the client, each TIME_WAIT socket that reuse cannot take holds a source port "
+        "toward that destination; when it is the server and closes first, TIME_WAIT costs "
+        "little but shows that clients do not reuse their connections."
     ),
     recommendation=(
         "Reuse connections instead of opening one per request: HTTP keep-alive, connection "
         "pools, longer idle timeouts on the side that closes first. For outgoing "
-        "connections, net.ipv4.tcp_tw_reuse=1 (with tcp_timestamps=1 on both ends) lets "
-        "connect() take over TIME_WAIT ports older than 1 s; spreading over more source IPs "
-        "or destination ports multiplies the port budget. Lowering tcp_fin_timeout or "
-        "tcp_max_tw_buckets does not help, and tcp_tw_recycle no longer exists."
+        "connections where tcp_tw_reuse does not already apply, net.ipv4.tcp_tw_reuse=1 "
+        "(with tcp_timestamps=1 on both ends) lets connect() take TIME_WAIT ports back after "
+        "1 s; spreading over more source IPs or destination ports multiplies the port "
+        "budget. Lowering tcp_fin_timeout or tcp_max_tw_buckets does not help, and "
+        "tcp_tw_recycle no longer exists."
     ),
-    thresholds=f"warning when one destination's TIME_WAIT holds ≥ {int(FLOOD_DEST_SHARE * 100)}% "
-               f"of the usable ephemeral ports; info from {FLOOD_INFO_COUNT} TIME_WAIT sockets",
+    thresholds=f"warning when the TIME_WAIT sockets toward one destination that reuse cannot "
+               f"take hold ≥ {int(FLOOD_DEST_SHARE * 100)}% of the usable ephemeral ports; "
+               f"info from {FLOOD_INFO_COUNT} TIME_WAIT sockets",
 )
 
 RECYCLE = RuleSpec(
@@ -178,24 +190,29 @@ def _flood(facts: Facts) -> Finding | None:
     usable = budget["usable_ports"] if budget else None
     reuse = facts.sysctl.get_int("net.ipv4.tcp_tw_reuse") if facts.sysctl else None
     timestamps = facts.sysctl.get_int("net.ipv4.tcp_timestamps") if facts.sysctl else None
-    dests = []
-    if census.timewait_by_destination:
-        for (src, dst, dport), n in census.timewait_by_destination.items[:10]:
-            entry: dict[str, Any] = {"source": src, "destination": dst, "port": dport,
-                                     "time_wait": n,
-                                     "closes_per_s": round(n / TIME_WAIT_SECONDS, 1)}
-            if usable:
-                entry["share_of_ports"] = round(n / usable, 3)
+    rate = rates(facts)
+    roles = census.timewait_roles
+    in_use = dict(census.by_destination.items) if census.by_destination else {}
+    dests, pressure = [], []
+    if census.timewait_by_destination and budget:
+        for key, n in census.timewait_by_destination.items[:10]:
+            dp = destination_ports(facts, key, in_use.get(key, n), n, total, rate)
+            if dp is None:
+                continue
+            entry = dp.evidence()
+            entry["share_of_ports_held_by_time_wait"] = round(dp.time_wait_holding / usable, 3) \
+                if usable else None
             dests.append(entry)
+            pressure.append(dp)
     server = []
     if census.timewait_server_side:
         for (lport, peer), n in census.timewait_server_side.items[:10]:
-            server.append({"local_port": lport, "peer": peer, "time_wait": n,
-                           "closes_per_s": round(n / TIME_WAIT_SECONDS, 1)})
-    roles = census.timewait_roles
+            server.append({"local_port": lport, "peer": peer, "time_wait": n})
+    closes, source = _close_rate(total, rate)
     evidence: dict[str, Any] = {
         "time_wait": total,
-        "closes_per_s_estimate": round(total / TIME_WAIT_SECONDS, 1),
+        "closes_per_s": round(closes, 1),
+        "rate_source": source,
         "active_closer": {
             "this_host_as_client": roles.get("client", 0),
             "this_host_as_server": roles.get("server", 0),
@@ -205,37 +222,64 @@ def _flood(facts: Facts) -> Finding | None:
         "top_server_side": server,
         "time_wait_seconds": TIME_WAIT_SECONDS,
         "tcp_tw_reuse": reuse,
+        "tcp_tw_reuse_delay_ms": facts.sysctl.get_int("net.ipv4.tcp_tw_reuse_delay")
+        if facts.sysctl else None,
         "tcp_timestamps": timestamps,
         "tcp_fin_timeout": facts.sysctl.get_int("net.ipv4.tcp_fin_timeout")
         if facts.sysctl else None,
     }
+    if rate is not None:
+        evidence["rates"] = rate.evidence()
     if usable:
         evidence["usable_ephemeral_ports"] = usable
-    detail = []
-    if reuse in TW_REUSE_MEANING:
-        detail.append(f"tcp_tw_reuse is {TW_REUSE_MEANING[reuse]}.")
-    if reuse in (1, 2) and timestamps == 0:
-        detail.append("tcp_timestamps is 0, so tcp_tw_reuse cannot apply.")
+    side = "as client" if roles.get("client", 0) >= roles.get("server", 0) else "as server"
     severity = Severity.OK
-    title = f"{total} TIME_WAIT sockets (≈ {_rate(total)} closes/s)"
-    worst = dests[0] if dests else None
-    if worst and usable and worst["time_wait"] >= FLOOD_DEST_SHARE * usable:
+    title = f"{total} TIME_WAIT sockets (≈ {_fmt(closes)} closes/s)"
+    recommendation = "Nothing to do: TIME_WAIT holds no resource that is running short."
+    detail = ""
+    worst = max(pressure, key=lambda dp: dp.time_wait_holding, default=None)
+    if worst is not None and usable and worst.time_wait_holding >= FLOOD_DEST_SHARE * usable:
         severity = Severity.WARNING
-        title = (f"{worst['time_wait']} TIME_WAIT toward {worst['destination']}:{worst['port']}"
-                 f" hold {worst['time_wait'] * 100 // usable}% of the {usable} usable source "
-                 f"ports (this host closes first, ≈ {worst['closes_per_s']:.0f} conn/s)")
+        title = (f"{worst.time_wait} TIME_WAIT toward {worst.destination}:{worst.port}: "
+                 f"{worst.time_wait_holding} hold their source port, "
+                 f"{worst.time_wait_holding * 100 // usable}% of the {usable} usable "
+                 f"(this host closes first, ≈ {_fmt(worst.closes_per_s)} conn/s)")
+        detail = f"{worst.reuse.why}."
+        recommendation = outgoing_advice(worst)
     elif total >= FLOOD_INFO_COUNT:
         severity = Severity.INFO
-        side = ("as client" if roles.get("client", 0) >= roles.get("server", 0)
-                else "as server")
-        title = (f"{total} TIME_WAIT sockets (≈ {_rate(total)} closes/s), "
-                 f"mostly closed first by this host {side}")
-    return make(FLOOD, severity, title, evidence, " ".join(detail))
+        title = (f"{total} TIME_WAIT sockets (≈ {_fmt(closes)} closes/s), mostly closed first "
+                 f"by this host {side}")
+        recommendation = _info_advice(side, pressure)
+    if rate is None and side == "as server" and total:
+        detail += (" On the server side a new SYN from the same client takes over its "
+                   "TIME_WAIT socket, so the count understates the rate: run with --interval "
+                   "or --state-dir.")
+    return make(FLOOD, severity, title, evidence, detail.strip(), recommendation)
 
 
-def _rate(time_wait: int) -> str:
-    """Closes per second implied by a TIME_WAIT count (each lasts 60 s), readably rounded."""
-    rate = time_wait / TIME_WAIT_SECONDS
+def _close_rate(total: int, rate) -> tuple[float, str]:
+    """Connections closed first per second: from the counters when there is a baseline."""
+    if rate is not None and rate.closes_first is not None:
+        return rate.closes_first, (f"TcpExt.TW + TWKilled + TCPTimeWaitOverflow over "
+                                   f"{rate.seconds:g} s ({rate.since})")
+    return total / TIME_WAIT_SECONDS, ("TIME_WAIT count / 60 s: assumes a steady rate and "
+                                       "no reuse; run with --interval or --state-dir for the "
+                                       "counters' rate")
+
+
+def _info_advice(side: str, pressure: list) -> str:
+    if side == "as server":
+        return ("Let clients keep their connections (HTTP keep-alive, pools) or let them close "
+                "first; tcp_tw_reuse has no effect on accepted connections, and TIME_WAIT on "
+                "a server costs only memory.")
+    if pressure:
+        return outgoing_advice(max(pressure, key=lambda dp: dp.time_wait))
+    return "Reuse connections (keep-alive, pools) on the side that closes first."
+
+
+def _fmt(rate: float) -> str:
+    """A rate, readably rounded."""
     return f"{rate:.0f}" if rate >= 10 else f"{rate:.1f}"
 
 
