@@ -89,8 +89,9 @@ def main() -> int:
     def _():
         proc = run("check", "--root", fixture, "--format", "json")
         report = json.loads(proc.stdout)
-        assert set(report) == {"schema", "generated_at", "host", "status", "findings", "facts",
-                               "errors", "not_judged"}, sorted(report)
+        assert set(report) == {"schema", "command", "generated_at", "host", "all_netns",
+                               "status", "findings", "facts", "errors", "not_judged"}, \
+            sorted(report)
         assert report["schema"] == "netdiag/2" and report["status"] == "warning"
         assert proc.returncode == 1
         assert isinstance(report["not_judged"], list)
