@@ -1,6 +1,10 @@
-/* Load generator for bench/probes.py: short TCP connections on loopback for N seconds,
- * one accepting thread, one connecting loop; prints connections per second. Loopback only,
- * bounded in time and count. Built by bench/probes.py with the system C compiler. */
+/* Load generator for bench/probes.py, loopback only, bounded in time and count; built by
+ * bench/probes.py with the system C compiler.
+ *   conn_driver SECONDS            short TCP connections (one accepting thread, one
+ *                                  connecting loop): prints connections per second
+ *   conn_driver SECONDS pingpong   one byte back and forth over one TCP connection between
+ *                                  two threads (every round trip: 2 writes, 2 reads, 2
+ *                                  wake-ups): prints round trips per second */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -28,8 +32,20 @@ static double now(void) {
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+static int peer;
+
+static void *echo(void *arg) {
+    (void)arg;
+    char b;
+    while (read(peer, &b, 1) == 1)
+        if (write(peer, &b, 1) != 1)
+            break;
+    return NULL;
+}
+
 int main(int argc, char **argv) {
     double seconds = argc > 1 ? atof(argv[1]) : 3.0;
+    int pingpong = argc > 2 && argv[2][0] == 'p';
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t len = sizeof(a);
     int one = 1;
@@ -41,8 +57,26 @@ int main(int argc, char **argv) {
         return 1;
     }
     pthread_t t;
-    pthread_create(&t, NULL, acceptor, NULL);
     long n = 0;
+    if (pingpong) {
+        int c = socket(AF_INET, SOCK_STREAM, 0);
+        if (connect(c, (struct sockaddr *)&a, sizeof(a)) || (peer = accept(srv, NULL, NULL)) < 0) {
+            perror("connect");
+            return 1;
+        }
+        pthread_create(&t, NULL, echo, NULL);
+        char b = 'x';
+        double start = now(), end = start + seconds;
+        while (n < 500000000 && (n % 64 || now() < end)) {
+            if (write(c, &b, 1) != 1 || read(c, &b, 1) != 1)
+                break;
+            n++;
+        }
+        printf("%.1f\n", n / (now() - start));
+        close(c);
+        return 0;
+    }
+    pthread_create(&t, NULL, acceptor, NULL);
     double start = now(), end = start + seconds;
     while (now() < end && n < 50000000) {
         int c = socket(AF_INET, SOCK_STREAM, 0);

@@ -136,7 +136,7 @@ def check(
         from netdiag.ebpf.probes import PROBES
 
         names = [n.strip() for n in probes.split(",")] if probes else \
-            [n for n in PROBES if n != "softirq"]  # all but the heavy softirq unless asked
+            [n for n, spec in PROBES.items() if spec.in_check]  # not softirq unless asked
         unknown = [n for n in names if n not in PROBES]
         if unknown:
             raise UsageError(f"unknown probe(s) {', '.join(unknown)}; known: "
@@ -237,17 +237,11 @@ def sysctl(
             pid=pid, root=root, output=output, verbose=verbose)
 
 
-# The topics whose findings use each probe's facts.
-PROBE_TOPICS = {"states": ["closewait", "timewait"], "backlog": ["backlog"],
-                "wakeups": ["wakeups"], "drops": ["drops"], "rcvbuf": ["buffers"],
-                "softirq": ["softirq"], "resets": ["resets"], "retrans": ["retrans"]}
-
-
 @app.command()
 def probe(
     name: str = typer.Argument(..., metavar="NAME|list",
                                help="states, backlog, wakeups, drops, rcvbuf, softirq, "
-                                    "resets, retrans, or list."),
+                                    "resets, retrans, errors, or list."),
     duration: float = typer.Option(10.0, "--duration", "-d", min=0.1, metavar="S",
                                    help="How long to probe (Ctrl-C ends it early)."),
     interval: Optional[float] = typer.Option(None, "--interval", min=0.5, metavar="S",
@@ -258,7 +252,7 @@ def probe(
 ) -> None:
     """An eBPF probe (bcc), aggregated in the kernel, printed at the end."""
     from netdiag import views
-    from netdiag.ebpf.probes import PROBES
+    from netdiag.ebpf.probes import COMMON_TOPICS, PROBE_TOPICS, PROBES
     from netdiag.pipeline import ProbeRequest
 
     if name == "list":
@@ -270,7 +264,8 @@ def probe(
         raise UsageError(f"unknown probe {name!r}; known: {', '.join(PROBES)}, list")
     plan = _plan(details=False, rxpath=name == "softirq", sysctl_conf=False,
                  processes="targeted")
-    _report(f"probe {name}", PROBE_TOPICS[name], plan, views.probe_view, fmt=fmt,
+    _report(f"probe {name}", PROBE_TOPICS[name] + list(COMMON_TOPICS), plan, views.probe_view,
+            fmt=fmt,
             as_json=as_json, netns=netns, pid=pid, output=output,
             probes=ProbeRequest([name], duration, interval, required=True), verbose=verbose)
 

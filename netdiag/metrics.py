@@ -125,47 +125,92 @@ def samples(facts: Facts, findings: list[Finding], errors: list[CollectorError],
     return out
 
 
-def _probe_samples(add, name: str, probe: dict, ns: tuple[str, str]) -> None:
-    """Aggregates of one probe run: gauges over its window (they restart every run)."""
+def _probe_samples(add, name: str, probe, ns: tuple[str, str]) -> None:
+    """Aggregates of one probe run (netdiag.probefacts): gauges over its window, which restart
+    every run. Each probe's series are listed in its declaration (ProbeSpec.metrics)."""
     pl = ("probe", name)
     add(Sample("netdiag_probe_window_seconds", "gauge",
                "Length of the eBPF probe window the netdiag_probe_* series cover.",
-               (pl, ns), probe.get("seconds", 0)))
+               (pl, ns), probe.window.seconds))
+    add(Sample("netdiag_probe_startup_seconds", "gauge",
+               "Seconds from starting to load the probe to its window opening (bcc import, "
+               "BTF, compile, attach).", (pl, ns), probe.startup.total_s))
+    c = probe.completeness
     add(Sample("netdiag_probe_lost_events", "gauge",
-               "Events a probe could not count because its map was full.",
-               (pl, ns), probe.get("lost_events", 0)))
-    if name == "drops":
-        for r in probe.get("by_reason", [])[:20]:
+               "Events a probe could not count (a full map, or runs the kernel skipped); "
+               "non-zero means its tables are lower bounds.", (pl, ns),
+               c.events_lost + (c.skipped_runs or 0)))
+    kind = type(probe).__name__
+    if kind == "StatesResult":
+        for t in probe.transitions[:30]:
+            add(Sample("netdiag_probe_state_changes", "gauge",
+                       "TCP state changes during the probe window, by state pair.",
+                       (("from", t.from_state), ("to", t.to_state), ns), t.count))
+        add(Sample("netdiag_probe_active_closes", "gauge",
+                   "Connections this host closed first during the probe window (each leaves "
+                   "a TIME_WAIT socket).", (ns,), probe.active_closes_total))
+        for w in probe.close_wait.still_waiting[:20]:
+            add(Sample("netdiag_probe_close_wait_waiting", "gauge",
+                       "Sockets that entered CLOSE_WAIT during the probe window and stayed.",
+                       (("local_port", str(w.local_port)), ns), w.sockets))
+    elif kind == "BacklogResult":
+        for r in probe.synack_retransmits[:20]:
+            add(Sample("netdiag_probe_synack_retransmits", "gauge",
+                       "SYN-ACKs retransmitted during the probe window, by listening port.",
+                       (("local_port", str(r.local_port)), ns), r.count))
+    elif kind == "WakeupsResult":
+        per_port: dict[int, list[int]] = {}
+        for lst in probe.listeners:
+            row = per_port.setdefault(lst.port, [0, 0])
+            row[0] += lst.connections
+            row[1] += lst.wakeups
+        for port, (conns, wakes) in sorted(per_port.items(), key=lambda kv: -kv[1][0])[:20]:
+            lp = ("local_port", str(port))
+            add(Sample("netdiag_probe_listener_connections", "gauge",
+                       "Connections queued on listening sockets during the probe window.",
+                       (lp, ns), conns))
+            add(Sample("netdiag_probe_listener_wakeups", "gauge",
+                       "Tasks the kernel woke for those connections (more than the connections:"
+                       " a thundering herd).", (lp, ns), wakes))
+    elif kind == "DropsResult":
+        for r in probe.by_reason[:20]:
             add(Sample("netdiag_probe_drops", "gauge",
                        "Packets dropped during the probe window, by the kernel's drop reason.",
-                       (("reason", r["reason"]), ns), r["drops"]))
-    elif name == "resets":
+                       (("reason", r.reason), ns), r.drops))
+    elif kind == "RcvbufResult":
+        for label, value in (("receive_queue_full", probe.receive_queue_full),
+                             ("memory_limit", probe.memory_limit)):
+            if value is not None:
+                add(Sample("netdiag_probe_buffer_limits", "gauge",
+                           "Receive queues found full and protocol memory limits hit during "
+                           "the probe window.", (("kind", label), ns), value))
+    elif kind == "SoftirqResult":
+        for r in probe.per_cpu:
+            add(Sample("netdiag_probe_softirq_runs", "gauge",
+                       "NET_RX/NET_TX softirq runs per CPU during the probe window.",
+                       (("softirq", r.softirq), ("cpu", str(r.cpu)), ns), r.runs))
+    elif kind == "ResetsResult":
         by_reason: dict[str, int] = {}
-        for r in probe.get("sent", []):
-            by_reason[r["reason"]] = by_reason.get(r["reason"], 0) + r["resets"]
+        for r in probe.sent:
+            by_reason[r.reason] = by_reason.get(r.reason, 0) + r.resets
         for reason, n in by_reason.items():
             add(Sample("netdiag_probe_resets_sent", "gauge",
                        "RSTs sent during the probe window, by the kernel's reason.",
                        (("reason", reason), ns), n))
         add(Sample("netdiag_probe_resets_received", "gauge",
-                   "RSTs received during the probe window.", (ns,),
-                   probe.get("received_total", 0)))
-    elif name == "retrans":
+                   "RSTs received during the probe window.", (ns,), probe.received_total))
+    elif kind == "RetransResult":
         add(Sample("netdiag_probe_retransmits", "gauge",
-                   "Segments retransmitted during the probe window.", (ns,),
-                   probe.get("total", 0)))
-    elif name == "states":
-        add(Sample("netdiag_probe_active_closes", "gauge",
-                   "Connections this host closed first during the probe window (each leaves "
-                   "a TIME_WAIT socket).", (ns,), probe.get("active_closes_total", 0)))
-        for r in probe.get("close_wait_still_waiting", [])[:20]:
-            add(Sample("netdiag_probe_close_wait_waiting", "gauge",
-                       "Sockets that entered CLOSE_WAIT during the probe window and stayed.",
-                       (("local_port", str(r["local_port"])), ns), r["sockets"]))
-    elif name == "wakeups":
-        accepted = sum(r["accepted"] for r in probe.get("listeners", []))
-        eagain = sum(r["eagain"] for r in probe.get("listeners", []))
-        for result, n in (("accepted", accepted), ("eagain", eagain)):
-            add(Sample("netdiag_probe_accept_calls", "gauge",
-                       "accept() results during the probe window (EAGAIN: woken for nothing).",
-                       (("result", result), ns), n))
+                   "Segments retransmitted toward peers during the probe window.", (ns,),
+                   probe.total))
+        add(Sample("netdiag_probe_retransmit_failures", "gauge",
+                   "Retransmit attempts that failed inside this host during the probe window "
+                   "(never sent).", (ns,), probe.failed_total))
+    elif kind == "ErrorsResult":
+        calls: dict[tuple[str, str], int] = {}
+        for f in probe.failures:
+            calls[(f.call, f.error)] = calls.get((f.call, f.error), 0) + f.count
+        for (call, error), n in sorted(calls.items(), key=lambda kv: -kv[1])[:30]:
+            add(Sample("netdiag_probe_syscall_failures", "gauge",
+                       "Socket system calls that failed during the probe window, by call and "
+                       "errno.", (("call", call), ("error", error), ns), n))

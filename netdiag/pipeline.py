@@ -157,7 +157,11 @@ def _host_sysctls(nsmod) -> tuple[dict[str, str], bool]:
 
 def run_probes(req: Request, target: Target) -> tuple[dict | None, list, Any]:
     """The eBPF window (before the collection, so the census that follows is current).
-    Returns probe facts, errors and the accept-queue samples the backlog probe took."""
+    Returns probe results, errors and the accept-queue samples the backlog probe took.
+
+    The probes count the events of the namespace the run is in (entered above), filtered in
+    the kernel by its inode, so their numbers and the census that follows describe the same
+    namespace."""
     from netdiag.model import CollectorError
 
     p = req.probes
@@ -193,7 +197,10 @@ def run_probes(req: Request, target: Target) -> tuple[dict | None, list, Any]:
 
     tick = on_tick if (p.interval and req.fmt == "table") else None
     try:
-        results, errs = session.run(p.names, p.seconds, p.interval, tick, sample_queues)
+        results, errs = session.run(p.names, p.seconds, p.interval, tick, sample_queues,
+                                    session.current_netns(target.ctx.netns))
+    except session.ProbeInterrupted:
+        raise
     except NetdiagError as exc:  # not root, no bcc...
         if p.required:
             raise
@@ -202,10 +209,12 @@ def run_probes(req: Request, target: Target) -> tuple[dict | None, list, Any]:
     if p.required and not results:  # it could not load at all: nothing was judged
         raise UsageError("; ".join(m for _, m in errs).splitlines()[0])
     if sampler is not None and "backlog" in results:
-        results["backlog"]["accept_queues_sampled"] = [
-            {"address": s.address, "port": s.port, "inode": s.inode, "limit": s.backlog,
-             "max_queue": s.max_queue, "samples_at_limit": s.samples_at_limit,
-             "samples_full": s.samples_full, "samples": s.samples}
+        from netdiag.probefacts import AcceptQueue
+
+        results["backlog"].accept_queues = [
+            AcceptQueue(address=s.address, port=s.port, inode=s.inode, limit=s.backlog,
+                        max_queue=s.max_queue, samples_at_limit=s.samples_at_limit,
+                        samples_full=s.samples_full, samples=s.samples)
             for s in sampler.result()]
         # The collection names the owners of the listeners seen full in the window.
         req.plan.listener_sampler = sampler
@@ -219,15 +228,10 @@ def collect(req: Request, target: Target, plan) -> tuple[Any, list]:
     return gather(target.ctx, plan)
 
 
-def splice_probes(facts, target: Target, results: dict | None, samples) -> None:
-    """Probe results join the collected facts; with --netns, only what belongs there."""
+def splice_probes(facts, results: dict | None, samples) -> None:
+    """Probe results join the collected facts (both describe the run's namespace)."""
     if results is None:
         return
-    if target.ctx.netns != "default" and facts.census is not None:
-        from netdiag.ebpf.nsfilter import filter_probe
-
-        for name, result in results.items():
-            filter_probe(name, result, facts.census, target.ctx.netns)
     facts.probes = results
 
 
@@ -354,7 +358,7 @@ def run_one(req: Request):
     target = enter_namespace(req)
     results, probe_errors, samples = run_probes(req, target)
     facts, errors = collect(req, target, req.plan)
-    splice_probes(facts, target, results, samples)
+    splice_probes(facts, results, samples)
     history = History(req.state_dir)
     try:
         ident = history.attach(facts, target.ctx.netns, req.interval)

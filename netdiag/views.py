@@ -400,33 +400,9 @@ def softirq_view(facts: Facts) -> dict[str, Any]:
     return out
 
 
-def _hist_text(rows: list[dict[str, Any]], unit: str) -> str:
-    return " ".join(f"{r['from']}-{r['to']}{unit}:{r['count']}" for r in rows) or "-"
-
-
 def probe_view(facts: Facts) -> dict[str, Any]:
-    """Probe results as sections: one per probe and key; histograms as one line."""
-    out: dict[str, Any] = {}
-    for name, result in (facts.probes or {}).items():
-        scalars = {}
-        for key, value in result.items():
-            if isinstance(value, list) and value and isinstance(value[0], dict):
-                rows = []
-                for row in value:
-                    row = dict(row)
-                    for k in ("latency_us", "runtime_us"):
-                        if k in row:
-                            row[k] = _hist_text(row[k], "us")
-                    if "processes" in row:
-                        row["processes"] = ", ".join(f"{p['pid']} {p['command']}"
-                                                     for p in row["processes"])
-                    rows.append(row)
-                out[f"{name}: {key}"] = rows
-            elif key == "close_wait_left_ms":
-                scalars[key] = _hist_text(value, "ms")
-            elif isinstance(value, dict):
-                out[f"{name}: {key}"] = value or {"(none)": ""}
-            else:
-                scalars[key] = value
-        out[f"{name}: summary"] = scalars
-    return out
+    """Probe results, typed (netdiag.probefacts), one object per probe: its window, start-up
+    cost, namespace scope, completeness and tables (docs/schema/probes.schema.json)."""
+    from dataclasses import asdict
+
+    return {name: asdict(result) for name, result in (facts.probes or {}).items()}

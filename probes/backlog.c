@@ -1,20 +1,36 @@
-/* backlog: the backlog applications pass to listen() (syscalls:sys_enter_listen), and
- * SYN-ACK retransmits per listening port (tcp:tcp_retransmit_synack). Accept queues are
- * sampled from user space with sock_diag during the same window. */
-struct listen_key { u32 tgid; u32 fd; };
-struct listen_val { s64 backlog; char comm[16]; };
-BPF_HASH(listens, struct listen_key, struct listen_val, 4096);
-BPF_HASH(synack, u32, u64, 4096);     /* local port -> SYN-ACK retransmits */
+/* backlog: the backlog applications pass to listen() (syscalls:sys_enter_listen), by the
+ * socket's inode (so the call is matched to its listener exactly, even after the process
+ * exited), and SYN-ACK retransmits per listening port (tcp:tcp_retransmit_synack). Accept
+ * queues are sampled from user space with sock_diag during the same window. */
+struct listen_val { s64 backlog; u32 tgid; u16 port; u16 family; char comm[16]; };
+BPF_F_TABLE("hash", u64, struct listen_val, listens, MAX_LISTENS, BPF_F_NO_PREALLOC);
+BPF_F_TABLE("hash", u32, u64, synack, MAX_SYNACK, BPF_F_NO_PREALLOC);
 
 #ifdef HOOK_np_listen
 int np_listen(void *ctx) {
     u64 fd = 0, backlog = 0;
+    u16 type = 0;
     TP_READ(fd, sys_enter_listen, fd);
     TP_READ(backlog, sys_enter_listen, backlog);
-    struct listen_key k = {.tgid = bpf_get_current_pid_tgid() >> 32, .fd = (u32)fd};
-    struct listen_val v = {.backlog = (s64)(int)backlog};
+    u64 sk = fd_sock(fd, &type);
+    if (!sk || type != 1)                       /* SOCK_STREAM */
+        return 0;
+    u16 family = sk_family(sk);
+    if (family != 2 && family != 10)
+        return 0;
+#ifdef NETNS_INUM
+    if (!NS_OK(sk_netns(sk)))
+        return 0;
+#endif
+    u64 ino = sk_inode(sk);
+    struct listen_val v = {.backlog = (s64)(int)backlog,
+                           .tgid = bpf_get_current_pid_tgid() >> 32, .family = family};
+    u16 num = 0;
+    KREAD(num, sk + SKC_NUM_OFF);
+    v.port = num;
     bpf_get_current_comm(&v.comm, sizeof(v.comm));
-    listens.update(&k, &v);
+    if (listens.update(&ino, &v) != 0)
+        lost_inc(LOSS_LISTENS);
     return 0;
 }
 #endif
@@ -22,9 +38,19 @@ int np_listen(void *ctx) {
 #ifdef HOOK_np_synack
 int np_synack(void *ctx) {
     u16 sport = 0;
+    u64 sk = 0;
+    TP_READ(sk, tcp_retransmit_synack, skaddr);
+#ifdef NETNS_INUM
+    if (!NS_OK(sk_netns(sk)))
+        return 0;
+#endif
     TP_READ(sport, tcp_retransmit_synack, sport);
     u32 port = sport;
-    { u64 __z = 0, *__v = synack.lookup_or_try_init(&port, &__z); if (__v) __sync_fetch_and_add(__v, 1); else lost_inc(); }
+    u64 z = 0, *v = synack.lookup_or_try_init(&port, &z);
+    if (v)
+        __sync_fetch_and_add(v, 1);
+    else
+        lost_inc(LOSS_SYNACK);
     return 0;
 }
 #endif

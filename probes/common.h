@@ -1,19 +1,192 @@
-/* netdiag probes: shared definitions. Tracepoint fields are read at the offsets the running
- * kernel declares in its format files (OFF_<event>_<field>, defined by netdiag before this
- * header), never through a compiled-in struct layout. */
+/* netdiag probes: shared definitions.
+ *
+ * Everything layout-dependent comes from netdiag as #defines placed before this header:
+ *   OFF_<event>_<field>   tracepoint field offsets (and SIZE_<event>_<field> their sizes),
+ *                         from the running kernel's format files
+ *   <STRUCT>_<MEMBER>_OFF struct member offsets, from the running kernel's BTF (HAVE_<GROUP>
+ *                         says a whole group was found; see netdiag/ebpf/btf.py)
+ *   NETNS_INUM            the inode of the network namespace to count (absent: host-wide)
+ *   EPH_LO, EPH_HI        that namespace's ip_local_port_range
+ *   MAX_<MAP>, LOSS_<MAP> each map's capacity and its slot in `lost`
+ * Nothing is compiled against the installed kernel headers' struct layouts.
+ */
 #include <uapi/linux/ptrace.h>
 
-#define TP_READ(var, ev, fld) \
-    bpf_probe_read_kernel(&(var), sizeof(var), (char *)ctx + OFF_##ev##_##fld)
+/* A tracepoint field, loaded directly from the trace record (the verifier allows aligned
+ * reads of a tracepoint program's context); a variable whose size is not the field's size
+ * is a compile error, not a wrong read. */
+#define TP_READ(var, ev, fld) do { \
+        _Static_assert(sizeof(var) == SIZE_##ev##_##fld, #ev "." #fld ": size differs"); \
+        (var) = *(typeof(var) *)((char *)ctx + OFF_##ev##_##fld); \
+    } while (0)
+#define KREAD(var, addr) bpf_probe_read_kernel(&(var), sizeof(var), (void *)(addr))
 
-/* Counting into a hash: `u64 *v = map.lookup_or_try_init(&key, &zero)` at each site (bcc
- * rewrites map calls in the source, not inside macros). When a map is full, the event is
- * counted in `lost` instead of vanishing silently. */
-BPF_ARRAY(lost, u64, 1);
+/* Loss accounting: an event that finds its map full is counted here, per map (LOSS_<MAP>),
+ * never dropped silently. Counting into a hash is written out at each site as
+ *   u64 z = 0, *v = MAP.lookup_or_try_init(&key, &z); if (v) ...; else lost_inc(LOSS_MAP);
+ * because bcc rewrites map calls in the source text, not inside macros. */
+BPF_ARRAY(lost, u64, 16);
 
-static inline void lost_inc(void) {
-    int z = 0;
-    u64 *x = lost.lookup(&z);
+static inline void lost_inc(int slot) {
+    u64 *x = lost.lookup(&slot);
     if (x)
         __sync_fetch_and_add(x, 1);
 }
+
+/* log2 histogram slot: 0 holds the value 0, slot k >= 1 holds [2^(k-1), 2^k - 1]
+ * (bpftrace's hist() buckets). bpf_log2l(v) is floor(log2(v)) + 1 for v >= 1. */
+static inline u32 slot_of(u64 v) {
+    return v ? bpf_log2l(v) : 0;
+}
+
+/* ---- namespaces -------------------------------------------------------------------------- */
+
+#ifdef HAVE_SK_NETNS
+/* sk->__sk_common.skc_net.net->ns.inum */
+static inline u32 sk_netns(u64 sk) {
+    u64 net = 0;
+    u32 inum = 0;
+    if (!sk)
+        return 0;
+    KREAD(net, sk + SKC_NET_OFF);
+    if (!net)
+        return 0;
+    KREAD(inum, net + NET_INUM_OFF);
+    return inum;
+}
+#endif
+
+#ifdef NETNS_INUM
+#define NS_OK(inum) ((inum) == NETNS_INUM)
+#else
+#define NS_OK(inum) 1
+#endif
+
+#if defined(HAVE_SKB_NETNS) && defined(HAVE_SK_NETNS)
+/* A packet's namespace: the socket that received it (rx_sk, where the tracepoint has one),
+ * else its device's (skb->dev->nd_net.net), else its socket's; 0 when none is known. */
+static inline u32 skb_netns(u64 skb, u64 rx_sk) {
+    u64 dev = 0, net = 0, sk = 0;
+    u32 inum = 0;
+    if (rx_sk)
+        return sk_netns(rx_sk);
+    KREAD(dev, skb + SKB_DEV_OFF);
+    if (dev) {
+        KREAD(net, dev + DEV_NET_OFF);
+        if (net) {
+            KREAD(inum, net + NET_INUM_OFF);
+            if (inum)
+                return inum;
+        }
+    }
+    KREAD(sk, skb + SKB_SK_OFF);
+    return sk ? sk_netns(sk) : 0;
+}
+#endif
+
+/* ---- ports: ephemeral ports aggregated away in the kernel ------------------------------- */
+
+/* Ports that had a listener in the namespace when the window opened (filled by netdiag): a
+ * service port stays a service port even inside ip_local_port_range. An array indexed by
+ * port: one load, no hashing, on the hot path of every client-side event. */
+BPF_ARRAY(listening, u8, 65536);
+
+#ifdef EPH_LO
+static inline int is_ephemeral(u16 port) {
+    return port >= EPH_LO && port <= EPH_HI;
+}
+/* A local port as the report shows it: 0 for a client's ephemeral port. */
+static inline u16 local_shown(u16 port) {
+    if (is_ephemeral(port)) {
+        int p = port;
+        u8 *l = listening.lookup(&p);
+        if (!l || !*l)
+            return 0;
+    }
+    return port;
+}
+/* A remote port as the report shows it: 0 when it is a client's ephemeral port. */
+static inline u16 remote_shown(u16 port) {
+    return is_ephemeral(port) ? 0 : port;
+}
+#else
+static inline u16 local_shown(u16 port) { return port; }
+static inline u16 remote_shown(u16 port) { return port; }
+#endif
+
+#ifdef HAVE_SK_PORTS
+/* The socket's peer, for keys: the address only when the remote port is a service port
+ * (a client's view of its destination); a server's peers are unbounded and left out. */
+static inline void sk_peer(u64 sk, u16 *family, u16 *lport, u16 *rport, u8 *daddr) {
+    u16 num = 0, dport = 0, fam = 0;
+    KREAD(num, sk + SKC_NUM_OFF);
+    KREAD(dport, sk + SKC_DPORT_OFF);
+    KREAD(fam, sk + SKC_FAMILY_OFF);
+    *family = fam;
+    *lport = local_shown(num);
+    *rport = remote_shown(ntohs(dport));
+    if (*rport) {
+        if (fam == 2)
+            bpf_probe_read_kernel(daddr, 4, (void *)(sk + SKC_DADDR_OFF));
+        else
+            bpf_probe_read_kernel(daddr, 16, (void *)(sk + SKC_V6_DADDR_OFF));
+    }
+}
+static inline u8 sk_state(u64 sk) {
+    u8 st = 0;
+    KREAD(st, sk + SKC_STATE_OFF);
+    return st;
+}
+static inline u16 sk_family(u64 sk) {
+    u16 fam = 0;
+    KREAD(fam, sk + SKC_FAMILY_OFF);
+    return fam;
+}
+#endif
+
+#ifdef HAVE_SK_INODE
+/* The socket's inode number (what /proc/PID/fd and ss show), 0 for a socket without file. */
+static inline u64 sk_inode(u64 sk) {
+    u64 sock = 0, ino = 0;
+    KREAD(sock, sk + SK_SOCKET_OFF);
+    if (!sock)
+        return 0;
+    KREAD(ino, sock + SOCKALLOC_INODE_OFF + INODE_INO_OFF);
+    return ino;
+}
+#endif
+
+#ifdef HAVE_FD_SOCKET
+/* The socket behind a file descriptor of the current task, or 0: fd -> file -> struct socket,
+ * whose back-pointer must lead to the same file (a file that is not a socket is refused).
+ * *type gets the socket type (SOCK_STREAM 1, SOCK_DGRAM 2). */
+static inline u64 fd_sock(u64 fd, u16 *type) {
+    u64 task = bpf_get_current_task(), files = 0, fdt = 0, arr = 0, file = 0, sock = 0;
+    u64 back = 0, sk = 0;
+    u32 max = 0;
+    KREAD(files, task + TASK_FILES_OFF);
+    if (!files)
+        return 0;
+    KREAD(fdt, files + FILES_FDT_OFF);
+    if (!fdt)
+        return 0;
+    KREAD(max, fdt + FDT_MAX_OFF);
+    if (fd >= max)
+        return 0;
+    KREAD(arr, fdt + FDT_FD_OFF);
+    if (!arr)
+        return 0;
+    KREAD(file, arr + fd * 8);
+    if (!file)
+        return 0;
+    KREAD(sock, file + FILE_PRIV_OFF);
+    if (!sock)
+        return 0;
+    KREAD(back, sock + SOCKET_FILE_OFF);
+    if (back != file)
+        return 0;
+    KREAD(*type, sock + SOCKET_TYPE_OFF);
+    KREAD(sk, sock + SOCKET_SK_OFF);
+    return sk;
+}
+#endif

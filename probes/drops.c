@@ -1,15 +1,34 @@
-/* drops: packets freed as dropped (skb:kfree_skb) by reason, protocol and port. The reason
- * names are read from the running kernel's format file by netdiag, not compiled in here. The
- * tracepoint's args struct has an enum field bcc 0.26 cannot parse, so the fields are read
- * at their format-file offsets. The port comes from the packet itself, at sk_buff offsets
- * netdiag looks up in the running kernel's BTF (SKB_*_OFF); without BTF it is left out. */
+/* drops: packets freed as dropped (skb:kfree_skb) by reason, protocol and destination port
+ * (0 for a client's ephemeral port). The reason names are read from the running kernel's
+ * format file by netdiag, not compiled in here. The packet's namespace is that of the socket
+ * that received it (rx_sk, 6.12+), else of its device, else of its socket; a drop with none
+ * of them cannot be placed in a namespace and is counted apart (`unattributed`). */
 struct drop_key { u32 reason; u16 protocol; u16 port; u8 l4; u8 pad[3]; };
-BPF_HASH(drops, struct drop_key, u64, 4096);
+BPF_F_TABLE("hash", struct drop_key, u64, drops, MAX_DROPS, BPF_F_NO_PREALLOC);
+BPF_ARRAY(unattributed, u64, 1);
 
 #ifdef HOOK_np_kfree_skb
 int np_kfree_skb(void *ctx) {
     struct drop_key k = {};
     u16 protocol = 0;
+    u64 skb = 0;
+    TP_READ(skb, kfree_skb, skbaddr);
+#ifdef NETNS_INUM
+    u64 rx_sk = 0;
+#ifdef HAS_kfree_skb_rx_sk
+    TP_READ(rx_sk, kfree_skb, rx_sk);
+#endif
+    u32 inum = skb_netns(skb, rx_sk);
+    if (!inum) {
+        int z = 0;
+        u64 *u = unattributed.lookup(&z);
+        if (u)
+            __sync_fetch_and_add(u, 1);
+        return 0;
+    }
+    if (!NS_OK(inum))
+        return 0;
+#endif
     TP_READ(protocol, kfree_skb, protocol);
     k.protocol = protocol;
 #ifdef HAS_kfree_skb_reason
@@ -17,9 +36,7 @@ int np_kfree_skb(void *ctx) {
     TP_READ(reason, kfree_skb, reason);
     k.reason = reason;
 #endif
-#ifdef SKB_HEAD_OFF
-    u64 skb = 0;
-    TP_READ(skb, kfree_skb, skbaddr);
+#ifdef HAVE_SKB_HEADERS
     unsigned char *head = 0;
     u16 nh = 0;
     bpf_probe_read_kernel(&head, sizeof(head), (char *)skb + SKB_HEAD_OFF);
@@ -39,12 +56,16 @@ int np_kfree_skb(void *ctx) {
         if (l4 == 6 || l4 == 17) {             /* TCP, UDP: the destination port */
             u16 dport = 0;
             bpf_probe_read_kernel(&dport, 2, head + thoff + 2);
-            k.port = ntohs(dport);
+            k.port = local_shown(ntohs(dport));
             k.l4 = l4;
         }
     }
 #endif
-    { u64 __z = 0, *__v = drops.lookup_or_try_init(&k, &__z); if (__v) __sync_fetch_and_add(__v, 1); else lost_inc(); }
+    u64 z = 0, *v = drops.lookup_or_try_init(&k, &z);
+    if (v)
+        __sync_fetch_and_add(v, 1);
+    else
+        lost_inc(LOSS_DROPS);
     return 0;
 }
 #endif

@@ -1,13 +1,42 @@
 /* resets: RSTs this host sends (tcp:tcp_send_reset, with the kernel's reason where the
- * tracepoint has one) and receives (tcp:tcp_receive_reset), by port. */
-struct sent_key { u32 reason; u32 state; u16 lport; u16 rport; };
-BPF_HASH(sent, struct sent_key, u64, 4096);
-struct recv_key { u16 lport; u16 rport; };
-BPF_HASH(received, struct recv_key, u64, 4096);
+ * tracepoint has one) by reason, socket state and local port, and RSTs it receives
+ * (tcp:tcp_receive_reset) by local port and, for a client's destination, remote address
+ * and port. A RST sent without a socket (to a closed port) is placed in the namespace of
+ * the device the offending segment came in on. */
+struct sent_key { u32 reason; u32 state; u16 lport; u16 pad; };
+BPF_F_TABLE("hash", struct sent_key, u64, sent, MAX_SENT, BPF_F_NO_PREALLOC);
+struct recv_key { u16 family; u16 lport; u16 rport; u16 pad; u8 daddr[16]; };
+BPF_F_TABLE("hash", struct recv_key, u64, received, MAX_RECEIVED, BPF_F_NO_PREALLOC);
+BPF_ARRAY(unattributed, u64, 1);
 
 #ifdef HOOK_np_send_reset
 int np_send_reset(void *ctx) {
     struct sent_key k = {};
+#ifdef NETNS_INUM
+    u64 sk = 0, skb = 0;
+    u32 inum = 0;
+#ifdef HAS_tcp_send_reset_skaddr
+    TP_READ(sk, tcp_send_reset, skaddr);
+#endif
+    if (sk) {
+        inum = sk_netns(sk);
+    } else {
+#if defined(HAS_tcp_send_reset_skbaddr) && defined(HAVE_SKB_NETNS)
+        TP_READ(skb, tcp_send_reset, skbaddr);
+        if (skb)
+            inum = skb_netns(skb, 0);
+#endif
+    }
+    if (!inum) {
+        int z = 0;
+        u64 *u = unattributed.lookup(&z);
+        if (u)
+            __sync_fetch_and_add(u, 1);
+        return 0;
+    }
+    if (!NS_OK(inum))
+        return 0;
+#endif
 #ifdef HAS_tcp_send_reset_reason
     u32 reason = 0;
     TP_READ(reason, tcp_send_reset, reason);
@@ -18,30 +47,48 @@ int np_send_reset(void *ctx) {
     TP_READ(state, tcp_send_reset, state);
     k.state = state;
 #endif
+    u16 sp = 0;
 #ifdef HAS_tcp_send_reset_sport
-    u16 sp = 0, dp = 0;
     TP_READ(sp, tcp_send_reset, sport);
-    TP_READ(dp, tcp_send_reset, dport);
-    k.lport = sp; k.rport = dp;
 #else
     /* Newer kernels carry sockaddr_in/in6 storage: the port is at offset 2, network order. */
-    u16 sp = 0, dp = 0;
     bpf_probe_read_kernel(&sp, 2, (char *)ctx + OFF_tcp_send_reset_saddr + 2);
-    bpf_probe_read_kernel(&dp, 2, (char *)ctx + OFF_tcp_send_reset_daddr + 2);
-    k.lport = ntohs(sp); k.rport = ntohs(dp);
+    sp = ntohs(sp);
 #endif
-    { u64 __z = 0, *__v = sent.lookup_or_try_init(&k, &__z); if (__v) __sync_fetch_and_add(__v, 1); else lost_inc(); }
+    k.lport = local_shown(sp);
+    u64 z = 0, *v = sent.lookup_or_try_init(&k, &z);
+    if (v)
+        __sync_fetch_and_add(v, 1);
+    else
+        lost_inc(LOSS_SENT);
     return 0;
 }
 #endif
 
 #ifdef HOOK_np_receive_reset
 int np_receive_reset(void *ctx) {
-    u16 sp = 0, dp = 0;
+    u16 sp = 0, dp = 0, family = 0;
+    u64 sk = 0;
+    TP_READ(sk, tcp_receive_reset, skaddr);
+#ifdef NETNS_INUM
+    if (!NS_OK(sk_netns(sk)))
+        return 0;
+#endif
     TP_READ(sp, tcp_receive_reset, sport);
     TP_READ(dp, tcp_receive_reset, dport);
-    struct recv_key k = {.lport = sp, .rport = dp};
-    { u64 __z = 0, *__v = received.lookup_or_try_init(&k, &__z); if (__v) __sync_fetch_and_add(__v, 1); else lost_inc(); }
+    TP_READ(family, tcp_receive_reset, family);
+    struct recv_key k = {.family = family, .lport = local_shown(sp), .rport = remote_shown(dp)};
+    if (k.rport) {
+        if (family == 2)
+            bpf_probe_read_kernel(&k.daddr, 4, (char *)ctx + OFF_tcp_receive_reset_daddr);
+        else
+            bpf_probe_read_kernel(&k.daddr, 16, (char *)ctx + OFF_tcp_receive_reset_daddr_v6);
+    }
+    u64 z = 0, *v = received.lookup_or_try_init(&k, &z);
+    if (v)
+        __sync_fetch_and_add(v, 1);
+    else
+        lost_inc(LOSS_RECEIVED);
     return 0;
 }
 #endif

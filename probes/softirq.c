@@ -3,15 +3,15 @@
  * of the ksoftirqd/N threads that take over when softirq work keeps coming back
  * (sched:sched_switch). */
 struct hist_key { u32 vec; u32 cpu; u32 slot; };
-BPF_HASH(latency_us, struct hist_key, u64, 8192);  /* raise -> entry */
-BPF_HASH(runtime_us, struct hist_key, u64, 8192);  /* entry -> exit */
+BPF_F_TABLE("hash", struct hist_key, u64, latency_us, MAX_LATENCY_US, BPF_F_NO_PREALLOC);
+BPF_F_TABLE("hash", struct hist_key, u64, runtime_us, MAX_RUNTIME_US, BPF_F_NO_PREALLOC);
 struct tot_key { u32 vec; u32 cpu; };
-BPF_HASH(total_ns, struct tot_key, u64, 1024);
-BPF_HASH(count, struct tot_key, u64, 1024);
+BPF_F_TABLE("hash", struct tot_key, u64, total_ns, MAX_TOTAL_NS, BPF_F_NO_PREALLOC);
+BPF_F_TABLE("hash", struct tot_key, u64, count, MAX_COUNT, BPF_F_NO_PREALLOC);
 BPF_PERCPU_ARRAY(raised, u64, 10);                 /* vec -> raise time on this CPU */
 BPF_PERCPU_ARRAY(entered, u64, 10);                /* vec -> entry time on this CPU */
 BPF_PERCPU_ARRAY(ksoft_since, u64, 1);
-BPF_HASH(ksoft_ns, u32, u64, 1024);                /* cpu -> ksoftirqd runtime */
+BPF_F_TABLE("hash", u32, u64, ksoft_ns, MAX_KSOFT_NS, BPF_F_NO_PREALLOC); /* cpu -> ksoftirqd ns */
 
 static inline int net_vec(u32 vec) { return vec == 2 || vec == 3; }  /* NET_TX, NET_RX */
 
@@ -37,8 +37,8 @@ int np_entry(void *ctx) {
     u64 *t = raised.lookup(&i);
     if (t && *t) {
         struct hist_key k = {.vec = vec, .cpu = bpf_get_smp_processor_id(),
-                             .slot = bpf_log2l((now - *t) / 1000 + 1)};
-        { u64 __z = 0, *__v = latency_us.lookup_or_try_init(&k, &__z); if (__v) __sync_fetch_and_add(__v, 1); else lost_inc(); }
+                             .slot = slot_of((now - *t) / 1000)};
+        { u64 __z = 0, *__v = latency_us.lookup_or_try_init(&k, &__z); if (__v) __sync_fetch_and_add(__v, 1); else lost_inc(LOSS_LATENCY_US); }
         *t = 0;
     }
     u64 *e = entered.lookup(&i);
@@ -58,11 +58,11 @@ int np_exit(void *ctx) {
     u64 d = bpf_ktime_get_ns() - *e;
     *e = 0;
     u32 cpu = bpf_get_smp_processor_id();
-    struct hist_key k = {.vec = vec, .cpu = cpu, .slot = bpf_log2l(d / 1000 + 1)};
-    { u64 __z = 0, *__v = runtime_us.lookup_or_try_init(&k, &__z); if (__v) __sync_fetch_and_add(__v, 1); else lost_inc(); }
+    struct hist_key k = {.vec = vec, .cpu = cpu, .slot = slot_of(d / 1000)};
+    { u64 __z = 0, *__v = runtime_us.lookup_or_try_init(&k, &__z); if (__v) __sync_fetch_and_add(__v, 1); else lost_inc(LOSS_RUNTIME_US); }
     struct tot_key t = {.vec = vec, .cpu = cpu};
-    { u64 __z = 0, *__v = total_ns.lookup_or_try_init(&t, &__z); if (__v) __sync_fetch_and_add(__v, d); else lost_inc(); }
-    { u64 __z = 0, *__v = count.lookup_or_try_init(&t, &__z); if (__v) __sync_fetch_and_add(__v, 1); else lost_inc(); }
+    { u64 __z = 0, *__v = total_ns.lookup_or_try_init(&t, &__z); if (__v) __sync_fetch_and_add(__v, d); else lost_inc(LOSS_TOTAL_NS); }
+    { u64 __z = 0, *__v = count.lookup_or_try_init(&t, &__z); if (__v) __sync_fetch_and_add(__v, 1); else lost_inc(LOSS_COUNT); }
     return 0;
 }
 #endif
@@ -82,7 +82,7 @@ int np_switch(void *ctx) {
     u64 now = bpf_ktime_get_ns();
     if (is_ksoftirqd(prev) && *since) {
         u32 cpu = bpf_get_smp_processor_id();
-        { u64 __z = 0, *__v = ksoft_ns.lookup_or_try_init(&cpu, &__z); if (__v) __sync_fetch_and_add(__v, now - *since); else lost_inc(); }
+        { u64 __z = 0, *__v = ksoft_ns.lookup_or_try_init(&cpu, &__z); if (__v) __sync_fetch_and_add(__v, now - *since); else lost_inc(LOSS_KSOFT_NS); }
         *since = 0;
     }
     if (is_ksoftirqd(next))

@@ -1,15 +1,29 @@
-/* states: TCP state transitions (sock:inet_sock_set_state), aggregated in the kernel.
- * Who closes first (ESTABLISHED -> FIN_WAIT1 on this side: the TIME_WAIT maker), who enters
- * CLOSE_WAIT and how long it stays there, connection rate per peer. */
+/* states: TCP state transitions (sock:inet_sock_set_state), aggregated in the kernel by what
+ * the report shows: the state pair, the local port (0 for a client's ephemeral port), the
+ * remote port (0 for a client's ephemeral port) and, for a service destination, its address.
+ * A server's peers are not in the key (they are unbounded); a client's destinations are.
+ * Also: how long sockets stay in CLOSE_WAIT (per-socket entry time, tracked until they leave),
+ * as a log2 histogram in ms, and those still waiting when the window closes. */
 struct trans_key {
     u8 family; u8 oldstate; u8 newstate; u8 pad;
-    u16 sport; u16 dport;
+    u16 lport; u16 rport;
     u8 daddr[16];
 };
-BPF_HASH(transitions, struct trans_key, u64, 16384);
-BPF_HASH(cw_since, u64, u64, 65536);   /* socket -> ns it entered CLOSE_WAIT */
-BPF_HASH(cw_port, u64, u32, 65536);    /* socket -> local port (host order) */
-BPF_HISTOGRAM(cw_ms, int, 40);         /* log2(ms) spent in CLOSE_WAIT, for those that left */
+BPF_F_TABLE("hash", struct trans_key, u64, transitions, MAX_TRANSITIONS, BPF_F_NO_PREALLOC);
+
+struct cw_val { u64 since; u32 lport; u32 pad; };
+BPF_F_TABLE("hash", u64, struct cw_val, cw_since, MAX_CW_SINCE, BPF_F_NO_PREALLOC);
+BPF_ARRAY(cw_ms, u64, 64);      /* log2(ms) spent in CLOSE_WAIT, by those that left it */
+BPF_ARRAY(cw_counts, u64, 4);   /* [0] entered, [1] left (tracked), [2] left, entered before */
+
+#define TCP_ESTABLISHED_ 1
+#define TCP_CLOSE_WAIT_ 8
+
+static inline void cw_count(int i) {
+    u64 *c = cw_counts.lookup(&i);
+    if (c)
+        __sync_fetch_and_add(c, 1);
+}
 
 #ifdef HOOK_np_set_state
 int np_set_state(void *ctx) {
@@ -19,32 +33,48 @@ int np_set_state(void *ctx) {
     TP_READ(protocol, inet_sock_set_state, protocol);
     if (protocol != 6)
         return 0;
+    TP_READ(sk, inet_sock_set_state, skaddr);
+#ifdef NETNS_INUM
+    if (!NS_OK(sk_netns(sk)))
+        return 0;
+#endif
     TP_READ(oldstate, inet_sock_set_state, oldstate);
     TP_READ(newstate, inet_sock_set_state, newstate);
     TP_READ(family, inet_sock_set_state, family);
     TP_READ(sport, inet_sock_set_state, sport);
     TP_READ(dport, inet_sock_set_state, dport);
-    TP_READ(sk, inet_sock_set_state, skaddr);
     struct trans_key k = {};
     k.family = family; k.oldstate = oldstate; k.newstate = newstate;
-    k.sport = sport; k.dport = dport;
-    if (family == 2)
-        bpf_probe_read_kernel(&k.daddr, 4, (char *)ctx + OFF_inet_sock_set_state_daddr);
+    k.lport = local_shown(sport);
+    k.rport = remote_shown(dport);
+    if (k.rport) {
+        if (family == 2)
+            bpf_probe_read_kernel(&k.daddr, 4, (char *)ctx + OFF_inet_sock_set_state_daddr);
+        else
+            bpf_probe_read_kernel(&k.daddr, 16, (char *)ctx + OFF_inet_sock_set_state_daddr_v6);
+    }
+    u64 z = 0, *v = transitions.lookup_or_try_init(&k, &z);
+    if (v)
+        __sync_fetch_and_add(v, 1);
     else
-        bpf_probe_read_kernel(&k.daddr, 16, (char *)ctx + OFF_inet_sock_set_state_daddr_v6);
-    { u64 __z = 0, *__v = transitions.lookup_or_try_init(&k, &__z); if (__v) __sync_fetch_and_add(__v, 1); else lost_inc(); }
-    if (newstate == 8) {            /* TCP_CLOSE_WAIT */
-        u64 now = bpf_ktime_get_ns();
-        u32 port = sport;
-        cw_since.update(&sk, &now);
-        cw_port.update(&sk, &port);
-    } else if (oldstate == 8) {
-        u64 *since = cw_since.lookup(&sk);
+        lost_inc(LOSS_TRANSITIONS);
+    if (newstate == TCP_CLOSE_WAIT_) {
+        struct cw_val cv = {.since = bpf_ktime_get_ns(), .lport = sport};
+        cw_count(0);
+        if (cw_since.update(&sk, &cv) != 0)
+            lost_inc(LOSS_CW_SINCE);
+    } else if (oldstate == TCP_CLOSE_WAIT_) {
+        struct cw_val *since = cw_since.lookup(&sk);
         if (since) {
-            u64 ms = (bpf_ktime_get_ns() - *since) / 1000000;
-            cw_ms.increment(bpf_log2l(ms + 1));
+            u64 ms = (bpf_ktime_get_ns() - since->since) / 1000000;
+            int slot = slot_of(ms);
+            u64 *h = cw_ms.lookup(&slot);
+            if (h)
+                __sync_fetch_and_add(h, 1);
             cw_since.delete(&sk);
-            cw_port.delete(&sk);
+            cw_count(1);
+        } else {
+            cw_count(2);
         }
     }
     return 0;

@@ -1,50 +1,99 @@
-"""Probe layer without a kernel: format files of several kernels, per-hook degradation,
-and the readers that turn kernel maps into facts (fed here with table-shaped stand-ins)."""
+"""Probe layer without a kernel: BTF parsing, format files of several kernels, per-hook
+degradation, the readers on recorded maps (tests/fixtures/probes/, written by a real run with
+NETDIAG_PROBE_RECORD), the declarations' completeness, the schema, and the rules on typed
+results."""
 
 from __future__ import annotations
 
-import ipaddress
+import dataclasses
+import json
+import re
+import struct
+from pathlib import Path
 from types import SimpleNamespace as NS
 
-from netdiag.ebpf import tracefs
-from netdiag.ebpf.probes import PROBES, read_drops, read_resets, read_retrans, read_states
-from netdiag.ebpf.runtime import Plan, c_source, plan_hooks
+import jsonschema
+import pytest
 
-from conftest import FIXTURES
+from netdiag.ebpf import btf, readers, tracefs
+from netdiag.ebpf.probes import PROBES
+from netdiag.ebpf.runtime import Hook, c_source, map_defines, plan_hooks
+from netdiag.ebpf.session import mark_approximate
+from netdiag.facts import Facts
+from netdiag.probefacts import (
+    Completeness,
+    EpollRegistration,
+    Listener,
+    MapLoss,
+    Retransmits,
+    RetransResult,
+    WakeupsResult,
+    Window,
+    WorkerThread,
+)
+
+from conftest import FIXTURES, REPO
 
 FMT = FIXTURES / "tracefs"
+RECORDED = FIXTURES / "probes"
+SCHEMA = REPO / "docs" / "schema" / "probes.schema.json"
 
 
 def fmt(name: str) -> str:
     return (FMT / name).read_text()
 
 
-BTF_RAW = """[1] INT 'unsigned short' size=2 bits_offset=0 nr_bits=16 encoding=(none)
-[2] PTR '(anon)' type_id=0
-[10] STRUCT '(anon)' size=6 vlen=3
-\t'transport_header' type_id=1 bits_offset=0
-\t'network_header' type_id=1 bits_offset=16
-\t'mac_header' type_id=1 bits_offset=32
-[11] UNION '(anon)' size=6 vlen=2
-\t'(anon)' type_id=10 bits_offset=0
-\t'headers' type_id=10 bits_offset=0
-[12] STRUCT 'sk_buff' size=224 vlen=3
-\t'len' type_id=1 bits_offset=0
-\t'(anon)' type_id=11 bits_offset=1424
-\t'head' type_id=2 bits_offset=1536
-[13] STRUCT 'other' size=8 vlen=1
-\t'head' type_id=2 bits_offset=0
-"""
+# ---- BTF ------------------------------------------------------------------------------------
+
+def _blob(types: list[bytes], strings: bytes) -> bytes:
+    data = b"".join(types)
+    header = struct.pack("<HBBIIIII", btf.BTF_MAGIC, 1, 0, 24, 0, len(data), len(data),
+                         len(strings))
+    return header + data + strings
 
 
-def test_btf_offsets_through_anonymous_members():
-    from netdiag.ebpf.btf import find_offsets, parse_raw
+def test_btf_blob_offsets_through_anonymous_members_and_no_bitfields():
+    strings = b"\0sk_buff\0head\0network_header\0transport_header\0flags\0int\0"
+    off = {name: strings.index(name.encode() + b"\0") for name in
+           ("sk_buff", "head", "network_header", "transport_header", "flags", "int")}
 
-    types = parse_raw(BTF_RAW)
-    got = find_offsets(types, "sk_buff", ("head", "network_header", "transport_header"))
+    def member(name: str, type_id: int, bits: int) -> bytes:
+        return struct.pack("<III", off[name] if name else 0, type_id, bits)
+
+    types = [
+        struct.pack("<III", off["int"], 1 << 24, 4) + struct.pack("<I", 32),  # [1] INT
+        struct.pack("<III", 0, (4 << 24) | 2, 4) + member("transport_header", 1, 0)
+        + member("network_header", 1, 16),  # [2] anonymous STRUCT
+        struct.pack("<III", off["sk_buff"], (4 << 24) | (1 << 31) | 3, 224)
+        + member("", 2, 1424) + member("head", 1, 1536)
+        + member("flags", 1, (3 << 24) | 1600),  # [3] sk_buff, kind_flag: bitfield sizes
+    ]
+    parsed = btf.BTF(_blob(types, strings))
+    got = parsed.offsets("sk_buff", ("head", "network_header", "transport_header", "flags"))
     assert got == {"transport_header": 178, "network_header": 180, "head": 192}
-    assert find_offsets(types, "nosuch", ("head",)) == {}
+    assert parsed.offsets("nosuch", ("head",)) == {}
+    with pytest.raises(ValueError):
+        btf.BTF(b"\0" * 40)
 
+
+def test_btf_layout_says_what_is_missing(tmp_path):
+    layout = btf.kernel_layout(str(tmp_path / "no-btf"))
+    assert set(layout.missing) == set(btf.GROUPS) and not layout.offsets
+    assert "no BTF" in layout.why("sk_netns")
+    assert layout.defines(("sk_netns",)) == {}
+
+
+def test_running_kernel_layout_has_every_group():
+    if not Path(btf.VMLINUX).exists():
+        pytest.skip("this kernel has no BTF")
+    layout = btf.kernel_layout()
+    assert layout.missing == {} or set(layout.missing) <= {"syscall_regs"}
+    d = layout.defines(("sk_netns",))
+    assert d["NET_INUM_OFF"] == layout.offsets["NET_NS_OFF"] + layout.offsets["NS_INUM_OFF"]
+    assert d["HAVE_SK_NETNS"] == 1
+
+
+# ---- format files and per-hook degradation -----------------------------------------------
 
 def test_kfree_skb_across_kernels():
     new = tracefs.parse_fields(fmt("kfree_skb.6.18"))
@@ -68,7 +117,6 @@ def test_send_reset_layouts_and_nested_symbolic():
     assert reasons[1] == "NO_SOCKET"  # found past the nested state table
     old = tracefs.parse_fields(fmt("tcp_send_reset.5.15"))
     assert old["sport"].offset == 28 and "reason" not in old
-    # Entries whose value is a symbol, not a number, are skipped.
     assert tracefs.parse_symbolic(fmt("tcp_send_reset.5.15"), "state") == {}
     assert tracefs.parse_symbolic(fmt("tcp_send_reset.5.15"), "family") == {2: "AF_INET",
                                                                            10: "AF_INET6"}
@@ -80,7 +128,7 @@ def _fake_tracefs(tmp_path, files: dict[str, str]):
         cat, event = key.split(":")
         d = tmp_path / "events" / cat / event
         d.mkdir(parents=True)
-        (d / "format").write_text(fmt(name))
+        (d / "format").write_text(fmt(name) if name else "")
     return str(tmp_path)
 
 
@@ -98,81 +146,264 @@ def test_hooks_degrade_one_by_one(tmp_path):
     assert "#define OFF_tcp_send_reset_saddr 34" in src
 
 
-def test_a_hook_missing_a_field_is_skipped(tmp_path):
+def test_a_hook_missing_a_field_or_offsets_is_skipped(tmp_path):
     root = _fake_tracefs(tmp_path, {"skb:kfree_skb": "kfree_skb.5.10"})
     plan = plan_hooks(PROBES["drops"].hooks, root)
     assert [h.fn for h in plan.enabled] == ["np_kfree_skb"]  # reason is optional
     assert "#define HAS_kfree_skb_reason" not in c_source("drops", plan)
     empty = plan_hooks(PROBES["states"].hooks, _fake_tracefs(tmp_path / "x", {}))
     assert not empty.enabled and "sock:inet_sock_set_state" in empty.missing[0][1]
+    # A raw tracepoint needs its event to exist and the struct offsets its code reads.
+    no_btf = btf.Layout({}, {g: "this kernel's BTF has no X" for g in btf.GROUPS})
+    raw = _fake_tracefs(tmp_path / "y", {"raw_syscalls:sys_exit": ""})
+    plan = plan_hooks(PROBES["errors"].hooks, raw, layout=no_btf)
+    assert not plan.enabled and "BTF has no X" in plan.missing[0][1]
+    plan = plan_hooks(PROBES["errors"].hooks, raw, layout=btf.Layout({}, {}))
+    assert [h.fn for h in plan.enabled] == ["np_sys_exit"]
 
 
-class Table:
-    def __init__(self, items):
-        self._items = items
-
-    def items(self):
-        return self._items
-
-    def values(self):
-        return [v for _, v in self._items]
-
-
-def val(n):
-    return NS(value=n)
+def test_defines_caps_and_large_values(monkeypatch):
+    maps = PROBES["states"].maps
+    d = map_defines(maps)
+    assert d == {"MAX_TRANSITIONS": 65536, "LOSS_TRANSITIONS": 0, "MAX_CW_SINCE": 131072,
+                 "LOSS_CW_SINCE": 1}
+    monkeypatch.setenv("NETDIAG_PROBE_MAP_ENTRIES", "4")
+    assert map_defines(maps)["MAX_TRANSITIONS"] == 4
+    plan = plan_hooks((), "/nonexistent")
+    src = c_source("states", plan, {"NETNS_INUM": 4026531833, "EPH_LO": 32768})
+    assert "#define NETNS_INUM 0xeffffff9ULL" in src and "#define EPH_LO 32768" in src
 
 
-def v4(text: str) -> bytes:
-    return ipaddress.IPv4Address(text).packed + bytes(12)
+def test_histogram_buckets_are_labelled_by_their_real_range():
+    """Slot 0 holds 0 (the old labels said 1-1 ms for 0 ms closes); slot k holds
+    [2^(k-1), 2^k - 1], bpftrace's hist() buckets."""
+    got = [(b.low, b.high, b.count) for b in readers.buckets({0: 5, 1: 2, 2: 3, 9: 1, 4: 0})]
+    assert got == [(0, 0, 5), (1, 1, 2), (2, 3, 3), (256, 511, 1)]
 
 
-def test_states_reader_groups_closers_and_close_wait():
-    t = lambda o, n, sp, dp, peer, c: (NS(family=2, oldstate=o, newstate=n, sport=sp,  # noqa
-                                           dport=dp, daddr=v4(peer)), val(c))
-    bpf = {"transitions": Table([t(1, 4, 40001, 443, "10.0.0.9", 3),
-                                 t(1, 4, 40002, 443, "10.0.0.9", 2),
-                                 t(1, 8, 8080, 50000, "10.0.0.7", 4),
-                                 t(2, 1, 40003, 443, "10.0.0.9", 5)]),
-           "cw_port": Table([]), "cw_since": Table([]),
-           "cw_ms": Table([(val(3), val(2)), (val(0), val(0))]), "lost": Table([(0, val(1))])}
-    facts = read_states(bpf, Plan(), 10.0)
-    assert facts["active_closes"] == [{"peer": "10.0.0.9", "port": 443, "closes": 5,
-                                       "per_s": 0.5}]
-    assert facts["peer_closed_first_by_port"] == [{"local_port": 8080, "closes": 4}]
-    assert facts["connects_per_peer"][0]["connects"] == 5
-    assert facts["transitions"]["ESTABLISHED->FIN_WAIT1"] == 5
-    assert facts["close_wait_left_ms"] == [{"from": 4, "to": 7, "count": 2}]
-    assert facts["lost_events"] == 1
+# ---- readers on recorded maps -------------------------------------------------------------
+
+class Recorded:
+    """A recorded fixture as the readers' map interface."""
+
+    def __init__(self, doc: dict) -> None:
+        self.doc = doc
+
+    @staticmethod
+    def _ns(x):
+        if isinstance(x, dict):
+            return NS(**{k: bytes(v) if isinstance(v, list) else v for k, v in x.items()})
+        return x
+
+    def items(self, name: str) -> list:
+        return [(self._ns(k), self._ns(v)) for k, v in self.doc["maps"].get(name, [])]
+
+    def values(self, name: str) -> list[int]:
+        rows = sorted(self.doc["maps"].get(name, []), key=lambda kv: kv[0]["value"])
+        return [v["value"] for _, v in rows]
 
 
-def test_drops_reader_names_reasons_from_the_format():
-    plan = Plan(formats={"skb:kfree_skb": fmt("kfree_skb.6.1")})
-    bpf = {"drops": Table([(NS(reason=2, protocol=0x0800, l4=6, port=9330), val(30)),
-                           (NS(reason=15, protocol=0x86DD, l4=0, port=0), val(3))]),
-           "lost": Table([(0, val(0))])}
-    facts = read_drops(bpf, plan, 3.0)
-    assert facts["by_reason"][0] == {"reason": "NO_SOCKET", "drops": 30, "per_s": 10.0}
-    assert facts["by_reason"][1]["reason"] == "SOCKET_RCVBUFF"
-    assert facts["by_protocol"] == {"ipv4": 30, "ipv6": 3}
-    assert facts["by_port"] == [{"reason": "NO_SOCKET", "protocol": "tcp", "port": 9330,
-                                 "drops": 30, "per_s": 10.0}]
-    old = read_drops(bpf, Plan(formats={"skb:kfree_skb": fmt("kfree_skb.5.10")}), 3.0)
-    assert old["by_reason"][0]["reason"] == "unknown (no reason field)"
+def read_recorded(probe: str):
+    doc = json.loads((RECORDED / f"{probe}.json").read_text())
+    ctx = readers.ReadContext(formats=doc["formats"], enabled=set(doc["enabled"]),
+                              seconds=doc["seconds"], now_ns=doc["now_ns"],
+                              epoll_known=doc["epoll_known"])
+    res = PROBES[probe].read(Recorded(doc), ctx)
+    res.probe = probe
+    res.window = Window("2026-11-27T20:00:00.000Z", "2026-11-27T20:00:01.500Z", doc["seconds"])
+    return res
 
 
-def test_resets_and_retrans_readers():
-    plan = Plan(formats={"tcp:tcp_send_reset": fmt("tcp_send_reset.6.18")})
-    bpf = {"sent": Table([(NS(reason=2, state=0, lport=9330, rport=5000), val(7)),
-                          (NS(reason=0, state=1, lport=80, rport=6000), val(1))]),
-           "received": Table([(NS(lport=9331, rport=7000), val(2))]),
-           "lost": Table([(0, val(0))])}
-    facts = read_resets(bpf, plan, 1.0)
-    assert facts["sent"][0] == {"reason": "NO_SOCKET", "state": "-", "local_port": 9330,
-                                "resets": 7}
-    assert facts["sent"][1]["reason"] == "not given by this kernel"
-    assert facts["sent"][1]["state"] == "ESTABLISHED" and facts["received_total"] == 2
-    r = read_retrans({"retrans": Table([(NS(family=2, dport=443, daddr=v4("10.1.1.1")),
-                                         val(20))]), "lost": Table([(0, val(0))])},
-                     Plan(), 2.0)
-    assert r["by_peer"] == [{"peer": "10.1.1.1", "port": 443, "retransmits": 20,
-                             "per_s": 10.0}]
+@pytest.mark.parametrize("probe", sorted(PROBES))
+def test_recorded_maps_read_into_results_that_match_the_schema(probe):
+    res = read_recorded(probe)
+    schema = json.loads(SCHEMA.read_text())
+    jsonschema.Draft202012Validator(schema).validate({probe: dataclasses.asdict(res)})
+
+
+def test_recorded_states():
+    res = read_recorded("states")
+    closes = {(r.peer, r.remote_port, r.local_port): r.count for r in res.active_closes}
+    assert closes == {("127.0.0.1", 9600, None): 20, ("::1", 9603, None): 3,
+                      ("127.0.0.1", 9601, None): 4}
+    assert {(r.peer, r.remote_port): r.count for r in res.failed_connects} == \
+        {("127.0.0.1", 9602): 3}
+    assert {r.local_port: r.count for r in res.accepted} == {9600: 20, 9601: 4, 9603: 3}
+    cw = res.close_wait
+    assert (cw.entered, cw.left, cw.still_waiting_total) == (27, 25, 2)
+    assert cw.still_waiting[0].local_port == 9601 and cw.still_waiting[0].sockets == 2
+    assert {(b.low, b.high) for b in cw.left_after_ms} >= {(0, 0), (256, 511)}
+
+
+def test_recorded_wakeups_tell_a_shared_socket_from_a_reuseport_group():
+    res = read_recorded("wakeups")
+    shared = [x for x in res.listeners if x.port == 9620]
+    group = [x for x in res.listeners if x.port == 9621]
+    assert len(shared) == 1 and shared[0].sockets_on_port == 1
+    assert shared[0].wakeups_per_connection >= 2 and len(shared[0].processes) == 3
+    assert len(group) == 2 and all(g.sockets_on_port == 2 for g in group)
+    assert all(g.wakeups_per_connection == 1.0 for g in group)
+
+
+def test_recorded_errors_and_resets():
+    res = read_recorded("errors")
+    got = {(f.call, f.error, f.reported_by): f.count for f in res.failures}
+    assert got == {("connect", "ECONNREFUSED", "return"): 4,
+                   ("connect", "ECONNREFUSED", "so_error"): 2,
+                   ("recvfrom", "ECONNRESET", "return"): 3, ("accept4", "EMFILE", "return"): 2}
+    assert res.total == 11 and res.by_errno[0].error == "ECONNREFUSED"
+    rs = read_recorded("resets")
+    assert {(r.reason, r.local_port): r.resets for r in rs.sent}[("NO_SOCKET", 9660)] == 4
+
+
+def test_loss_marks_the_tables_fed_by_the_map():
+    res = read_recorded("states")
+    mark_approximate(res, ("transitions", "active_closes", "close_wait"))
+    assert all(t.approximate for t in res.transitions)
+    assert all(r.approximate for r in res.active_closes) and res.close_wait.approximate
+    assert not any(r.approximate for r in res.accepted)
+
+
+# ---- declarations ------------------------------------------------------------------------
+
+MAN = (REPO / "man" / "netdiag.1").read_text()
+README = (REPO / "README.md").read_text()
+CHECKLIST = (REPO / "probes" / "README.md").read_text()
+
+
+@pytest.mark.parametrize("name", sorted(PROBES))
+def test_every_probe_declaration_is_complete(name):
+    """What probes/README.md asks of a new probe: its C file with each hook and map, its man
+    section, its fixture, its schema, its topics, its metrics, its README line."""
+    from netdiag import metrics
+    from netdiag.rules import TOPICS
+
+    spec = PROBES[name]
+    src = (REPO / "probes" / f"{name}.c").read_text()
+    for hook in spec.hooks:
+        assert f"#ifdef HOOK_{hook.fn}" in src and f"int {hook.fn}(" in src, hook.fn
+        assert hook.netns in ("socket", "packet", "inherits", "none")
+        assert set(hook.btf) <= set(btf.GROUPS)
+    for m in spec.maps:
+        assert f"MAX_{m.name.upper()}" in src and f"LOSS_{m.name.upper()}" in src, m.name
+        for table in m.tables:
+            assert table in {f.name for f in dataclasses.fields(read_recorded(name))}, table
+    assert re.search(rf"^\.SS {name}$", MAN, re.M), f"man section for {name}"
+    assert (RECORDED / f"{name}.json").is_file()
+    assert name in json.loads(SCHEMA.read_text())["$defs"]
+    assert spec.topics and all(t in TOPICS for t in spec.topics)
+    assert spec.metrics and all(f'"{m}"' in Path(metrics.__file__).read_text()
+                                for m in spec.metrics)
+    assert f"`{name}`" in README
+    assert "probes/NAME.c" in CHECKLIST
+
+
+def test_probe_schema_is_current():
+    from schema_gen import schema
+
+    assert json.loads(SCHEMA.read_text()) == schema(), \
+        "run: python3 tests/schema_gen.py > docs/schema/probes.schema.json"
+
+
+# ---- rules on typed results --------------------------------------------------------------
+
+def _facts(**probes) -> Facts:
+    return Facts(probes=probes)
+
+
+def _listener(port: int, conns: int, wakeups: int, threads: list[tuple[int, int]],
+              epoll: int | None = 4, exclusive: int = 0, group: int = 1) -> Listener:
+    return Listener(
+        inode=port * 10, port=port, family="ipv4", connections=conns, accepted=conns,
+        eagain=0, errors=0, wakeups=wakeups,
+        wakeups_per_connection=round(wakeups / conns, 2) if conns else None,
+        waiters_max=4, epoll_waiters_max=epoll, exclusive_waiters_max=exclusive,
+        sockets_on_port=group, processes=sorted({p for p, _ in threads}),
+        threads=[WorkerThread(p, t, "srv", wakeups // len(threads), 1, 0, 0)
+                 for p, t in threads])
+
+
+def test_herd_verdict_names_threads_of_one_process_and_the_fix():
+    from netdiag.rules import wakeups
+
+    res = WakeupsResult(window=Window(seconds=5.0), listeners=[
+        _listener(8080, 40, 160, [(100, 101), (100, 102), (100, 103), (100, 104)])])
+    [f] = wakeups.check(_facts(wakeups=res))
+    assert f.severity.label == "warning"
+    assert "port 8080: 4 tasks woken per connection" in f.title
+    assert "4 threads of pid 100" in f.title
+    assert "4 epoll instances wait on it" in f.recommendation
+    assert "EPOLLEXCLUSIVE" in f.recommendation and "SO_REUSEPORT" in f.recommendation
+
+
+def test_herd_verdict_ok_for_a_reuseport_group_and_thin_data():
+    from netdiag.rules import wakeups
+
+    group = [_listener(8080, 10, 10, [(100 + i, 100 + i)], epoll=1, group=4) for i in range(4)]
+    [f] = wakeups.check(_facts(wakeups=WakeupsResult(window=Window(seconds=5.0),
+                                                     listeners=group)))
+    assert f.severity.label == "ok" and "too few connections" in f.title
+    group = [_listener(8080, 30, 30, [(100 + i, 100 + i)], epoll=1, group=4) for i in range(4)]
+    [f] = wakeups.check(_facts(wakeups=WakeupsResult(window=Window(seconds=5.0),
+                                                     listeners=group)))
+    assert f.severity.label == "ok" and "SO_REUSEPORT group of 4 sockets" in f.title
+    # An exclusive registration that still wakes several: the cascade of one shared epoll.
+    excl = _listener(9000, 40, 120, [(7, 7), (7, 8), (7, 9)], epoll=1, exclusive=1)
+    excl.epoll_registrations = [EpollRegistration(7, "srv", 1, 1, 0)]
+    [f] = wakeups.check(_facts(wakeups=WakeupsResult(window=Window(seconds=5.0),
+                                                     listeners=[excl])))
+    assert f.severity.label == "warning" and "level-triggered" in f.recommendation
+
+
+def test_retransmits_that_failed_inside_the_host_are_apart():
+    from netdiag.rules import retrans
+
+    res = RetransResult(window=Window(seconds=2.0), by_flow=[
+        Retransmits(None, "10.0.0.9", 443, 0, 12, 0.0)], total=0, failed_total=12,
+        failures_reported=True)
+    [f] = retrans.check(_facts(retrans=res))
+    assert f.severity.label == "info" and "no retransmit left the host" in f.title
+    res.by_flow = [Retransmits(None, "10.0.0.9", 443, 50, 3, 25.0)]
+    res.total, res.failed_total = 50, 3
+    [f] = retrans.check(_facts(retrans=res))
+    assert f.severity.label == "warning" and "10.0.0.9:443" in f.title
+    assert "3 more attempts failed inside this host" in f.title
+
+
+def test_incomplete_probe_results_are_a_warning_that_says_by_how_much():
+    from netdiag.rules import probes
+
+    res = RetransResult(probe="retrans", window=Window(seconds=2.0))
+    [ok] = probes.check(_facts(retrans=res))
+    assert ok.severity.label == "ok"
+    res.completeness = Completeness(complete=False, events_lost=77, skipped_runs=3, lost=[
+        MapLoss("retrans", 65536, 77, ["by_flow"])])
+    [f] = probes.check(_facts(retrans=res))
+    assert f.severity.label == "warning"
+    assert "77 events lost in map retrans (full at 65536 entries: by_flow are lower bounds)" \
+        in f.title and "3 runs skipped by the kernel" in f.title
+    assert f.evidence["probes"][0]["maps"][0]["events_lost"] == 77
+
+
+def test_hook_names_say_raw_tracepoints():
+    assert Hook("x", "sched", "sched_waking", "f", raw=True).name == "raw:sched:sched_waking"
+    assert Hook("x", "tcp", "tcp_send_reset", "f").name == "tcp:tcp_send_reset"
+
+
+def test_softirq_imbalance_is_judged_over_the_probe_window():
+    """Since boot CPU0 did everything; during the window the work was spread: the verdict
+    follows the window the table shows."""
+    from netdiag.facts import SoftirqFacts
+    from netdiag.probefacts import SoftirqCpu, SoftirqResult
+    from netdiag.rules import softirq
+
+    boot = SoftirqFacts(net_rx=[900_000, 10], net_tx=[0, 0])
+    [since_boot] = [f for f in softirq.check(Facts(softirqs=boot)) if f.id == "softirq.imbalance"]
+    assert since_boot.severity.label == "info" and "CPU0" in since_boot.title
+    res = SoftirqResult(window=Window(seconds=3.0), per_cpu=[
+        SoftirqCpu("NET_RX", 0, 6000, 1.0, 0.0), SoftirqCpu("NET_RX", 1, 5500, 1.0, 0.0),
+        SoftirqCpu("NET_TX", 1, 90000, 1.0, 0.0)])
+    [f] = [f for f in softirq.check(Facts(softirqs=boot, probes={"softirq": res}))
+           if f.id == "softirq.imbalance"]
+    assert f.severity.label == "ok" and f.evidence["net_rx_per_cpu"] == [6000, 5500]
+    assert f.evidence["window"] == "probe window (3 s)"

@@ -459,7 +459,7 @@ def test_backlog_probe_window_judges_the_overflows_it_saw(netns, tmp_path):
     assert over["severity"] in ("warning", "critical"), over
     assert over["evidence"]["ListenOverflows"]["since"] == "probe window"
     assert "during the probe window" in over["title"] and "127.0.0.1:8285" in over["title"]
-    sampled = report["facts"]["backlog: accept_queues_sampled"]
+    sampled = report["facts"]["backlog"]["accept_queues"]
     assert any(r["port"] == 8285 and r["samples_full"] for r in sampled)
 
 

@@ -9,9 +9,9 @@ it.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import platform
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -22,18 +22,30 @@ from netdiag.ebpf import tracefs
 
 SYSTEM_SITE = ("/usr/lib/python3/dist-packages", "/usr/lib64/python3/site-packages")
 CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
+# Testing knob: cap every probe map at N entries, to exercise the loss accounting.
+MAP_ENTRIES_ENV = "NETDIAG_PROBE_MAP_ENTRIES"
 
 
 @dataclass(frozen=True)
 class Hook:
-    """One tracepoint a probe attaches to, and the fields it reads there."""
+    """One tracepoint a probe attaches to, and what it needs there."""
 
     part: str  # what this hook measures, for `probe list` and degraded-run messages
     category: str
     event: str
     fn: str  # C function in the probe source, compiled only when the hook is usable
-    fields: tuple[str, ...]  # required: the hook is skipped without them
+    fields: tuple[str, ...] = ()  # required format fields: the hook is skipped without them
     optional: tuple[str, ...] = ()  # read when the kernel has them (HAS_<event>_<field>)
+    raw: bool = False  # raw tracepoint: the program gets the TP_PROTO arguments, no fields
+    btf: tuple[str, ...] = ()  # struct offset groups it needs (netdiag.ebpf.btf.GROUPS)
+    # How the hook knows the network namespace of an event: "socket" (the event's socket),
+    # "packet" (the packet's socket or device), "inherits" (it only continues what a
+    # filtered hook started), "none" (host-wide: softirqs and the scheduler have none).
+    netns: str = "socket"
+
+    @property
+    def name(self) -> str:
+        return f"{'raw:' if self.raw else ''}{self.category}:{self.event}"
 
 
 @dataclass
@@ -45,7 +57,7 @@ class Requirement:
 
 @dataclass
 class Plan:
-    """What can run here: hooks enabled, hooks missing (with why), the C text."""
+    """What can run here: hooks enabled, hooks missing (with why), format texts."""
 
     enabled: list[Hook] = field(default_factory=list)
     missing: list[tuple[Hook, str]] = field(default_factory=list)
@@ -82,6 +94,39 @@ def _capabilities() -> int:
     return 0
 
 
+def netns_exec_name() -> str | None:
+    """The name of the namespace when this process runs under `ip netns exec NAME`, which
+    mounts a fresh sysfs on /sys with NAME as its source (iproute2 netns_switch()), hiding
+    tracefs; None otherwise."""
+    try:
+        with open("/proc/self/mountinfo") as fh:
+            mounts = [line.split() for line in fh]
+        names = set(os.listdir("/run/netns"))
+    except OSError:
+        return None
+    for fields in mounts:
+        if len(fields) < 10 or fields[4] != "/sys" or "-" not in fields:
+            continue
+        tail = fields[fields.index("-") + 1:]
+        if len(tail) >= 2 and tail[0] == "sysfs" and tail[1] in names:
+            return tail[1]
+    return None
+
+
+def tracefs_requirement() -> Requirement:
+    if tracefs.tracefs_root() is not None:
+        return Requirement(True)
+    name = netns_exec_name()
+    if name is not None:
+        return Requirement(False, f"tracefs is not visible: this runs under `ip netns exec "
+                                  f"{name}`, which mounts a fresh /sys for the namespace and "
+                                  "hides /sys/kernel/tracing",
+                           f"run from the host with --netns {name} (netdiag probe NAME "
+                           f"--netns {name}); the probes count that namespace's events only")
+    return Requirement(False, "tracefs is not mounted",
+                       "mount -t tracefs nodev /sys/kernel/tracing")
+
+
 def requirements() -> dict[str, Requirement]:
     """The host-wide conditions every probe needs, each with its fix."""
     caps = _capabilities()
@@ -101,14 +146,14 @@ def requirements() -> dict[str, Requirement]:
     out["headers"] = Requirement(headers, "" if headers else f"no kernel headers at {build}",
                                  f"apt-get install linux-headers-{release} (or the headers "
                                  "package of the running kernel)")
-    root = tracefs.tracefs_root()
-    out["tracefs"] = Requirement(root is not None, "" if root else
-                                 "tracefs is not mounted",
-                                 "mount -t tracefs nodev /sys/kernel/tracing")
+    out["tracefs"] = tracefs_requirement()
     return out
 
 
-def plan_hooks(hooks: tuple[Hook, ...], root: str | None = None) -> Plan:
+def plan_hooks(hooks: tuple[Hook, ...], root: str | None = None, layout=None) -> Plan:
+    """Which hooks can run: their tracepoint exists, has the fields they read, and the kernel's
+    BTF has the struct offsets they need (`layout`: netdiag.ebpf.btf.Layout; None skips that
+    check, for `probe list` without reading BTF)."""
     plan = Plan()
     root = root or tracefs.tracefs_root()
     for hook in hooks:
@@ -119,23 +164,44 @@ def plan_hooks(hooks: tuple[Hook, ...], root: str | None = None) -> Plan:
             continue
         fields = tracefs.parse_fields(text)
         absent = [f for f in hook.fields if f not in fields]
-        if absent:
+        if absent and not hook.raw:
             plan.missing.append((hook, f"{key} has no field {', '.join(absent)} here"))
             continue
+        if layout is not None:
+            why = next((layout.why(g) for g in hook.btf if layout.why(g)), None)
+            if why:
+                plan.missing.append((hook, why))
+                continue
         plan.enabled.append(hook)
         plan.formats[key] = text
     return plan
 
 
+def map_defines(maps) -> dict[str, int]:
+    """MAX_<MAP> (capacity, capped by NETDIAG_PROBE_MAP_ENTRIES) and LOSS_<MAP> (its slot in
+    the `lost` array) for each declared map."""
+    cap = os.environ.get(MAP_ENTRIES_ENV)
+    limit = int(cap) if cap and cap.isdigit() and int(cap) > 0 else None
+    out: dict[str, int] = {}
+    for i, m in enumerate(maps):
+        out[f"MAX_{m.name.upper()}"] = min(m.capacity, limit) if limit else m.capacity
+        out[f"LOSS_{m.name.upper()}"] = i
+    return out
+
+
 def c_source(name: str, plan: Plan, defines: dict[str, int] | None = None) -> str:
-    """Defines (hooks, field offsets, extra struct offsets) + common header + the C file."""
-    lines = [f"#define {k} {v}" for k, v in (defines or {}).items()]
+    """Defines (hooks, field offsets, struct offsets, filters) + common header + the C file."""
+    lines = [f"#define {k} {v:#x}ULL" if v >= 1 << 31 else f"#define {k} {v}"
+             for k, v in (defines or {}).items()]
     for hook in plan.enabled:
         lines.append(f"#define HOOK_{hook.fn} 1")
+        if hook.raw:
+            continue
         fields = tracefs.parse_fields(plan.formats[f"{hook.category}:{hook.event}"])
         for fname in hook.fields + hook.optional:
             if fname in fields:
                 lines.append(f"#define OFF_{hook.event}_{fname} {fields[fname].offset}")
+                lines.append(f"#define SIZE_{hook.event}_{fname} {fields[fname].size}")
                 if fname in hook.optional:
                     lines.append(f"#define HAS_{hook.event}_{fname} 1")
     pkg = probe_sources()
@@ -157,53 +223,141 @@ def probe_sources():
 
 
 class Loaded:
-    """A compiled and attached probe; `close()` detaches and unloads everything."""
+    """A compiled and attached probe. detach() stops counting; close() unloads everything."""
 
-    def __init__(self, name: str, plan: Plan, defines: dict[str, int] | None = None) -> None:
+    def __init__(self, name: str, plan: Plan, defines: dict[str, int] | None = None,
+                 fill=None) -> None:
         bcc = import_bcc()
         self.name = name
         self.plan = plan
+        self.attached: list[Hook] = []
         started = time.monotonic()
-        self.bpf = bcc.BPF(text=c_source(name, plan, defines), cflags=["-Wno-macro-redefined"])
+        self.bpf = bcc.BPF(text=c_source(name, plan, defines).encode(),
+                           cflags=["-Wno-macro-redefined", "-Wno-unused-function"])
+        self.compile_s = round(time.monotonic() - started, 3)
+        started = time.monotonic()
         try:
-            for hook in plan.enabled:
-                self.bpf.attach_tracepoint(tp=f"{hook.category}:{hook.event}", fn_name=hook.fn)
+            if fill is not None:
+                fill(self.bpf)  # maps the programs read from the start (listening ports)
+            self.attach()
         except Exception:
             self.close()
             raise
-        self.startup_seconds = round(time.monotonic() - started, 3)
+        self.attach_s = round(time.monotonic() - started, 3)
+
+    def attach(self) -> None:
+        """Attach every enabled hook (loading its program into the kernel the first time)."""
+        for hook in self.plan.enabled:
+            if hook in self.attached:
+                continue
+            if hook.raw:
+                self.bpf.attach_raw_tracepoint(tp=hook.event.encode(), fn_name=hook.fn)
+            else:
+                self.bpf.attach_tracepoint(tp=f"{hook.category}:{hook.event}".encode(),
+                                           fn_name=hook.fn)
+            self.attached.append(hook)
+
+    def detach(self) -> None:
+        """Stop every hook (the maps stay readable until close())."""
+        for hook in list(self.attached):
+            try:
+                if hook.raw:
+                    self.bpf.detach_raw_tracepoint(tp=hook.event.encode())
+                else:
+                    self.bpf.detach_tracepoint(tp=f"{hook.category}:{hook.event}".encode())
+            except Exception:  # noqa: BLE001 (close() below releases it anyway)
+                pass
+            self.attached.remove(hook)
+
+    def skipped_runs(self) -> int | None:
+        """Runs the kernel skipped for these programs (bpf_prog_info.recursion_misses), or None
+        when this kernel or bcc cannot tell."""
+        if self.bpf is None:
+            return None
+        from netdiag.ebpf.btf import kernel_layout
+
+        off = kernel_layout().offsets.get("PROG_INFO_MISSES_OFF")
+        if off is None:
+            return None
+        try:
+            from bcc.libbcc import lib
+        except ImportError:
+            return None
+        total = 0
+        for hook in self.plan.enabled:
+            fn = self.bpf.funcs.get(hook.fn.encode())
+            if fn is None:
+                continue
+            buf = ctypes.create_string_buffer(off + 8)
+            size = ctypes.c_uint32(off + 8)
+            try:
+                rc = lib.bpf_obj_get_info(ctypes.c_int(fn.fd), buf, ctypes.byref(size))
+            except (AttributeError, ctypes.ArgumentError):
+                return None
+            if rc != 0 or size.value < off + 8:
+                return None
+            total += int.from_bytes(buf.raw[off:off + 8], sys.byteorder)
+        return total
 
     def close(self) -> None:
         if self.bpf is not None:
-            self.bpf.cleanup()
-            self.bpf = None
+            bpf, self.bpf = self.bpf, None
+            bpf.cleanup()
 
 
-def wait(seconds: float, interval: float | None, tick, poll=None) -> float:
-    """Sleep `seconds` (calling tick(elapsed) every `interval`); SIGINT/SIGTERM end it early.
+def listening_ports() -> set[int]:
+    """TCP ports with a listener in the current network namespace (/proc/net/tcp, tcp6)."""
+    ports: set[int] = set()
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(path) as fh:
+                next(fh, None)
+                for line in fh:
+                    parts = line.split(None, 4)
+                    if len(parts) > 3 and parts[3] == "0A":
+                        ports.add(int(parts[1].rsplit(":", 1)[1], 16))
+        except (OSError, ValueError):
+            continue
+    return ports
 
-    Returns the seconds actually waited.
-    """
-    stop = {"now": False}
 
-    def handler(signum, frame):  # noqa: ARG001
-        stop["now"] = True
+def port_range() -> tuple[int, int] | None:
+    """ip_local_port_range of the current network namespace."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
+            lo, hi = (int(x) for x in fh.read().split())
+        return (lo, hi) if 0 < lo <= hi <= 65535 else None
+    except (OSError, ValueError):
+        return None
 
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+
+def kernel_symbol(name: str) -> int | None:
+    """A kernel function's address from /proc/kallsyms (None when hidden or absent)."""
+    suffix = f" {name}\n"
+    try:
+        with open("/proc/kallsyms") as fh:
+            for line in fh:
+                if line.endswith(suffix):
+                    addr = int(line.split(None, 1)[0], 16)
+                    return addr or None
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def wait(seconds: float, interval: float | None, tick, poll=None, stopped=None) -> float:
+    """Sleep `seconds` (calling tick(elapsed) every `interval`); returns early when stopped()
+    (the caller's signal handler set it). Returns the seconds actually waited."""
     start = time.monotonic()
     next_tick = start + interval if interval else None
-    try:
-        while not stop["now"]:
-            now = time.monotonic()
-            if now - start >= seconds:
-                break
-            if next_tick is not None and now >= next_tick:
-                tick(now - start)
-                next_tick += interval
-            if poll is not None:
-                poll()
-            time.sleep(max(0.0, min(0.1, seconds - (now - start))))
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+    while not (stopped and stopped()):
+        now = time.monotonic()
+        if now - start >= seconds:
+            break
+        if next_tick is not None and now >= next_tick:
+            tick(now - start)
+            next_tick += interval
+        if poll is not None:
+            poll()
+        time.sleep(max(0.0, min(0.1, seconds - (now - start))))
     return round(time.monotonic() - start, 3)

@@ -1,38 +1,80 @@
-"""Run probes for a window and return their facts: the probe layer's collector.
+"""Run probes for a window and return their typed results: the probe layer's collector.
 
-Programs are compiled and attached, the window runs (Ctrl-C or SIGTERM ends it early and
-what was gathered is still read), then everything is detached and unloaded, always.
+Order of a run: import bcc, read struct offsets (BTF), compile and attach each probe (each
+timed), open the window, wait (Ctrl-C or SIGTERM ends it early), detach, read the maps,
+unload. From the first compile to the last unload, SIGINT/SIGTERM only set a flag: a signal
+during the window ends it, a signal afterwards (a second Ctrl-C while detaching) is noted and
+the report is still read and printed, and nothing stays loaded. A signal before the window
+opened unloads what was loaded and ends the run (exit 3).
 """
 
 from __future__ import annotations
 
+import datetime
+import os
+import signal
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from netdiag.ebpf import runtime
-from netdiag.ebpf.probes import PROBES
-from netdiag.errors import UsageError
+from netdiag.ebpf.probes import PROBES, ProbeSpec
+from netdiag.ebpf.readers import ReadContext
+from netdiag.errors import NetdiagError, UsageError
+from netdiag.probefacts import Completeness, MapLoss, ProbeResult, Scope, Startup, Window
 
+# Recording fixtures: NETDIAG_PROBE_RECORD=DIR writes each probe's raw maps to DIR/NAME.json
+# at the end of the window (tests/fixtures/probes/ were made so).
+RECORD_ENV = "NETDIAG_PROBE_RECORD"
+
+
+class ProbeInterrupted(NetdiagError):
+    """Ctrl-C or SIGTERM before the probe window opened."""
+
+
+@dataclass
+class NetnsTarget:
+    label: str  # default, a name, pid:N
+    inode: int | None  # the namespace to count; None: count the whole host
+
+
+def current_netns(label: str) -> NetnsTarget:
+    try:
+        return NetnsTarget(label, os.stat("/proc/thread-self/ns/net").st_ino)
+    except OSError:
+        return NetnsTarget(label, None)
+
+
+# ---- probe list ------------------------------------------------------------------------------
 
 def status() -> list[dict[str, Any]]:
     """`probe list`: every probe, whether it can run here, and if not exactly why."""
+    from netdiag.ebpf.btf import kernel_layout
+
     reqs = runtime.requirements()
-    blockers = [(k, r) for k, r in reqs.items() if not r.ok]
+    blockers = [r for r in reqs.values() if not r.ok]
+    layout = kernel_layout()
     rows = []
     for spec in PROBES.values():
-        plan = runtime.plan_hooks(spec.hooks) if reqs["tracefs"].ok else runtime.Plan(
-            missing=[(h, "tracefs is not mounted") for h in spec.hooks])
-        reasons = [f"{r.reason} (fix: {r.fix})" for _, r in blockers]
-        if not plan.enabled:
-            reasons.append("none of its tracepoints exist on this kernel")
+        plan = runtime.plan_hooks(spec.hooks, layout=layout) if reqs["tracefs"].ok else \
+            runtime.Plan(missing=[(h, "tracefs is not visible") for h in spec.hooks])
+        reasons = [f"{r.reason} (fix: {r.fix})" for r in blockers]
+        unsupported = spec.unsupported() if spec.unsupported else None
+        if unsupported:
+            reasons.append(unsupported)
+        if not plan.enabled and reqs["tracefs"].ok:
+            reasons.append("none of its tracepoints can be used on this kernel")
         rows.append({
             "probe": spec.name,
             "runnable": not reasons,
             "why_not": "; ".join(reasons),
-            "hooks": [f"{h.category}:{h.event}" for h in plan.enabled],
+            "hooks": [h.name for h in plan.enabled],
             "missing_parts": [f"{h.part}: {why}" for h, why in plan.missing],
+            "netns_filter": _filter_kind(spec, plan, layout)[0],
             "summary": spec.summary,
             "overhead": spec.overhead,
+            "topics": list(spec.topics),
+            "in_check": spec.in_check,
         })
     return rows
 
@@ -51,6 +93,7 @@ def print_status(fmt: str, out) -> None:
     from netdiag.render.table import render_rows
 
     render_rows("probes", [{"probe": r["probe"], "runnable": "yes" if r["runnable"] else "no",
+                            "netns": r["netns_filter"],
                             "why not / missing parts": r["why_not"] or
                             "; ".join(r["missing_parts"]) or "-"} for r in rows], out)
 
@@ -62,54 +105,279 @@ def check_requirements() -> None:
         raise UsageError("; ".join(f"{r.reason} (fix: {r.fix})" for r in bad))
 
 
-def run(names: list[str], seconds: float, interval: float | None = None, on_tick=None,
-        poll=None) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-    """Run the named probes together for `seconds`. Returns {name: facts} and errors.
+# ---- namespace filter ----------------------------------------------------------------------
 
-    on_tick(facts_so_far, elapsed) is called every `interval`; poll() on every loop turn
-    (the backlog probe samples accept queues there).
-    """
-    check_requirements()
-    loaded: dict[str, runtime.Loaded] = {}
-    errors: list[tuple[str, str]] = []
-    out: dict[str, Any] = {}
+def _filter_kind(spec: ProbeSpec, plan: runtime.Plan, layout) -> tuple[str, str]:
+    """("exact" | "partial" | "host-wide", why) for this probe's enabled hooks."""
+    hooks = plan.enabled or list(spec.hooks)
+    if all(h.netns == "none" for h in hooks):
+        return "host-wide", ("softirqs and the scheduler belong to no network namespace: "
+                             "these numbers are the whole host's")
+    why = layout.why("sk_netns")
+    if why is None and any(h.netns == "packet" for h in hooks):
+        why = layout.why("skb_netns")
+    if why is not None:
+        return "host-wide", f"cannot filter by namespace: {why}"
+    if any(h.netns == "none" for h in hooks):
+        return "partial", "some hooks have no socket and see the whole host"
+    return "exact", ""
+
+
+# ---- the run ---------------------------------------------------------------------------------
+
+class _Signals:
+    """SIGINT/SIGTERM only counted while probes are loaded."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.old: dict[int, Any] = {}
+
+    def __enter__(self) -> _Signals:
+        for s in (signal.SIGINT, signal.SIGTERM):
+            self.old[s] = signal.signal(s, self._handler)
+        return self
+
+    def _handler(self, signum, frame) -> None:  # noqa: ARG002
+        self.count += 1
+
+    def __exit__(self, *exc) -> None:
+        for s, h in self.old.items():
+            signal.signal(s, h)
+
+
+def _utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds") \
+        .replace("+00:00", "Z")
+
+
+def _since_process_start() -> float | None:
     try:
-        for name in names:
-            spec = PROBES[name]
-            plan = runtime.plan_hooks(spec.hooks)
-            if not plan.enabled:
-                errors.append((f"probe:{name}", "none of its tracepoints exist here: " +
-                               "; ".join(why for _, why in plan.missing)))
-                continue
-            defines, why = spec.defines() if spec.defines else ({}, None)
-            if why:
-                plan.missing.append((runtime.Hook("ports", "-", "-", "-", ()), why))
-            try:
-                loaded[name] = runtime.Loaded(name, plan, defines)
-            except Exception as exc:  # bcc raises bare Exception on compile/attach failure
-                errors.append((f"probe:{name}", f"could not load: {exc}"))
-        if not loaded:
-            return out, errors
+        with open("/proc/self/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        return round(time.clock_gettime(time.CLOCK_BOOTTIME) - started, 2)
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
 
-        def read_all(elapsed: float) -> dict[str, Any]:
-            facts = {}
-            for name, probe in loaded.items():
-                facts[name] = PROBES[name].read(probe.bpf, probe.plan, elapsed)
-                facts[name]["seconds"] = round(elapsed, 3)
-                facts[name]["startup_seconds"] = probe.startup_seconds
-                facts[name]["hooks"] = [f"{h.category}:{h.event}" for h in probe.plan.enabled]
-                facts[name]["missing_parts"] = [f"{h.part}: {why}"
-                                                for h, why in probe.plan.missing]
-            return facts
 
-        started = time.monotonic()
-        tick = (lambda elapsed: on_tick(read_all(elapsed), elapsed)) if on_tick else None
-        waited = runtime.wait(seconds, interval, tick or (lambda e: None), poll)
-        out = read_all(waited)
-        if waited < seconds - 0.2:
-            for facts in out.values():
-                facts["interrupted_after_s"] = round(time.monotonic() - started, 1)
-    finally:
-        for probe in loaded.values():
-            probe.close()
-    return out, errors
+@dataclass
+class _Running:
+    spec: ProbeSpec
+    loaded: runtime.Loaded
+    scope: Scope
+    startup: Startup
+    epoll_known: bool = False
+
+
+class _Maps:
+    """The reader interface over a loaded bcc object."""
+
+    def __init__(self, bpf) -> None:
+        self.bpf = bpf
+
+    def items(self, name: str) -> list:
+        return list(self.bpf[name].items())
+
+    def values(self, name: str) -> list[int]:
+        return [v.value for v in self.bpf[name].values()]
+
+
+def run(names: list[str], seconds: float, interval: float | None = None, on_tick=None,
+        poll=None, netns: NetnsTarget | None = None
+        ) -> tuple[dict[str, ProbeResult], list[tuple[str, str]]]:
+    """Run the named probes together for `seconds`. Returns {name: result} and errors.
+
+    on_tick(results_so_far, elapsed) is called every `interval`; poll() on every loop turn
+    (the backlog probe samples accept queues there)."""
+    started = time.monotonic()
+    bcc = runtime.import_bcc()
+    imports_s = round(time.monotonic() - started, 3)
+    check_requirements()
+    assert bcc is not None
+    from netdiag.ebpf.btf import GROUPS, kernel_layout
+
+    started = time.monotonic()
+    layout = kernel_layout()
+    btf_s = round(time.monotonic() - started, 3)
+    target = netns or NetnsTarget("default", None)
+    base: dict[str, int] = layout.defines(tuple(GROUPS))
+    rng = runtime.port_range()
+    if rng is not None:
+        base.update(EPH_LO=rng[0], EPH_HI=rng[1])
+    ports = runtime.listening_ports()
+
+    def fill(bpf) -> None:
+        table = bpf["listening"]
+        for port in sorted(ports):
+            table[table.Key(port)] = table.Leaf(1)
+
+    running: dict[str, _Running] = {}
+    errors: list[tuple[str, str]] = []
+    results: dict[str, ProbeResult] = {}
+    with _Signals() as sig:
+        try:
+            first = True
+            for name in names:
+                if sig.count:
+                    raise ProbeInterrupted("interrupted before the probe window opened "
+                                           "(nothing stays loaded)")
+                spec = PROBES[name]
+                unsupported = spec.unsupported() if spec.unsupported else None
+                if unsupported:
+                    errors.append((f"probe:{name}", f"cannot run here: {unsupported}"))
+                    continue
+                plan = runtime.plan_hooks(spec.hooks, layout=layout)
+                if not plan.enabled:
+                    errors.append((f"probe:{name}", "none of its tracepoints can be used "
+                                   "here: " + "; ".join(why for _, why in plan.missing)))
+                    continue
+                kind, why = _filter_kind(spec, plan, layout)
+                defines = dict(base)
+                defines.update(runtime.map_defines(spec.maps))
+                if kind != "host-wide" and target.inode is not None:
+                    defines["NETNS_INUM"] = target.inode
+                scope = Scope(netns=target.label,
+                              inode=target.inode if kind != "host-wide" else None,
+                              filter=kind if target.inode is not None else "host-wide",
+                              host_wide_parts=[h.name for h in plan.enabled
+                                               if h.netns == "none"], note=why)
+                epoll_known = False
+                if spec.extra is not None:
+                    extra, note = spec.extra()
+                    defines.update(extra)
+                    epoll_known = "EP_CALLBACK_ADDR" in extra
+                    if note:
+                        plan.missing.append((runtime.Hook(note, "-", "-", "-"), note))
+                try:
+                    loaded = runtime.Loaded(name, plan, defines, fill)
+                except Exception as exc:  # noqa: BLE001 (bcc raises bare Exception)
+                    errors.append((f"probe:{name}", f"could not load: {exc}"))
+                    continue
+                startup = Startup(imports_s=imports_s if first else 0.0,
+                                  btf_s=btf_s if first else 0.0,
+                                  compile_s=loaded.compile_s, attach_s=loaded.attach_s)
+                startup.total_s = round(startup.imports_s + startup.btf_s +
+                                        startup.compile_s + startup.attach_s, 3)
+                first = False
+                running[name] = _Running(spec, loaded, scope, startup, epoll_known)
+            if sig.count:
+                raise ProbeInterrupted("interrupted before the probe window opened "
+                                       "(nothing stays loaded)")
+            if not running:
+                return results, errors
+
+            def read_all(elapsed: float, window: Window) -> dict[str, ProbeResult]:
+                return {name: _read(r, elapsed, window) for name, r in running.items()}
+
+            opened = _utc_now()
+            since_start = _since_process_start()
+            for r in running.values():
+                r.startup.since_process_start_s = since_start
+            tick = None
+            if on_tick is not None:
+                def tick(elapsed: float) -> None:
+                    on_tick(read_all(elapsed, Window(opened, "", round(elapsed, 3))), elapsed)
+            waited = runtime.wait(seconds, interval, tick or (lambda e: None), poll,
+                                  stopped=lambda: sig.count > 0)
+            closed = _utc_now()
+            for r in running.values():
+                r.loaded.detach()
+            window = Window(opened, closed, waited, interrupted=sig.count > 0)
+            results = read_all(waited, window)
+            for name, r in running.items():
+                res = results[name]
+                res.completeness.skipped_runs = r.loaded.skipped_runs()
+                _judge_completeness(res)
+                if not res.completeness.complete:
+                    errors.append((f"probe:{name}", _loss_text(res)))
+        finally:
+            for r in running.values():
+                r.loaded.close()
+    return results, errors
+
+
+def _read(r: _Running, elapsed: float, window: Window) -> ProbeResult:
+    spec, loaded = r.spec, r.loaded
+    ctx = ReadContext(formats=loaded.plan.formats, enabled={h.fn for h in loaded.plan.enabled},
+                      seconds=elapsed, now_ns=time.monotonic_ns(), epoll_known=r.epoll_known)
+    maps = _Maps(loaded.bpf)
+    if os.environ.get(RECORD_ENV) and window.ended_at:
+        record(os.environ[RECORD_ENV], spec, maps, ctx)
+    res = spec.read(maps, ctx)
+    res.probe = spec.name
+    res.window = window
+    res.startup = r.startup
+    res.scope = r.scope
+    res.hooks = [h.name for h in loaded.plan.enabled]
+    res.missing_parts = [f"{h.part}: {why}" if h.part != why else why
+                         for h, why in loaded.plan.missing]
+    lost = maps.values("lost")
+    res.completeness = Completeness()
+    for i, m in enumerate(spec.maps):
+        n = lost[i] if i < len(lost) else 0
+        if n:
+            cap = runtime.map_defines(spec.maps)[f"MAX_{m.name.upper()}"]
+            res.completeness.lost.append(MapLoss(m.name, cap, n, list(m.tables)))
+            mark_approximate(res, m.tables)
+            if m.name == "cw_since":
+                res.close_wait.untracked = n  # type: ignore[attr-defined]
+    res.completeness.events_lost = sum(m.events_lost for m in res.completeness.lost)
+    _judge_completeness(res)
+    return res
+
+
+def mark_approximate(res: ProbeResult, tables) -> None:
+    """Rows of tables fed by a map that lost events are lower bounds: say so on each row."""
+    for table in tables:
+        value = getattr(res, table, None)
+        rows = value if isinstance(value, list) else [value]
+        for row in rows:
+            if hasattr(row, "approximate"):
+                row.approximate = True
+
+
+def _judge_completeness(res: ProbeResult) -> None:
+    c = res.completeness
+    c.complete = not c.lost and not c.skipped_runs
+
+
+def _loss_text(res: ProbeResult) -> str:
+    c = res.completeness
+    parts = [f"{m.events_lost} events not counted: map {m.map} full ({m.capacity} entries); "
+             f"{', '.join(m.tables)} are lower bounds" for m in c.lost]
+    if c.skipped_runs:
+        parts.append(f"the kernel skipped {c.skipped_runs} program runs (another BPF program "
+                     "was running on that CPU); counts are lower bounds")
+    return "incomplete: " + "; ".join(parts)
+
+
+def _plain(obj) -> Any:
+    """A ctypes key or value as JSON: structs as objects, byte arrays as lists, comm as text."""
+    import ctypes
+
+    if isinstance(obj, ctypes.Structure):
+        return {name: _plain(getattr(obj, name)) for name, *_ in obj._fields_}
+    if isinstance(obj, bytes):
+        return obj.split(b"\0", 1)[0].decode(errors="replace")
+    if isinstance(obj, ctypes.Array):
+        return [_plain(x) for x in obj]
+    if hasattr(obj, "value"):
+        return {"value": obj.value}
+    return obj
+
+
+def record(directory: str, spec: ProbeSpec, maps: _Maps, ctx: ReadContext) -> None:
+    """The raw maps a reader saw, with what it needs beside them, as a test fixture."""
+    import json
+    import platform
+
+    names = ["lost", *(m.name for m in spec.maps)]
+    src = (runtime.probe_sources() / f"{spec.name}.c").read_text()
+    names += [n for n in ("cw_counts", "cw_ms", "unattributed") if f"({n}," in src]
+    doc = {"probe": spec.name, "kernel": platform.release(),
+           "formats": ctx.formats, "enabled": sorted(ctx.enabled), "seconds": ctx.seconds,
+           "now_ns": ctx.now_ns, "epoll_known": ctx.epoll_known,
+           "maps": {n: [[_plain(k), _plain(v)] for k, v in maps.items(n)] for n in names}}
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, f"{spec.name}.json"), "w") as fh:
+        json.dump(doc, fh, indent=1)

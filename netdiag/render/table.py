@@ -33,7 +33,7 @@ GAP = 2  # spaces between columns
 MIN_PROSE = 12  # narrowest a wrapping column gets (unless its longest word is wider)
 # (address key, port key, heading): shown as one "address:port" column.
 ENDPOINTS = (("address", "port", "address"), ("local_address", "local_port", "local"),
-             ("peer_address", "peer_port", "peer"))
+             ("peer_address", "peer_port", "peer"), ("peer", "remote_port", "peer"))
 
 
 def console_for(out: TextIO) -> Console:
@@ -62,6 +62,8 @@ def _scalar(value: Any) -> str:
     if isinstance(value, list):
         if not value:
             return "none"  # known to be empty ("-" is for unknown)
+        if isinstance(value[0], dict):  # rows inside a row (a listener's threads): JSON has them
+            return f"{len(value)} (in JSON)"
         if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
             return " ".join(_scalar(v) for v in value)  # a vector: tcp_rmem, a port range
         if all(isinstance(v, list) and len(v) == 2 for v in value):  # ranges [first, last]
@@ -197,9 +199,24 @@ def _print_rows(console: Console, title: str, rows: list[dict[str, Any]],
         console.print(safe(note, style="dim"))
 
 
+def _nested(value: Any) -> bool:
+    return isinstance(value, dict) or (isinstance(value, list) and bool(value) and
+                                       isinstance(value[0], dict))
+
+
 def _section(console: Console, title: str, value: Any, limit: int | None) -> None:
     name = heading(title)
     width = console.width
+    if isinstance(value, dict) and any(_nested(v) for v in value.values()):
+        # An object holding tables (a probe's result): its scalars, then each table.
+        flat = {k: v for k, v in value.items() if not _nested(v)}
+        if flat:
+            console.print(_mapping_table(name, flat, width))
+            console.print()
+        for key, sub in value.items():
+            if _nested(sub):
+                _section(console, f"{title}: {key}", sub, limit)
+        return
     if isinstance(value, dict):
         if value:
             console.print(_mapping_table(name, value, width))

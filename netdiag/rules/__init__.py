@@ -1,7 +1,7 @@
 """Rules turn facts into findings. One module per topic; each declares its RuleSpecs and a
 `check(facts)` that returns one Finding per id it can judge (severity ok when all is well).
 
-Rules import only netdiag.facts and netdiag.model (a test enforces it).
+Rules import only netdiag.facts, netdiag.model and netdiag.probefacts (a test enforces it).
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ from netdiag.rules import (
     buffers,
     closewait,
     drops,
+    errors,
     keepalive,
     ports,
+    probes,
     resets,
     retrans,
     sockets,
@@ -39,14 +41,14 @@ class Topic:
 TOPICS: dict[str, Topic] = {
     mod.TOPIC: Topic(mod.TOPIC, mod.SUMMARY, mod.SPECS, mod.check, mod.BACKGROUND)
     for mod in (timewait, closewait, ports, backlog, keepalive, buffers, softirq, sockets,
-                wakeups, drops, resets, retrans)
+                wakeups, drops, resets, retrans, errors, probes)
 }
 
 SPECS: dict[str, RuleSpec] = {spec.id: spec for t in TOPICS.values() for spec in t.specs}
 
 
 # Topics judged only from eBPF probe facts (absent unless probes ran).
-PROBE_ONLY = ("wakeups", "drops", "resets", "retrans")
+PROBE_ONLY = ("wakeups", "drops", "resets", "retrans", "errors", "probes")
 # Finding ids of other topics judged only from probe facts: without probes they are simply
 # not asked, not "not judged".
 PROBE_ONLY_IDS = ("buffers.rcvbuf_fixed",)

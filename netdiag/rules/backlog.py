@@ -6,6 +6,7 @@ from typing import Any
 
 from netdiag.facts import Facts, Listener, ListenerSample, ProcessFacts, reuseport_groups
 from netdiag.model import Finding, Rule, RuleSpec, Severity
+from netdiag.probefacts import BacklogResult
 from netdiag.rules._policy import Change, change, judge, judge_all, window_change
 from netdiag.rules._util import make
 
@@ -418,14 +419,15 @@ def _clamp(facts: Facts) -> Finding | None:
     if facts.census is None or somaxconn is None:
         return None
     # listen() calls the backlog probe saw, by the inode of the socket they were made on.
-    calls = {c["inode"]: c for c in ((facts.probes or {}).get("backlog") or {})
-             .get("listen_calls", []) if c.get("inode")}
+    probe = (facts.probes or {}).get("backlog")
+    calls = {c.inode: c for c in probe.listen_calls if c.inode} \
+        if isinstance(probe, BacklogResult) else {}
     sampled = _sampled(facts)
     procs = facts.processes
     rows = []
     for lst in facts.census.listeners:
         call = calls.get(lst.inode)
-        if lst.backlog != somaxconn and not (call and call["requested_backlog"] > lst.backlog):
+        if lst.backlog != somaxconn and not (call and call.requested_backlog > lst.backlog):
             continue
         sample = sampled.get(lst.inode)
         # Only this listener's own queue says it overflows: ListenOverflows counts the whole
@@ -439,8 +441,8 @@ def _clamp(facts: Facts) -> Finding | None:
         if holders:
             row["pid"] = holders[0]
         if call:
-            row["requested_backlog"] = call["requested_backlog"]
-            row["requested_by"] = f"pid {call['pid']} ({call['command']})"
+            row["requested_backlog"] = call.requested_backlog
+            row["requested_by"] = f"pid {call.pid} ({call.command})"
         rows.append(row)
     evidence: dict[str, Any] = {"somaxconn": somaxconn, "clamped_listeners": rows[:10],
                                 "common_backlogs": COMMON_BACKLOGS}

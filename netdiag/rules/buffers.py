@@ -7,6 +7,7 @@ from typing import Any
 
 from netdiag.facts import Connection, Facts
 from netdiag.model import Finding, Rule, RuleSpec, Severity
+from netdiag.probefacts import RcvbufResult
 from netdiag.rules._policy import change, judge, judge_all
 from netdiag.rules._util import is_loopback, make
 
@@ -216,11 +217,12 @@ SPECS = (AUTOTUNE, DROPS, PRESSURE, BDP, UDP, FIXED)
 
 def _fixed(facts: Facts) -> Finding | None:
     probe = (facts.probes or {}).get("rcvbuf")
-    if probe is None:
+    if not isinstance(probe, RcvbufResult):
         return None
-    rows = probe.get("buffer_fixed_by", [])
+    rows = [{"pid": r.pid, "command": r.command, "option": r.option, "value": r.value,
+             "calls": r.calls} for r in probe.buffer_fixed_by]
     rmem_max = facts.sysctl.get_int("net.core.rmem_max") if facts.sysctl else None
-    ev: dict[str, Any] = {"seconds": probe.get("seconds"), "calls": rows[:10],
+    ev: dict[str, Any] = {"seconds": probe.window.seconds, "calls": rows[:10],
                           "rmem_max": rmem_max}
     if not rows:
         return make(FIXED, Severity.OK, "no process set a socket buffer size", ev)

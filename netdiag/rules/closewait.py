@@ -6,6 +6,7 @@ from typing import Any
 
 from netdiag.facts import Facts, close_wait_groups
 from netdiag.model import Finding, Rule, RuleSpec, Severity
+from netdiag.probefacts import StatesResult
 from netdiag.rules._util import make
 
 TOPIC = "closewait"
@@ -106,11 +107,18 @@ def check(facts: Facts) -> list[Finding]:
         evidence["still_close_wait_after_interval"] = persistent
         evidence["interval_seconds"] = facts.interval
     states = (facts.probes or {}).get("states")
+    if not isinstance(states, StatesResult) or states.scope.filter != "exact":
+        states = None  # host-wide probe rows are never set beside this namespace's sockets
     if states is not None:
-        evidence["probe_seconds"] = states.get("seconds")
-        evidence["still_waiting_entered_during_probe"] = states.get("close_wait_still_waiting")
-        evidence["left_close_wait_ms"] = states.get("close_wait_left_ms")
-        evidence["peer_closed_first_by_port"] = states.get("peer_closed_first_by_port")
+        cw = states.close_wait
+        evidence["probe_seconds"] = states.window.seconds
+        evidence["still_waiting_entered_during_probe"] = [
+            {"local_port": w.local_port, "sockets": w.sockets, "oldest_s": w.oldest_s}
+            for w in cw.still_waiting[:10]]
+        evidence["left_close_wait_ms"] = [{"low": b.low, "high": b.high, "count": b.count}
+                                          for b in cw.left_after_ms]
+        evidence["peer_closed_first_by_port"] = [
+            {"local_port": r.local_port, "closes": r.count} for r in states.passive_closes[:10]]
     if census.close_wait_inodes_truncated:
         evidence["attribution_truncated"] = True
     if procs is None:
@@ -143,8 +151,8 @@ def check(facts: Facts) -> list[Finding]:
         title += f" on local port {port_text} (owner not known: see errors)"
     detail = ""
     if states is not None:
-        waiting = sum(r["sockets"] for r in states.get("close_wait_still_waiting") or [])
-        detail = (f"During the {states.get('seconds', 0):g} s probe window {waiting} socket(s) "
+        waiting = states.close_wait.still_waiting_total
+        detail = (f"During the {states.window.seconds:g} s probe window {waiting} socket(s) "
                   "entered CLOSE_WAIT and stayed there")
         if total > waiting:
             detail += (f"; the {total - waiting} others were already waiting when it started, "

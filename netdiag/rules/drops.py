@@ -6,11 +6,13 @@ from typing import Any
 
 from netdiag.facts import Facts
 from netdiag.model import Finding, Rule, RuleSpec, Severity
+from netdiag.probefacts import DropsResult
 from netdiag.rules._util import make
 
 TOPIC = "drops"
 SUMMARY = "Kernel packet drops by reason (skb:kfree_skb, eBPF probe drops)"
-WARN_RATE = 100.0  # drops per second for one reason (NOT_SPECIFIED excluded)
+WARN_RATE = 100.0  # drops per second for one reason (NOT_SPECIFIED excluded)...
+WARN_MIN = 100  # ...and at least this many in the window
 
 BACKGROUND = (
     "Since 5.17 the kernel names the reason when it frees a packet as dropped "
@@ -40,27 +42,30 @@ DROPS = RuleSpec(
         "rules. `netdiag explain drops` has the background."
     ),
     thresholds=f"info when drops were seen; warning from {WARN_RATE:g}/s for one reason "
-               "(NOT_SPECIFIED excluded)",
+               f"(NOT_SPECIFIED excluded; at least {WARN_MIN} in the window)",
 )
 
 SPECS = (DROPS,)
 
 
 def check(facts: Facts) -> list[Finding]:
-    probe = (facts.probes or {}).get("drops")
-    if probe is None:
+    res = (facts.probes or {}).get("drops")
+    if not isinstance(res, DropsResult):
         return []
-    rows = probe.get("by_reason", [])
-    evidence: dict[str, Any] = {"seconds": probe.get("seconds"), "by_reason": rows[:10],
-                                "by_port": probe.get("by_port", [])[:10],
-                                "by_protocol": probe.get("by_protocol")}
-    if not rows:
+    evidence: dict[str, Any] = {
+        "seconds": res.window.seconds,
+        "by_reason": [{"reason": r.reason, "drops": r.drops, "per_s": r.per_s}
+                      for r in res.by_reason[:10]],
+        "by_port": [{"reason": p.reason, "protocol": p.protocol, "port": p.port,
+                     "drops": p.drops} for p in res.by_port[:10]],
+        "unattributed": res.unattributed}
+    if not res.by_reason:
         return [make(DROPS, Severity.OK, "no packet dropped during the window", evidence)]
-    total = sum(r["drops"] for r in rows)
-    hot = [r for r in rows if r["reason"] != "NOT_SPECIFIED" and r["per_s"] >= WARN_RATE]
-    top = rows[0]
-    port = next((p for p in probe.get("by_port", []) if p["reason"] == top["reason"]), None)
-    where = f" to {port['protocol']} port {port['port']}" if port else ""
+    hot = [r for r in res.by_reason if r.reason != "NOT_SPECIFIED" and r.per_s >= WARN_RATE
+           and r.drops >= WARN_MIN]
+    top = res.by_reason[0]
+    port = next((p for p in res.by_port if p.reason == top.reason and p.port), None)
+    where = f" to {port.protocol} port {port.port}" if port else ""
     return [make(DROPS, Severity.WARNING if hot else Severity.INFO,
-                 f"{total} packets dropped in {probe.get('seconds', 0):g} s; top reason "
-                 f"{top['reason']} ({top['drops']}, {top['per_s']:g}/s){where}", evidence)]
+                 f"{res.total} packets dropped in {res.window.seconds:g} s; top reason "
+                 f"{top.reason} ({top.drops}, {top.per_s:g}/s){where}", evidence)]

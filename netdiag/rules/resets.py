@@ -6,11 +6,13 @@ from typing import Any
 
 from netdiag.facts import Facts
 from netdiag.model import Finding, Rule, RuleSpec, Severity
+from netdiag.probefacts import ResetsResult
 from netdiag.rules._util import make
 
 TOPIC = "resets"
 SUMMARY = "TCP resets sent and received (eBPF probe resets)"
-WARN_RATE = 10.0  # RSTs sent per second
+WARN_RATE = 10.0  # RSTs sent per second...
+WARN_MIN = 20  # ...and at least this many in the window (short windows make rates jumpy)
 
 BACKGROUND = (
     "This host sends a RST when a segment arrives for no socket (closed port), when an "
@@ -42,26 +44,34 @@ SENT = RuleSpec(
         "probing a closed port?). For resets after close: make the application read the "
         "request fully before closing, or shut down writing first (shutdown(SHUT_WR))."
     ),
-    thresholds=f"info when RSTs were sent; warning from {WARN_RATE:g}/s",
+    thresholds=f"info when RSTs were sent; warning from {WARN_RATE:g}/s (at least {WARN_MIN} "
+               "in the window)",
 )
 
 SPECS = (SENT,)
 
 
 def check(facts: Facts) -> list[Finding]:
-    probe = (facts.probes or {}).get("resets")
-    if probe is None:
+    res = (facts.probes or {}).get("resets")
+    if not isinstance(res, ResetsResult):
         return []
-    seconds = max(probe.get("seconds") or 0.001, 0.001)
-    total = probe.get("sent_total", 0)
-    evidence: dict[str, Any] = {"seconds": probe.get("seconds"), "sent": probe.get("sent", [])[:10],
-                                "sent_total": total, "received_total":
-                                probe.get("received_total", 0),
-                                "received_by_port": probe.get("received_by_port", [])[:10]}
-    if not total:
+    seconds = max(res.window.seconds, 0.001)
+    evidence: dict[str, Any] = {
+        "seconds": res.window.seconds, "sent_total": res.sent_total,
+        "sent": [{"reason": r.reason, "state": r.state, "local_port": r.local_port,
+                  "resets": r.resets} for r in res.sent[:10]],
+        "received_total": res.received_total,
+        "received": [{"local_port": r.local_port, "peer": r.peer, "remote_port": r.remote_port,
+                      "resets": r.resets} for r in res.received[:10]]}
+    if res.unattributed:
+        evidence["unattributed"] = res.unattributed
+    if not res.sent_total:
         return [make(SENT, Severity.OK, "no RST sent during the window", evidence)]
-    top = probe["sent"][0]
-    rate = total / seconds
-    return [make(SENT, Severity.WARNING if rate >= WARN_RATE else Severity.INFO,
-                 f"{total} RSTs sent in {seconds:g} s ({rate:.1f}/s); most: {top['reason']} "
-                 f"on local port {top['local_port']}", evidence)]
+    top = res.sent[0]
+    rate = res.sent_total / seconds
+    port = f" on local port {top.local_port}" if top.local_port is not None else \
+        " on client (ephemeral) ports"
+    warn = rate >= WARN_RATE and res.sent_total >= WARN_MIN
+    return [make(SENT, Severity.WARNING if warn else Severity.INFO,
+                 f"{res.sent_total} RSTs sent in {seconds:g} s ({rate:.1f}/s); most: "
+                 f"{top.reason}{port}", evidence)]

@@ -1,4 +1,4 @@
-"""Retransmits by peer (eBPF probe retrans)."""
+"""Retransmits by destination; attempts that never left the host apart (eBPF probe retrans)."""
 
 from __future__ import annotations
 
@@ -6,51 +6,78 @@ from typing import Any
 
 from netdiag.facts import Facts
 from netdiag.model import Finding, Rule, RuleSpec, Severity
+from netdiag.probefacts import Retransmits, RetransResult
 from netdiag.rules._util import make
 
 TOPIC = "retrans"
-SUMMARY = "TCP retransmits by peer (eBPF probe retrans)"
-WARN_RATE = 10.0  # retransmits per second toward one peer
+SUMMARY = "TCP retransmits by destination or local port (eBPF probe retrans)"
+WARN_RATE = 10.0  # retransmits per second on one flow group...
+WARN_MIN = 20  # ...and at least this many in the window
 
 BACKGROUND = (
     "TCP retransmits a segment when its ACK does not come in time (RTO) or when duplicate "
     "ACKs or SACKs show it was lost (fast retransmit). Retransmits concentrated on one peer "
     "point at that path or that peer (loss, a full receive queue there, a middlebox); spread "
-    "over all peers they point at this host's own link."
+    "over all peers they point at this host's own link. Since 6.17 the tracepoint also fires "
+    "for retransmits that failed inside this host (no memory, no route, a busy device: "
+    "TCPRetransFail): those never reached the network and are counted apart."
 )
 
 PEERS = RuleSpec(
     id="retrans.peers",
     topic=TOPIC,
-    title="Retransmits concentrated on some peers",
+    title="Retransmits concentrated on some destinations",
     rule=Rule(
-        text="tcp:tcp_retransmit_skb fires for each retransmitted segment; Tcp RetransSegs "
-             "counts them in /proc/net/snmp.",
-        source="include/trace/events/tcp.h (tcp_retransmit_skb); RFC 6298 (RTO); "
+        text="tcp:tcp_retransmit_skb fires for each retransmitted segment (with err < 0, "
+             "since 6.17, for an attempt that failed before transmission); Tcp RetransSegs "
+             "counts the segments sent again, TcpExt TCPRetransFail the failed attempts.",
+        source="include/trace/events/tcp.h (tcp_retransmit_skb); net/ipv4/tcp_output.c "
+               "tcp_retransmit_skb(); RFC 6298 (RTO); "
                "Documentation/networking/snmp_counter.rst (RetransSegs)",
     ),
-    explanation="The evidence ranks the peers this host retransmitted to during the window.",
+    explanation="The evidence ranks the destinations (or local ports) this host retransmitted "
+                "to during the window.",
     recommendation=(
-        "Look at the top peer's path (mtr, ping with large packets for MTU problems) and at "
-        "the peer itself (its receive queues and drops). If every peer is affected, look at "
-        "this host's NIC (softirq topic) and qdisc drops."
+        "Look at the top destination's path (mtr, ping with large packets for MTU problems) "
+        "and at the peer itself (its receive queues and drops). If every peer is affected, "
+        "look at this host's NIC (softirq topic) and qdisc drops. Failed attempts point at "
+        "this host: memory (tcp_mem), routes, the device's queue."
     ),
-    thresholds=f"info when retransmits were seen; warning from {WARN_RATE:g}/s toward one peer",
+    thresholds=f"info when retransmits were seen; warning from {WARN_RATE:g}/s toward one "
+               f"destination (at least {WARN_MIN} in the window)",
 )
 
 SPECS = (PEERS,)
 
 
+def _where(r: Retransmits) -> str:
+    if r.peer is not None:
+        return f"{r.peer}:{r.remote_port}"
+    if r.local_port is not None:
+        return f"clients of local port {r.local_port}"
+    return "connections between ephemeral ports"
+
+
 def check(facts: Facts) -> list[Finding]:
-    probe = (facts.probes or {}).get("retrans")
-    if probe is None:
+    res = (facts.probes or {}).get("retrans")
+    if not isinstance(res, RetransResult):
         return []
-    rows = probe.get("by_peer", [])
-    evidence: dict[str, Any] = {"seconds": probe.get("seconds"), "by_peer": rows[:10],
-                                "total": probe.get("total", 0)}
-    if not rows:
+    evidence: dict[str, Any] = {
+        "seconds": res.window.seconds, "total": res.total, "failed_total": res.failed_total,
+        "failures_reported": res.failures_reported,
+        "by_flow": [{"local_port": r.local_port, "peer": r.peer, "remote_port": r.remote_port,
+                     "retransmits": r.retransmits, "failed": r.failed, "per_s": r.per_s}
+                    for r in res.by_flow[:10]]}
+    failed = (f"; {res.failed_total} more attempts failed inside this host (never sent)"
+              if res.failed_total else "")
+    if not res.total:
+        if res.failed_total:
+            return [make(PEERS, Severity.INFO, f"no retransmit left the host, but "
+                                               f"{res.failed_total} attempts failed inside it",
+                         evidence)]
         return [make(PEERS, Severity.OK, "no retransmit during the window", evidence)]
-    top = rows[0]
-    return [make(PEERS, Severity.WARNING if top["per_s"] >= WARN_RATE else Severity.INFO,
-                 f"{probe.get('total', 0)} retransmits; most toward {top['peer']}:"
-                 f"{top['port']} ({top['retransmits']}, {top['per_s']:g}/s)", evidence)]
+    top = max(res.by_flow, key=lambda r: r.retransmits)
+    warn = top.per_s >= WARN_RATE and top.retransmits >= WARN_MIN
+    return [make(PEERS, Severity.WARNING if warn else Severity.INFO,
+                 f"{res.total} retransmits; most toward {_where(top)} ({top.retransmits}, "
+                 f"{top.per_s:g}/s){failed}", evidence)]

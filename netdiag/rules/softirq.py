@@ -6,6 +6,7 @@ from typing import Any
 
 from netdiag.facts import Facts, LinkStats, SoftnetFacts
 from netdiag.model import Finding, Rule, RuleSpec, Severity
+from netdiag.probefacts import SoftirqResult
 from netdiag.rules._policy import change_of, judge
 from netdiag.rules._util import make
 
@@ -183,11 +184,20 @@ def _imbalance(facts: Facts) -> Finding | None:
     if sq is None or len(sq.net_rx) < 2:
         return None
     rx = list(sq.net_rx)
-    if facts.softirqs_before is not None and len(facts.softirqs_before.net_rx) == len(rx):
+    window = "since boot"
+    probe = (facts.probes or {}).get("softirq")
+    if isinstance(probe, SoftirqResult) and probe.window.seconds > 0:
+        # The probe's own window: the runs it counted per CPU, as its table shows them.
+        rx = [0] * len(rx)
+        for row in probe.per_cpu:
+            if row.softirq == "NET_RX" and 0 <= row.cpu < len(rx):
+                rx[row.cpu] += row.runs
+        window = f"probe window ({probe.window.seconds:g} s)"
+    elif facts.softirqs_before is not None and len(facts.softirqs_before.net_rx) == len(rx):
         rx = [max(a - b, 0) for a, b in zip(rx, facts.softirqs_before.net_rx)]
+        window = "interval"
     total = sum(rx)
-    ev: dict[str, Any] = {"net_rx_per_cpu": rx, "net_tx_per_cpu": sq.net_tx,
-                          "window": "interval" if facts.softirqs_before else "since boot"}
+    ev: dict[str, Any] = {"net_rx_per_cpu": rx, "net_tx_per_cpu": sq.net_tx, "window": window}
     if facts.ksoftirqd is not None:
         ev["ksoftirqd_cpu_seconds"] = facts.ksoftirqd
     if total < IMBALANCE_MIN_EVENTS:
