@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, NetNS, require_root
+from conftest import REPO, NetNS, load_json, require_root
 
 SCHEMA = REPO / "docs" / "schema" / "probes.schema.json"
 
@@ -59,7 +59,7 @@ def validate_facts(report: dict) -> None:
     """A probe report's facts against docs/schema/probes.schema.json."""
     import jsonschema
 
-    schema = json.loads(SCHEMA.read_text())
+    schema = json.loads(SCHEMA.read_text())  # not netdiag output: the schema
     jsonschema.Draft202012Validator(schema).validate(report["facts"])
 
 
@@ -68,7 +68,7 @@ def attachments(pid: int) -> int:
     out = subprocess.run(["bpftool", "perf", "show", "--json"], capture_output=True, text=True,
                          timeout=30).stdout
     try:
-        rows = json.loads(out or "[]")
+        rows = json.loads(out or "[]")  # not netdiag output: bpftool's
     except ValueError:
         return 0
     return sum(1 for r in rows if r.get("pid") == pid)
@@ -181,7 +181,7 @@ class Window:
                 self.returncode = self.nd.returncode
                 if exc_type is None:
                     assert "Traceback" not in err, err[-3000:]
-                    self.report = json.loads(out)
+                    self.report = load_json(out)
             if self.bt is not None:
                 out, err = self.bt.communicate(timeout=60)
                 if exc_type is None:
@@ -207,7 +207,7 @@ def parse_bpftrace(out: str) -> dict:
         line = line.strip()
         if not line.startswith("{"):
             continue
-        msg = json.loads(line)
+        msg = json.loads(line)  # not netdiag output: bpftrace's
         if msg.get("type") in ("map", "hist"):
             maps.update(msg["data"])
     return maps

@@ -117,7 +117,6 @@ def schema() -> dict:
         "properties": {p: {"$ref": f"#/$defs/{p}"} for p in PROBES},
         "additionalProperties": False}
     return {"$schema": "https://json-schema.org/draft/2020-12/schema",
-            "$id": "urn:netdiag:schema:probes",
             "title": "netdiag eBPF probe results",
             "description": "Typed results of the eBPF probes (netdiag/probefacts.py), as they "
                            "appear in the facts of `netdiag probe NAME --format json`. "
@@ -127,5 +126,5 @@ def schema() -> dict:
 
 
 if __name__ == "__main__":
-    json.dump(schema(), sys.stdout, indent=2)
+    json.dump(schema(), sys.stdout, indent=2)  # not netdiag output: the schema itself
     sys.stdout.write("\n")

@@ -204,7 +204,7 @@ class Recorded:
 
 
 def read_recorded(probe: str):
-    doc = json.loads((RECORDED / f"{probe}.json").read_text())
+    doc = json.loads((RECORDED / f"{probe}.json").read_text())  # not netdiag output: maps
     ctx = readers.ReadContext(formats=doc["formats"], enabled=set(doc["enabled"]),
                               seconds=doc["seconds"], now_ns=doc["now_ns"],
                               epoll_known=doc["epoll_known"])
@@ -217,7 +217,7 @@ def read_recorded(probe: str):
 @pytest.mark.parametrize("probe", sorted(PROBES))
 def test_recorded_maps_read_into_results_that_match_the_schema(probe):
     res = read_recorded(probe)
-    schema = json.loads(SCHEMA.read_text())
+    schema = json.loads(SCHEMA.read_text())  # not netdiag output: the schema
     jsonschema.Draft202012Validator(schema).validate({probe: dataclasses.asdict(res)})
 
 
@@ -290,7 +290,7 @@ def test_every_probe_declaration_is_complete(name):
             assert table in {f.name for f in dataclasses.fields(read_recorded(name))}, table
     assert re.search(rf"^\.SS {name}$", MAN, re.M), f"man section for {name}"
     assert (RECORDED / f"{name}.json").is_file()
-    assert name in json.loads(SCHEMA.read_text())["$defs"]
+    assert name in json.loads(SCHEMA.read_text())["$defs"]  # not netdiag output: schema
     assert spec.topics and all(t in TOPICS for t in spec.topics)
     assert spec.metrics and all(f'"{m}"' in Path(metrics.__file__).read_text()
                                 for m in spec.metrics)
@@ -301,7 +301,8 @@ def test_every_probe_declaration_is_complete(name):
 def test_probe_schema_is_current():
     from schema_gen import schema
 
-    assert json.loads(SCHEMA.read_text()) == schema(), \
+    committed = json.loads(SCHEMA.read_text())  # not netdiag output: the schema
+    assert committed == schema(), \
         "run: python3 tests/schema_gen.py > docs/schema/probes.schema.json"
 
 

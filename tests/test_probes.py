@@ -18,9 +18,16 @@ import sys
 import time
 
 import pytest
-from referee import Window, attachments, hook_count, probe_namespace, validate_facts
+from referee import (  # noqa: F401 (require_probes: other modules import it from here)
+    Window,
+    attachments,
+    hook_count,
+    probe_namespace,
+    require_probes,
+    validate_facts,
+)
 
-from conftest import REPO, finding, require_root, run_netdiag
+from conftest import REPO, finding, load_json, require_root, run_netdiag
 
 pytestmark = pytest.mark.netns
 
@@ -33,7 +40,7 @@ def probe_ns():
 def bpf_programs() -> set[int]:
     out = subprocess.run(["bpftool", "prog", "show", "--json"], capture_output=True, text=True,
                          check=True).stdout
-    return {p["id"] for p in json.loads(out)}
+    return {p["id"] for p in json.loads(out)}  # not netdiag output: bpftool's
 
 
 def programs_of(pid: int) -> set[int]:
@@ -41,7 +48,8 @@ def programs_of(pid: int) -> set[int]:
     only ours are checked)."""
     out = subprocess.run(["bpftool", "perf", "show", "--json"], capture_output=True, text=True,
                          check=True).stdout
-    return {r["prog_id"] for r in json.loads(out or "[]") if r.get("pid") == pid}
+    return {r["prog_id"] for r in json.loads(out or "[]")  # not netdiag output: bpftool's
+            if r.get("pid") == pid}
 
 
 def spawn(*args: str) -> subprocess.Popen:
@@ -66,7 +74,7 @@ def bcc_loaded(pid: int) -> bool:
 
 
 def test_probe_list_says_what_runs_and_why():
-    report = json.loads(run_netdiag("probe", "list", "--json").stdout)
+    report = load_json(run_netdiag("probe", "list", "--json").stdout)
     rows = {r["probe"]: r for r in report["probes"]}
     from netdiag.ebpf.probes import PROBES
 
@@ -114,7 +122,7 @@ def test_a_second_ctrl_c_while_detaching_still_prints_the_report(probe_ns):
             proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert "Traceback" not in err and proc.returncode in (0, 1, 2), (proc.returncode, err)
-    report = json.loads(out)
+    report = load_json(out)
     validate_facts(report)
     assert report["facts"]["wakeups"]["window"]["interrupted"] is True
     assert len(ours) == hook_count("wakeups")
@@ -144,7 +152,7 @@ def test_interrupted_at_random_moments_nothing_stays_loaded(probe_ns):
             outcomes.add("before")
         else:
             assert proc.returncode in (0, 1, 2), err
-            assert json.loads(out)["facts"]
+            assert load_json(out)["facts"]
             outcomes.add("report")
         wait_for(lambda o=ours: not o & bpf_programs(), "programs unloaded", 10)
     assert outcomes  # both outcomes are fine; what matters is each run's invariants
@@ -183,7 +191,7 @@ def test_inside_ip_netns_exec_says_so_and_points_to_netns(probe_ns):
     line = out.stderr.strip()
     assert len(line.splitlines()) == 1
     assert "ip netns exec" in line and f"--netns {probe_ns.name}" in line
-    listing = json.loads(probe_ns.exec("env", f"PYTHONPATH={REPO}", sys.executable, "-m",
+    listing = load_json(probe_ns.exec("env", f"PYTHONPATH={REPO}", sys.executable, "-m",
                                        "netdiag", "probe", "list", "--json").stdout)
     assert all(f"--netns {probe_ns.name}" in r["why_not"] for r in listing["probes"])
 
@@ -200,7 +208,7 @@ def test_check_probe_seconds_without_root_reports_and_continues():
     out = subprocess.run(["runuser", "-u", "nobody", "--", *python, "-m", "netdiag", "check",
                           "--json", "--probe-seconds", "1"], capture_output=True, text=True,
                          env=env, cwd="/", timeout=60)
-    report = json.loads(out.stdout)
+    report = load_json(out.stdout)
     errs = [e for e in report["errors"] if e["collector"] == "probes"]
     assert errs and "not root" in errs[0]["message"] and "fix:" in errs[0]["message"]
 
