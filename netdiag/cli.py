@@ -352,16 +352,74 @@ def history(
 
 @app.command()
 def explain(
-    what: str = typer.Argument(..., metavar="TOPIC_OR_FINDING_ID",
-                               help="A topic (timewait, ports, ...) or a finding id."),
+    what: Optional[str] = typer.Argument(
+        None, metavar="[TOPIC|FINDING_ID|CONCEPT]",
+        help="A topic (timewait, ports, ...), a finding id, a concept (epoll, so-linger, "
+             "io-models, ...) or a cause of `netdiag why` (why.econnreset.no_socket). "
+             "Without it: what can be explained."),
     fmt: Format = FormatOpt, as_json: bool = JsonOpt,
 ) -> None:
-    """The documented rule behind a topic or finding id (offline)."""
+    """The documented rule behind a topic, finding or concept (offline)."""
     from netdiag import validate
     from netdiag.explain import explain as do_explain
 
     validate.text("TOPIC_OR_FINDING_ID", what, 200)
     do_explain(what, "json" if as_json else fmt.value, sys.stdout)
+
+
+@app.command()
+def why(
+    symptom: Optional[str] = typer.Argument(
+        None, metavar="[SYMPTOM]",
+        help="What the application saw: an errno (ECONNRESET, ETIMEDOUT...), its message "
+             "('connection reset by peer'), or a word (reset, refused, timeout, ports, "
+             "hang, slow). Without it: the list of symptoms."),
+    port: Optional[int] = typer.Option(None, "--port", "-p", min=1, max=65535,
+                                       help="Narrow the evidence to this local or remote "
+                                            "port (the service's port)."),
+    peer: Optional[str] = typer.Option(None, "--peer", metavar="IP[:PORT]",
+                                       help="Narrow the evidence to this peer."),
+    pid: Optional[int] = typer.Option(None, "--pid", metavar="PID",
+                                      help="Narrow the evidence to this process (and run in "
+                                           "its network namespace)."),
+    probe_seconds: Optional[float] = typer.Option(
+        None, "--probe-seconds", min=0.5, metavar="S",
+        help="Also run the probes that decide this symptom's causes for S seconds (root)."),
+    fmt: Format = FormatOpt, as_json: bool = JsonOpt, netns: Optional[str] = NetnsOpt,
+    interval: Optional[float] = IntervalOpt, output: Optional[str] = OutputOpt,
+    state_dir: Optional[str] = StateDirOpt, verbose: bool = VerboseOpt,
+) -> None:
+    """From the error an application saw to its kernel causes, ranked, with evidence."""
+    from netdiag import diagnose, validate
+    from netdiag.pipeline import ProbeRequest
+    from netdiag.rules import TOPICS
+
+    fmt_name = "json" if as_json else fmt.value
+    if symptom is None:
+        from netdiag.explain import print_symptoms
+
+        print_symptoms(diagnose.listing(), fmt_name, sys.stdout)
+        raise typer.Exit(0)
+    validate.text("SYMPTOM", symptom, 300)
+    found = diagnose.find(symptom)
+    if found is None:
+        near = diagnose.nearest(symptom)
+        raise UsageError(f"unknown symptom {symptom!r}"
+                         + (f"; did you mean {', '.join(near)}?" if near else "")
+                         + " (`netdiag why` lists them)")
+    scope = diagnose.Scope(port=port, pid=pid, **validate.peer(peer))
+    probe_req = None
+    if probe_seconds is not None and found.probes:
+        probe_req = ProbeRequest(list(found.probes), probe_seconds)
+
+    def conclude(facts, findings):
+        return diagnose.report_parts(found, symptom, scope, facts, findings)
+
+    _report("why", list(TOPICS), _plan(details=True, flow_sample=True, rxpath=True,
+                                       sample_listeners=True),
+            lambda facts: {}, fmt=fmt, as_json=as_json, show_ok=True, show_facts=True,
+            netns=netns, pid=pid, interval=interval, output=output, state_dir=state_dir,
+            probes=probe_req, verbose=verbose, conclude=conclude)
 
 
 def main(argv: list[str] | None = None) -> None:

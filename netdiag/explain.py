@@ -1,36 +1,80 @@
-"""`netdiag explain`: the documented rule behind a topic or finding id, offline."""
+"""`netdiag explain`: the documented rule behind a topic or finding id, the socket-programming
+concepts behind the symptoms, and the causes `netdiag why` weighs. Offline."""
 
 from __future__ import annotations
 
-from typing import TextIO
+import difflib
+from typing import Any, TextIO
 
 from netdiag.errors import UsageError
 from netdiag.rules import SPECS, TOPICS
 
 
-def explain_data(what: str) -> dict:
-    """The JSON of `explain --json` (docs/schema/netdiag.schema.json: explain_finding,
-    explain_topic)."""
+def _schema() -> str:
     from netdiag.render.json import SCHEMA
 
+    return SCHEMA
+
+
+def explain_data(what: str) -> dict:
+    """The JSON of `explain --json` (docs/schema/netdiag.schema.json: explain_finding,
+    explain_topic, explain_concept, explain_cause, explain_list)."""
     if what in SPECS:
         s = SPECS[what]
-        return {"schema": SCHEMA, "id": s.id, "topic": s.topic, "title": s.title,
+        return {"schema": _schema(), "id": s.id, "topic": s.topic, "title": s.title,
                 "rule": {"text": s.rule.text, "source": s.rule.source},
                 "explanation": s.explanation, "recommendation": s.recommendation,
                 "thresholds": s.thresholds, "counters": list(s.counters)}
     if what in TOPICS:
         t = TOPICS[what]
-        return {"schema": SCHEMA, "topic": t.name, "summary": t.summary,
+        return {"schema": _schema(), "topic": t.name, "summary": t.summary,
                 "background": t.background,
                 "findings": [{"id": s.id, "title": s.title, "thresholds": s.thresholds,
                               "rule_source": s.rule.source} for s in t.specs]}
-    known = ", ".join(list(TOPICS) + list(SPECS))
-    raise UsageError(f"unknown topic or finding id {what!r}; known: {known}")
+    from netdiag.concepts import BY_NAME, normalise
+
+    concept = BY_NAME.get(normalise(what))
+    if concept is not None:
+        return {"schema": _schema(), "concept": concept.name, "title": concept.title,
+                "text": concept.text, "observe": concept.observe, "source": concept.source,
+                "aliases": list(concept.aliases)}
+    from netdiag.diagnose.symptoms import CAUSES, SYMPTOMS
+
+    cid = what[4:] if what.startswith("why.") else what
+    if cid in CAUSES:
+        c = CAUSES[cid]
+        symptom = next(s for s in SYMPTOMS if c in s.causes)
+        return {"schema": _schema(), "cause": f"why.{c.id}", "symptom": symptom.name,
+                "title": c.title, "mechanism": c.mechanism,
+                "rule": {"text": c.rule.text, "source": c.rule.source},
+                "recommendation": c.action}
+    near = difflib.get_close_matches(what, _names(), n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(near)}?" if near else ""
+    raise UsageError(f"unknown topic, finding id or concept {what!r}{hint} "
+                     "(`netdiag explain` lists them)")
 
 
-def explain(what: str, fmt: str, out: TextIO) -> None:
-    data = explain_data(what)
+def _names() -> list[str]:
+    from netdiag.concepts import BY_NAME
+    from netdiag.diagnose.symptoms import CAUSES
+
+    return [*TOPICS, *SPECS, *BY_NAME, *(f"why.{c}" for c in CAUSES)]
+
+
+def listing() -> dict[str, Any]:
+    """`netdiag explain` alone: what can be explained."""
+    from netdiag.concepts import CONCEPTS
+
+    return {"schema": _schema(),
+            "topics": [{"topic": t.name, "summary": t.summary,
+                        "findings": [s.id for s in t.specs]} for t in TOPICS.values()],
+            "concepts": [{"concept": c.name, "title": c.title} for c in CONCEPTS],
+            "symptoms": "netdiag why (without a symptom) lists the symptoms and their causes; "
+                        "netdiag explain why.CAUSE explains one cause"}
+
+
+def explain(what: str | None, fmt: str, out: TextIO) -> None:
+    data = listing() if what is None else explain_data(what)
     if fmt == "json":
         from netdiag.render.json import dump
 
@@ -43,13 +87,34 @@ def explain(what: str, fmt: str, out: TextIO) -> None:
         out.write(textwrap.fill(text, width=78, initial_indent="  ",
                                 subsequent_indent="  ") + "\n\n")
 
-    if "id" in data:
+    if what is None:
+        out.write("TOPICS (netdiag explain TOPIC; each finding: netdiag explain ID)\n")
+        for t in data["topics"]:
+            out.write(textwrap.fill(f"{t['topic']}: {t['summary']}", width=78,
+                                    initial_indent="  ", subsequent_indent="      ") + "\n")
+        out.write("\nCONCEPTS (netdiag explain CONCEPT)\n")
+        for c in data["concepts"]:
+            out.write(f"  {c['concept']}: {c['title']}\n")
+        out.write("\nSYMPTOMS: `netdiag why` lists them; `netdiag explain why.CAUSE` explains "
+                  "one cause.\n")
+    elif "id" in data:
         out.write(f"{data['id']}: {data['title']}\n\n")
         para("RULE", data["rule"]["text"])
         para("SOURCE", data["rule"]["source"])
         para("WHY", data["explanation"])
         para("WHAT TO DO", data["recommendation"])
         para("WHEN IT FIRES", data["thresholds"])
+    elif "concept" in data:
+        out.write(f"{data['concept']}: {data['title']}\n\n")
+        para("WHAT IT IS", data["text"])
+        para("WHAT NETDIAG SHOWS OF IT", data["observe"])
+        para("SOURCE", data["source"])
+    elif "cause" in data:
+        out.write(f"{data['cause']}: {data['title']} (a cause of {data['symptom']})\n\n")
+        para("WHAT THE KERNEL DOES", data["mechanism"])
+        para("RULE", data["rule"]["text"])
+        para("SOURCE", data["rule"]["source"])
+        para("WHAT TO DO", data["recommendation"])
     else:
         out.write(f"{data['topic']}: {data['summary']}\n\n")
         para("BACKGROUND", data["background"])
@@ -59,3 +124,18 @@ def explain(what: str, fmt: str, out: TextIO) -> None:
             out.write(textwrap.fill(f["thresholds"], width=78, initial_indent="      ",
                                     subsequent_indent="      ") + "\n")
         out.write("\nRun `netdiag explain ID` for the rule behind one finding.\n")
+
+
+def print_symptoms(data: dict[str, Any], fmt: str, out: TextIO) -> None:
+    """`netdiag why` without a symptom: the symptoms it knows, as a table or JSON."""
+    if fmt == "json":
+        from netdiag.render.json import dump
+
+        dump({"schema": _schema(), **data}, out)
+        return
+    from netdiag.render.table import render_rows
+
+    render_rows("symptoms (netdiag why SYMPTOM [--port P] [--peer IP] [--pid PID])", [
+        {"symptom": s["name"], "what applications say": s["title"],
+         "also": ", ".join(w for w in s["words"] if w != s["name"].lower()),
+         "causes weighed": len(s["causes"])} for s in data["symptoms"]], out)

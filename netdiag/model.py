@@ -53,6 +53,10 @@ class Finding:
     recommendation: str
     rule: Rule
     netns: str | None = None
+    # `netdiag why`: how the evidence weighs this cause (confirmed, likely, ruled_out,
+    # cannot_tell), and for the undecided ones what would tell.
+    verdict: str | None = None
+    would_tell: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -67,6 +71,9 @@ class Finding:
         }
         if self.netns is not None:
             out["netns"] = self.netns
+        if self.verdict is not None:
+            out["verdict"] = self.verdict
+            out["would_tell"] = self.would_tell
         return out
 
 

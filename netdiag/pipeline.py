@@ -62,6 +62,9 @@ class Request:
     all_netns: bool = False
     probes: ProbeRequest | None = None
     verbose: bool = False
+    # Turns the evaluated findings into the command's own (`why`: one finding per cause):
+    # (facts, findings) -> (findings, facts section). None: the findings and view as they are.
+    conclude: Callable[[Any, list], tuple[list, dict[str, Any]]] | None = None
 
 
 @dataclass
@@ -334,6 +337,10 @@ class History:
 def build_report(req: Request, target: Target, outcome: Outcome):
     from netdiag.model import HostInfo, Report, Severity
 
+    if req.conclude is not None:
+        outcome.findings, section = req.conclude(outcome.facts, outcome.findings)
+    else:
+        section = req.view(outcome.facts)
     findings = outcome.findings
     # Prometheus keeps ok findings: every rule has a series, so alerts can resolve.
     if not req.show_ok and req.fmt != "prometheus":
@@ -341,7 +348,7 @@ def build_report(req: Request, target: Target, outcome: Outcome):
     report = Report(
         host=HostInfo(hostname=_hostname(target), kernel=outcome.facts.kernel,
                       netns=target.ctx.netns),
-        generated_at=_now(), findings=findings, facts=req.view(outcome.facts),
+        generated_at=_now(), findings=findings, facts=section,
         errors=outcome.errors, topic=req.command, show_facts=req.show_facts,
         judged=outcome.judged, not_judged=sorted(set(outcome.not_judged)))
     if req.fmt in ("prometheus", "nagios"):

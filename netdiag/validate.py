@@ -83,3 +83,34 @@ def listen_address(text: str) -> tuple[str, int]:
 def _show(path: Path) -> str:
     text = os.fsdecode(path)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def peer(text: str | None) -> dict:
+    """--peer IP, IP:PORT or [V6]:PORT -> {"peer": address, "peer_port": port or None}."""
+    import ipaddress
+
+    if text is None:
+        return {"peer": None, "peer_port": None}
+    raw = text.strip()
+    port_text = None
+    if raw.startswith("["):
+        addr, sep, rest = raw[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise UsageError(f"--peer {text!r}: expected IP, IP:PORT or [IPV6]:PORT")
+        port_text = rest[1:] or None
+    elif raw.count(":") == 1:
+        addr, _, port_text = raw.partition(":")
+    else:
+        addr = raw
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        raise UsageError(f"--peer {text!r}: not an IP address") from None
+    port = None
+    if port_text is not None:
+        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+            raise UsageError(f"--peer {text!r}: the port must be between 1 and 65535")
+        port = int(port_text)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return {"peer": str(ip), "peer_port": port}

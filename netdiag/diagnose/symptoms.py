@@ -36,6 +36,8 @@ class Symptom:
     messages: tuple[str, ...]  # what applications print (lower case)
     returned_by: str
     causes: tuple[CauseSpec, ...]
+    # The probes whose evidence decides its causes (run with --probe-seconds).
+    probes: tuple[str, ...] = ()
 
 
 def _c(sym: str, cid: str, title: str, mechanism: str, text: str, source: str,
@@ -127,6 +129,7 @@ ECONNRESET = Symptom(
            "Look at the firewall rules and the load balancer's idle timeout between the two "
            "hosts; run netdiag on the peer to see whether it sent the RST."),
     ),
+    ("resets", "errors"),
 )
 
 _F = "econnrefused"
@@ -159,6 +162,7 @@ ECONNREFUSED = Symptom(
            "net/ipv4/tcp_ipv4.c tcp_v4_err(); net/ipv4/icmp.c icmp_err_convert[]",
            "Check firewall REJECT rules on the path and on the server."),
     ),
+    ("resets", "errors", "drops"),
 )
 
 _T = "etimedout"
@@ -221,6 +225,7 @@ ETIMEDOUT = Symptom(
            "Compare the application's timeout with what the server needs; look at the server "
            "side (slow handler, full queues)."),
     ),
+    ("drops", "retrans", "resets", "errors"),
 )
 
 _A = "eaddrnotavail"
@@ -260,6 +265,7 @@ EADDRNOTAVAIL = Symptom(
            "Fix the configured source address, or use IP_FREEBIND for an address that comes "
            "up later."),
     ),
+    ("errors",),
 )
 
 _U = "eaddrinuse"
@@ -298,6 +304,7 @@ EADDRINUSE = Symptom(
            "Documentation/networking/ip-sysctl.rst: ip_local_port_range, ip_autobind_reuse",
            "Use IP_BIND_ADDRESS_NO_PORT, or widen the range."),
     ),
+    (),
 )
 
 _M = "emfile"
@@ -328,6 +335,7 @@ EMFILE = Symptom(
            "RFC 9293 §3.3.2; tcp(7)",
            "Fix the application's close() paths (closewait.leak names the process and port)."),
     ),
+    ("errors",),
 )
 
 _P = "epipe"
@@ -357,6 +365,7 @@ EPIPE = Symptom(
            "shutdown(2); net/ipv4/tcp.c tcp_sendmsg_locked()",
            "A bug in the application's close sequence."),
     ),
+    ("errors", "resets"),
 )
 
 _H = "hang"
@@ -405,6 +414,7 @@ HANG = Symptom(
            "epoll(7): EPOLLET, EPOLLONESHOT",
            "Find the process that owns the socket and why it does not read."),
     ),
+    ("retrans", "resets"),
 )
 
 _S = "slow"
@@ -455,6 +465,7 @@ SLOW = Symptom(
            "Documentation/networking/snmp_counter.rst",
            "Treat the full accept queue or SYN queue (backlog findings)."),
     ),
+    ("retrans", "drops"),
 )
 
 SYMPTOMS: tuple[Symptom, ...] = (ECONNRESET, ECONNREFUSED, ETIMEDOUT, EADDRNOTAVAIL,

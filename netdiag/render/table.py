@@ -270,13 +270,22 @@ def _evidence(f: Finding, verbose: bool) -> list[Table]:
     return body
 
 
+# `netdiag why` labels each cause by its verdict instead of its severity.
+VERDICT_LABEL = {"confirmed": "CONFIRMED", "likely": "LIKELY", "ruled_out": "RULED OUT",
+                 "cannot_tell": "CANNOT TELL"}
+
+
 def _finding(console: Console, f: Finding, said: set[str], verbose: bool) -> None:
     head = Text(clean(f.title), style="bold")
     head.append(clean(f"  ({f.id}" + (f", netns {f.netns}" if f.netns else "") + ")"),
                 style="dim")
-    console.print(_hanging(f"[{f.severity.label.upper()}] ", head, indent=0,
-                           label_style=STYLE[f.severity]))
+    label = VERDICT_LABEL.get(f.verdict or "", f.severity.label.upper())
+    console.print(_hanging(f"[{label}] ", head, indent=0, label_style=STYLE[f.severity]))
+    if f.would_tell and f.verdict in ("likely", "cannot_tell"):
+        console.print(_hanging("would tell: ", Text(clean(f.would_tell))))
     if f.severity is Severity.OK:
+        if f.would_tell and f.verdict == "cannot_tell":
+            console.print()
         return
     body = _evidence(f, verbose)
     if f.id in said:  # the same rule in another namespace: said once above
@@ -338,7 +347,10 @@ def render_table(report: Report, out: TextIO, verbose: bool = False) -> None:
             _section(console, title, value, limit)
     if report.findings:
         said: set[str] = set()
-        for f in sorted(report.findings, key=lambda f: -f.severity):
+        # Causes keep the order `why` ranked them in; findings go worst first.
+        ordered = report.findings if report.topic == "why" else \
+            sorted(report.findings, key=lambda f: -f.severity)
+        for f in ordered:
             _finding(console, f, said, verbose)
         if not verbose and any(f.severity > Severity.OK for f in report.findings):
             console.print(Text("Why, and the documented rule: --verbose, or netdiag explain "

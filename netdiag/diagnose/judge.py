@@ -1,0 +1,933 @@
+"""Weigh the evidence for each cause of a symptom: confirmed, likely, ruled out, or cannot tell
+here (and what would tell).
+
+The evidence is what the run collected (census, counters judged over --interval or the probe
+window, sysctls, processes), the findings of every topic, and the probes when they ran. Like the
+rules, this module reads facts and findings only: it never reads the system itself.
+
+Verdicts:
+- confirmed: decisive evidence, now or over the window (a full accept queue; RSTs sent with the
+  reason; connect() failing with the errno toward the destination);
+- likely: evidence that fits but does not decide (a counter that moved since boot; a counter
+  shared by several causes);
+- ruled out: what would show the cause was looked at over a window (or now) and is absent;
+- cannot tell: no source here can show it; `would_tell` says what would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from netdiag.diagnose.symptoms import CAUSES, CauseSpec, Symptom
+from netdiag.facts import Facts, Listener
+from netdiag.model import Finding, Severity
+from netdiag.rules._policy import Change, change
+
+CONFIRMED, LIKELY, RULED_OUT, CANNOT_TELL = "confirmed", "likely", "ruled_out", "cannot_tell"
+RANK = {CONFIRMED: 0, LIKELY: 1, CANNOT_TELL: 2, RULED_OUT: 3}
+
+RUN_WHILE = "run while the errors happen, with --interval 10 (counters judged by change)"
+PROBE = "add --probe-seconds 10 as root while the errors happen (reasons the kernel gives)"
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What --port, --peer and --pid narrow the evidence to."""
+
+    port: int | None = None
+    peer: str | None = None
+    peer_port: int | None = None
+    pid: int | None = None
+
+    def text(self) -> str:
+        parts = []
+        if self.port is not None:
+            parts.append(f"port {self.port}")
+        if self.peer is not None:
+            parts.append(f"peer {self.peer}" + (f":{self.peer_port}" if self.peer_port else ""))
+        if self.pid is not None:
+            parts.append(f"pid {self.pid}")
+        return ", ".join(parts) or "the whole namespace"
+
+    def port_matches(self, *ports: int | None) -> bool:
+        return self.port is None or self.port in ports
+
+    def peer_matches(self, peer: str | None, port: int | None = None) -> bool:
+        if self.peer is not None and peer != self.peer:
+            return False
+        return self.peer_port is None or port == self.peer_port
+
+
+@dataclass
+class CauseVerdict:
+    cause: CauseSpec
+    verdict: str
+    because: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+    would_tell: str | None = None
+    severity: Severity | None = None  # a confirmed cause's severity (default warning)
+
+
+class Evidence:
+    """The run's facts, findings and probe results, with the scope applied."""
+
+    def __init__(self, facts: Facts, findings: list[Finding], scope: Scope) -> None:
+        self.facts = facts
+        self.scope = scope
+        self.by_id: dict[str, Finding] = {}
+        for f in findings:
+            old = self.by_id.get(f.id)
+            if old is None or f.severity > old.severity:
+                self.by_id[f.id] = f
+
+    # -- what the run has
+    @property
+    def window(self) -> str | None:
+        """What counters are judged over: "interval", "previous run", "probe window"."""
+        f = self.facts
+        return f.baseline if f.counters_before is not None and not f.baseline_reset else None
+
+    def finding(self, fid: str) -> Finding | None:
+        return self.by_id.get(fid)
+
+    def bad(self, fid: str) -> Finding | None:
+        """The finding when it is at least a warning."""
+        f = self.by_id.get(fid)
+        return f if f is not None and f.severity >= Severity.WARNING else None
+
+    def counter(self, proto: str, name: str) -> Change | None:
+        return change(self.facts, proto, name)
+
+    def grew(self, proto: str, name: str) -> bool | None:
+        """True/False over the window; None when there is no window (or it restarted)."""
+        ch = self.counter(proto, name)
+        if ch is None or ch.delta is None or ch.reset:
+            return None
+        return ch.delta > 0
+
+    def since_boot(self, proto: str, name: str) -> int:
+        ch = self.counter(proto, name)
+        return ch.total if ch is not None else 0
+
+    def sysctl(self, key: str) -> int | None:
+        return self.facts.sysctl.get_int(key) if self.facts.sysctl else None
+
+    def probe(self, name: str) -> Any:
+        return (self.facts.probes or {}).get(name)
+
+    @property
+    def probes_ran(self) -> bool:
+        return bool(self.facts.probes)
+
+    # -- scoped views
+    def listeners(self) -> list[Listener]:
+        census = self.facts.census
+        if census is None:
+            return []
+        out = [lst for lst in census.listeners if self.scope.port_matches(lst.port)]
+        if self.scope.pid is not None:
+            out = [lst for lst in out if self.scope.pid in self.holders(lst.inode)]
+        return out
+
+    def holders(self, inode: int) -> list[int]:
+        procs = self.facts.processes
+        return procs.holders_of(inode) if procs is not None else []
+
+    def command(self, pid: int) -> str:
+        procs = self.facts.processes
+        info = procs.processes.get(pid) if procs is not None else None
+        return info.command if info is not None and info.command else "?"
+
+    def who(self, inode: int) -> str:
+        pids = self.holders(inode)
+        return ", ".join(f"pid {p} ({self.command(p)})" for p in pids[:4]) or "owner unknown"
+
+    def local_port_states(self, port: int) -> dict[str, int]:
+        census = self.facts.census
+        out: dict[str, int] = {}
+        if census is None or census.by_local_port is None:
+            return out
+        for (lport, state), n in census.by_local_port.items:
+            if lport == port:
+                out[state] = out.get(state, 0) + n
+        return out
+
+    def failures(self, call: str | tuple[str, ...], *errors: str) -> list[Any]:
+        """Syscall failures the errors probe counted, in scope."""
+        res = self.probe("errors")
+        if res is None:
+            return []
+        calls = (call,) if isinstance(call, str) else call
+        out = []
+        for f in res.failures:
+            if f.call not in calls and not any(f.call.startswith(c) for c in calls):
+                continue
+            if errors and f.error not in errors:
+                continue
+            if self.scope.pid is not None and f.pid != self.scope.pid:
+                continue
+            if f.call == "connect" or f.call.startswith("connect"):
+                if self.scope.port is not None and self.scope.port != f.remote_port and \
+                        self.scope.port != f.local_port:
+                    continue
+                if not self.scope.peer_matches(f.peer, f.remote_port):
+                    continue
+            elif not self.scope.port_matches(f.local_port, f.remote_port) and \
+                    f.local_port is not None:
+                continue
+            out.append(f)
+        return out
+
+    def resets_sent(self, *reasons: str) -> tuple[int, list[dict[str, Any]]] | None:
+        """RSTs this host sent in the probe window with these reasons (None: not probed)."""
+        res = self.probe("resets")
+        if res is None:
+            return None
+        rows = [r for r in res.sent if (not reasons or r.reason in reasons)
+                and self.scope.port_matches(r.local_port)]
+        return sum(r.resets for r in rows), [
+            {"reason": r.reason, "state": r.state, "local_port": r.local_port,
+             "resets": r.resets} for r in rows[:5]]
+
+    def resets_received(self) -> tuple[int, list[dict[str, Any]]] | None:
+        res = self.probe("resets")
+        if res is None:
+            return None
+        rows = [r for r in res.received if self.scope.port_matches(r.local_port, r.remote_port)
+                and self.scope.peer_matches(r.peer, r.remote_port)]
+        return sum(r.resets for r in rows), [
+            {"local_port": r.local_port, "peer": r.peer, "remote_port": r.remote_port,
+             "resets": r.resets} for r in rows[:5]]
+
+    def drops(self, *reasons: str) -> tuple[int, list[dict[str, Any]]] | None:
+        res = self.probe("drops")
+        if res is None:
+            return None
+        if self.scope.port is not None:
+            rows = [r for r in res.by_port if r.reason in reasons and r.port == self.scope.port]
+            return sum(r.drops for r in rows), [
+                {"reason": r.reason, "port": r.port, "drops": r.drops} for r in rows[:5]]
+        rows = [r for r in res.by_reason if r.reason in reasons]
+        return sum(r.drops for r in rows), [{"reason": r.reason, "drops": r.drops}
+                                            for r in rows[:5]]
+
+
+# ---- small verdict builders --------------------------------------------------------------
+
+def _v(cid: str, verdict: str, because: str, evidence: dict[str, Any] | None = None,
+       would_tell: str | None = None, severity: Severity | None = None) -> CauseVerdict:
+    return CauseVerdict(CAUSES[cid], verdict, because, evidence or {}, would_tell, severity)
+
+
+def _counter_verdict(ev: Evidence, cid: str, proto: str, name: str, *, what: str,
+                     decisive: bool, would_tell: str = RUN_WHILE) -> CauseVerdict:
+    """A cause shown by one counter: growth over the window confirms it (or makes it likely
+    when the counter is shared with other causes), no growth rules it out, a total since boot
+    alone makes it likely, a zero total since boot rules it out for good."""
+    ch = ev.counter(proto, name)
+    if ch is None:
+        return _v(cid, CANNOT_TELL, f"{proto}.{name} is not available here",
+                  would_tell=would_tell)
+    evidence = {f"{proto}.{name}": ch.evidence()}
+    grew = ev.grew(proto, name)
+    if grew:
+        return _v(cid, CONFIRMED if decisive else LIKELY,
+                  f"{name} grew by {ch.delta} in {ch.seconds:g} s: {what}", evidence)
+    if grew is False:
+        return _v(cid, RULED_OUT, f"{name} did not grow over the {ev.window} "
+                                  f"({ch.seconds:g} s)", evidence)
+    if ch.total == 0:
+        return _v(cid, RULED_OUT, f"{name} is 0 since the namespace was created", evidence)
+    return _v(cid, LIKELY, f"{name} = {ch.total} since boot (not known whether it happens "
+                           "now)", evidence, would_tell)
+
+
+def _reset_verdict(ev: Evidence, cid: str, reasons: tuple[str, ...], counter: str | None,
+                   what: str, counter_decisive: bool = False) -> CauseVerdict:
+    """RSTs with one of these reasons, from the resets probe; else the counter."""
+    sent = ev.resets_sent(*reasons)
+    if sent is not None:
+        n, rows = sent
+        if n:
+            return _v(cid, CONFIRMED, f"this host sent {n} RST(s) with reason "
+                                      f"{'/'.join(reasons)} in the probe window: {what}",
+                      {"resets_sent": rows})
+        if counter is None:
+            return _v(cid, RULED_OUT, f"no RST with reason {'/'.join(reasons)} was sent in "
+                                      "the probe window", {"resets_sent": rows})
+    if counter is not None:
+        got = _counter_verdict(ev, cid, "TcpExt", counter, what=what,
+                               decisive=counter_decisive, would_tell=PROBE)
+        if sent is not None and got.verdict != CONFIRMED:
+            got.because += f"; no RST with reason {'/'.join(reasons)} in the probe window"
+            got.evidence["resets_sent"] = []
+            if got.verdict == LIKELY:
+                got.verdict = RULED_OUT
+        return got
+    return _v(cid, CANNOT_TELL, "only the kernel's reset reason shows it", would_tell=PROBE)
+
+
+# ---- ECONNRESET --------------------------------------------------------------------------
+
+def _accept_pressure(ev: Evidence) -> tuple[bool | None, dict[str, Any], str]:
+    """Is a listener's accept queue full now or overflowing over the window? (None: no
+    window and not full now: since-boot overflows only.)"""
+    full = [lst for lst in ev.listeners() if lst.full or
+            (lst.backlog and lst.accept_queue >= lst.backlog)]
+    evidence: dict[str, Any] = {}
+    if full:
+        evidence["listeners_at_limit"] = [
+            {"address": lst.address, "port": lst.port, "accept_queue": lst.accept_queue,
+             "limit": lst.backlog, "holders": ev.who(lst.inode)} for lst in full[:5]]
+        lst = full[0]
+        return True, evidence, (f"the accept queue of {lst.address}:{lst.port} "
+                                f"({ev.who(lst.inode)}) holds {lst.accept_queue} of "
+                                f"{lst.backlog}")
+    samples = [s for s in (ev.facts.listener_samples or []) if s.samples_at_limit
+               and ev.scope.port_matches(s.port)]
+    if samples:
+        s = samples[0]
+        evidence["sampled_at_limit"] = [{"port": x.port, "limit": x.backlog,
+                                         "max_queue": x.max_queue,
+                                         "samples_at_limit": x.samples_at_limit,
+                                         "samples": x.samples} for x in samples[:5]]
+        return True, evidence, (f"the accept queue of port {s.port} stood at its limit in "
+                                f"{s.samples_at_limit} of {s.samples} samples")
+    ch = ev.counter("TcpExt", "ListenOverflows")
+    if ch is not None:
+        evidence["TcpExt.ListenOverflows"] = ch.evidence()
+    grew = ev.grew("TcpExt", "ListenOverflows")
+    if grew:
+        return True, evidence, f"ListenOverflows grew by {ch.delta} in {ch.seconds:g} s"
+    if grew is False:
+        return False, evidence, f"no listener was full and ListenOverflows did not grow " \
+                                f"over the {ev.window}"
+    if ch is not None and ch.total:
+        return None, evidence, f"no listener is full now; ListenOverflows = {ch.total} " \
+                               "since boot"
+    return False, evidence, "no listener is full and ListenOverflows is 0"
+
+
+def _econnreset(ev: Evidence) -> list[CauseVerdict]:
+    out = []
+    sent = ev.resets_sent("NO_SOCKET")
+    if sent is not None and sent[0]:
+        out.append(_v("econnreset.no_socket", CONFIRMED,
+                      f"this host answered {sent[0]} segment(s) with a RST because no socket "
+                      "matched (reason NO_SOCKET)", {"resets_sent": sent[1]}))
+    elif sent is not None:
+        out.append(_v("econnreset.no_socket", LIKELY if ev.resets_received() and
+                      ev.resets_received()[0] else RULED_OUT,
+                      "this host sent no NO_SOCKET RST in the window" +
+                      ("; RSTs were received: the peer's side may have lost the socket"
+                       if ev.resets_received() and ev.resets_received()[0] else ""),
+                      {"resets_received": (ev.resets_received() or (0, []))[1]},
+                      would_tell="run netdiag why ECONNRESET on the peer host"))
+    else:
+        grew = ev.grew("Tcp", "OutRsts")
+        ch = ev.counter("Tcp", "OutRsts")
+        evidence = {"Tcp.OutRsts": ch.evidence()} if ch else {}
+        if grew is False:
+            out.append(_v("econnreset.no_socket", RULED_OUT, "this host sent no RST over the "
+                          f"{ev.window} (Tcp.OutRsts did not grow)", evidence,
+                          "run netdiag why ECONNRESET on the peer host"))
+        else:
+            out.append(_v("econnreset.no_socket", CANNOT_TELL,
+                          "RSTs are counted (Tcp.OutRsts) but not why without the probe",
+                          evidence, PROBE))
+    out.append(_reset_verdict(ev, "econnreset.linger_zero", ("TCP_STATE",), "TCPAbortOnData",
+                              "connections aborted by close() with SO_LINGER 0 (or data after "
+                              "close)"))
+    out.append(_reset_verdict(ev, "econnreset.close_unread", ("TCP_ABORT_ON_CLOSE",),
+                              "TCPAbortOnClose", "sockets closed with unread data",
+                              counter_decisive=True))
+    abort = ev.sysctl("net.ipv4.tcp_abort_on_overflow")
+    pressure, pev, ptext = _accept_pressure(ev)
+    pev["tcp_abort_on_overflow"] = abort
+    if abort == 1:
+        verdict = {True: CONFIRMED, None: LIKELY, False: RULED_OUT}[pressure]
+        out.append(_v("econnreset.overflow_abort", verdict,
+                      f"tcp_abort_on_overflow=1 and {ptext}", pev,
+                      RUN_WHILE if pressure is None else None,
+                      severity=Severity.CRITICAL if pressure else None))
+    else:
+        out.append(_v("econnreset.overflow_abort", RULED_OUT,
+                      f"tcp_abort_on_overflow={abort}: a full accept queue drops, it does "
+                      "not reset", pev))
+    flags = ev.resets_sent("TCP_FLAGS")
+    if flags is not None and flags[0]:
+        out.append(_v("econnreset.request_expired", CONFIRMED,
+                      f"{flags[0]} RST(s) with reason TCP_FLAGS (ACKs for expired handshakes)"
+                      f"; {ptext}", {"resets_sent": flags[1], **pev}))
+    elif abort != 1 and pressure:
+        out.append(_v("econnreset.request_expired", LIKELY,
+                      f"{ptext}; with tcp_abort_on_overflow=0 handshakes expire after "
+                      "tcp_synack_retries", pev, PROBE))
+    else:
+        out.append(_v("econnreset.request_expired", RULED_OUT if pressure is False else
+                      CANNOT_TELL, ptext, pev, None if pressure is False else RUN_WHILE))
+    out.append(_reset_verdict(ev, "econnreset.keepalive_timeout", ("TCP_KEEPALIVE_TIMEOUT",),
+                              "TCPAbortOnTimeout", "connections given up on by a timer "
+                              "(keepalive, retransmissions or SYN timeouts)"))
+    mem = ev.bad("buffers.memory_pressure")
+    got = _reset_verdict(ev, "econnreset.orphan_memory", ("TCP_ABORT_ON_MEMORY",),
+                         "TCPAbortOnMemory", "orphans reset for lack of memory",
+                         counter_decisive=True)
+    if mem is not None and got.verdict in (RULED_OUT, CANNOT_TELL):
+        got.verdict, got.because = LIKELY, f"{mem.title} (buffers.memory_pressure)"
+    out.append(got)
+    recv = ev.resets_received()
+    if recv is not None:
+        n, rows = recv
+        sent_any = ev.resets_sent()
+        local = sent_any[0] if sent_any else 0
+        if n and not local:
+            out.append(_v("econnreset.middlebox", LIKELY,
+                          f"{n} RST(s) received and none sent by this host's TCP in the window"
+                          "; the peer's kernel or a box on the path sent them",
+                          {"resets_received": rows},
+                          "run netdiag probe resets on the peer: RSTs it did not send came "
+                          "from the path"))
+        elif not n:
+            out.append(_v("econnreset.middlebox", RULED_OUT,
+                          "no RST was received in the window", {"resets_received": rows}))
+        else:
+            out.append(_v("econnreset.middlebox", CANNOT_TELL,
+                          f"{n} RST(s) received, {local} sent here: both ends are local or "
+                          "mixed", {"resets_received": rows},
+                          "compare with netdiag probe resets on the peer"))
+    else:
+        out.append(_v("econnreset.middlebox", CANNOT_TELL,
+                      "only RSTs seen on both hosts tell a middlebox apart",
+                      would_tell=PROBE + " here and on the peer"))
+    return out
+
+
+# ---- ECONNREFUSED ------------------------------------------------------------------------
+
+def _econnrefused(ev: Evidence) -> list[CauseVerdict]:
+    out = []
+    refused = ev.failures("connect", "ECONNREFUSED")
+    dests = [{"peer": f.peer, "port": f.remote_port, "pid": f.pid, "command": f.command,
+              "count": f.count} for f in refused[:5]]
+    if ev.scope.port is not None:
+        listening = ev.listeners()
+        states = ev.local_port_states(ev.scope.port)
+        evidence = {"port": ev.scope.port, "listeners": len(listening),
+                    "sockets_on_port": states}
+        if dests:
+            evidence["connect_refused"] = dests
+        if not listening:
+            out.append(_v("econnrefused.no_listener", CONFIRMED,
+                          f"nothing listens on port {ev.scope.port} in this namespace", evidence,
+                          severity=Severity.CRITICAL if refused else None))
+        else:
+            lst = listening[0]
+            out.append(_v("econnrefused.no_listener", RULED_OUT,
+                          f"{lst.address}:{lst.port} listens here ({ev.who(lst.inode)}); if "
+                          "clients still get refused, they reach another host or address",
+                          evidence))
+    elif refused:
+        f = refused[0]
+        out.append(_v("econnrefused.no_listener", LIKELY,
+                      f"connect() to {f.peer}:{f.remote_port} was refused {f.count} time(s) "
+                      f"(pid {f.pid}, {f.command})", {"connect_refused": dests},
+                      f"netdiag why ECONNREFUSED --port {f.remote_port} on {f.peer}"))
+    else:
+        out.append(_v("econnrefused.no_listener", CANNOT_TELL,
+                      "which port is refused is not known",
+                      would_tell="give --port PORT (the port clients connect to), or "
+                                 + PROBE))
+    out.append(_v("econnrefused.firewall_reset", CANNOT_TELL,
+                  "a firewall's RST is not made by TCP: no tracepoint or counter shows it",
+                  would_tell="nft list ruleset / iptables -S on the path and on the server; "
+                             "an RST received with no RST sent by the server's TCP "
+                             "(netdiag probe resets on both) is a firewall's"))
+    out.append(_counter_verdict(ev, "econnrefused.icmp_unreachable", "Icmp", "InDestUnreachs",
+                                what="ICMP destination-unreachable messages received",
+                                decisive=False))
+    return out
+
+
+# ---- ETIMEDOUT ---------------------------------------------------------------------------
+
+def _etimedout(ev: Evidence) -> list[CauseVerdict]:
+    out = []
+    pressure, pev, ptext = _accept_pressure(ev)
+    verdict = {True: CONFIRMED, None: LIKELY, False: RULED_OUT}[pressure]
+    full = ev.bad("backlog.accept_queue_full")
+    sev = full.severity if full is not None else None
+    out.append(_v("etimedout.accept_queue_full", verdict, ptext, pev,
+                  RUN_WHILE if pressure is None else None, sev))
+    cookies = ev.sysctl("net.ipv4.tcp_syncookies")
+    got = _counter_verdict(ev, "etimedout.syn_queue_drop", "TcpExt", "TCPReqQFullDrop",
+                           what="SYNs dropped on a full SYN queue", decisive=True)
+    got.evidence["tcp_syncookies"] = cookies
+    out.append(got)
+    nf = ev.drops("NETFILTER_DROP")
+    synretr = ev.counter("TcpExt", "TCPSynRetrans")
+    sev_ = {"TcpExt.TCPSynRetrans": synretr.evidence()} if synretr else {}
+    if nf is not None and nf[0]:
+        out.append(_v("etimedout.firewall_drop", CONFIRMED,
+                      f"netfilter dropped {nf[0]} packet(s) here in the probe window",
+                      {"drops": nf[1], **sev_}))
+    elif ev.grew("TcpExt", "TCPSynRetrans") and pressure is False:
+        out.append(_v("etimedout.firewall_drop", LIKELY,
+                      f"SYNs were retransmitted ({synretr.delta} in {synretr.seconds:g} s) and "
+                      "no local listener dropped them: the SYNs or the answers are lost on "
+                      "the way", sev_, "run netdiag why ETIMEDOUT on the server; check its "
+                                       "firewall"))
+    else:
+        out.append(_v("etimedout.firewall_drop",
+                      RULED_OUT if nf is not None else CANNOT_TELL,
+                      "no netfilter drop here in the probe window" if nf is not None else
+                      "a drop on another host or box leaves no trace here", sev_,
+                      None if nf is not None else PROBE + ", and on the server"))
+    got = _counter_verdict(ev, "etimedout.retransmits_exhausted", "TcpExt",
+                           "TCPAbortOnTimeout", what="connections given up after "
+                           "retransmissions (or keepalive, or SYN timeouts)", decisive=False)
+    timers = (ev.facts.census.timers if ev.facts.census else {}) or {}
+    got.evidence["sockets_retransmitting_now"] = timers.get("on", 0)
+    retr = ev.probe("retrans")
+    if retr is not None:
+        rows = [r for r in retr.by_flow if ev.scope.peer_matches(r.peer, r.remote_port)
+                and ev.scope.port_matches(r.local_port, r.remote_port)]
+        got.evidence["retransmits_by_flow"] = [
+            {"peer": r.peer, "remote_port": r.remote_port, "retransmits": r.retransmits}
+            for r in rows[:5]]
+    out.append(got)
+    ka = _counter_verdict(ev, "etimedout.keepalive_expiry", "TcpExt", "TCPKeepAlive",
+                          what="keepalive probes sent (idle connections being checked)",
+                          decisive=False)
+    if ev.resets_sent("TCP_KEEPALIVE_TIMEOUT") and ev.resets_sent("TCP_KEEPALIVE_TIMEOUT")[0]:
+        n, rows = ev.resets_sent("TCP_KEEPALIVE_TIMEOUT")
+        ka = _v("etimedout.keepalive_expiry", CONFIRMED,
+                f"{n} connection(s) given up by keepalive in the probe window",
+                {"resets_sent": rows})
+    out.append(ka)
+    kernel_side = [v for v in out if v.verdict in (CONFIRMED, LIKELY)]
+    out.append(_v("etimedout.app_timeout", LIKELY if not kernel_side else CANNOT_TELL,
+                  "no kernel cause shows here: an application deadline fires before the "
+                  "kernel gives up" if not kernel_side else
+                  "application timeouts leave no kernel trace",
+                  would_tell="compare the application's timeout with the server's response "
+                             "time"))
+    return out
+
+
+# ---- EADDRNOTAVAIL / EADDRINUSE ----------------------------------------------------------
+
+def _destinations(ev: Evidence) -> list[dict[str, Any]]:
+    f = ev.finding("ports.ephemeral_exhaustion")
+    rows = (f.evidence.get("destinations") or []) if f is not None else []
+    return [r for r in rows if ev.scope.peer_matches(r.get("destination"), r.get("port"))
+            and (ev.scope.port is None or r.get("port") == ev.scope.port)]
+
+
+def _eaddrnotavail(ev: Evidence) -> list[CauseVerdict]:
+    out = []
+    fails = ev.failures("connect", "EADDRNOTAVAIL")
+    rows = _destinations(ev)
+    fin = ev.finding("ports.ephemeral_exhaustion")
+    evidence: dict[str, Any] = {"destinations": rows[:5]}
+    if fails:
+        evidence["connect_failed"] = [{"peer": f.peer, "port": f.remote_port, "pid": f.pid,
+                                       "command": f.command, "count": f.count}
+                                      for f in fails[:5]]
+    worst = max(rows, key=lambda r: r.get("share", 0), default=None)
+    if fails and worst is not None and worst.get("share", 0) >= 0.4:
+        out.append(_v("eaddrnotavail.port_exhaustion", CONFIRMED,
+                      f"connect() failed with EADDRNOTAVAIL {sum(f.count for f in fails)} "
+                      f"time(s), and toward {worst['destination']}:{worst['port']} "
+                      f"{worst.get('share', 0):.0%} of the usable ports are taken", evidence,
+                      severity=Severity.CRITICAL))
+    elif fin is not None and fin.severity >= Severity.WARNING and worst is not None:
+        out.append(_v("eaddrnotavail.port_exhaustion", CONFIRMED
+                      if fin.severity >= Severity.CRITICAL else LIKELY, fin.title, evidence,
+                      None if fin.severity >= Severity.CRITICAL else PROBE,
+                      fin.severity))
+    elif worst is not None or fin is not None:
+        share = worst.get("share", 0) if worst else 0
+        out.append(_v("eaddrnotavail.port_exhaustion", RULED_OUT if not fails else LIKELY,
+                      f"the busiest destination uses {share:.0%} of the usable ports now"
+                      + ("; yet connect() failed: ports may be held by bind() (next cause)"
+                         if fails else ""), evidence))
+    else:
+        out.append(_v("eaddrnotavail.port_exhaustion", CANNOT_TELL,
+                      "no outgoing connection in the census", evidence, RUN_WHILE))
+    if fails and (worst is None or worst.get("share", 0) < 0.4):
+        out.append(_v("eaddrnotavail.bind_before_connect", LIKELY,
+                      "connect() fails with EADDRNOTAVAIL while no single destination uses "
+                      "much of the range: ports held by bind() are skipped for every "
+                      "destination", evidence,
+                      "ss -tanp: many sockets bound to ports in ip_local_port_range"))
+    else:
+        out.append(_v("eaddrnotavail.bind_before_connect", CANNOT_TELL,
+                      "sock_diag cannot tell a port bound before connect() from one chosen by "
+                      "connect()", would_tell="look for bind() before connect() in the client "
+                                              "(or IP_BIND_ADDRESS_NO_PORT unset)"))
+    out.append(_v("eaddrnotavail.nonlocal_address", CANNOT_TELL,
+                  "bind() is not traced; an address missing from the host fails there",
+                  would_tell="ip -br addr: is the address the client binds configured?"))
+    return out
+
+
+def _eaddrinuse(ev: Evidence) -> list[CauseVerdict]:
+    port = ev.scope.port
+    if port is None:
+        why = "which port fails to bind is needed"
+        tell = "give --port PORT (the port the service binds)"
+        return [_v(c.id, CANNOT_TELL, why, would_tell=tell)
+                for c in _symptom_causes("EADDRINUSE")]
+    out = []
+    listening = [lst for lst in (ev.facts.census.listeners if ev.facts.census else [])
+                 if lst.port == port]
+    states = ev.local_port_states(port)
+    evidence = {"port": port, "sockets_on_port": states,
+                "listeners": [{"address": lst.address, "port": lst.port,
+                               "holders": ev.who(lst.inode)} for lst in listening[:5]]}
+    if listening:
+        lst = listening[0]
+        out.append(_v("eaddrinuse.listener_holds_port", CONFIRMED,
+                      f"{lst.address}:{port} is already listening ({ev.who(lst.inode)})",
+                      evidence))
+    else:
+        out.append(_v("eaddrinuse.listener_holds_port", RULED_OUT,
+                      f"no socket listens on port {port}", evidence))
+    tw = states.get("TIME_WAIT", 0)
+    out.append(_v("eaddrinuse.time_wait_blocks_bind", LIKELY if tw and not listening else
+                  RULED_OUT, f"{tw} TIME_WAIT socket(s) hold local port {port}" if tw else
+                  f"no TIME_WAIT socket holds local port {port}", evidence,
+                  "check that the service sets SO_REUSEADDR" if tw else None))
+    eph = ev.facts.census.ephemeral_range if ev.facts.census else None
+    others = sum(n for s, n in states.items() if s not in ("LISTEN", "TIME_WAIT"))
+    in_range = eph is not None and eph[0] <= port <= eph[1]
+    reserved = _reserved(ev, port)
+    if in_range and not reserved and others and not listening:
+        out.append(_v("eaddrinuse.outgoing_took_port", CONFIRMED,
+                      f"port {port} is inside ip_local_port_range {eph[0]}-{eph[1]} and "
+                      f"{others} connection(s) use it as their local port", evidence))
+    else:
+        out.append(_v("eaddrinuse.outgoing_took_port", LIKELY if in_range and not reserved
+                      and not listening else RULED_OUT,
+                      (f"port {port} is inside ip_local_port_range and not reserved: an "
+                       "outgoing connection can take it while the service is down")
+                      if in_range and not reserved else
+                      f"port {port} is outside ip_local_port_range or reserved", evidence))
+    fin = ev.finding("ports.ephemeral_exhaustion")
+    share = max((r.get("share", 0) for r in _destinations(ev)), default=0)
+    out.append(_v("eaddrinuse.bind_zero_exhaustion", RULED_OUT if share < 0.4 else LIKELY,
+                  f"the busiest destination uses {share:.0%} of the ephemeral range",
+                  {"ports_finding": fin.title if fin else None}))
+    return out
+
+
+def _reserved(ev: Evidence, port: int) -> bool:
+    from netdiag.facts import parse_port_list
+
+    raw = ev.facts.sysctl.values.get("net.ipv4.ip_local_reserved_ports", "") \
+        if ev.facts.sysctl else ""
+    try:
+        return any(lo <= port <= hi for lo, hi in parse_port_list(raw))
+    except ValueError:
+        return False
+
+
+# ---- EMFILE ------------------------------------------------------------------------------
+
+def _emfile(ev: Evidence) -> list[CauseVerdict]:
+    out = []
+    fails = ev.failures(("accept", "accept4", "socket", "connect"), "EMFILE", "ENFILE")
+    fin = ev.finding("sockets.fd_limit")
+    procs = ev.facts.processes
+    rows = []
+    if procs is not None:
+        for info in procs.processes.values():
+            if ev.scope.pid is not None and info.pid != ev.scope.pid:
+                continue
+            if info.nofile_soft and info.fds >= 0.8 * info.nofile_soft:
+                rows.append({"pid": info.pid, "command": info.command, "fds": info.fds,
+                             "nofile_soft": info.nofile_soft})
+    rows.sort(key=lambda r: -r["fds"] / max(r["nofile_soft"], 1))
+    evidence: dict[str, Any] = {"near_limit": rows[:5],
+                                "fd_limit_finding": fin.title if fin is not None else None}
+    if fails:
+        evidence["failed_calls"] = [{"call": f.call, "error": f.error, "pid": f.pid,
+                                     "command": f.command, "count": f.count}
+                                    for f in fails[:5]]
+    emfile = [f for f in fails if f.error == "EMFILE"]
+    if emfile:
+        f = emfile[0]
+        out.append(_v("emfile.process_limit", CONFIRMED,
+                      f"{f.call}() failed with EMFILE {f.count} time(s) in pid {f.pid} "
+                      f"({f.command})", evidence, severity=Severity.CRITICAL))
+    elif rows:
+        r = rows[0]
+        out.append(_v("emfile.process_limit", CONFIRMED if r["fds"] >= r["nofile_soft"] - 1
+                      else LIKELY, f"pid {r['pid']} ({r['command']}) holds {r['fds']} of its "
+                      f"{r['nofile_soft']} descriptors", evidence,
+                      None if r["fds"] >= r["nofile_soft"] - 1 else PROBE))
+    elif procs is not None and procs.scanned:
+        out.append(_v("emfile.process_limit", RULED_OUT,
+                      "no process in scope is near its RLIMIT_NOFILE now", evidence,
+                      RUN_WHILE + ", or " + PROBE))
+    else:
+        out.append(_v("emfile.process_limit", CANNOT_TELL,
+                      "process fd tables could not be read", evidence, "run as root"))
+    fnr = ev.facts.file_nr
+    if any(f.error == "ENFILE" for f in fails):
+        out.append(_v("emfile.system_limit", CONFIRMED, "calls failed with ENFILE",
+                      evidence, severity=Severity.CRITICAL))
+    elif fnr is not None and fnr.maximum:
+        share = fnr.allocated / fnr.maximum
+        out.append(_v("emfile.system_limit", CONFIRMED if share >= 0.99 else
+                      LIKELY if share >= 0.8 else RULED_OUT,
+                      f"{fnr.allocated} of fs.file-max {fnr.maximum} file handles "
+                      f"({share:.0%}) are allocated",
+                      {"file_nr": {"allocated": fnr.allocated, "maximum": fnr.maximum}}))
+    else:
+        out.append(_v("emfile.system_limit", CANNOT_TELL, "fs/file-nr was not read"))
+    cw = ev.bad("closewait.leak")
+    if cw is not None:
+        pids = {r.get("pid") for r in cw.evidence.get("by_process_and_port", [])
+                if isinstance(r, dict)}
+        near = {r["pid"] for r in rows}
+        out.append(_v("emfile.leak_close_wait", CONFIRMED if pids & near else LIKELY,
+                      cw.title, {"closewait": cw.title}))
+    else:
+        out.append(_v("emfile.leak_close_wait", RULED_OUT,
+                      "no process holds CLOSE_WAIT sockets worth a warning"))
+    return out
+
+
+# ---- EPIPE -------------------------------------------------------------------------------
+
+def _epipe(ev: Evidence) -> list[CauseVerdict]:
+    out = []
+    fails = ev.failures(("write", "send", "sendto", "sendmsg", "writev"), "EPIPE")
+    evidence: dict[str, Any] = {}
+    if fails:
+        evidence["failed_writes"] = [{"call": f.call, "pid": f.pid, "command": f.command,
+                                      "local_port": f.local_port, "count": f.count}
+                                     for f in fails[:5]]
+    cw = ev.finding("closewait.leak")
+    census = ev.facts.census
+    cw_count = census.by_state.get("CLOSE_WAIT", 0) if census else 0
+    tw_sent = ev.resets_sent("TCP_TIMEWAIT_SOCKET", "NO_SOCKET")
+    if fails and cw_count:
+        out.append(_v("epipe.write_after_peer_close", CONFIRMED,
+                      f"writes failed with EPIPE {sum(f.count for f in fails)} time(s) and "
+                      f"{cw_count} socket(s) are in CLOSE_WAIT (the peer closed first)",
+                      evidence))
+    elif cw_count:
+        out.append(_v("epipe.write_after_peer_close", LIKELY,
+                      f"{cw_count} socket(s) in CLOSE_WAIT: their peer closed, a write there "
+                      "draws a RST and then EPIPE" + (f" ({cw.title})" if cw else ""),
+                      evidence, PROBE))
+    elif tw_sent is not None and tw_sent[0]:
+        out.append(_v("epipe.write_after_peer_close", LIKELY,
+                      f"this host answered {tw_sent[0]} segment(s) for closed connections "
+                      "with a RST: a local peer writes after the other side closed",
+                      {"resets_sent": tw_sent[1]}))
+    else:
+        out.append(_v("epipe.write_after_peer_close", RULED_OUT if census is not None else
+                      CANNOT_TELL, "no socket is in CLOSE_WAIT now", evidence, RUN_WHILE))
+    recv = ev.resets_received()
+    if recv is not None:
+        out.append(_v("epipe.write_after_reset", LIKELY if recv[0] else RULED_OUT,
+                      f"{recv[0]} RST(s) received in the probe window",
+                      {"resets_received": recv[1]}))
+    else:
+        out.append(_v("epipe.write_after_reset", CANNOT_TELL,
+                      "received RSTs are seen by the resets probe only", would_tell=PROBE))
+    out.append(_v("epipe.own_shutdown", CANNOT_TELL,
+                  "shutdown() calls are not traced",
+                  would_tell="review the application's close sequence"))
+    return out
+
+
+# ---- hang --------------------------------------------------------------------------------
+
+def _hang(ev: Evidence) -> list[CauseVerdict]:
+    out = []
+    d = ev.facts.details
+    ka = ev.finding("keepalive.slow_detection")
+    if d is not None:
+        idle = [c for c in d.idle_without_keepalive
+                if ev.scope.port_matches(c.sport, c.dport)
+                and ev.scope.peer_matches(c.destination, c.dport)]
+        evidence = {"long_idle_without_keepalive": d.long_idle_without_keepalive,
+                    "examples": [{"local": f"{c.source}:{c.sport}",
+                                  "peer": f"{c.destination}:{c.dport}",
+                                  "idle_s": c.idle_ms // 1000, "holders": ev.who(c.inode)}
+                                 for c in idle[:5]]}
+        n = len(idle) if (ev.scope.port or ev.scope.peer) else d.long_idle_without_keepalive
+        out.append(_v("hang.idle_no_keepalive", CONFIRMED if n else
+                      (LIKELY if d.no_timer else RULED_OUT),
+                      f"{n} connection(s) idle over 10 min without keepalive: a dead peer is "
+                      "never noticed" if n else
+                      f"{d.no_timer} established connection(s) have no keepalive (none idle "
+                      "long yet)" if d.no_timer else "every established connection has "
+                                                     "keepalive or traffic", evidence))
+    else:
+        out.append(_v("hang.idle_no_keepalive", CANNOT_TELL,
+                      "per-connection timers were not read", would_tell="run as root"))
+    if ka is not None and ka.severity >= Severity.INFO:
+        out.append(_v("hang.keepalive_defaults", LIKELY, ka.title,
+                      {"keepalive": ka.title}))
+    else:
+        out.append(_v("hang.keepalive_defaults", RULED_OUT,
+                      ka.title if ka is not None else "no keepalive finding"))
+    timers = (ev.facts.census.timers if ev.facts.census else {}) or {}
+    retr = timers.get("on", 0)
+    grew = ev.grew("TcpExt", "TCPTimeouts")
+    out.append(_v("hang.unacked_retransmitting", LIKELY if retr and grew is not False
+                  else RULED_OUT if not retr else LIKELY,
+                  f"{retr} socket(s) have data in flight on the retransmit timer"
+                  + (" and TCPTimeouts grew" if grew else ""),
+                  {"retransmit_timer_sockets": retr}))
+    persist = timers.get("persist", 0)
+    out.append(_v("hang.zero_window", CONFIRMED if persist else RULED_OUT,
+                  f"{persist} socket(s) probe a zero window (the peer does not read)"
+                  if persist else "no socket is probing a zero window",
+                  {"persist_timer_sockets": persist}))
+    pressure, pev, ptext = _accept_pressure(ev)
+    out.append(_v("hang.never_accepted", {True: CONFIRMED, None: LIKELY,
+                                          False: RULED_OUT}[pressure], ptext, pev))
+    out.append(_v("hang.unread_data", CANNOT_TELL,
+                  "Recv-Q that does not drain shows over two samples of the socket",
+                  would_tell="netdiag sockets --interval 10; ss -tn shows Recv-Q per socket"))
+    return out
+
+
+# ---- slow --------------------------------------------------------------------------------
+
+def _slow(ev: Evidence) -> list[CauseVerdict]:
+    out = []
+    f = ev.finding("buffers.max_below_bdp")
+    flows = [r for r in ((f.evidence.get("flows") or []) if f is not None else [])
+             if isinstance(r, dict) and _flow_in_scope(ev, r)]
+    by_limit: dict[str, list[dict[str, Any]]] = {}
+    for r in flows:
+        by_limit.setdefault(str(r.get("limit")), []).append(r)
+
+    def rows(*limits: str) -> list[dict[str, Any]]:
+        return [r for k in limits for r in by_limit.get(k, [])]
+
+    measured = f.evidence.get("measured_over") if f is not None else None
+    if f is None:
+        reason = "per-flow tcp_info was not read"
+        for cid in ("slow.receive_window", "slow.send_buffer", "slow.application_limited"):
+            out.append(_v(cid, CANNOT_TELL, reason, would_tell="run as root"))
+    else:
+        recv = rows("peer_receive_window", "receive_buffer_max",
+                    "receive_buffer_capped_by_rmem_max", "receive_buffer_fixed_by_application",
+                    "slow_reader")
+        send = rows("send_buffer_max", "send_buffer_capped_by_wmem_max",
+                    "send_buffer_fixed_by_application")
+        app = rows("application")
+        ev_base = {"measured_over": measured, "flows_judged": len(flows)}
+        out.append(_flows_verdict("slow.receive_window", recv, "held by the receiver's "
+                                  "window or a slow reader", ev_base, flows))
+        out.append(_flows_verdict("slow.send_buffer", send, "held by the send buffer",
+                                  ev_base, flows))
+        out.append(_flows_verdict("slow.application_limited", app, "limited by their own "
+                                  "application (nothing queued)", ev_base, flows,
+                                  severity=Severity.INFO))
+    retr = ev.counter("Tcp", "RetransSegs")
+    segs = ev.counter("Tcp", "OutSegs")
+    if retr is not None and segs is not None and retr.delta is not None and segs.delta:
+        share = retr.delta / segs.delta
+        out.append(_v("slow.loss_retransmits", CONFIRMED if share >= 0.01 else
+                      LIKELY if share >= 0.001 else RULED_OUT,
+                      f"{share:.2%} of segments sent were retransmissions over the "
+                      f"{ev.window} ({retr.delta} of {segs.delta})",
+                      {"Tcp.RetransSegs": retr.evidence(), "Tcp.OutSegs": segs.evidence()}))
+    elif retr is not None and segs is not None and segs.total:
+        share = retr.total / segs.total
+        out.append(_v("slow.loss_retransmits", LIKELY if share >= 0.01 else CANNOT_TELL,
+                      f"{share:.2%} of segments were retransmissions since boot",
+                      {"Tcp.RetransSegs": retr.evidence()}, RUN_WHILE))
+    else:
+        out.append(_v("slow.loss_retransmits", CANNOT_TELL, "Tcp counters not available",
+                      would_tell=RUN_WHILE))
+    drops = [x for x in (ev.bad("buffers.rcvbuf_drops"), ev.bad("softirq.netdev_backlog_drops"),
+                         ev.bad("softirq.ring_overruns")) if x is not None]
+    infos = [x for x in (ev.finding("buffers.rcvbuf_drops"),
+                         ev.finding("softirq.netdev_backlog_drops")) if x is not None
+             and x.severity == Severity.INFO]
+    out.append(_v("slow.receiver_drops", CONFIRMED if drops else LIKELY if infos else
+                  RULED_OUT if ev.window else CANNOT_TELL,
+                  "; ".join(x.title for x in drops or infos) or
+                  "no receive-path drop " + (f"over the {ev.window}" if ev.window else
+                                             "since boot worth noting"),
+                  {"findings": [x.id for x in drops or infos]},
+                  None if ev.window or drops else RUN_WHILE))
+    setup = [x for x in (ev.bad("backlog.listen_overflow"), ev.bad("backlog.syn_queue"),
+                         ev.bad("backlog.accept_queue_full")) if x is not None]
+    out.append(_v("slow.setup_delays", CONFIRMED if setup else RULED_OUT if ev.window else
+                  LIKELY if ev.since_boot("TcpExt", "ListenOverflows") else RULED_OUT,
+                  "; ".join(x.title for x in setup) or
+                  "no listen queue dropped connection requests" +
+                  (f" over the {ev.window}" if ev.window else " now"),
+                  {"findings": [x.id for x in setup]}))
+    return out
+
+
+def _flow_in_scope(ev: Evidence, row: dict[str, Any]) -> bool:
+    local, peer = str(row.get("local", "")), str(row.get("peer", ""))
+    lport = _port(local)
+    paddr, pport = peer.rpartition(":")[0], _port(peer)
+    if not ev.scope.port_matches(lport, pport):
+        return False
+    if ev.scope.peer is not None and paddr.strip("[]") != ev.scope.peer:
+        return False
+    return ev.scope.pid is None or row.get("pid") == ev.scope.pid
+
+
+def _port(text: str) -> int | None:
+    tail = text.rpartition(":")[2]
+    return int(tail) if tail.isdigit() else None
+
+
+def _flows_verdict(cid: str, rows: list[dict[str, Any]], what: str, base: dict[str, Any],
+                   flows: list[dict[str, Any]], severity: Severity | None = None
+                   ) -> CauseVerdict:
+    evidence = dict(base, flows=[{k: r.get(k) for k in ("local", "peer", "limit",
+                                                         "what_holds_it", "rate_mbit")}
+                                 for r in rows[:5]])
+    if rows:
+        r = rows[0]
+        return _v(cid, CONFIRMED, f"{len(rows)} of {len(flows)} busy flow(s) {what}, e.g. "
+                                  f"{r.get('local')} ↔ {r.get('peer')}: "
+                                  f"{r.get('what_holds_it')}", evidence, severity=severity)
+    if flows:
+        return _v(cid, RULED_OUT, f"none of the {len(flows)} busy flow(s) is {what}", evidence)
+    return _v(cid, CANNOT_TELL, "no flow in scope moved data in the last second", evidence,
+              "run while the transfer is slow (with --port or --peer for that flow)")
+
+
+# ---- entry point -------------------------------------------------------------------------
+
+JUDGES: dict[str, Callable[[Evidence], list[CauseVerdict]]] = {
+    "ECONNRESET": _econnreset, "ECONNREFUSED": _econnrefused, "ETIMEDOUT": _etimedout,
+    "EADDRNOTAVAIL": _eaddrnotavail, "EADDRINUSE": _eaddrinuse, "EMFILE": _emfile,
+    "EPIPE": _epipe, "hang": _hang, "slow": _slow,
+}
+
+
+def _symptom_causes(name: str) -> Iterable[CauseSpec]:
+    from netdiag.diagnose.symptoms import SYMPTOMS
+
+    return next(s for s in SYMPTOMS if s.name == name).causes
+
+
+def diagnose(symptom: Symptom, facts: Facts, findings: list[Finding],
+             scope: Scope) -> list[CauseVerdict]:
+    """Every cause of the symptom with its verdict, confirmed first."""
+    ev = Evidence(facts, findings, scope)
+    verdicts = JUDGES[symptom.name](ev)
+    order = {c.id: i for i, c in enumerate(symptom.causes)}
+    return sorted(verdicts, key=lambda v: (RANK[v.verdict], order[v.cause.id]))
