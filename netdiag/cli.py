@@ -416,7 +416,7 @@ def why(
         return diagnose.report_parts(found, symptom, scope, facts, findings)
 
     _report("why", list(TOPICS), _plan(details=True, flow_sample=True, rxpath=True,
-                                       sample_listeners=True),
+                                       sample_listeners=True, listener_owners=True),
             lambda facts: {}, fmt=fmt, as_json=as_json, show_ok=True, show_facts=True,
             netns=netns, pid=pid, interval=interval, output=output, state_dir=state_dir,
             probes=probe_req, verbose=verbose, conclude=conclude)

@@ -363,12 +363,20 @@ def build_report(req: Request, target: Target, outcome: Outcome):
 
 def run_one(req: Request):
     target = enter_namespace(req)
+    before = _counters_before_probes(req, target)
     results, probe_errors, samples = run_probes(req, target)
     facts, errors = collect(req, target, req.plan)
     splice_probes(facts, results, samples)
+    if before is not None and results and facts.counters is not None \
+            and facts.counters_before is None:
+        # No --interval: the counters are judged over the probe window (read at its two
+        # ends), like the probes' own numbers; a stored previous run is not needed then.
+        facts.counters_before = before
+        facts.interval = max(facts.counters.taken_at - before.taken_at, 0.001)
+        facts.baseline = "probe window"
     history = History(req.state_dir)
     try:
-        ident = history.attach(facts, target.ctx.netns, req.interval)
+        ident = history.attach(facts, target.ctx.netns, req.interval or facts.interval)
         outcome = evaluate(req, facts, req.topics, probe_errors + errors)
         report = build_report(req, target, outcome)
         history.record(facts, report.status, ident)
@@ -376,6 +384,19 @@ def run_one(req: Request):
         history.close()
     report.errors.extend(history.errors)
     return report
+
+
+def _counters_before_probes(req: Request, target: Target):
+    """The kernel counters at the start of a probe window (None: no window, or --interval
+    gives the baseline)."""
+    if req.probes is None or req.interval or not req.plan.counters or not target.ctx.live:
+        return None
+    from netdiag.collect.procfs import read_counters
+
+    try:
+        return read_counters(target.ctx)[0]
+    except NetdiagError:
+        return None
 
 
 def run_all(req: Request):

@@ -65,7 +65,9 @@ def _validators() -> tuple:
 def _kind(doc: object) -> str:
     if isinstance(doc, dict):
         for key, kind in (("probes", "probe_list"), ("runs", "history"), ("findings", "report"),
-                          ("background", "explain_topic"), ("id", "explain_finding")):
+                          ("background", "explain_topic"), ("id", "explain_finding"),
+                          ("symptoms", "why_list"), ("concept", "explain_concept"),
+                          ("cause", "explain_cause"), ("concepts", "explain_list")):
             if key in doc:
                 return kind
     return "report"

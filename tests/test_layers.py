@@ -40,3 +40,12 @@ def test_collectors_do_not_import_rules_or_renderers():
         bad = {m for m in imports_of(path)
                if m.startswith(("netdiag.rules", "netdiag.render", "netdiag.cli"))}
         assert not bad, f"{path.name} imports {bad}"
+
+
+def test_diagnose_reads_facts_and_findings_only():
+    """`why` weighs what the run collected; like the rules it never reads the system."""
+    for path in (PKG / "diagnose").glob("*.py"):
+        bad = {m for m in imports_of(path)
+               if not (m in ("netdiag.facts", "netdiag.model", "netdiag.probefacts")
+                       or m.startswith(("netdiag.rules", "netdiag.diagnose")))}
+        assert not bad, f"{path.name} imports {bad}"

@@ -59,10 +59,29 @@ def report_parts(symptom: Symptom, matched: str, scope: Scope, facts: Facts,
         "evidence_window": window,
         "probes": sorted(facts.probes or {}),
         "verdicts": counts,
+        "errors_seen": _errors_seen(symptom, facts, scope),
         "causes": [{"id": f"why.{v.cause.id}", "verdict": v.verdict, "title": v.cause.title,
                     "because": v.because, "would_tell": v.would_tell} for v in verdicts],
     }
     return [to_finding(v) for v in verdicts], section
+
+
+def _errors_seen(symptom: Symptom, facts: Facts, scope: Scope) -> list[dict[str, Any]] | None:
+    """What the errors probe saw applications told, for this symptom's errnos (None: the probe
+    did not run)."""
+    res = (facts.probes or {}).get("errors")
+    if res is None:
+        return None
+    wanted = set(symptom.errnos) or {"ECONNRESET", "ETIMEDOUT", "EPIPE"}
+    rows = []
+    for f in res.failures:
+        if f.error not in wanted or (scope.pid is not None and f.pid != scope.pid):
+            continue
+        if scope.port is not None and scope.port not in (f.local_port, f.remote_port):
+            continue
+        rows.append({"call": f.call, "error": f.error, "pid": f.pid, "command": f.command,
+                     "peer": f.peer, "remote_port": f.remote_port, "count": f.count})
+    return rows[:20]
 
 
 def listing() -> dict[str, Any]:

@@ -252,7 +252,7 @@ def _reset_verdict(ev: Evidence, cid: str, reasons: tuple[str, ...], counter: st
         n, rows = sent
         if n:
             return _v(cid, CONFIRMED, f"this host sent {n} RST(s) with reason "
-                                      f"{'/'.join(reasons)} in the probe window: {what}",
+                                      f"{'/'.join(reasons)} in the probe window",
                       {"resets_sent": rows})
         if counter is None:
             return _v(cid, RULED_OUT, f"no RST with reason {'/'.join(reasons)} was sent in "
@@ -271,9 +271,18 @@ def _reset_verdict(ev: Evidence, cid: str, reasons: tuple[str, ...], counter: st
 
 # ---- ECONNRESET --------------------------------------------------------------------------
 
-def _accept_pressure(ev: Evidence) -> tuple[bool | None, dict[str, Any], str]:
-    """Is a listener's accept queue full now or overflowing over the window? (None: no
-    window and not full now: since-boot overflows only.)"""
+UNKNOWN = "unknown"
+
+
+def _pressure_verdict(state: Any) -> str:
+    return {True: CONFIRMED, None: LIKELY, False: RULED_OUT}.get(state, CANNOT_TELL)
+
+
+def _accept_pressure(ev: Evidence) -> tuple[Any, dict[str, Any], str]:
+    """Is a listener's accept queue full now or overflowing over the window? True, False,
+    None (not full now, overflows since boot only) or UNKNOWN (no socket table)."""
+    if ev.facts.census is None:
+        return UNKNOWN, {}, "the socket table was not read"
     full = [lst for lst in ev.listeners() if lst.full or
             (lst.backlog and lst.accept_queue >= lst.backlog)]
     evidence: dict[str, Any] = {}
@@ -318,13 +327,20 @@ def _econnreset(ev: Evidence) -> list[CauseVerdict]:
                       f"this host answered {sent[0]} segment(s) with a RST because no socket "
                       "matched (reason NO_SOCKET)", {"resets_sent": sent[1]}))
     elif sent is not None:
-        out.append(_v("econnreset.no_socket", LIKELY if ev.resets_received() and
-                      ev.resets_received()[0] else RULED_OUT,
-                      "this host sent no NO_SOCKET RST in the window" +
-                      ("; RSTs were received: the peer's side may have lost the socket"
-                       if ev.resets_received() and ev.resets_received()[0] else ""),
-                      {"resets_received": (ev.resets_received() or (0, []))[1]},
-                      would_tell="run netdiag why ECONNRESET on the peer host"))
+        received, rows = ev.resets_received() or (0, [])
+        local = (ev.resets_sent() or (0, []))[0]
+        foreign = received - local  # RSTs received that this host's own TCP did not send
+        if foreign > 0:
+            out.append(_v("econnreset.no_socket", LIKELY,
+                          f"{received} RST(s) received, {local} sent by this host: a peer "
+                          "elsewhere sent the others; its socket may be gone",
+                          {"resets_received": rows},
+                          "run netdiag why ECONNRESET --probe-seconds 10 on the peer host"))
+        else:
+            out.append(_v("econnreset.no_socket", RULED_OUT,
+                          "this host sent no NO_SOCKET RST in the window"
+                          + (", and every RST received here was sent by this host's own "
+                             "sockets" if received else ""), {"resets_received": rows}))
     else:
         grew = ev.grew("Tcp", "OutRsts")
         ch = ev.counter("Tcp", "OutRsts")
@@ -346,12 +362,18 @@ def _econnreset(ev: Evidence) -> list[CauseVerdict]:
     abort = ev.sysctl("net.ipv4.tcp_abort_on_overflow")
     pressure, pev, ptext = _accept_pressure(ev)
     pev["tcp_abort_on_overflow"] = abort
+    invalid = ev.resets_sent("INVALID_SYN")
+    if invalid is not None and invalid[0]:
+        pev["resets_sent"] = invalid[1]
+        if abort == 1:
+            pressure, ptext = True, (f"{ptext}; this host reset {invalid[0]} completed "
+                                     "handshake(s) it had no room for (reason INVALID_SYN)")
     if abort == 1:
-        verdict = {True: CONFIRMED, None: LIKELY, False: RULED_OUT}[pressure]
+        verdict = _pressure_verdict(pressure)
         out.append(_v("econnreset.overflow_abort", verdict,
                       f"tcp_abort_on_overflow=1 and {ptext}", pev,
-                      RUN_WHILE if pressure is None else None,
-                      severity=Severity.CRITICAL if pressure else None))
+                      RUN_WHILE if pressure is None or pressure == UNKNOWN else None,
+                      severity=Severity.CRITICAL if pressure is True else None))
     else:
         out.append(_v("econnreset.overflow_abort", RULED_OUT,
                       f"tcp_abort_on_overflow={abort}: a full accept queue drops, it does "
@@ -361,7 +383,7 @@ def _econnreset(ev: Evidence) -> list[CauseVerdict]:
         out.append(_v("econnreset.request_expired", CONFIRMED,
                       f"{flags[0]} RST(s) with reason TCP_FLAGS (ACKs for expired handshakes)"
                       f"; {ptext}", {"resets_sent": flags[1], **pev}))
-    elif abort != 1 and pressure:
+    elif abort != 1 and pressure is True:
         out.append(_v("econnreset.request_expired", LIKELY,
                       f"{ptext}; with tcp_abort_on_overflow=0 handshakes expire after "
                       "tcp_synack_retries", pev, PROBE))
@@ -381,23 +403,21 @@ def _econnreset(ev: Evidence) -> list[CauseVerdict]:
     recv = ev.resets_received()
     if recv is not None:
         n, rows = recv
-        sent_any = ev.resets_sent()
-        local = sent_any[0] if sent_any else 0
-        if n and not local:
-            out.append(_v("econnreset.middlebox", LIKELY,
-                          f"{n} RST(s) received and none sent by this host's TCP in the window"
-                          "; the peer's kernel or a box on the path sent them",
+        local = (ev.resets_sent() or (0, []))[0]
+        if n > local:
+            out.append(_v("econnreset.middlebox", CANNOT_TELL,
+                          f"{n} RST(s) received, {n - local} more than this host's TCP sent: "
+                          "the peer's kernel or a box on the path sent them",
                           {"resets_received": rows},
-                          "run netdiag probe resets on the peer: RSTs it did not send came "
-                          "from the path"))
+                          "run netdiag probe resets on the peer: RSTs its TCP did not send "
+                          "came from the path"))
         elif not n:
             out.append(_v("econnreset.middlebox", RULED_OUT,
                           "no RST was received in the window", {"resets_received": rows}))
         else:
-            out.append(_v("econnreset.middlebox", CANNOT_TELL,
-                          f"{n} RST(s) received, {local} sent here: both ends are local or "
-                          "mixed", {"resets_received": rows},
-                          "compare with netdiag probe resets on the peer"))
+            out.append(_v("econnreset.middlebox", RULED_OUT,
+                          f"every RST received here ({n}) was sent by this host's own TCP",
+                          {"resets_received": rows}))
     else:
         out.append(_v("econnreset.middlebox", CANNOT_TELL,
                       "only RSTs seen on both hosts tell a middlebox apart",
@@ -431,10 +451,26 @@ def _econnrefused(ev: Evidence) -> list[CauseVerdict]:
                           evidence))
     elif refused:
         f = refused[0]
-        out.append(_v("econnrefused.no_listener", LIKELY,
-                      f"connect() to {f.peer}:{f.remote_port} was refused {f.count} time(s) "
-                      f"(pid {f.pid}, {f.command})", {"connect_refused": dests},
-                      f"netdiag why ECONNREFUSED --port {f.remote_port} on {f.peer}"))
+        census = ev.facts.census
+        here = {lst.port for lst in census.listeners} if census is not None else set()
+        rst = ev.resets_sent("NO_SOCKET")
+        rst_here = sum(r["resets"] for r in rst[1] if r["local_port"] == f.remote_port) \
+            if rst is not None else 0
+        evidence = {"connect_refused": dests}
+        if rst_here or (_is_loopback(f.peer) and f.remote_port not in here):
+            if rst is not None:
+                evidence["resets_sent"] = rst[1]
+            out.append(_v("econnrefused.no_listener", CONFIRMED,
+                          f"connect() to {f.peer}:{f.remote_port} was refused {f.count} "
+                          f"time(s) (pid {f.pid}, {f.command}) and nothing listens on port "
+                          f"{f.remote_port} here"
+                          + (f": this kernel answered {rst_here} SYN(s) with a RST "
+                             "(NO_SOCKET)" if rst_here else ""), evidence))
+        else:
+            out.append(_v("econnrefused.no_listener", LIKELY,
+                          f"connect() to {f.peer}:{f.remote_port} was refused {f.count} "
+                          f"time(s) (pid {f.pid}, {f.command})", evidence,
+                          f"netdiag why ECONNREFUSED --port {f.remote_port} on {f.peer}"))
     else:
         out.append(_v("econnrefused.no_listener", CANNOT_TELL,
                       "which port is refused is not known",
@@ -456,11 +492,11 @@ def _econnrefused(ev: Evidence) -> list[CauseVerdict]:
 def _etimedout(ev: Evidence) -> list[CauseVerdict]:
     out = []
     pressure, pev, ptext = _accept_pressure(ev)
-    verdict = {True: CONFIRMED, None: LIKELY, False: RULED_OUT}[pressure]
+    verdict = _pressure_verdict(pressure)
     full = ev.bad("backlog.accept_queue_full")
     sev = full.severity if full is not None else None
     out.append(_v("etimedout.accept_queue_full", verdict, ptext, pev,
-                  RUN_WHILE if pressure is None else None, sev))
+                  RUN_WHILE if pressure is None or pressure == UNKNOWN else None, sev))
     cookies = ev.sysctl("net.ipv4.tcp_syncookies")
     got = _counter_verdict(ev, "etimedout.syn_queue_drop", "TcpExt", "TCPReqQFullDrop",
                            what="SYNs dropped on a full SYN queue", decisive=True)
@@ -490,13 +526,8 @@ def _etimedout(ev: Evidence) -> list[CauseVerdict]:
                            "retransmissions (or keepalive, or SYN timeouts)", decisive=False)
     timers = (ev.facts.census.timers if ev.facts.census else {}) or {}
     got.evidence["sockets_retransmitting_now"] = timers.get("on", 0)
-    retr = ev.probe("retrans")
-    if retr is not None:
-        rows = [r for r in retr.by_flow if ev.scope.peer_matches(r.peer, r.remote_port)
-                and ev.scope.port_matches(r.local_port, r.remote_port)]
-        got.evidence["retransmits_by_flow"] = [
-            {"peer": r.peer, "remote_port": r.remote_port, "retransmits": r.retransmits}
-            for r in rows[:5]]
+    if ev.probe("retrans") is not None:
+        got.evidence["retransmits_by_flow"] = _retransmits(ev)[:5]
     out.append(got)
     ka = _counter_verdict(ev, "etimedout.keepalive_expiry", "TcpExt", "TCPKeepAlive",
                           what="keepalive probes sent (idle connections being checked)",
@@ -507,14 +538,26 @@ def _etimedout(ev: Evidence) -> list[CauseVerdict]:
                 f"{n} connection(s) given up by keepalive in the probe window",
                 {"resets_sent": rows})
     out.append(ka)
-    kernel_side = [v for v in out if v.verdict in (CONFIRMED, LIKELY)]
-    out.append(_v("etimedout.app_timeout", LIKELY if not kernel_side else CANNOT_TELL,
-                  "no kernel cause shows here: an application deadline fires before the "
-                  "kernel gives up" if not kernel_side else
+    # Likely by elimination only when every kernel cause was looked at and ruled out.
+    eliminated = all(v.verdict == RULED_OUT for v in out)
+    out.append(_v("etimedout.app_timeout", LIKELY if eliminated else CANNOT_TELL,
+                  "every kernel cause was ruled out: an application deadline fires before "
+                  "the kernel gives up" if eliminated else
                   "application timeouts leave no kernel trace",
                   would_tell="compare the application's timeout with the server's response "
                              "time"))
     return out
+
+
+def _retransmits(ev: Evidence) -> list[dict[str, Any]]:
+    """Retransmits in the probe window toward the scope's peers (largest first)."""
+    res = ev.probe("retrans")
+    if res is None:
+        return []
+    return [{"local_port": r.local_port, "peer": r.peer, "remote_port": r.remote_port,
+             "retransmits": r.retransmits}
+            for r in res.by_flow if r.retransmits and ev.scope.peer_matches(r.peer, r.remote_port)
+            and ev.scope.port_matches(r.local_port, r.remote_port)]
 
 
 # ---- EADDRNOTAVAIL / EADDRINUSE ----------------------------------------------------------
@@ -622,6 +665,10 @@ def _eaddrinuse(ev: Evidence) -> list[CauseVerdict]:
                   f"the busiest destination uses {share:.0%} of the ephemeral range",
                   {"ports_finding": fin.title if fin else None}))
     return out
+
+
+def _is_loopback(address: str | None) -> bool:
+    return bool(address) and (address.startswith("127.") or address == "::1")
 
 
 def _reserved(ev: Evidence, port: int) -> bool:
@@ -783,19 +830,28 @@ def _hang(ev: Evidence) -> list[CauseVerdict]:
     timers = (ev.facts.census.timers if ev.facts.census else {}) or {}
     retr = timers.get("on", 0)
     grew = ev.grew("TcpExt", "TCPTimeouts")
-    out.append(_v("hang.unacked_retransmitting", LIKELY if retr and grew is not False
-                  else RULED_OUT if not retr else LIKELY,
-                  f"{retr} socket(s) have data in flight on the retransmit timer"
-                  + (" and TCPTimeouts grew" if grew else ""),
-                  {"retransmit_timer_sockets": retr}))
+    flows = _retransmits(ev)
+    evidence = {"retransmit_timer_sockets": retr, "retransmits_by_flow": flows[:5]}
+    if flows:
+        r = flows[0]
+        out.append(_v("hang.unacked_retransmitting", CONFIRMED,
+                      f"{sum(x['retransmits'] for x in flows)} segment(s) retransmitted in the "
+                      f"probe window, most toward {r['peer']}:{r['remote_port']}: data stays "
+                      "unacknowledged", evidence))
+    else:
+        out.append(_v("hang.unacked_retransmitting", LIKELY if retr else RULED_OUT,
+                      f"{retr} socket(s) have data in flight on the retransmit timer"
+                      + (" and TCPTimeouts grew" if grew else "") if retr else
+                      "no socket has unacknowledged data on the retransmit timer", evidence,
+                      PROBE if retr else None))
     persist = timers.get("persist", 0)
     out.append(_v("hang.zero_window", CONFIRMED if persist else RULED_OUT,
                   f"{persist} socket(s) probe a zero window (the peer does not read)"
                   if persist else "no socket is probing a zero window",
                   {"persist_timer_sockets": persist}))
     pressure, pev, ptext = _accept_pressure(ev)
-    out.append(_v("hang.never_accepted", {True: CONFIRMED, None: LIKELY,
-                                          False: RULED_OUT}[pressure], ptext, pev))
+    out.append(_v("hang.never_accepted", _pressure_verdict(pressure), ptext, pev,
+                  RUN_WHILE if pressure is None or pressure == UNKNOWN else None))
     out.append(_v("hang.unread_data", CANNOT_TELL,
                   "Recv-Q that does not drain shows over two samples of the socket",
                   would_tell="netdiag sockets --interval 10; ss -tn shows Recv-Q per socket"))

@@ -342,7 +342,9 @@ def render_table(report: Report, out: TextIO, verbose: bool = False) -> None:
             _section(console, title, value, limit)
         console.file.flush()
         return
-    if report.show_facts:
+    if report.topic == "why":
+        _why_heading(console, report.facts)
+    elif report.show_facts:
         for title, value in report.facts.items():
             _section(console, title, value, limit)
     if report.findings:
@@ -367,6 +369,35 @@ def render_table(report: Report, out: TextIO, verbose: bool = False) -> None:
     style = {"OK": "green", "WARNING": "yellow", "CRITICAL": "bold red"}.get(status, "magenta")
     console.print(Text(f"status: {status}", style=style))
     console.file.flush()
+
+
+def _why_heading(console: Console, facts: dict[str, Any]) -> None:
+    """`netdiag why`: what was asked, where the evidence comes from; the causes follow."""
+    sym, scope = facts.get("symptom") or {}, facts.get("scope") or {}
+    where = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in scope.items()
+                      if v is not None) or "the whole namespace"
+    window = facts.get("evidence_window")
+    probes = facts.get("probes") or []
+    counts = facts.get("verdicts") or {}
+    lines = [
+        f"{sym.get('name')}: {sym.get('title')} — returned by {sym.get('returned_by')}",
+        f"evidence: {where}; counters "
+        + (f"judged over the {window}" if window else
+           "since boot only (--interval or --probe-seconds judge them over time)")
+        + (f"; probes: {', '.join(probes)}" if probes else "; no probe ran"),
+        ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in counts.items()),
+    ]
+    seen = facts.get("errors_seen") or []
+    if seen:
+        said = "; ".join(f"{r['error']} ×{r['count']} from {r['call']}() in pid {r['pid']} "
+                         f"({r['command']})" for r in seen[:3])
+        lines.append(f"applications were told (errors probe): {said}")
+    if not counts.get("confirmed") and not counts.get("likely"):
+        lines.append("nothing seen here explains it now: run while the errors happen (with "
+                     "--probe-seconds as root), and on the peer host")
+    for line in lines:
+        console.print(_hanging("", safe(line)))
+    console.print()
 
 
 def render_rows(title: str, rows: list[dict[str, Any]], out: TextIO) -> None:

@@ -1,0 +1,329 @@
+"""`netdiag why`: each symptom produced for real in a fresh namespace, then asked about.
+
+Every scenario starts `netdiag why SYMPTOM --probe-seconds 300` (so the probes that decide the
+symptom watch the namespace), waits until all its probe hooks are attached, runs a workload
+that makes an application see the errno (tests/helpers/whyload.py prints how often it saw
+it), then ends the window with SIGINT: the report follows. Each test asserts the confirmed
+cause, causes that must be ruled out, and that the errors probe saw the errno the application
+saw. Nothing waits on a fixed delay except what the kernel itself times (SYN retries).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from referee import attachments, hook_count
+
+from conftest import HERE, REPO, NetNS, load_json, require_root, run_json, run_netdiag
+
+WHYLOAD = HERE / "helpers" / "whyload.py"
+ATTACH_TIMEOUT = 90.0
+
+
+def causes(report: dict) -> dict[str, dict]:
+    return {f["id"]: f for f in report["findings"]}
+
+
+def verdict(report: dict, cid: str) -> str:
+    return causes(report)[f"why.{cid}"]["verdict"]
+
+
+def seen(report: dict, error: str) -> int:
+    """How many times the errors probe saw applications told `error`."""
+    rows = report["facts"]["errors_seen"]
+    assert rows is not None, "the errors probe did not run"
+    return sum(r["count"] for r in rows if r["error"] == error)
+
+
+class Why:
+    """`netdiag why` with its probes attached around workloads in the namespace."""
+
+    def __init__(self, ns: NetNS, symptom: str, *args: str, probes: tuple[str, ...],
+                 netns: bool = True) -> None:
+        self.ns, self.symptom, self.args, self.probes = ns, symptom, args, probes
+        self.netns = netns
+        self.report: dict = {}
+        self.returncode: int | None = None
+        self.loads: list[subprocess.Popen] = []
+
+    def __enter__(self) -> Why:
+        cmd = [sys.executable, "-m", "netdiag", "why", self.symptom, "--probe-seconds", "300",
+               "--json", *self.args] + (["--netns", self.ns.name] if self.netns else [])
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, cwd="/", env=dict(os.environ,
+                                                                  PYTHONPATH=str(REPO)))
+        want = sum(hook_count(p) for p in self.probes)
+        deadline = time.monotonic() + ATTACH_TIMEOUT
+        while attachments(self.proc.pid) < want:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"netdiag why exited early: {self.proc.stderr.read()}")
+            assert time.monotonic() < deadline, "probes did not attach"
+            time.sleep(0.1)
+        return self
+
+    def load(self, mode: str, *args: str, steps: tuple = ()) -> str:
+        """Run a whyload workload in the namespace; returns its DONE line (it keeps its sockets
+        until the window ends). Each step is called after the workload's last line (READY,
+        CONNECTED...) before it is told to go on."""
+        p = subprocess.Popen(["ip", "netns", "exec", self.ns.name, sys.executable,
+                              str(WHYLOAD), mode, *args], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.ns.procs.append(p)
+        self.loads.append(p)
+        ready = p.stdout.readline()
+        assert ready.startswith("READY"), (ready, p.stderr.read() if p.poll() else "")
+        self.ready = ready
+        for step in steps:
+            step()
+            p.stdin.write("go\n")
+            p.stdin.flush()
+            line = p.stdout.readline()
+            assert line.strip(), p.stderr.read() if p.poll() else "no output"
+        done = line if steps else p.stdout.readline()
+        assert done.startswith("DONE"), (done, p.stderr.read() if p.poll() else "")
+        return done.strip()
+
+    def __exit__(self, exc_type, *exc) -> None:
+        try:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGINT)
+            out, err = self.proc.communicate(timeout=180)
+            self.returncode = self.proc.returncode
+            if exc_type is None:
+                assert "Traceback" not in err, err[-3000:]
+                self.report = load_json(out)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            for p in self.loads:
+                if p.poll() is None:
+                    p.kill()
+
+
+def count(done: str, error: str) -> int:
+    for part in done.split()[1:]:
+        name, _, n = part.partition("=")
+        if name == error:
+            return int(n)
+    return 0
+
+
+# ---- without probes ------------------------------------------------------------------------
+
+def test_why_alone_lists_the_symptoms_and_unknown_ones_get_a_suggestion():
+    listing, rc = run_json("why")
+    assert rc == 0
+    names = {s["name"] for s in listing["symptoms"]}
+    assert names == {"ECONNRESET", "ECONNREFUSED", "ETIMEDOUT", "EADDRNOTAVAIL", "EADDRINUSE",
+                     "EMFILE", "EPIPE", "hang", "slow"}
+    table = run_netdiag("why", check_rc=(0,))
+    assert "connection reset by peer" in table.stdout
+    bad = run_netdiag("why", "ECONRESET")
+    assert bad.returncode == 3 and bad.stderr.count("\n") == 1
+    assert "did you mean ECONNRESET" in bad.stderr
+    for words in ("read: connection reset by peer", "104", "Cannot assign requested address",
+                  "dial tcp 10.0.0.1:80: i/o timeout", "write: broken pipe"):
+        assert run_netdiag("why", words, "--root", "/nonexistent").returncode == 3  # no --root
+
+
+def test_closed_port_without_probes(netns):
+    """ss shows no LISTEN on 9930: ECONNREFUSED's first cause is confirmed from the census
+    alone; a port with a listener rules it out and names the listener."""
+    report, rc = run_json("why", "refused", "--port", "9930", netns=netns.name)
+    assert verdict(report, "econnrefused.no_listener") == "confirmed" and rc == 1
+    assert report["facts"]["scope"]["port"] == 9930
+    assert report["facts"]["errors_seen"] is None  # no probe ran
+    netns.spawn_load("listen", "--port", "9930", "--backlog", "8", "--count", "0")
+    report, rc = run_json("why", "ECONNREFUSED", "--port", "9930", netns=netns.name)
+    cause = causes(report)["why.econnrefused.no_listener"]
+    assert cause["verdict"] == "ruled_out" and "9930 listens here" in cause["title"]
+    assert rc == 0
+
+
+def test_eaddrinuse_names_the_holder(netns):
+    _, ready = netns.spawn_load("listen", "--port", "9939", "--backlog", "8", "--count", "0")
+    report, rc = run_json("why", "bind: Address already in use", "--port", "9939",
+                          netns=netns.name)
+    assert verdict(report, "eaddrinuse.listener_holds_port") == "confirmed" and rc == 1
+    assert verdict(report, "eaddrinuse.time_wait_blocks_bind") == "ruled_out"
+    pid = ready.split("pid=")[1].split()[0]
+    assert f"pid {pid}" in causes(report)["why.eaddrinuse.listener_holds_port"]["title"]
+
+
+# ---- with probes: the errno seen for real --------------------------------------------------
+
+@pytest.fixture
+def ns():
+    require_root("netdiag why with probes")
+    with NetNS() as n:
+        yield n
+
+
+def test_refused_connects(ns):
+    with Why(ns, "ECONNREFUSED", probes=("resets", "errors", "drops")) as w:
+        done = w.load("refused", "--port", "9931", "--count", "20")
+    assert count(done, "ECONNREFUSED") == 20
+    r = w.report
+    assert verdict(r, "econnrefused.no_listener") == "confirmed" and w.returncode == 1
+    cause = causes(r)["why.econnrefused.no_listener"]
+    assert "127.0.0.1:9931" in cause["title"] and "NO_SOCKET" in cause["title"]
+    assert verdict(r, "econnrefused.icmp_unreachable") == "ruled_out"
+    assert r["facts"]["evidence_window"] == "probe window"
+    assert seen(r, "ECONNREFUSED") == 20
+
+
+def test_reset_by_a_full_queue_with_abort_on_overflow(ns):
+    """tcp_abort_on_overflow=1 and a listener (backlog 4) that never accepts, its accept queue
+    partly full: four clients connect while their final ACKs are held back (nftables), so the
+    server keeps them as requests; once the ACKs pass, two find the queue full (ss: Recv-Q 5,
+    Send-Q 4) and are reset: nstat shows EmbryonicRsts 2, and those clients read ECONNRESET."""
+    ns.sysctl("net.ipv4.tcp_abort_on_overflow", "1")
+    hold_acks = ("tcp", "dport", "9932", "tcp", "flags", "&", "(syn", "|", "ack)", "==", "ack",
+                 "drop")
+    with Why(ns, "connection reset by peer", "--port", "9932",
+             probes=("resets", "errors")) as w:
+        done = w.load("abort", "--port", "9932", "--count", "4",
+                      steps=(lambda: _nft(ns, *hold_acks), lambda: _nft_flush(ns)))
+    assert count(done, "ECONNRESET") == 2, done
+    r = w.report
+    cause = causes(r)["why.econnreset.overflow_abort"]
+    assert cause["verdict"] == "confirmed" and cause["severity"] == "critical", cause
+    assert "INVALID_SYN" in cause["title"]
+    assert w.returncode == 2
+    assert verdict(r, "econnreset.linger_zero") == "ruled_out"
+    assert verdict(r, "econnreset.close_unread") == "ruled_out"
+    assert seen(r, "ECONNRESET") == 2
+
+
+def test_reset_by_linger_zero_close(ns):
+    with Why(ns, "ECONNRESET", probes=("resets", "errors")) as w:
+        done = w.load("linger", "--port", "9933", "--count", "10")
+    assert count(done, "ECONNRESET") == 10
+    r = w.report
+    assert verdict(r, "econnreset.linger_zero") == "confirmed"
+    assert "TCP_STATE" in causes(r)["why.econnreset.linger_zero"]["title"]
+    assert verdict(r, "econnreset.overflow_abort") == "ruled_out"  # abort_on_overflow = 0
+    assert verdict(r, "econnreset.close_unread") == "ruled_out"
+    assert seen(r, "ECONNRESET") == 10
+
+
+def test_port_exhaustion_toward_one_destination(ns):
+    """ip_local_port_range narrowed to 50 ports: the 51st connect() to 127.0.0.1:9934 fails
+    with EADDRNOTAVAIL while the others are held (ss: 50 ESTAB from ports 40000-40049)."""
+    ns.sysctl("net.ipv4.ip_local_port_range", "40000 40049")
+    with Why(ns, "EADDRNOTAVAIL", probes=("errors",)) as w:
+        done = w.load("exhaust", "--port", "9934", "--count", "5")
+    assert count(done, "EADDRNOTAVAIL") == 5
+    r = w.report
+    cause = causes(r)["why.eaddrnotavail.port_exhaustion"]
+    assert cause["verdict"] == "confirmed" and cause["severity"] == "critical"
+    assert w.returncode == 2
+    assert "127.0.0.1:9934" in cause["title"]
+    assert seen(r, "EADDRNOTAVAIL") == 5
+    assert verdict(r, "eaddrnotavail.bind_before_connect") != "likely"
+
+
+def test_accept_out_of_descriptors(ns):
+    with Why(ns, "Too many open files", probes=("errors",)) as w:
+        done = w.load("emfile", "--port", "9935", "--count", "20")
+    pid = int(w.ready.split("pid=")[1].split()[0])
+    assert count(done, "EMFILE") >= 1
+    r = w.report
+    cause = causes(r)["why.emfile.process_limit"]
+    assert cause["verdict"] == "confirmed" and f"pid {pid}" in cause["title"]
+    assert "accept" in cause["title"]
+    assert verdict(r, "emfile.system_limit") == "ruled_out"
+    rows = [x for x in r["facts"]["errors_seen"] if x["error"] == "EMFILE"]
+    assert rows and all(x["pid"] == pid and x["call"].startswith("accept") for x in rows)
+
+
+def _nft(ns: NetNS, *rule: str) -> None:
+    """Add a rule to an input chain of the namespace's own ruleset."""
+    ns.exec("nft", "add", "table", "inet", "nd")
+    ns.exec("nft", "add", "chain", "inet", "nd", "in", "{ type filter hook input priority 0; }")
+    ns.exec("nft", "add", "rule", "inet", "nd", "in", *rule)
+
+
+def _nft_flush(ns: NetNS) -> None:
+    ns.exec("nft", "flush", "ruleset")
+
+
+def _drop_port(ns: NetNS, port: int) -> None:
+    _nft(ns, "tcp", "dport", str(port), "drop")
+    _nft(ns, "tcp", "sport", str(port), "drop")
+
+
+def test_connect_timeout_behind_a_firewall_drop(ns):
+    """nftables drops everything to port 9936; with tcp_syn_retries=1 connect() gives up after
+    about 3 s with ETIMEDOUT (no RST, no ICMP)."""
+    ns.sysctl("net.ipv4.tcp_syn_retries", "1")
+    if os.path.exists("/proc/sys/net/ipv4/tcp_syn_linear_timeouts"):  # 6.5+: 4 fast retries
+        ns.sysctl("net.ipv4.tcp_syn_linear_timeouts", "0")
+    _drop_port(ns, 9936)
+    with Why(ns, "connect timed out", probes=("drops", "retrans", "resets", "errors")) as w:
+        done = w.load("timeout", "--port", "9936", "--count", "2")
+    assert count(done, "ETIMEDOUT") == 2
+    r = w.report
+    cause = causes(r)["why.etimedout.firewall_drop"]
+    assert cause["verdict"] == "confirmed" and "netfilter" in cause["title"]
+    assert verdict(r, "etimedout.accept_queue_full") == "ruled_out"
+    assert verdict(r, "etimedout.syn_queue_drop") == "ruled_out"
+    assert seen(r, "ETIMEDOUT") == 2
+
+
+def test_a_peer_that_vanished_while_data_was_in_flight(ns):
+    """A connection established on 9937, then nftables drops its packets and the client keeps
+    writing: ss shows the client's socket on the retransmit timer."""
+    with Why(ns, "hang", "--port", "9937", probes=("retrans", "resets")) as w:
+        w.load("unacked", "--port", "9937", "--seconds", "4",
+               steps=(lambda: _drop_port(ns, 9937),))
+    r = w.report
+    cause = causes(r)["why.hang.unacked_retransmitting"]
+    assert cause["verdict"] == "confirmed" and "127.0.0.1:9937" in cause["title"]
+    assert verdict(r, "hang.zero_window") == "ruled_out"
+    assert verdict(r, "hang.never_accepted") == "ruled_out"
+
+
+def test_why_output_is_one_document_and_validates(ns):
+    """--format json documents validate (run_json does it); the table ranks causes."""
+    table = run_netdiag("why", "EPIPE", "--netns", ns.name, check_rc=(0, 1, 2))
+    lines = table.stdout.splitlines()
+    assert lines[2].lstrip().startswith("EPIPE: broken pipe")
+    labels = [ln.split("]")[0] + "]" for ln in lines if ln.startswith("[")]
+    order = {"[CONFIRMED]": 0, "[LIKELY]": 1, "[CANNOT TELL]": 2, "[RULED OUT]": 3}
+    ranks = [order[x] for x in labels]
+    assert ranks == sorted(ranks) and ranks, labels
+
+
+def test_a_transfer_held_by_a_small_window(ns):
+    """iperf3 -w 64K over a 50 ms path (two namespaces joined by tests/helpers/delaylink.py):
+    ss shows the sender rwnd_limited most of its busy time. `why slow` on the sender confirms
+    the receive window and rules out the application."""
+    import test_verdicts as tv
+
+    tv.need("iperf3")
+    with NetNS() as b:
+        for n in (ns, b):
+            n.sysctl("net.ipv4.tcp_rmem", "4096 131072 33554432")
+            n.sysctl("net.ipv4.tcp_wmem", "4096 16384 4194304")
+        link = subprocess.Popen([sys.executable, str(tv.DELAYLINK), ns.name, b.name,
+                                 "--delay-ms", "25", "--seconds", "120"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert link.stdout.readline().startswith("READY"), link.stderr.read()
+            with tv.iperf3(ns, b, 5211, "-w", "64K"):
+                report, rc = run_json("why", "slow", "--peer", tv.B_ADDR, netns=ns.name)
+        finally:
+            link.terminate()
+            link.wait(timeout=10)
+    cause = causes(report)["why.slow.receive_window"]
+    assert cause["verdict"] == "confirmed" and tv.B_ADDR in cause["title"], cause
+    assert "receiver's window" in cause["title"]
+    assert verdict(report, "slow.application_limited") == "ruled_out"
+    assert verdict(report, "slow.send_buffer") == "ruled_out"
+    assert rc == 1

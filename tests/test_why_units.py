@@ -1,0 +1,204 @@
+"""`netdiag why` offline: symptom names, each symptom's cause table on the recorded fixtures
+and on hand-built facts, the concepts `netdiag explain` knows, and the contract."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from netdiag.collect.gather import Plan, collect
+from netdiag.concepts import BY_NAME, CONCEPTS
+from netdiag.context import Context
+from netdiag.diagnose import judge
+from netdiag.diagnose.judge import CANNOT_TELL, CONFIRMED, LIKELY, RANK, RULED_OUT, Scope
+from netdiag.diagnose.symptoms import CAUSES, SYMPTOMS, find, nearest
+from netdiag.facts import CounterFacts, Facts, Listener, ProcessFacts, ProcessInfo
+from netdiag.probefacts import ErrorsResult, Failure, ResetsResult, SentReset
+from netdiag.rules import TOPICS, evaluate
+
+from conftest import HOSTS, REPO, load_json, run_netdiag
+
+FIXTURES = ("linux-6.18-busy", "linux-4.19-layout", "linux-rx-pressure")
+
+
+def fixture_facts(name: str) -> Facts:
+    facts, _ = collect(Context(root=HOSTS / name), Plan(details=True))
+    return facts
+
+
+def run(symptom: str, facts: Facts, scope: Scope | None = None) -> dict[str, judge.CauseVerdict]:
+    s = find(symptom)
+    findings = evaluate(facts, list(TOPICS)).findings
+    return {v.cause.id: v for v in judge.diagnose(s, facts, findings, scope or Scope())}
+
+
+# ---- names ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text,name", [
+    ("ECONNRESET", "ECONNRESET"), ("econnreset", "ECONNRESET"), ("104", "ECONNRESET"),
+    ("-104", "ECONNRESET"), ("reset", "ECONNRESET"),
+    ("read tcp 10.0.0.1:5555->10.0.0.2:80: read: connection reset by peer", "ECONNRESET"),
+    ("Connection refused", "ECONNREFUSED"), ("111", "ECONNREFUSED"),
+    ("dial tcp: i/o timeout", "ETIMEDOUT"), ("connect timed out", "ETIMEDOUT"),
+    ("Cannot assign requested address", "EADDRNOTAVAIL"), ("ports", "EADDRNOTAVAIL"),
+    ("bind: Address already in use", "EADDRINUSE"), ("ENFILE", "EMFILE"),
+    ("accept4: too many open files", "EMFILE"), ("write: broken pipe", "EPIPE"),
+    ("SIGPIPE", "EPIPE"), ("hang", "hang"), ("stuck", "hang"), ("slow", "slow"),
+    ("throughput", "slow"),
+])
+def test_symptoms_by_errno_message_or_word(text, name):
+    assert find(text).name == name
+
+
+def test_unknown_symptoms_and_hostile_text():
+    assert find("flux capacitor") is None
+    assert find("x" * 10_000) is None
+    assert find("\x00\udcff[/]") is None
+    assert "ECONNRESET" in nearest("ECONRESET")
+
+
+def test_every_cause_is_declared_once_with_rule_and_action():
+    ids = [c.id for s in SYMPTOMS for c in s.causes]
+    assert len(ids) == len(set(ids)) == len(CAUSES)
+    for s in SYMPTOMS:
+        assert s.causes and s.returned_by and set(s.probes) <= {
+            "states", "backlog", "wakeups", "drops", "rcvbuf", "softirq", "resets", "retrans",
+            "errors"}
+        for c in s.causes:
+            assert c.id.startswith(s.causes[0].id.split(".")[0] + ".")
+            assert c.title and c.mechanism and c.action and c.rule.text and c.rule.source
+
+
+# ---- each symptom's cause table ------------------------------------------------------------
+
+@pytest.mark.parametrize("fixture", FIXTURES)
+@pytest.mark.parametrize("symptom", [s.name for s in SYMPTOMS])
+def test_every_cause_gets_one_verdict_on_every_fixture(fixture, symptom):
+    got = run(symptom, fixture_facts(fixture))
+    s = find(symptom)
+    assert set(got) == {c.id for c in s.causes}
+    for v in got.values():
+        assert v.verdict in RANK and v.because
+        if v.verdict == CANNOT_TELL:
+            assert v.would_tell, v.cause.id  # what would tell is always said
+    ranks = [RANK[v.verdict] for v in judge.diagnose(
+        s, fixture_facts(fixture), evaluate(fixture_facts(fixture), list(TOPICS)).findings,
+        Scope())]
+    assert ranks == sorted(ranks)
+
+
+@pytest.mark.parametrize("symptom", [s.name for s in SYMPTOMS])
+def test_nothing_collected_is_cannot_tell_or_ruled_out_never_a_guess(symptom):
+    """With no facts at all, no cause is confirmed or likely."""
+    got = run(symptom, Facts())
+    assert all(v.verdict in (CANNOT_TELL, RULED_OUT) for v in got.values()), {
+        k: v.verdict for k, v in got.items()}
+
+
+def test_port_usage_on_the_busy_fixture():
+    """The busy fixture holds 450 TIME_WAIT toward 127.0.0.1:9000 (45% of 999 ports): likely,
+    not confirmed, until the errors probe sees EADDRNOTAVAIL."""
+    facts = fixture_facts("linux-6.18-busy")
+    v = run("EADDRNOTAVAIL", facts)["eaddrnotavail.port_exhaustion"]
+    assert v.verdict == LIKELY and "127.0.0.1:9000" in v.because
+    facts.probes = {"errors": ErrorsResult(failures=[Failure(
+        "connect", 99, "EADDRNOTAVAIL", 4242, "client", 7, None, "127.0.0.1", 9000)])}
+    v = run("EADDRNOTAVAIL", facts)["eaddrnotavail.port_exhaustion"]
+    assert v.verdict == CONFIRMED and "7 time(s)" in v.because
+
+
+def _listen_facts(accept_queue: int, abort: str, **counters) -> Facts:
+    from netdiag.facts import Census, SysctlFacts
+
+    census = Census(source="netlink", listeners=[Listener(2, "0.0.0.0", 80, accept_queue, 4, 7)])
+    return Facts(sysctl=SysctlFacts(values={"net.ipv4.tcp_abort_on_overflow": abort}),
+                 census=census, counters=CounterFacts({"TcpExt": {
+                     "ListenOverflows": 0, "TCPAbortOnClose": 0, "TCPAbortOnData": 0,
+                     **counters}}, taken_at=10.0),
+                 processes=ProcessFacts(owners={7: 99}, processes={
+                     99: ProcessInfo(99, "nginx", "nginx", 10, 1)}))
+
+
+def test_overflow_reset_needs_abort_on_overflow_and_a_full_queue():
+    full = run("ECONNRESET", _listen_facts(5, "1"))["econnreset.overflow_abort"]
+    assert full.verdict == CONFIRMED and "pid 99 (nginx)" in full.because
+    assert run("ECONNRESET", _listen_facts(5, "0"))["econnreset.overflow_abort"].verdict == \
+        RULED_OUT
+    # Not full now, overflows only since boot: likely, and what would tell is said.
+    v = run("ECONNRESET", _listen_facts(0, "1", ListenOverflows=30))["econnreset.overflow_abort"]
+    assert v.verdict == LIKELY and v.would_tell
+
+
+def test_counters_over_a_window_decide():
+    facts = _listen_facts(0, "0", TCPAbortOnClose=12)
+    facts.counters_before = CounterFacts({"TcpExt": {"ListenOverflows": 0, "TCPAbortOnClose": 2,
+                                                     "TCPAbortOnData": 0}}, taken_at=5.0)
+    facts.interval, facts.baseline = 5.0, "interval"
+    got = run("ECONNRESET", facts)
+    assert got["econnreset.close_unread"].verdict == CONFIRMED
+    assert "grew by 10 in 5 s" in got["econnreset.close_unread"].because
+    assert got["econnreset.linger_zero"].verdict == RULED_OUT  # did not grow
+    # The resets probe's reasons decide over the counters.
+    facts.probes = {"resets": ResetsResult(sent=[SentReset("TCP_STATE", "ESTABLISHED", 80, 3)],
+                                           sent_total=3)}
+    got = run("ECONNRESET", facts)
+    assert got["econnreset.linger_zero"].verdict == CONFIRMED
+    assert got["econnreset.no_socket"].verdict == RULED_OUT
+
+
+def test_scope_narrows_the_evidence():
+    facts = _listen_facts(5, "1")
+    assert run("ECONNREFUSED", facts, Scope(port=80))["econnrefused.no_listener"].verdict == \
+        RULED_OUT
+    assert run("ECONNREFUSED", facts, Scope(port=81))["econnrefused.no_listener"].verdict == \
+        CONFIRMED
+    # The full listener is on port 80: narrowing to another port rules the overflow out.
+    v = run("ECONNRESET", facts, Scope(port=443))["econnreset.overflow_abort"]
+    assert v.verdict != CONFIRMED
+    v = run("ETIMEDOUT", facts, Scope(pid=99))["etimedout.accept_queue_full"]
+    assert v.verdict == CONFIRMED
+
+
+def test_emfile_from_the_errors_probe_names_the_process():
+    facts = Facts(probes={"errors": ErrorsResult(failures=[
+        Failure("accept4", 24, "EMFILE", 321, "server", 9, 8080)])})
+    v = run("EMFILE", facts)["emfile.process_limit"]
+    assert v.verdict == CONFIRMED and "pid 321" in v.because and "accept4" in v.because
+    assert v.severity is not None
+
+
+# ---- explain: concepts, causes, the list ---------------------------------------------------
+
+def test_every_concept_is_explained_in_table_and_json():
+    names = {c.name for c in CONCEPTS}
+    for wanted in ("io-models", "reactor-proactor", "select-poll-epoll", "level-edge-triggered",
+                   "epolloneshot", "epollexclusive", "so-reuseaddr", "so-reuseport",
+                   "graceful-restart", "so-linger", "message-framing", "errno"):
+        assert wanted in names
+    for c in CONCEPTS:
+        table = run_netdiag("explain", c.name, check_rc=(0,)).stdout
+        assert c.title in table and "WHAT NETDIAG SHOWS OF IT" in table
+        doc = load_json(run_netdiag("explain", c.name, "--json", check_rc=(0,)).stdout)
+        assert doc["concept"] == c.name
+    assert BY_NAME["epoll"].name == "select-poll-epoll"
+    assert BY_NAME["thundering-herd"].name == "epollexclusive"
+
+
+def test_explain_lists_and_suggests():
+    listing = load_json(run_netdiag("explain", "--json", check_rc=(0,)).stdout)
+    assert {t["topic"] for t in listing["topics"]} == set(TOPICS)
+    assert len(listing["concepts"]) == len(CONCEPTS)
+    assert "CONCEPTS" in run_netdiag("explain", check_rc=(0,)).stdout
+    bad = run_netdiag("explain", "epol")
+    assert bad.returncode == 3 and "did you mean" in bad.stderr and "epoll" in bad.stderr
+    cause = load_json(run_netdiag("explain", "why.econnreset.linger_zero", "--json",
+                                  check_rc=(0,)).stdout)
+    assert cause["symptom"] == "ECONNRESET" and "SO_LINGER" in cause["rule"]["text"]
+
+
+def test_the_contract_lists_every_cause():
+    contract = (REPO / "docs" / "CONTRACT.md").read_text()
+    section = contract.split("## Causes `netdiag why` weighs", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"`why\.([a-z]+\.[a-z0-9_]+)`", section))
+    assert listed == set(CAUSES)
