@@ -20,7 +20,7 @@ LEGACY = str(HOSTS / "linux-4.19-layout")
     (["check", "--netns", "x", "--pid", "1"], "mutually exclusive"),
     (["check", "--root", "/nonexistent-dir"], "not a directory"),
     (["sockets", "--state", "bogus"], "unknown TCP state 'bogus'"),
-    (["explain", "no.such.id"], "unknown topic or finding id"),
+    (["explain", "no.such.id"], "unknown topic, finding id or concept"),
     (["frobnicate"], "No such command"),
     (["check", "--no-such-option"], "No such option"),
 ])

@@ -307,7 +307,7 @@ BAD_VALUES = [
     (["check", "--netns", "x" * 300], "--netns"),
     (["check", "--netns", "../etc"], "invalid namespace name"),
     (["explain", "x" * 5000], "TOPIC_OR_FINDING_ID: too long"),
-    (["explain", "time\x1b[2Jwait"], "unknown topic or finding id"),
+    (["explain", "time\x1b[2Jwait"], "unknown topic, finding id or concept"),
     (["check", "--probes", "states"], "--probes needs --probe-seconds"),
     (["check", "--probe-seconds", "1", "--probes", "nope"], "unknown probe(s) nope"),
 ]
