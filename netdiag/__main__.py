@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from netdiag.cli import main
+from netdiag.entry import main
 
 if __name__ == "__main__":
     main()

@@ -8,8 +8,6 @@ read and netlink socket afterwards sees the target namespace.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import threading
 from dataclasses import dataclass
@@ -28,12 +26,27 @@ INITIAL_NETNS = "/proc/1/ns/net"
 NET_NS_INIT_INO = 0xEFFFFFF9
 
 
+_libc: Any = None
+
+
 def _setns(fd: int) -> None:
+    global _libc
     if hasattr(os, "setns"):  # Python 3.12+
         os.setns(fd, CLONE_NEWNET)  # novermin (guarded by hasattr)
         return
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    if _libc is None:
+        import ctypes
+
+        try:  # by its usual name: find_library() runs ldconfig, tens of ms per call
+            _libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        except OSError:
+            import ctypes.util
+
+            _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc = _libc
     if libc.setns(fd, CLONE_NEWNET) != 0:
+        import ctypes
+
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
 

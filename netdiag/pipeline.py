@@ -11,7 +11,6 @@ reason on stderr).
 
 from __future__ import annotations
 
-import datetime
 import os
 import socket
 import sys
@@ -240,12 +239,12 @@ def splice_probes(facts, results: dict | None, samples) -> None:
 
 def evaluate(req: Request, facts, topics: list[str], collect_errors: list) -> Outcome:
     from netdiag.model import CollectorError
-    from netdiag.rules import TOPICS
     from netdiag.rules import evaluate as run_rules
+    from netdiag.rules import topic
 
     ev = run_rules(facts, topics)
     errors = list(collect_errors) + [CollectorError(c, m) for c, m in ev.errors]
-    all_ids = sum(len(TOPICS[t].specs) for t in topics)
+    all_ids = sum(len(topic(t).specs) for t in topics)
     # Unknown when nothing could be judged, or when the socket table, the primary evidence of
     # every socket rule, could not be read at all.
     judged = (not topics or len(set(ev.not_judged)) < all_ids) and not (
@@ -522,7 +521,9 @@ def _render(report, fmt: str, out, verbose: bool = False) -> None:
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    import time
+
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def _hostname(target: Target) -> str:

@@ -1,8 +1,13 @@
 """Aggregate the socket table as it streams by: counts and bounded top-N, never a socket list.
 
-Both socket sources (netlink sock_diag and /proc/net/tcp) feed `CensusBuilder.add()`. The
+Both socket sources (netlink sock_diag and /proc/net/tcp) feed `CensusBuilder.add()`, and the
+netlink reader also aggregates the common case inline into the same tables (sockets.py). The
 listeners are fed first (each source dumps LISTEN before the rest), so that accepted
 connections on a listening port can be told from outgoing ones while streaming.
+
+Inside the builder, ports in keys are kept as sock_diag gives them (network byte order, read
+as a native u16): the inline path then keys records without converting a port per socket, and
+finish() converts each distinct key once. add() takes ports in host order and converts.
 """
 
 from __future__ import annotations
@@ -23,6 +28,28 @@ from netdiag.facts import (
 # but the largest hosts; beyond it counts become approximate and say so.
 TOP_CAPACITY = 2048
 CLOSE_WAIT_INODE_CAP = 200_000
+
+
+def swap16(port: int) -> int:
+    """A 16-bit port between network and host byte order (either way)."""
+    return ((port & 0xFF) << 8) | (port >> 8)
+
+
+def count_index(family: int, state: int, timer: int) -> int:
+    """Index into CensusBuilder.counts: one counter per family, state and timer."""
+    return family << 7 | state << 3 | timer & 7
+
+
+COUNTS_SIZE = count_index(10, 15, 7) + 1
+
+
+def _network_order(table: bytearray) -> bytearray:
+    """A 65536-entry table indexed by host-order port, re-indexed by network-order port:
+    swapping the two bytes of the index transposes a 256 x 256 matrix, row by row."""
+    out = bytearray(65536)
+    for low in range(256):
+        out[low << 8:(low + 1) << 8] = table[low::256]
+    return out
 
 
 class TopCounter:
@@ -76,37 +103,35 @@ class CensusBuilder:
         self.owners = owners
         self.states = states
         self.port = port
-        self.total = 0
-        self.state_counts = {2: [0] * 16, 10: [0] * 16}
-        self.timer_counts = [0] * 8
+        # Sockets by family, state and timer (count_index()): one list update per socket.
+        self.counts = [0] * COUNTS_SIZE
         self.listeners: list[Listener] = []
         self.listen_ports: set[int] = set()
-        self.local_port = TopCounter()
-        self.peer = TopCounter()
-        self.process = TopCounter() if owners is not None else None
-        self.dest = TopCounter()
-        self.dest_tw = TopCounter()
-        self.tw_server = TopCounter()
+        self.local_port = TopCounter()  # (raw sport, state)
+        self.peer = TopCounter()  # (family, dst, state)
+        self.process = TopCounter() if owners is not None else None  # (pid, state)
+        self.dest = TopCounter()  # (family, src, dst, raw dport)
+        self.dest_tw = TopCounter()  # the same, TIME_WAIT only
+        self.tw_server = TopCounter()  # (raw sport, family, dst)
         self.tw_roles = {"client": 0, "server": 0, "other": 0}
-        self.cw_port = TopCounter()
+        self.cw_port = TopCounter()  # host-order sport
         self.cw_unread = 0
         self.cw_eof_unread = 0
         self.cw_inodes: dict[int, int] = {}
         self.cw_truncated = False
         self.skipped_lines = 0
         self.detail = None  # a tcpinfo.DetailBuilder when per-connection detail is wanted
-        self._mask: bytearray = bytearray(0)
+        self._masks: tuple[bytearray, bytearray] = (bytearray(0), bytearray(0))
         self._mask_key: tuple | None = None
 
     def add(self, family: int, state: int, timer: int, src: bytes, sport: int, dst: bytes,
             dport: int, rq: int, wq: int, inode: int) -> None:
+        """One socket; ports in host byte order."""
         if self.states is not None and state not in self.states:
             return
         if self.port is not None and sport != self.port and dport != self.port:
             return
-        self.total += 1
-        self.state_counts[family][state] += 1
-        self.timer_counts[timer & 7] += 1
+        self.counts[count_index(family, state, timer)] += 1
         if state == LISTEN:
             self.listen_ports.add(sport)
             self.listeners.append(
@@ -130,23 +155,21 @@ class CensusBuilder:
         outgoing = (
             eph is not None and eph[0] <= sport <= eph[1] and sport not in self.listen_ports
         )
-        if outgoing and state != TIME_WAIT:  # outgoing TIME_WAIT: see below
-            c = self.dest.counts
-            k = (family, src, dst, dport)
+        if outgoing:  # grouped by destination, not source port; TIME_WAIT apart (finish())
+            c = self.dest_tw.counts if state == TIME_WAIT else self.dest.counts
+            k = (family, src, dst, swap16(dport))
             c[k] = c.get(k, 0) + 1
-        elif not outgoing:  # outgoing sockets are grouped by destination, not source port
+        else:
             c = self.local_port.counts
-            k = (sport, state)
+            k = (swap16(sport), state)
             c[k] = c.get(k, 0) + 1
         if state == TIME_WAIT:
-            if outgoing:  # counted once here; finish() adds these to the destinations
-                c = self.dest_tw.counts
-                k = (family, src, dst, dport)
-                c[k] = c.get(k, 0) + 1
+            if outgoing:
+                pass  # the client role is counted from dest_tw at finish()
             elif sport in self.listen_ports:
                 self.tw_roles["server"] += 1
                 c = self.tw_server.counts
-                k = (sport, family, dst)
+                k = (swap16(sport), family, dst)
                 c[k] = c.get(k, 0) + 1
             else:
                 self.tw_roles["other"] += 1
@@ -163,22 +186,30 @@ class CensusBuilder:
                 else:
                     self.cw_truncated = True
 
-    def outgoing_mask(self) -> bytearray:
-        """mask[raw_port] = 1 when the local port (as sock_diag gives it, network order)
-        lies in ip_local_port_range and is not a listening port: an outgoing connection.
-        Rebuilt when the listening ports change (they are all known after the first dumps).
-        """
+    @property
+    def total(self) -> int:
+        """Sockets counted: every one, by whichever path, increments exactly one count."""
+        return sum(self.counts)
+
+    def port_masks(self) -> tuple[bytearray, bytearray]:
+        """Two tables indexed by a local port as sock_diag gives it (network order):
+        outgoing[raw] = 1 when the port lies in ip_local_port_range and is not a listening
+        port (an outgoing connection); listening[raw] = 1 for a listening port. Rebuilt when
+        the listening ports change (they are all known after the first dump)."""
         key = (self.ephemeral, len(self.listen_ports))
         if self._mask_key != key:
-            mask = bytearray(65536)
+            outgoing = bytearray(65536)  # host order first
             if self.ephemeral is not None:
-                lo, hi = self.ephemeral
-                listen = self.listen_ports
-                for port in range(max(lo, 0), min(hi, 65535) + 1):
-                    if port not in listen:
-                        mask[((port & 0xFF) << 8) | (port >> 8)] = 1
-            self._mask, self._mask_key = mask, key
-        return self._mask
+                lo, hi = max(self.ephemeral[0], 0), min(self.ephemeral[1], 65535)
+                if lo <= hi:
+                    outgoing[lo:hi + 1] = b"\x01" * (hi - lo + 1)
+            listening = bytearray(65536)
+            for port in self.listen_ports:
+                outgoing[port] = 0
+                listening[port] = 1
+            self._masks, self._mask_key = (_network_order(outgoing),
+                                           _network_order(listening)), key
+        return self._masks
 
     def batch_done(self) -> None:
         """Called by sources every few hundred sockets: keeps the top counters bounded."""
@@ -197,20 +228,27 @@ class CensusBuilder:
         self.batch_done()
         state_name = TCP_STATES.get
         census = Census(source=self.source, total=self.total)
-        merged = [a + b for a, b in zip(self.state_counts[2], self.state_counts[10])]
+        by_family = {2: [0] * 16, 10: [0] * 16}
+        timers = [0] * 8
+        for fam, states in by_family.items():
+            for state in range(16):
+                for timer in range(8):
+                    n = self.counts[count_index(fam, state, timer)]
+                    states[state] += n
+                    timers[timer] += n
+        merged = [a + b for a, b in zip(by_family[2], by_family[10])]
         census.by_state = {TCP_STATES[s]: n for s, n in enumerate(merged)
                            if n and s in TCP_STATES}
         for fam, name in ((2, "ipv4"), (10, "ipv6")):
-            counts = {TCP_STATES[s]: n for s, n in enumerate(self.state_counts[fam])
+            counts = {TCP_STATES[s]: n for s, n in enumerate(by_family[fam])
                       if n and s in TCP_STATES}
             if counts:
                 census.by_family_state[name] = counts
                 census.by_family[name] = sum(counts.values())
-        census.timers = {TIMER_NAMES.get(t, "unknown"): n
-                         for t, n in enumerate(self.timer_counts) if n}
+        census.timers = {TIMER_NAMES.get(t, "unknown"): n for t, n in enumerate(timers) if n}
         census.listeners = sorted(self.listeners, key=lambda lst: (lst.port, lst.family))
         census.by_local_port = self.local_port.result(
-            top * 4, lambda k: (k[0], state_name(k[1], str(k[1]))))
+            top * 4, lambda k: (swap16(k[0]), state_name(k[1], str(k[1]))))
         census.by_peer = self.peer.result(
             top * 4, lambda k: (format_address(k[0], k[1]), state_name(k[2], str(k[2]))))
         if self.process is not None:
@@ -218,12 +256,12 @@ class CensusBuilder:
                 top * 4, lambda k: (k[0], state_name(k[1], str(k[1]))))
 
         def dest_key(k):
-            return (format_address(k[0], k[1]), format_address(k[0], k[2]), k[3])
+            return (format_address(k[0], k[1]), format_address(k[0], k[2]), swap16(k[3]))
 
         census.by_destination = self.dest.result(top, dest_key)
         census.timewait_by_destination = self.dest_tw.result(top, dest_key)
         census.timewait_server_side = self.tw_server.result(
-            top, lambda k: (k[0], format_address(k[1], k[2])))
+            top, lambda k: (swap16(k[0]), format_address(k[1], k[2])))
         census.timewait_roles = dict(self.tw_roles)
         census.close_wait_by_port = self.cw_port.result(top)
         census.close_wait_unread = self.cw_unread

@@ -1,9 +1,16 @@
 """The TCP socket table: netlink sock_diag (inet_diag) first, /proc/net/tcp{,6} as fallback.
 
-Both are streamed into a CensusBuilder: nothing here holds more than one receive buffer or
+Both are streamed into a CensusBuilder: nothing here holds more than a few receive buffers or
 one line at a time. The netlink reader is hand-written (struct.unpack_from over large
 receive buffers) because generic netlink libraries build an object per socket, which costs
 minutes and gigabytes on a host with a million sockets.
+
+Where the time goes on a large host (bench/census.py): the kernel fills the dump (about half),
+and this module reads it. The two overlap: a second thread receives (recv_into releases the
+GIL, and each receive is where the kernel builds the next chunk) while this one parses. One
+dump covers both address families: the inet_diag compatibility request (TCPDIAG_GETSOCK)
+asks for AF_UNSPEC, so the kernel walks its established hash once, not once per family (as
+`ss` does); kernels that refuse it get the per-family SOCK_DIAG_BY_FAMILY dumps.
 """
 
 from __future__ import annotations
@@ -30,7 +37,8 @@ from netdiag.errors import SourceMissing
 from netdiag.facts import LISTEN, Census, Connection, ListenerSample, ListenerWindow
 
 NETLINK_SOCK_DIAG = 4
-SOCK_DIAG_BY_FAMILY = 20
+SOCK_DIAG_BY_FAMILY = 20  # include/uapi/linux/sock_diag.h
+TCPDIAG_GETSOCK = 18  # include/uapi/linux/inet_diag.h: the compatibility request
 NLMSG_ERROR = 2
 NLMSG_DONE = 3
 NLM_F_REQUEST = 0x1
@@ -39,23 +47,48 @@ IPPROTO_TCP = 6
 ALL_STATES = 0xFFF  # TCPF_ESTABLISHED .. TCPF_CLOSING (and SYN_RECV request socks)
 LISTEN_MASK = 1 << LISTEN
 RECV_SIZE = 1 << 16  # the kernel fills at most ~32 KiB per dump skb; 64 KiB is ample
+# Receive buffers in flight between the receiving thread and the parser (2 MiB at most).
+BUFFERS = 32
+# No sock_diag receive waits this long (each one returns a chunk the kernel builds in well
+# under a millisecond): a guard against a hang, never reached by a working kernel.
+RECV_TIMEOUT = 10
 
 _HDR = struct.Struct("=IHHII")
 # nlmsghdr (length and type; flags, seq and pid skipped) + inet_diag_msg: family, state,
-# timer, (retrans skipped), sport, dport (network order, read natively and swapped below),
-# src[16], dst[16], (ifindex, cookie, expires skipped), rqueue, wqueue, (uid skipped), inode.
-# Fewer fields unpacked is measurably faster on a million sockets.
+# timer, (retrans skipped), sport, dport (network order, read natively), src[16], dst[16],
+# (ifindex, cookie, expires skipped), rqueue, wqueue, (uid skipped), inode.
 _MSG = struct.Struct("=IH10xBBBxHH16s16s16xII4xI")
+# The same record as the inline census reads it: only the length, the type and the fields
+# every socket is counted by. Fewer fields unpacked per socket is measurably faster on a
+# million sockets; the rest is read for the sockets that need it.
+_REC = struct.Struct("=IH10xBBBxHH16s16s")
 _ERR = struct.Struct("=i")
-# Byte-swap table for 16-bit ports, built in C (a Python loop costs ~15 ms at start-up).
+# Port byte swap (network <-> host order) by table, built in C: a tuple indexes faster than
+# an array, and a Python loop would cost ~15 ms at start-up.
 _swapped = array.array("H", range(65536))
 _swapped.byteswap()
-_SWAP = tuple(_swapped)  # a tuple indexes faster than an array in the per-socket loop
+_SWAP = tuple(_swapped)
+del _swapped
+# States CensusBuilder.add() handles; every other state takes the inline path (TIME_WAIT too,
+# with its own branch: hosts in trouble hold hundreds of thousands of them).
+_SPECIAL = bytes(1 if s in (LISTEN, 8) else 0 for s in range(256))  # LISTEN, CLOSE_WAIT
+_ALL = b"\x01" * 256
+_TIME_WAIT = 6
+_DONE_TAIL = struct.pack("=IH", 20, NLMSG_DONE)  # nlmsghdr of an NLMSG_DONE (errno payload)
 
 
 def build_request(family: int, states: int, seq: int, ext: int = 0) -> bytes:
+    """SOCK_DIAG_BY_FAMILY dump of one address family (struct inet_diag_req_v2)."""
     body = struct.pack("=BBBBI", family, IPPROTO_TCP, ext, 0, states) + bytes(48)
     return _HDR.pack(_HDR.size + len(body), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP,
+                     seq, 0) + body
+
+
+def build_compat_request(states: int, seq: int, ext: int = 0) -> bytes:
+    """TCPDIAG_GETSOCK dump (struct inet_diag_req: family, src_len, dst_len, ext, sockid,
+    states, dbs). inet_diag_dump_compat() dumps it as AF_UNSPEC: both families, one walk."""
+    body = struct.pack("=BBBB", 0, 0, 0, ext) + bytes(48) + struct.pack("=II", states, 0)
+    return _HDR.pack(_HDR.size + len(body), TCPDIAG_GETSOCK, NLM_F_REQUEST | NLM_F_DUMP,
                      seq, 0) + body
 
 
@@ -65,76 +98,65 @@ class NetlinkError(Exception):
         super().__init__(os.strerror(code))
 
 
-# States CensusBuilder.add() handles; every other state takes the inline path (TIME_WAIT too,
-# with its own branch: hosts in trouble hold hundreds of thousands of them).
-_SPECIAL = frozenset((LISTEN, 8))  # LISTEN, CLOSE_WAIT
-_TIME_WAIT = 6
-
-
 def parse_chunk(buf, n: int, builder: CensusBuilder) -> bool:
     """Feed every inet_diag_msg in buf[:n] to the builder. Returns True on NLMSG_DONE.
 
     Records vary in length (kernels append attributes such as the shutdown state and the
     cgroup id even when none are asked for), so they are walked one by one. The common
-    case (an unfiltered census without per-process counts, a socket that is not LISTEN,
-    TIME_WAIT or CLOSE_WAIT) is aggregated inline, because a method call per socket costs
-    more than the aggregation itself. It must count exactly what CensusBuilder.add()
-    counts: the tests compare this path with the /proc/net/tcp path, which uses add().
+    case (an unfiltered census without per-process counts, a socket that is not LISTEN or
+    CLOSE_WAIT) is aggregated inline, because a method call per socket costs more than the
+    aggregation itself: every operation in this loop runs once per socket. It must count
+    exactly what CensusBuilder.add() counts: the tests compare the two on recorded and live
+    dumps.
     """
-    unpack = _MSG.unpack_from
+    unpack = _REC.unpack_from
+    special = _SPECIAL
     swap = _SWAP
-    add = builder.add
     fast = builder.states is None and builder.port is None and builder.owners is None
-    per_state = builder.state_counts
-    timers = builder.timer_counts
+    counts = builder.counts
     by_port = builder.local_port.counts
     by_peer = builder.peer.counts
     by_dest = builder.dest.counts
-    listen_ports = builder.listen_ports
-    outgoing = builder.outgoing_mask()  # indexed by the raw (network-order) local port
-    special = _SPECIAL
-    detail = builder.detail
     by_dest_tw = builder.dest_tw.counts
     tw_server = builder.tw_server.counts
+    outgoing, listening = builder.port_masks()  # indexed by the raw (network-order) port
+    compat, by_family, time_wait = TCPDIAG_GETSOCK, SOCK_DIAG_BY_FAMILY, _TIME_WAIT
+    if not fast:
+        special = _ALL  # every socket through add()
     tw_srv = tw_other = 0
-    inline = 0
+    done = False
     off = 0
     while off < n:
-        (mlen, mtype, family, state, timer, raw_sport, dport, src, dst, rq, wq,
-         inode) = unpack(buf, off)
-        if mtype == SOCK_DIAG_BY_FAMILY:
-            if fast and state not in special:
-                per_state[family][state] += 1
-                timers[timer & 7] += 1
+        mlen, mtype, family, state, timer, sport, dport, src, dst = unpack(buf, off)
+        if mtype == compat or mtype == by_family:
+            if not special[state]:
+                counts[family << 7 | state << 3 | timer & 7] += 1
                 k = (family, dst, state)
                 by_peer[k] = by_peer.get(k, 0) + 1
-                if outgoing[raw_sport]:
-                    k = (family, src, dst, swap[dport])
-                    if state == _TIME_WAIT:  # this host closed first, as the client;
+                if outgoing[sport]:
+                    k = (family, src, dst, dport)
+                    if state == time_wait:  # this host closed first, as the client
                         by_dest_tw[k] = by_dest_tw.get(k, 0) + 1  # merged into by_dest
                     else:
                         by_dest[k] = by_dest.get(k, 0) + 1
                 else:
-                    sport = swap[raw_sport]
                     k = (sport, state)
                     by_port[k] = by_port.get(k, 0) + 1
-                    if state == _TIME_WAIT:
-                        if sport in listen_ports:  # closed first, as the server
+                    if state == time_wait:
+                        if listening[sport]:  # closed first, as the server
                             k = (sport, family, dst)
                             tw_server[k] = tw_server.get(k, 0) + 1
                             tw_srv += 1
                         else:
                             tw_other += 1
-                inline += 1
             else:
-                add(family, state, timer, src, swap[raw_sport], dst, swap[dport], rq, wq, inode)
-            if detail is not None and state == 1 and mlen > _MSG.size:
-                detail.add(buf, off + _MSG.size, off + mlen, family, src, swap[raw_sport], dst,
-                           swap[dport], timer, inode)
+                (_, _, family, state, timer, sport, dport, src, dst, rq, wq,
+                 inode) = _MSG.unpack_from(buf, off)
+                builder.add(family, state, timer, src, swap[sport], dst, swap[dport], rq, wq,
+                            inode)
         elif mtype == NLMSG_DONE:
-            builder.total += inline
-            _add_roles(builder, tw_srv, tw_other)
-            return True
+            done = True
+            break
         elif mtype == NLMSG_ERROR:
             (code,) = _ERR.unpack_from(buf, off + 16)
             if code:
@@ -142,68 +164,203 @@ def parse_chunk(buf, n: int, builder: CensusBuilder) -> bool:
         if mlen < 16:
             raise NetlinkError(errno.EPROTO)
         off += (mlen + 3) & ~3
-    builder.total += inline
-    _add_roles(builder, tw_srv, tw_other)
-    builder.batch_done()
-    return False
+    if tw_srv or tw_other:
+        # Client-side TIME_WAIT is counted from the per-destination table at finish().
+        roles = builder.tw_roles
+        roles["server"] += tw_srv
+        roles["other"] += tw_other
+    if builder.detail is not None:
+        _details(builder.detail, buf, off if done else n)
+    if not done:
+        builder.batch_done()
+    return done
 
 
-def _add_roles(builder: CensusBuilder, server: int, other: int) -> None:
-    # Client-side TIME_WAIT is counted from the per-destination table at finish().
-    roles = builder.tw_roles
-    roles["server"] += server
-    roles["other"] += other
+def _details(detail: DetailBuilder, buf, n: int) -> None:
+    """The established connections' attributes in buf[:n] (tcp_info, skmeminfo)."""
+    unpack = _MSG.unpack_from
+    swap = _SWAP
+    off = 0
+    while off < n:
+        (mlen, mtype, family, state, timer, sport, dport, src, dst, _, _,
+         inode) = unpack(buf, off)
+        if state == 1 and mlen > MSG_SIZE and (mtype == TCPDIAG_GETSOCK
+                                               or mtype == SOCK_DIAG_BY_FAMILY):
+            detail.add(buf, off + MSG_SIZE, off + mlen, family, src, swap[sport], dst,
+                       swap[dport], timer, inode)
+        off += (mlen + 3) & ~3
 
 
-def _dump(sock: socket.socket, family: int, states: int, seq: int, builder: CensusBuilder,
-          capture: BinaryIO | None, ext: int = 0) -> None:
-    sock.send(build_request(family, states, seq, ext))
-    # Padding after RECV_SIZE lets unpack_from read a full record even at a short message.
-    buf = bytearray(RECV_SIZE + _MSG.size)
-    recv_into = sock.recv_into
-    while True:
-        n = recv_into(buf, RECV_SIZE)
+def _ends_dump(buf, n: int) -> bool:
+    """Whether this chunk is the last of its dump, as far as its ends tell: it finishes with
+    NLMSG_DONE (the kernel puts it last, alone or after the last records) or is an error
+    reply. The parser confirms (a record's last bytes could look like a DONE header)."""
+    return n == 0 or (n >= 20 and buf[n - 20:n - 14] == _DONE_TAIL) or buf[4] == NLMSG_ERROR
+
+
+class _Dump:
+    """One dump request on its own socket, opened by the calling (main) thread: a netlink
+    socket belongs to the namespace of the thread that creates it."""
+
+    def __init__(self, request: bytes, tolerated: tuple[int, ...] = ()) -> None:
+        self.request = request
+        self.tolerated = tolerated  # errors that end this dump without failing the census
+        self.sock = _open_netlink()
+        self.done = False
+
+
+def _receive(dumps: list[_Dump], builder: CensusBuilder, capture: BinaryIO | None,
+             threaded: bool) -> None:
+    """Run the dumps in order, parsing every chunk into the builder. A dump's tolerated error
+    ends that dump; any other raises NetlinkError."""
+
+    def take(dump: _Dump, buf, n: int) -> None:
         if n == 0:
             raise NetlinkError(errno.EPROTO)
+        try:
+            dump.done = parse_chunk(buf, n, builder)
+        except NetlinkError as exc:
+            if exc.code not in dump.tolerated:
+                raise
+            dump.done = True
+            return  # a recording holds what was counted, not the refusal
         if capture is not None:
             capture.write(struct.pack("=I", n) + bytes(buf[:n]))
-        if parse_chunk(buf, n, builder):
+
+    buf = bytearray(RECV_SIZE + _MSG.size)  # padding: unpack_from may read past a short one
+
+    def rest_of(dump: _Dump) -> None:  # this thread reads the dump to its end
+        recv_into = dump.sock.recv_into
+        while not dump.done:
+            take(dump, buf, recv_into(buf, RECV_SIZE))
+
+    if not threaded:
+        for dump in dumps:
+            dump.sock.send(dump.request)
+            rest_of(dump)
+        return
+    reader = _Reader(dumps)
+    switch = sys.getswitchinterval()
+    # The receiving thread must get the GIL back as soon as its receive returns, or the
+    # kernel waits for it (the default 5 ms is many chunks' worth of parsing).
+    sys.setswitchinterval(0.0002)
+    reader.thread.start()
+    try:
+        while True:
+            index, chunk, n = reader.ready.get()
+            if chunk is None:
+                break
+            if isinstance(chunk, BaseException):
+                raise chunk
+            dump = dumps[index]
+            take(dump, chunk, n)
+            ended = _ends_dump(chunk, n)
+            reader.free.put(chunk)
+            if ended and not dump.done:  # the receiver stopped too early: finish it here
+                rest_of(dump)
+    finally:
+        sys.setswitchinterval(switch)
+        reader.stop()
+
+
+class _Reader:
+    """Receives the dumps' chunks on a second thread, into a bounded set of buffers, while
+    the calling thread parses them (in order: every chunk of a dump before the next dump's)."""
+
+    def __init__(self, dumps: list[_Dump]) -> None:
+        import queue
+        import threading
+
+        self.dumps = dumps
+        self.free: queue.SimpleQueue = queue.SimpleQueue()
+        self.ready: queue.SimpleQueue = queue.SimpleQueue()
+        for _ in range(BUFFERS):
+            self.free.put(bytearray(RECV_SIZE + _MSG.size))
+        self.thread = threading.Thread(target=self._run, name="netdiag-sock_diag", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            for index, dump in enumerate(self.dumps):
+                dump.sock.send(dump.request)
+                recv_into = dump.sock.recv_into
+                while True:
+                    buf = self.free.get()
+                    if buf is None:  # stop(): the parser gave up
+                        return
+                    n = recv_into(buf, RECV_SIZE)
+                    self.ready.put((index, buf, n))
+                    if _ends_dump(buf, n):
+                        break
+        except Exception as exc:  # noqa: BLE001 (handed to the parsing thread, raised there)
+            self.ready.put((-1, exc, 0))
             return
+        self.ready.put((-1, None, 0))
+
+    def stop(self) -> None:
+        self.free.put(None)
+        self.thread.join(RECV_TIMEOUT + 5)
 
 
 def _open_netlink() -> socket.socket:
     try:
-        return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
                              NETLINK_SOCK_DIAG)
     except OSError as exc:
         raise SourceMissing(f"netlink sock_diag unavailable: {exc.strerror}") from None
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("=qq", RECV_TIMEOUT, 0))
+    return sock
+
+
+def _use_thread() -> bool:
+    """A receiving thread pays off only with a second CPU to run on."""
+    try:
+        return len(os.sched_getaffinity(0)) > 1
+    except (AttributeError, OSError):
+        return (os.cpu_count() or 1) > 1
 
 
 def netlink_census(builder: CensusBuilder, capture: BinaryIO | None = None,
-                   states: int = ALL_STATES, ext: int = 0) -> None:
-    """Dump listeners (IPv4, IPv6) first, then the rest, into the builder. `ext` asks for
-    attributes (tcp_info, skmeminfo) with the non-listening sockets."""
-    sock = _open_netlink()
+                   states: int = ALL_STATES, ext: int = 0,
+                   threaded: bool | None = None) -> None:
+    """Dump the listeners first, then the rest, into the builder. `ext` asks for attributes
+    (tcp_info, skmeminfo) with the non-listening sockets. `threaded`: receive on a second
+    thread (default: when a second CPU is there)."""
+    if threaded is None:
+        threaded = _use_thread()
+    masks = [m for m in (states & LISTEN_MASK, states & ~LISTEN_MASK) if m]
+    # Listeners first: the rest is classified against their ports.
+    dumps = [_Dump(build_compat_request(mask, seq, 0 if mask & LISTEN_MASK else ext))
+             for seq, mask in enumerate(masks, 1)]
     try:
+        try:
+            _receive(dumps, builder, capture, threaded)
+            return
+        except NetlinkError as exc:
+            if builder.total or any(d.done for d in dumps) or exc.code not in (
+                    errno.EOPNOTSUPP, errno.EINVAL, errno.ENOENT):
+                raise SourceMissing(f"sock_diag dump failed: {exc}") from None
+        finally:
+            for dump in dumps:
+                dump.sock.close()
+        # No compatibility request here: one SOCK_DIAG_BY_FAMILY dump per family. Without
+        # IPv6 in this kernel, the IPv4 census stands on its own.
+        dumps = []
         seq = 1
-        no_ipv6 = False
-        # Listeners of both families first: the rest is classified against their ports.
-        for mask in (states & LISTEN_MASK, states & ~LISTEN_MASK):
+        for mask in masks:
             for family in (2, 10):
-                if not mask or (family == 10 and no_ipv6):
-                    continue
-                try:
-                    _dump(sock, family, mask, seq, builder, capture,
-                          ext if not mask & LISTEN_MASK else 0)
-                except NetlinkError as exc:
-                    # No IPv6 in this kernel: the v4 census stands on its own.
-                    if family == 10 and exc.code in (errno.ENOENT, errno.EAFNOSUPPORT):
-                        no_ipv6 = True
-                        continue
-                    raise SourceMissing(f"sock_diag dump failed: {exc}") from None
+                no_ipv6 = (errno.ENOENT, errno.EAFNOSUPPORT) if family == 10 else ()
+                dumps.append(_Dump(build_request(family, mask, seq,
+                                                 0 if mask & LISTEN_MASK else ext), no_ipv6))
                 seq += 1
-    finally:
-        sock.close()
+        try:
+            _receive(dumps, builder, capture, threaded)
+        except NetlinkError as exc:
+            raise SourceMissing(f"sock_diag dump failed: {exc}") from None
+        finally:
+            for dump in dumps:
+                dump.sock.close()
+    except OSError as exc:
+        raise SourceMissing(f"sock_diag dump failed: {exc.strerror or exc}") from None
 
 
 class ListenerSampler:
@@ -228,7 +385,7 @@ class ListenerSampler:
         import time
 
         builder = CensusBuilder("netlink", None)
-        netlink_census(builder, states=LISTEN_MASK)
+        netlink_census(builder, states=LISTEN_MASK, threaded=False)  # small: no thread
         now = time.monotonic()
         if self.started is None:
             self.started = now
@@ -403,7 +560,7 @@ def check_chunk(buf, n: int) -> str | None:
         mlen, mtype = _HDR.unpack_from(buf, off)[:2]
         if mlen < _HDR.size or off + mlen > n:
             return f"message length {mlen} at offset {off} does not fit the chunk"
-        if mtype == SOCK_DIAG_BY_FAMILY:
+        if mtype in (SOCK_DIAG_BY_FAMILY, TCPDIAG_GETSOCK):
             if mlen < _MSG.size:
                 return f"a socket record of {mlen} bytes at offset {off} is too short"
             family, state = buf[off + 16], buf[off + 17]

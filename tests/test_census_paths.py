@@ -1,0 +1,292 @@
+"""The census reader's paths give one answer: the receiving thread and the single-threaded
+reader, the one-walk compatibility dump and the per-family dumps, the inline aggregation and
+CensusBuilder.add(); and that answer is what `ss` sees, per state, family and port."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import struct
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from netdiag.collect import sockets
+from netdiag.collect.census import CensusBuilder
+from netdiag.errors import SourceMissing
+
+from conftest import REPO, NetNS, require_root
+
+EPHEMERAL = (40000, 40999)
+
+
+def _census_dict(builder: CensusBuilder) -> dict:
+    census = dataclasses.asdict(builder.finish(top=1000))
+    census.pop("source")
+    return census
+
+
+# ---- a recorded dump replayed through fake sockets -----------------------------------------
+
+def _chunks(path) -> list[bytes]:
+    data = path.read_bytes()
+    out, off = [], 0
+    while off < len(data):
+        (n,) = struct.unpack_from("=I", data, off)
+        out.append(data[off + 4:off + 4 + n])
+        off += 4 + n
+    return out
+
+
+def _dumps(chunks: list[bytes]) -> list[list[bytes]]:
+    """The recorded chunks, split into their dumps (each ends with NLMSG_DONE)."""
+    dumps, cur = [], []
+    for c in chunks:
+        cur.append(c)
+        if c[-20:-14] == struct.pack("=IH", 20, sockets.NLMSG_DONE):
+            dumps.append(cur)
+            cur = []
+    assert not cur
+    return dumps
+
+
+class FakeSocket:
+    """Answers each send() with the next recorded dump, one chunk per recv_into()."""
+
+    def __init__(self, replies: list[list[bytes]]) -> None:
+        self.replies = list(replies)
+        self.pending: list[bytes] = []
+        self.closed = False
+        self.threads: set[str] = set()
+
+    def send(self, request: bytes) -> int:
+        self.pending = list(self.replies.pop(0))
+        return len(request)
+
+    def recv_into(self, buf, size: int) -> int:
+        self.threads.add(threading.current_thread().name)
+        item = self.pending.pop(0)
+        if isinstance(item, BaseException):
+            raise item
+        buf[:len(item)] = item
+        return len(item)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _replay_with(monkeypatch, dumps: list[list[bytes]],
+                 threaded: bool) -> tuple[CensusBuilder, set[str]]:
+    """netlink_census over fake sockets, one per dump request. Returns the builder and the
+    names of the threads that received."""
+    fakes = [FakeSocket([d]) for d in dumps]
+    handed = iter(fakes)
+    monkeypatch.setattr(sockets, "_open_netlink", lambda: next(handed))
+    builder = CensusBuilder("netlink", EPHEMERAL)
+    sockets.netlink_census(builder, threaded=threaded)
+    assert all(f.closed for f in fakes)
+    assert threading.active_count() == 1  # the receiving thread is gone
+    return builder, {t for f in fakes for t in f.threads}
+
+
+def _recorded(host_root) -> tuple[CensusBuilder, list[list[bytes]]]:
+    path = host_root("linux-6.18-busy") / "sockdiag.bin"
+    reference = CensusBuilder("netlink", EPHEMERAL)
+    sockets.replay_census(str(path), reference)
+    dumps = _dumps(_chunks(path))
+    # The recording has per-family dumps (listeners v4, v6, then the rest v4, v6); the
+    # census now asks for two (listeners, rest), each holding both families.
+    assert len(dumps) == 4
+    merged = [[c for d in dumps[:2] for c in d if len(c) > 20] + [dumps[1][-1]],
+              [c for d in dumps[2:] for c in d if len(c) > 20] + [dumps[3][-1]]]
+    return reference, merged
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+def test_threaded_and_plain_readers_count_the_same(monkeypatch, host_root, threaded):
+    reference, dumps = _recorded(host_root)
+    got, receivers = _replay_with(monkeypatch, dumps, threaded)
+    assert _census_dict(got) == _census_dict(reference)
+    assert got.total == reference.total > 500
+    assert receivers == ({"netdiag-sock_diag"} if threaded else {"MainThread"})
+
+
+def test_a_record_ending_like_done_does_not_end_the_dump_early(monkeypatch, host_root):
+    """The receiving thread stops at a chunk whose last 20 bytes look like NLMSG_DONE; the
+    parser, which walks every message, finds it was a record and reads the rest itself."""
+    reference, dumps = _recorded(host_root)
+    rest = dumps[1]
+    # Split the first chunk after a record with attributes (an established socket's).
+    whole = rest[0]
+    off = cut = 0
+    while off < len(whole):
+        mlen = struct.unpack_from("=I", whole, off)[0]
+        if mlen >= 108 and off:
+            start, cut = off, off + ((mlen + 3) & ~3)
+            break
+        off += (mlen + 3) & ~3
+    assert cut, "needs a record with attributes to forge"
+    first = bytearray(whole[:cut])
+    # Its attributes become one unknown attribute (the census does not read them) whose
+    # payload ends with the bytes of a DONE header.
+    struct.pack_into("=HH", first, start + sockets.MSG_SIZE, mlen - sockets.MSG_SIZE, 0x7F)
+    first[cut - 20:cut - 14] = struct.pack("=IH", 20, sockets.NLMSG_DONE)
+    assert sockets._ends_dump(first, len(first))
+    forged = [dumps[0], [bytes(first), whole[cut:], *rest[1:]]]
+    expected = CensusBuilder("netlink", EPHEMERAL)
+    for dump in forged:
+        for chunk in dump:
+            buf = bytearray(sockets.RECV_SIZE + 100)
+            buf[:len(chunk)] = chunk
+            sockets.parse_chunk(buf, len(chunk), expected)
+    got, receivers = _replay_with(monkeypatch, forged, threaded=True)
+    assert _census_dict(got) == _census_dict(expected)
+    assert got.total == reference.total
+    assert receivers == {"netdiag-sock_diag", "MainThread"}  # the rest was read here
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+def test_receive_errors_are_one_source_error_and_leave_no_thread(monkeypatch, host_root,
+                                                                 threaded):
+    _, dumps = _recorded(host_root)
+    broken = [dumps[0], dumps[1][:3] + [OSError(105, "No buffer space available")]]
+    fakes = iter([FakeSocket([d]) for d in broken])
+    monkeypatch.setattr(sockets, "_open_netlink", lambda: next(fakes))
+    with pytest.raises(SourceMissing, match="No buffer space available"):
+        sockets.netlink_census(CensusBuilder("netlink", EPHEMERAL), threaded=threaded)
+    assert threading.active_count() == 1
+
+
+def test_a_failed_dump_midway_is_not_retried_per_family(monkeypatch, host_root):
+    _, dumps = _recorded(host_root)
+    error = struct.pack("=IHHII", 36, sockets.NLMSG_ERROR, 0, 2, 0) + struct.pack("=i", -22)
+    failed = [dumps[0], dumps[1][:2] + [error + bytes(16)]]
+    fakes = iter([FakeSocket([d]) for d in failed])
+    monkeypatch.setattr(sockets, "_open_netlink", lambda: next(fakes))
+    with pytest.raises(SourceMissing, match="Invalid argument"):
+        sockets.netlink_census(CensusBuilder("netlink", EPHEMERAL), threaded=True)
+
+
+def test_inline_path_counts_what_add_counts(host_root):
+    """The inline aggregation against CensusBuilder.add() (which a process table forces,
+    since per-process counts are add()'s alone), on a recording with every special state."""
+    path = str(host_root("linux-6.18-busy") / "sockdiag.bin")
+    inline = CensusBuilder("netlink", EPHEMERAL)
+    sockets.replay_census(path, inline)
+    added = CensusBuilder("netlink", EPHEMERAL, owners={})
+    sockets.replay_census(path, added)
+    a, b = _census_dict(inline), _census_dict(added)
+    assert b.pop("by_process") is not None and a.pop("by_process") is None
+    assert a == b
+    assert a["by_state"]["TIME_WAIT"] and a["by_state"]["CLOSE_WAIT"] and a["by_state"]["LISTEN"]
+
+
+# ---- live, in a namespace of our own ------------------------------------------------------
+
+POPULATION = [  # sockload modes: established, TIME_WAIT of both families, CLOSE_WAIT
+    ("hold", "--port", "7100", "--count", "60"),
+    ("churn", "--port", "7200", "--count", "80"),
+    ("churn", "--port", "7300", "--count", "40", "--ipv6"),
+    ("closewait", "--port", "7400", "--count", "15"),
+]
+
+CENSUS_IN_NS = r"""
+import dataclasses, json, sys
+from netdiag import netns
+from netdiag.collect import sockets
+from netdiag.collect.census import CensusBuilder
+mode = sys.argv[1]
+if len(sys.argv) > 2:  # enter the namespace the way --netns does (main thread, setns)
+    netns.enter(sys.argv[2])
+    import os, threading
+    main_ns = os.stat("/proc/thread-self/ns/net").st_ino
+    seen = []
+    t = threading.Thread(target=lambda: seen.append(os.stat("/proc/thread-self/ns/net").st_ino))
+    t.start(); t.join()
+    assert seen == [main_ns], (seen, main_ns)
+if mode == "per-family":  # as on a kernel that refuses the compatibility request
+    sockets.build_compat_request = lambda states, seq, ext=0: sockets.build_request(
+        99, states, seq, ext)
+b = CensusBuilder("netlink", (40000, 40999))
+if mode == "proc":
+    from netdiag.context import Context
+    sockets.proc_census(Context(), b)
+else:
+    sockets.netlink_census(b, threaded=mode == "threaded")
+c = dataclasses.asdict(b.finish(top=1000))
+c.pop("source")
+print(json.dumps(c, default=list))
+"""
+
+
+def _census_in(ns: NetNS, mode: str, enter: bool = False) -> dict:
+    env_cmd = ["env", f"PYTHONPATH={REPO}", sys.executable, "-c", CENSUS_IN_NS, mode]
+    if enter:  # run in the initial namespace and setns() into ns, like --netns
+        proc = subprocess.run(env_cmd[2:] + [f"/run/netns/{ns.name}"], capture_output=True,
+                              text=True, timeout=120, env={"PYTHONPATH": str(REPO)})
+    else:
+        proc = ns.exec(*env_cmd, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)  # not netdiag output: a census dumped by the test
+
+
+def _ss(ns: NetNS) -> list[tuple[str, str, int, str, int]]:
+    """(state, family, local port, peer address, peer port) of every socket, from ss."""
+    out = []
+    for line in ns.exec("ss", "-tanH").stdout.splitlines():
+        state, _, _, local, peer = line.split()[:5]
+        laddr, lport = local.rsplit(":", 1)
+        paddr, pport = peer.rsplit(":", 1)
+        family = "ipv6" if laddr.startswith("[") or laddr == "*" else "ipv4"
+        paddr = paddr.strip("[]").removeprefix("::ffff:")
+        out.append((state, family, int(lport), paddr, int(pport) if pport != "*" else 0))
+    return out
+
+
+SS_STATE = {"ESTAB": "ESTABLISHED", "TIME-WAIT": "TIME_WAIT", "CLOSE-WAIT": "CLOSE_WAIT",
+            "LISTEN": "LISTEN", "FIN-WAIT-2": "FIN_WAIT2", "SYN-RECV": "SYN_RECV",
+            "FIN-WAIT-1": "FIN_WAIT1", "LAST-ACK": "LAST_ACK", "SYN-SENT": "SYN_SENT"}
+
+
+def test_every_reader_path_agrees_with_ss_in_a_namespace():
+    require_root("sock_diag dumps in a namespace of our own")
+    with NetNS() as ns:
+        ns.sysctl("net.ipv4.ip_local_port_range", f"{EPHEMERAL[0]} {EPHEMERAL[1]}")
+        for mode, *args in POPULATION:
+            ns.spawn_load(mode, *args)
+        threaded = _census_in(ns, "threaded")
+        rows = _ss(ns)
+        assert _census_in(ns, "plain") == threaded
+        assert _census_in(ns, "per-family") == threaded
+        assert _census_in(ns, "threaded", enter=True) == threaded
+        proc = _census_in(ns, "proc")
+    # /proc/net/tcp has no SYN_RECV request sockets and no timers detail differences matter
+    # here: the counts by state and family are the same.
+    assert proc["by_state"] == threaded["by_state"]
+    assert proc["by_family_state"] == threaded["by_family_state"]
+    by_state: dict[str, int] = {}
+    by_family: dict[str, dict[str, int]] = {}
+    by_port: dict[tuple[int, str], int] = {}
+    by_dest: dict[tuple[str, int], int] = {}
+    listen = {r[2] for r in rows if r[0] == "LISTEN"}
+    for state, family, lport, paddr, pport in rows:
+        state = SS_STATE[state]
+        by_state[state] = by_state.get(state, 0) + 1
+        fam = by_family.setdefault(family, {})
+        fam[state] = fam.get(state, 0) + 1
+        outgoing = EPHEMERAL[0] <= lport <= EPHEMERAL[1] and lport not in listen
+        if outgoing:
+            by_dest[(paddr, pport)] = by_dest.get((paddr, pport), 0) + 1
+        elif state != "LISTEN":
+            by_port[(lport, state)] = by_port.get((lport, state), 0) + 1
+    assert threaded["by_state"] == by_state
+    assert threaded["by_family_state"] == by_family
+    assert by_state["TIME_WAIT"] >= 100 and by_state["CLOSE_WAIT"] == 15
+    assert {tuple(k): v for k, v in threaded["by_local_port"]["items"]} == by_port
+    dest: dict[tuple[str, int], int] = {}
+    for (_, daddr, dport), n in threaded["by_destination"]["items"]:
+        dest[(daddr, dport)] = dest.get((daddr, dport), 0) + n
+    assert dest == by_dest
+    assert not threaded["by_local_port"]["approximate"]
