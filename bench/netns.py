@@ -61,9 +61,9 @@ def run(runs: int) -> tuple[float, float, int]:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     cmd = [sys.executable, "-m", "netdiag", "check", "--all-netns", "--format", "json"]
     results = [measure(cmd, env) for _ in range(runs)]
-    seen = len(json.loads(results[-1][2])["facts"]["namespaces"])
-    return (statistics.median(r[0] for r in results),
-            statistics.median(r[1] for r in results) / 1024, seen)
+    seen = len(json.loads(results[-1].out)["facts"]["namespaces"])
+    return (statistics.median(r.wall for r in results),
+            statistics.median(r.rss_kb for r in results) / 1024, seen)
 
 
 def main() -> None:

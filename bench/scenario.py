@@ -15,6 +15,10 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
+from typing import NamedTuple
+
+REPO = Path(__file__).resolve().parent.parent
 
 # The builder runs inside the namespace as a separate process. It holds its sockets until
 # stdin closes (or --hold seconds pass).
@@ -139,8 +143,16 @@ class Namespace:
         return made
 
 
-def measure(argv: list[str], env: dict | None = None) -> tuple[float, int, str]:
-    """Run a command; return wall seconds, peak RSS in KiB (the whole process tree), stdout."""
+class Run(NamedTuple):
+    wall: float  # seconds
+    cpu: float  # user + system seconds of the whole process tree
+    rss_kb: int  # peak RSS of the largest process in the tree, KiB
+    out: str  # stdout
+
+
+def measure(argv: list[str], env: dict | None = None) -> Run:
+    """Run a command; return its wall and CPU seconds, peak RSS and stdout. (stderr is read
+    after stdout: the commands measured here write a line or two there at most.)"""
     start = time.perf_counter()
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     out, err = p.stdout.read(), p.stderr.read()
@@ -149,4 +161,30 @@ def measure(argv: list[str], env: dict | None = None) -> tuple[float, int, str]:
     p.returncode = os.waitstatus_to_exitcode(status)
     if p.returncode not in (0, 1, 2):
         raise RuntimeError(f"{argv} failed: {err.decode()[-500:]}")
-    return wall, usage.ru_maxrss, out.decode()
+    return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, out.decode())
+
+
+def compile_sources() -> None:
+    """Byte-compile netdiag, as an installed package is, so that no run compiles it again."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "netdiag")],
+                   check=True, stdout=subprocess.DEVNULL)
+
+
+def machine() -> str:
+    """A date-free description of where the figures come from."""
+    import platform
+
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    model = " ".join(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    cpus = len(os.sched_getaffinity(0))
+    with open("/proc/meminfo") as fh:
+        mem_gb = int(fh.readline().split()[1]) / 2**20
+    return (f"{cpus} CPUs ({model}), {mem_gb:.0f} GB, Linux {platform.release()}, "
+            f"Python {platform.python_version()}")

@@ -1,15 +1,16 @@
-"""The census reader's paths give one answer: the receiving thread and the single-threaded
+"""The census reader's paths give one answer: the receiving child process and the one-process
 reader, the one-walk compatibility dump and the per-family dumps, the inline aggregation and
 CensusBuilder.add(); and that answer is what `ss` sees, per state, family and port."""
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
+import os
 import struct
 import subprocess
 import sys
-import threading
 
 import pytest
 
@@ -53,42 +54,66 @@ def _dumps(chunks: list[bytes]) -> list[list[bytes]]:
 
 
 class FakeSocket:
-    """Answers each send() with the next recorded dump, one chunk per recv_into()."""
+    """Stands for a netlink socket whose dump is already in its receive queue: a real
+    SEQPACKET socket pair (so a forked receiver and its parent share it, as they share a
+    netlink socket), one message per chunk. An OSError in the list is raised by the receive
+    that meets it, in whichever process receives."""
 
-    def __init__(self, replies: list[list[bytes]]) -> None:
-        self.replies = list(replies)
-        self.pending: list[bytes] = []
+    def __init__(self, replies: list[list]) -> None:
+        import socket
+
+        [reply] = replies
+        self.ours, kernel = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        kernel.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
+        for item in reply:
+            if isinstance(item, OSError):
+                kernel.send(b"OSError %d" % item.errno)
+            else:
+                kernel.send(item)
+        kernel.close()
         self.closed = False
-        self.threads: set[str] = set()
 
     def send(self, request: bytes) -> int:
-        self.pending = list(self.replies.pop(0))
         return len(request)
 
     def recv_into(self, buf, size: int) -> int:
-        self.threads.add(threading.current_thread().name)
-        item = self.pending.pop(0)
-        if isinstance(item, BaseException):
-            raise item
-        buf[:len(item)] = item
-        return len(item)
+        n = self.ours.recv_into(buf, size)
+        if bytes(buf[:8]) == b"OSError ":
+            code = int(bytes(buf[8:n]))
+            raise OSError(code, os.strerror(code))
+        return n
 
     def close(self) -> None:
+        self.ours.close()
         self.closed = True
 
 
 def _replay_with(monkeypatch, dumps: list[list[bytes]],
-                 threaded: bool) -> tuple[CensusBuilder, set[str]]:
-    """netlink_census over fake sockets, one per dump request. Returns the builder and the
-    names of the threads that received."""
+                 parallel: bool) -> tuple[CensusBuilder, int]:
+    """netlink_census over fake sockets, one per dump request. Returns the builder and how
+    many receiving processes were forked."""
     fakes = [FakeSocket([d]) for d in dumps]
     handed = iter(fakes)
     monkeypatch.setattr(sockets, "_open_netlink", lambda: next(handed))
+    forks = _count_forks(monkeypatch)
     builder = CensusBuilder("netlink", EPHEMERAL)
-    sockets.netlink_census(builder, threaded=threaded)
+    sockets.netlink_census(builder, parallel=parallel)
     assert all(f.closed for f in fakes)
-    assert threading.active_count() == 1  # the receiving thread is gone
-    return builder, {t for f in fakes for t in f.threads}
+    return builder, len(forks)
+
+
+def _count_forks(monkeypatch) -> list[int]:
+    forks: list[int] = []
+    real = os.fork
+
+    def fork() -> int:
+        pid = real()
+        if pid:
+            forks.append(pid)
+        return pid
+
+    monkeypatch.setattr(os, "fork", fork)
+    return forks
 
 
 def _recorded(host_root) -> tuple[CensusBuilder, list[list[bytes]]]:
@@ -104,13 +129,13 @@ def _recorded(host_root) -> tuple[CensusBuilder, list[list[bytes]]]:
     return reference, merged
 
 
-@pytest.mark.parametrize("threaded", [False, True])
-def test_threaded_and_plain_readers_count_the_same(monkeypatch, host_root, threaded):
+@pytest.mark.parametrize("parallel", [False, True])
+def test_parallel_and_plain_readers_count_the_same(monkeypatch, host_root, parallel):
     reference, dumps = _recorded(host_root)
-    got, receivers = _replay_with(monkeypatch, dumps, threaded)
+    got, forks = _replay_with(monkeypatch, dumps, parallel)
     assert _census_dict(got) == _census_dict(reference)
     assert got.total == reference.total > 500
-    assert receivers == ({"netdiag-sock_diag"} if threaded else {"MainThread"})
+    assert forks == (1 if parallel else 0)
 
 
 def test_a_record_ending_like_done_does_not_end_the_dump_early(monkeypatch, host_root):
@@ -141,22 +166,33 @@ def test_a_record_ending_like_done_does_not_end_the_dump_early(monkeypatch, host
             buf = bytearray(sockets.RECV_SIZE + 100)
             buf[:len(chunk)] = chunk
             sockets.parse_chunk(buf, len(chunk), expected)
-    got, receivers = _replay_with(monkeypatch, forged, threaded=True)
+    got, forks = _replay_with(monkeypatch, forged, parallel=True)
     assert _census_dict(got) == _census_dict(expected)
-    assert got.total == reference.total
-    assert receivers == {"netdiag-sock_diag", "MainThread"}  # the rest was read here
+    assert got.total == reference.total and forks == 1
 
 
-@pytest.mark.parametrize("threaded", [False, True])
-def test_receive_errors_are_one_source_error_and_leave_no_thread(monkeypatch, host_root,
-                                                                 threaded):
+@pytest.mark.parametrize("parallel", [False, True])
+def test_receive_errors_are_one_source_error_and_leave_no_child(monkeypatch, host_root,
+                                                               parallel):
     _, dumps = _recorded(host_root)
-    broken = [dumps[0], dumps[1][:3] + [OSError(105, "No buffer space available")]]
+    broken = [dumps[0], dumps[1][:2] + [OSError(errno.ENOBUFS, "")]]
     fakes = iter([FakeSocket([d]) for d in broken])
     monkeypatch.setattr(sockets, "_open_netlink", lambda: next(fakes))
+    forks = _count_forks(monkeypatch)
     with pytest.raises(SourceMissing, match="No buffer space available"):
-        sockets.netlink_census(CensusBuilder("netlink", EPHEMERAL), threaded=threaded)
-    assert threading.active_count() == 1
+        sockets.netlink_census(CensusBuilder("netlink", EPHEMERAL), parallel=parallel)
+    for pid in forks:  # reaped: no zombie, no straggler
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+
+
+def test_a_receiver_that_dies_is_an_error_not_a_short_census(monkeypatch, host_root):
+    _, dumps = _recorded(host_root)
+    fakes = iter([FakeSocket([d]) for d in dumps])
+    monkeypatch.setattr(sockets, "_open_netlink", lambda: next(fakes))
+    monkeypatch.setattr(sockets, "_hand_over", lambda dumps, out: os.kill(os.getpid(), 9))
+    with pytest.raises(SourceMissing, match="receiving process ended before the dump"):
+        sockets.netlink_census(CensusBuilder("netlink", EPHEMERAL), parallel=True)
 
 
 def test_a_failed_dump_midway_is_not_retried_per_family(monkeypatch, host_root):
@@ -166,7 +202,7 @@ def test_a_failed_dump_midway_is_not_retried_per_family(monkeypatch, host_root):
     fakes = iter([FakeSocket([d]) for d in failed])
     monkeypatch.setattr(sockets, "_open_netlink", lambda: next(fakes))
     with pytest.raises(SourceMissing, match="Invalid argument"):
-        sockets.netlink_census(CensusBuilder("netlink", EPHEMERAL), threaded=True)
+        sockets.netlink_census(CensusBuilder("netlink", EPHEMERAL), parallel=True)
 
 
 def test_inline_path_counts_what_add_counts(host_root):
@@ -200,12 +236,14 @@ from netdiag.collect.census import CensusBuilder
 mode = sys.argv[1]
 if len(sys.argv) > 2:  # enter the namespace the way --netns does (main thread, setns)
     netns.enter(sys.argv[2])
-    import os, threading
+    import os
     main_ns = os.stat("/proc/thread-self/ns/net").st_ino
-    seen = []
-    t = threading.Thread(target=lambda: seen.append(os.stat("/proc/thread-self/ns/net").st_ino))
-    t.start(); t.join()
-    assert seen == [main_ns], (seen, main_ns)
+    r, w = os.pipe()
+    pid = os.fork()  # the receiving process is forked like this: it is where we are
+    if pid == 0:
+        os.write(w, str(os.stat("/proc/self/ns/net").st_ino).encode()); os._exit(0)
+    os.waitpid(pid, 0)
+    assert int(os.read(r, 64)) == main_ns
 if mode == "per-family":  # as on a kernel that refuses the compatibility request
     sockets.build_compat_request = lambda states, seq, ext=0: sockets.build_request(
         99, states, seq, ext)
@@ -214,7 +252,7 @@ if mode == "proc":
     from netdiag.context import Context
     sockets.proc_census(Context(), b)
 else:
-    sockets.netlink_census(b, threaded=mode == "threaded")
+    sockets.netlink_census(b, parallel=mode in ("parallel", "per-family"))
 c = dataclasses.asdict(b.finish(top=1000))
 c.pop("source")
 print(json.dumps(c, default=list))
@@ -256,16 +294,16 @@ def test_every_reader_path_agrees_with_ss_in_a_namespace():
         ns.sysctl("net.ipv4.ip_local_port_range", f"{EPHEMERAL[0]} {EPHEMERAL[1]}")
         for mode, *args in POPULATION:
             ns.spawn_load(mode, *args)
-        threaded = _census_in(ns, "threaded")
+        parallel = _census_in(ns, "parallel")
         rows = _ss(ns)
-        assert _census_in(ns, "plain") == threaded
-        assert _census_in(ns, "per-family") == threaded
-        assert _census_in(ns, "threaded", enter=True) == threaded
+        assert _census_in(ns, "plain") == parallel
+        assert _census_in(ns, "per-family") == parallel
+        assert _census_in(ns, "parallel", enter=True) == parallel
         proc = _census_in(ns, "proc")
     # /proc/net/tcp has no SYN_RECV request sockets and no timers detail differences matter
     # here: the counts by state and family are the same.
-    assert proc["by_state"] == threaded["by_state"]
-    assert proc["by_family_state"] == threaded["by_family_state"]
+    assert proc["by_state"] == parallel["by_state"]
+    assert proc["by_family_state"] == parallel["by_family_state"]
     by_state: dict[str, int] = {}
     by_family: dict[str, dict[str, int]] = {}
     by_port: dict[tuple[int, str], int] = {}
@@ -281,12 +319,97 @@ def test_every_reader_path_agrees_with_ss_in_a_namespace():
             by_dest[(paddr, pport)] = by_dest.get((paddr, pport), 0) + 1
         elif state != "LISTEN":
             by_port[(lport, state)] = by_port.get((lport, state), 0) + 1
-    assert threaded["by_state"] == by_state
-    assert threaded["by_family_state"] == by_family
+    assert parallel["by_state"] == by_state
+    assert parallel["by_family_state"] == by_family
     assert by_state["TIME_WAIT"] >= 100 and by_state["CLOSE_WAIT"] == 15
-    assert {tuple(k): v for k, v in threaded["by_local_port"]["items"]} == by_port
+    assert {tuple(k): v for k, v in parallel["by_local_port"]["items"]} == by_port
     dest: dict[tuple[str, int], int] = {}
-    for (_, daddr, dport), n in threaded["by_destination"]["items"]:
+    for (_, daddr, dport), n in parallel["by_destination"]["items"]:
         dest[(daddr, dport)] = dest.get((daddr, dport), 0) + n
     assert dest == by_dest
-    assert not threaded["by_local_port"]["approximate"]
+    assert not parallel["by_local_port"]["approximate"]
+
+
+# ---- tcp_info: the chunk path against add() ------------------------------------------------
+
+def _per_record(chunks: list[bytes], long_idle_ms: int | None = None):
+    """tcpinfo.DetailBuilder fed one add() per established record: the reference."""
+    from netdiag.collect.tcpinfo import DetailBuilder
+
+    ref = DetailBuilder()
+    if long_idle_ms is not None:
+        ref.d.long_idle_ms = long_idle_ms
+    for chunk in chunks:
+        off = 0
+        while off < len(chunk):
+            mlen, mtype = struct.unpack_from("=IH", chunk, off)
+            if mtype in (18, 20) and chunk[off + 17] == 1 and mlen > sockets.MSG_SIZE:
+                (_, _, family, _, timer, sport, dport, src, dst, _, _,
+                 inode) = sockets._MSG.unpack_from(chunk, off)
+                ref.add(chunk, off + sockets.MSG_SIZE, off + mlen, family, src,
+                        sockets._SWAP[sport], dst, sockets._SWAP[dport], timer, inode)
+            off += (mlen + 3) & ~3
+    return ref.finish()
+
+
+def _by_chunk(chunks: list[bytes], long_idle_ms: int | None = None):
+    from netdiag.collect.tcpinfo import DetailBuilder
+
+    got = DetailBuilder()
+    if long_idle_ms is not None:
+        got.d.long_idle_ms = long_idle_ms
+    for chunk in chunks:
+        buf = bytearray(chunk) + bytearray(sockets._MSG.size)
+        got.add_chunk(buf, len(chunk))
+    return got.finish()
+
+
+def _reorder_attributes(chunk: bytes) -> bytes:
+    """Every other established record with its attributes in reverse order: same length,
+    another layout."""
+    out = bytearray(chunk)
+    off = flip = 0
+    while off < len(out):
+        mlen, mtype = struct.unpack_from("=IH", out, off)
+        if mtype in (18, 20) and out[off + 17] == 1 and mlen > sockets.MSG_SIZE:
+            flip ^= 1
+            if flip:
+                attrs, a = [], off + sockets.MSG_SIZE
+                while a + 4 <= off + mlen:
+                    alen = struct.unpack_from("=H", out, a)[0]
+                    step = (alen + 3) & ~3
+                    attrs.append(bytes(out[a:a + step]))
+                    a += step
+                out[off + sockets.MSG_SIZE:off + mlen] = b"".join(reversed(attrs))
+        off += (mlen + 3) & ~3
+    return bytes(out)
+
+
+def test_tcp_info_by_chunk_is_add_per_record(tmp_path):
+    """Keepalive timers, idle connections and a flow that moved data, recorded live with
+    tcp_info; and the same records with their attributes elsewhere (another layout)."""
+    require_root("a recorded dump with tcp_info from a namespace of our own")
+    capture = tmp_path / "sockdiag.bin"
+    record = (f"from netdiag.collect import sockets, tcpinfo, census\n"
+              f"with open({str(capture)!r}, 'wb') as fh:\n"
+              f"    sockets.netlink_census(census.CensusBuilder('x', None), capture=fh,\n"
+              f"                           ext=tcpinfo.EXT_MASK, parallel=False)\n")
+    with NetNS() as ns:
+        ns.spawn_load("keepalive", "--port", "7600", "--count", "20")
+        ns.spawn_load("hold", "--port", "7700", "--count", "30")
+        ns.spawn_load("rcvbuf", "--port", "7800")
+        proc = ns.exec("env", f"PYTHONPATH={REPO}", sys.executable, "-c", record, check=False)
+        assert proc.returncode == 0, proc.stderr
+    chunks = _chunks(capture)
+    ref = _per_record(chunks)
+    assert ref.established >= 100 and ref.keepalive_timer >= 40 and ref.keepalive_groups
+    assert _by_chunk(chunks) == ref
+    # Every connection without a timer counted as long idle: the top-N heaps fill (the
+    # full decode of the connections that enter them).
+    ref_idle = _per_record(chunks, long_idle_ms=0)
+    assert len(ref_idle.idle_without_keepalive) == 10
+    assert _by_chunk(chunks, long_idle_ms=0) == ref_idle
+    reordered = [_reorder_attributes(c) for c in chunks]
+    assert reordered != chunks
+    assert _by_chunk(reordered) == _per_record(reordered) == ref
+    assert _by_chunk(reordered, long_idle_ms=0) == ref_idle

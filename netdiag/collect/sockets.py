@@ -6,9 +6,9 @@ receive buffers) because generic netlink libraries build an object per socket, w
 minutes and gigabytes on a host with a million sockets.
 
 Where the time goes on a large host (bench/census.py): the kernel fills the dump (about half),
-and this module reads it. The two overlap: a second thread receives (recv_into releases the
-GIL, and each receive is where the kernel builds the next chunk) while this one parses. One
-dump covers both address families: the inet_diag compatibility request (TCPDIAG_GETSOCK)
+and this module reads it. The two overlap on large tables: a child process receives (each
+receive is where the kernel builds the next chunk) while this one parses. One dump covers
+both address families: the inet_diag compatibility request (TCPDIAG_GETSOCK)
 asks for AF_UNSPEC, so the kernel walks its established hash once, not once per family (as
 `ss` does); kernels that refuse it get the per-family SOCK_DIAG_BY_FAMILY dumps.
 """
@@ -18,6 +18,7 @@ from __future__ import annotations
 import array
 import errno
 import os
+import signal
 import socket
 import struct
 import sys
@@ -47,8 +48,11 @@ IPPROTO_TCP = 6
 ALL_STATES = 0xFFF  # TCPF_ESTABLISHED .. TCPF_CLOSING (and SYN_RECV request socks)
 LISTEN_MASK = 1 << LISTEN
 RECV_SIZE = 1 << 16  # the kernel fills at most ~32 KiB per dump skb; 64 KiB is ample
-# Receive buffers in flight between the receiving thread and the parser (2 MiB at most).
-BUFFERS = 32
+# Socket buffers between the receiving process and the parser: up to ~100 chunks in flight.
+PAIR_BUFFER = 4 << 20
+# Below this many TCP sockets in the namespace (sockstat), the dump is read and parsed in one
+# process: a fork and two more system calls per chunk would cost more than they save.
+PARALLEL_MIN_SOCKETS = 20000
 # No sock_diag receive waits this long (each one returns a chunk the kernel builds in well
 # under a millisecond): a guard against a hang, never reached by a working kernel.
 RECV_TIMEOUT = 10
@@ -170,25 +174,10 @@ def parse_chunk(buf, n: int, builder: CensusBuilder) -> bool:
         roles["server"] += tw_srv
         roles["other"] += tw_other
     if builder.detail is not None:
-        _details(builder.detail, buf, off if done else n)
+        builder.detail.add_chunk(buf, off if done else n)
     if not done:
         builder.batch_done()
     return done
-
-
-def _details(detail: DetailBuilder, buf, n: int) -> None:
-    """The established connections' attributes in buf[:n] (tcp_info, skmeminfo)."""
-    unpack = _MSG.unpack_from
-    swap = _SWAP
-    off = 0
-    while off < n:
-        (mlen, mtype, family, state, timer, sport, dport, src, dst, _, _,
-         inode) = unpack(buf, off)
-        if state == 1 and mlen > MSG_SIZE and (mtype == TCPDIAG_GETSOCK
-                                               or mtype == SOCK_DIAG_BY_FAMILY):
-            detail.add(buf, off + MSG_SIZE, off + mlen, family, src, swap[sport], dst,
-                       swap[dport], timer, inode)
-        off += (mlen + 3) & ~3
 
 
 def _ends_dump(buf, n: int) -> bool:
@@ -210,7 +199,7 @@ class _Dump:
 
 
 def _receive(dumps: list[_Dump], builder: CensusBuilder, capture: BinaryIO | None,
-             threaded: bool) -> None:
+             parallel: bool) -> None:
     """Run the dumps in order, parsing every chunk into the builder. A dump's tolerated error
     ends that dump; any other raises NetlinkError."""
 
@@ -229,76 +218,117 @@ def _receive(dumps: list[_Dump], builder: CensusBuilder, capture: BinaryIO | Non
 
     buf = bytearray(RECV_SIZE + _MSG.size)  # padding: unpack_from may read past a short one
 
-    def rest_of(dump: _Dump) -> None:  # this thread reads the dump to its end
+    def rest_of(dump: _Dump) -> None:  # this process reads the dump to its end
         recv_into = dump.sock.recv_into
         while not dump.done:
             take(dump, buf, recv_into(buf, RECV_SIZE))
 
-    if not threaded:
+    if not parallel:
         for dump in dumps:
             dump.sock.send(dump.request)
             rest_of(dump)
         return
-    reader = _Reader(dumps)
-    switch = sys.getswitchinterval()
-    # The receiving thread must get the GIL back as soon as its receive returns, or the
-    # kernel waits for it (the default 5 ms is many chunks' worth of parsing).
-    sys.setswitchinterval(0.0002)
-    reader.thread.start()
-    try:
-        while True:
-            index, chunk, n = reader.ready.get()
-            if chunk is None:
-                break
-            if isinstance(chunk, BaseException):
-                raise chunk
+    with _Receiver(dumps) as receiver:
+        for index, n in receiver.chunks(buf):
             dump = dumps[index]
-            take(dump, chunk, n)
-            ended = _ends_dump(chunk, n)
-            reader.free.put(chunk)
-            if ended and not dump.done:  # the receiver stopped too early: finish it here
-                rest_of(dump)
-    finally:
-        sys.setswitchinterval(switch)
-        reader.stop()
+            take(dump, buf, n)
+            if _ends_dump(buf, n) and not dump.done:
+                rest_of(dump)  # the receiver stopped too early (a record ended like DONE)
+        if not all(dump.done for dump in dumps):
+            raise OSError(errno.EPIPE, "the receiving process ended before the dump did")
 
 
-class _Reader:
-    """Receives the dumps' chunks on a second thread, into a bounded set of buffers, while
-    the calling thread parses them (in order: every chunk of a dump before the next dump's)."""
+# A chunk handed from the receiving process: the dump's index, or -errno for its failure.
+_FRAME = struct.Struct("=i")
+_MSG_TRUNC = int(socket.MSG_TRUNC)  # a plain int: flag arithmetic on the enum is slow
+
+
+class _Receiver:
+    """A child process that receives the dumps' chunks and hands them over a SEQPACKET
+    socket pair (one message per chunk, so no framing to parse), while this one parses.
+
+    Why a process and not a thread: each receive is where the kernel builds the next chunk,
+    and a thread must take the GIL back after every one; with the parser holding it, the
+    kernel would sit idle for up to the switch interval per chunk. A forked child has its own
+    interpreter: the kernel's work and the parsing overlap fully on two CPUs, for two more
+    system calls per 32 KiB chunk. The netlink sockets were opened by this (main) thread in
+    the namespace being read; the child inherits them (and that namespace) as they are."""
 
     def __init__(self, dumps: list[_Dump]) -> None:
-        import queue
-        import threading
-
         self.dumps = dumps
-        self.free: queue.SimpleQueue = queue.SimpleQueue()
-        self.ready: queue.SimpleQueue = queue.SimpleQueue()
-        for _ in range(BUFFERS):
-            self.free.put(bytearray(RECV_SIZE + _MSG.size))
-        self.thread = threading.Thread(target=self._run, name="netdiag-sock_diag", daemon=True)
+        self.pid = 0
+        self.ours: socket.socket | None = None
 
-    def _run(self) -> None:
+    def __enter__(self) -> _Receiver:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        for s in (ours, theirs):  # room for the child to run ahead of the parser
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, PAIR_BUFFER)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, PAIR_BUFFER)
+        pid = os.fork()
+        if pid == 0:  # the child: receive, hand over, and leave without unwinding anything
+            status = 1
+            try:
+                ours.close()
+                status = _hand_over(self.dumps, theirs)
+            finally:
+                os._exit(status)
+        self.pid, self.ours = pid, ours
+        theirs.close()
+        return self
+
+    def chunks(self, buf):
+        """(dump index, length) of each chunk, received into buf; ends when the child does."""
+        head = bytearray(_FRAME.size)
+        body = memoryview(buf)[:RECV_SIZE]
+        receive = self.ours.recvmsg_into
+        while True:
+            nbytes, _, flags, _ = receive([head, body])
+            if nbytes == 0:
+                return
+            if flags & _MSG_TRUNC or nbytes < _FRAME.size:
+                raise NetlinkError(errno.EMSGSIZE)
+            (index,) = _FRAME.unpack(head)
+            if index < 0:
+                raise OSError(-index, os.strerror(-index))
+            yield index, nbytes - _FRAME.size
+
+    def __exit__(self, *exc) -> None:
+        if self.ours is not None:
+            self.ours.close()  # a child still sending gets EPIPE and leaves
+        if self.pid:
+            if exc[0] is not None:
+                try:
+                    os.kill(self.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            os.waitpid(self.pid, 0)
+
+
+def _hand_over(dumps: list[_Dump], out: socket.socket) -> int:
+    """The receiving child's whole life. Returns its exit status."""
+    # Ctrl-C reaches the whole process group: the parent answers it and ends this child.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    buf = bytearray(RECV_SIZE)
+    view = memoryview(buf)
+    send = out.sendmsg
+    try:
+        for index, dump in enumerate(dumps):
+            dump.sock.send(dump.request)
+            recv_into = dump.sock.recv_into
+            head = _FRAME.pack(index)
+            while True:
+                n = recv_into(buf, RECV_SIZE)
+                send([head, view[:n]])
+                if _ends_dump(buf, n):
+                    break
+    except OSError as exc:
         try:
-            for index, dump in enumerate(self.dumps):
-                dump.sock.send(dump.request)
-                recv_into = dump.sock.recv_into
-                while True:
-                    buf = self.free.get()
-                    if buf is None:  # stop(): the parser gave up
-                        return
-                    n = recv_into(buf, RECV_SIZE)
-                    self.ready.put((index, buf, n))
-                    if _ends_dump(buf, n):
-                        break
-        except Exception as exc:  # noqa: BLE001 (handed to the parsing thread, raised there)
-            self.ready.put((-1, exc, 0))
-            return
-        self.ready.put((-1, None, 0))
-
-    def stop(self) -> None:
-        self.free.put(None)
-        self.thread.join(RECV_TIMEOUT + 5)
+            out.send(_FRAME.pack(-(exc.errno or errno.EIO)))
+        except OSError:
+            pass  # the parent is gone
+        return 1
+    return 0
 
 
 def _open_netlink() -> socket.socket:
@@ -311,29 +341,52 @@ def _open_netlink() -> socket.socket:
     return sock
 
 
-def _use_thread() -> bool:
-    """A receiving thread pays off only with a second CPU to run on."""
+def _parallel_pays_off() -> bool:
+    """A receiving process pays off with a second CPU to run on and a table large enough
+    (this namespace's TCP sockets and TIME_WAIT minisockets, from /proc/net/sockstat)."""
+    import threading
+
     try:
-        return len(os.sched_getaffinity(0)) > 1
+        if len(os.sched_getaffinity(0)) < 2:
+            return False
     except (AttributeError, OSError):
-        return (os.cpu_count() or 1) > 1
+        if (os.cpu_count() or 1) < 2:
+            return False
+    if threading.active_count() > 1:  # fork() only from a single-threaded process
+        return False
+    from netdiag import readfile
+
+    try:
+        text = readfile.read_text("/proc/net/sockstat", "/proc/net/sockstat", None, 4096)
+    except SourceMissing:
+        return False
+    for line in text.splitlines():
+        if line.startswith("TCP:"):
+            fields = line.split()[1:]
+            values = dict(zip(fields[::2], fields[1::2]))
+            try:
+                return int(values.get("inuse", 0)) + int(values.get("tw", 0)) \
+                    >= PARALLEL_MIN_SOCKETS
+            except ValueError:
+                return False
+    return False
 
 
 def netlink_census(builder: CensusBuilder, capture: BinaryIO | None = None,
                    states: int = ALL_STATES, ext: int = 0,
-                   threaded: bool | None = None) -> None:
+                   parallel: bool | None = None) -> None:
     """Dump the listeners first, then the rest, into the builder. `ext` asks for attributes
-    (tcp_info, skmeminfo) with the non-listening sockets. `threaded`: receive on a second
-    thread (default: when a second CPU is there)."""
-    if threaded is None:
-        threaded = _use_thread()
+    (tcp_info, skmeminfo) with the non-listening sockets. `parallel`: receive in a child
+    process while this one parses (default: when that pays off, _parallel_pays_off())."""
+    if parallel is None:
+        parallel = _parallel_pays_off()
     masks = [m for m in (states & LISTEN_MASK, states & ~LISTEN_MASK) if m]
     # Listeners first: the rest is classified against their ports.
     dumps = [_Dump(build_compat_request(mask, seq, 0 if mask & LISTEN_MASK else ext))
              for seq, mask in enumerate(masks, 1)]
     try:
         try:
-            _receive(dumps, builder, capture, threaded)
+            _receive(dumps, builder, capture, parallel)
             return
         except NetlinkError as exc:
             if builder.total or any(d.done for d in dumps) or exc.code not in (
@@ -353,7 +406,7 @@ def netlink_census(builder: CensusBuilder, capture: BinaryIO | None = None,
                                                  0 if mask & LISTEN_MASK else ext), no_ipv6))
                 seq += 1
         try:
-            _receive(dumps, builder, capture, threaded)
+            _receive(dumps, builder, capture, parallel)
         except NetlinkError as exc:
             raise SourceMissing(f"sock_diag dump failed: {exc}") from None
         finally:
@@ -385,7 +438,7 @@ class ListenerSampler:
         import time
 
         builder = CensusBuilder("netlink", None)
-        netlink_census(builder, states=LISTEN_MASK, threaded=False)  # small: no thread
+        netlink_census(builder, states=LISTEN_MASK, parallel=False)  # small: one process
         now = time.monotonic()
         if self.started is None:
             self.started = now

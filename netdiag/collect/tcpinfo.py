@@ -12,6 +12,7 @@ from __future__ import annotations
 import heapq
 import struct
 
+from netdiag.collect.census import swap16
 from netdiag.facts import Connection, ConnectionDetails, KeepaliveGroup, format_address
 
 INET_DIAG_INFO = 2
@@ -49,6 +50,29 @@ _TIMERS = {0: "off", 1: "on", 2: "keepalive", 4: "persist"}
 # (52), last_ack_recv (56), bytes_acked (120), bytes_received (128), busy_time (168),
 # rwnd_limited (176), sndbuf_limited (184).
 _HOT = struct.Struct("=44xI4xII60xQQ32xQQQ")
+
+# The chunk-level path (DetailBuilder.add_chunk): a record's length, type, state and timer;
+# from an attribute's header (rta_len, rta_type), the tcp_info fields the rules decide on
+# (as _HOT) and skmeminfo's drops; the ports and inode of a record.
+_HEAD = struct.Struct("=IH11xBB")
+_INFO_AT = struct.Struct("=HH" + _HOT.format.lstrip("="))
+_SKMEM_AT = struct.Struct("=HH32xI")
+_PORTS_INODE = struct.Struct("=20xHH60xI")
+_MSG = struct.Struct("=IH10xBBBxHH16s16s16xII4xI")  # as the census reads a record
+_COMPAT, _BY_FAMILY, _DONE = 18, 20, 3  # TCPDIAG_GETSOCK, SOCK_DIAG_BY_FAMILY, NLMSG_DONE
+
+
+def _layout(buf, off: int, mlen: int) -> tuple[int, tuple[int, int], int, tuple[int, int]] | None:
+    """Where a record of this length keeps its attributes, relative to the record: the
+    tcp_info attribute's header offset and (length, type), the same for skmeminfo (offset 0:
+    absent). None when its tcp_info is too short for the one-struct read (an older kernel)."""
+    info_off, info_len, skmem_off, skmem_len = find_attributes(buf, off + MSG_SIZE, off + mlen)
+    if info_len < _HOT.size:
+        return None
+    skmem = (skmem_off - 4 - off, (skmem_len + 4, INET_DIAG_SKMEMINFO)) if skmem_len >= 36 \
+        else (0, (0, 0))
+    return (info_off - 4 - off, (info_len + 4, INET_DIAG_INFO), *skmem)
+
 
 # A connection that sent or received data this recently is a flow worth judging.
 ACTIVE_MS = 1000
@@ -121,6 +145,7 @@ class DetailBuilder:
         # The listening ports (filled by the census before established sockets arrive): an
         # accepted connection's service is its local port, an outgoing one's its remote port.
         self.listen_ports: set[int] = set()
+        self._layouts: dict[int, tuple | None] = {}  # record length -> attribute layout
 
     def _push(self, heap: list, score: int, conn: Connection) -> None:
         self._seq += 1
@@ -231,6 +256,125 @@ class DetailBuilder:
             if skmem_len else {}
         conn = Connection(format_address(family, src), sport, format_address(family, dst),
                           dport, inode, _TIMERS.get(timer, "unknown"), info, skmem, family)
+        for h, score in wanted:
+            self._push(h, score, conn)
+
+    def add_chunk(self, buf, n: int) -> None:
+        """Every established connection in buf[:n] (a sock_diag reply chunk), as add() would
+        count it, for less: attributes come in the same places for every record of the same
+        length (the same attributes asked for, the same kernel), so each length's layout is
+        found once and checked per record with the two attribute headers it reads; the
+        counters stay in locals for the chunk. A record whose layout differs goes to add()."""
+        d = self.d
+        layouts = self._layouts
+        head = _HEAD.unpack_from
+        info_at = _INFO_AT.unpack_from
+        skmem_at = _SKMEM_AT.unpack_from
+        long_idle = d.long_idle_ms
+        top = self.top
+        ih, bh, lh, dh = self._idle, self._busiest, self._limited, self._drops
+        est = ka = none = rtx = info = long_no_ka = long_ka = active = dropping = 0
+        off = 0
+        while off < n:
+            mlen, mtype, state, timer = head(buf, off)
+            if mtype == _DONE:
+                break
+            if state != 1 or mlen <= MSG_SIZE or (mtype != _COMPAT and mtype != _BY_FAMILY):
+                off += (mlen + 3) & ~3
+                if mlen < 16:
+                    break  # the census parser raises for this chunk
+                continue
+            layout = layouts.get(mlen)
+            if layout is None:
+                layout = layouts[mlen] = _layout(buf, off, mlen)
+            if layout:
+                i_off, i_head, s_off, s_head = layout
+                (rta_len, rta_type, lds, ldr, lar, acked, received, _busy, rwnd_lim,
+                 snd_lim) = info_at(buf, off + i_off)
+                if (rta_len, rta_type) == i_head:
+                    if s_off:
+                        rta_len, rta_type, drops = skmem_at(buf, off + s_off)
+                        ok = (rta_len, rta_type) == s_head
+                    else:
+                        drops, ok = 0, True
+                else:
+                    ok = False
+            else:
+                ok = False
+            if not ok:  # another layout (an ULP's extra attribute...): the full walk
+                self._flush(est, ka, none, rtx, info, long_no_ka, long_ka, active, dropping)
+                est = ka = none = rtx = info = long_no_ka = long_ka = active = dropping = 0
+                self._add_record(buf, off, mlen)
+                off += (mlen + 3) & ~3
+                continue
+            est += 1
+            info += 1
+            if timer == 2:
+                ka += 1
+                self._keepalive_record(buf, off, ldr if ldr < lar else lar)
+            elif timer == 0:
+                none += 1
+            elif timer == 1 or timer == 4:
+                rtx += 1
+            idle = ldr if ldr < lds else lds
+            idle_score = bulk = limited = 0
+            if idle >= long_idle:
+                if timer == 0:
+                    long_no_ka += 1
+                    idle_score = idle
+                elif timer == 2:
+                    long_ka += 1
+            if idle < ACTIVE_MS:
+                active += 1
+                bulk = acked + received
+                limited = snd_lim + rwnd_lim
+            if drops:
+                dropping += 1
+            if ((idle_score and (len(ih) < top or idle_score > ih[0][0]))
+                    or (bulk and (len(bh) < top or bulk > bh[0][0]))
+                    or (limited and (len(lh) < top or limited > lh[0][0]))
+                    or (drops and (len(dh) < top or drops > dh[0][0]))):
+                self._enter_tops(buf, off, mlen, timer, idle_score, bulk, limited, drops)
+            off += (mlen + 3) & ~3
+        self._flush(est, ka, none, rtx, info, long_no_ka, long_ka, active, dropping)
+
+    def _flush(self, est: int, ka: int, none: int, rtx: int, info: int, long_no_ka: int,
+               long_ka: int, active: int, dropping: int) -> None:
+        d = self.d
+        d.established += est
+        d.keepalive_timer += ka
+        d.no_timer += none
+        d.retransmit_timer += rtx
+        d.with_info += info
+        d.long_idle_without_keepalive += long_no_ka
+        d.long_idle_with_keepalive += long_ka
+        d.active_flows += active
+        d.sockets_with_drops += dropping
+
+    def _add_record(self, buf, off: int, mlen: int) -> None:
+        (_, _, family, _, timer, sport, dport, src, dst, _, _, inode) = _MSG.unpack_from(buf, off)
+        self.add(buf, off + MSG_SIZE, off + mlen, family, src, swap16(sport), dst, swap16(dport),
+                 timer, inode)
+
+    def _keepalive_record(self, buf, off: int, idle_ms: int) -> None:
+        sport, dport, inode = _PORTS_INODE.unpack_from(buf, off)
+        self._keepalive_timer(buf, off, swap16(sport), swap16(dport), idle_ms, inode)
+
+    def _enter_tops(self, buf, off: int, mlen: int, timer: int, idle_score: int, bulk: int,
+                    limited: int, drops: int) -> None:
+        """add()'s last step: the connection, decoded fully, into the heaps it qualifies for."""
+        (_, _, family, _, _, sport, dport, src, dst, _, _, inode) = _MSG.unpack_from(buf, off)
+        info_off, info_len, skmem_off, skmem_len = find_attributes(buf, off + MSG_SIZE,
+                                                                   off + mlen)
+        wanted = [(h, score) for h, score in ((self._idle, idle_score), (self._busiest, bulk),
+                                              (self._limited, limited), (self._drops, drops))
+                  if self._qualifies(h, score)]
+        info = decode_tcp_info(bytes(buf[info_off:info_off + info_len]))
+        skmem = decode_skmeminfo(bytes(buf[skmem_off:skmem_off + skmem_len])) \
+            if skmem_len else {}
+        conn = Connection(format_address(family, src), swap16(sport),
+                          format_address(family, dst), swap16(dport), inode,
+                          _TIMERS.get(timer, "unknown"), info, skmem, family)
         for h, score in wanted:
             self._push(h, score, conn)
 
