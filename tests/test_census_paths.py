@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from netdiag.collect import sockets
-from netdiag.collect.census import CensusBuilder
+from netdiag.collect.census import CensusBuilder, swap16
 from netdiag.errors import SourceMissing
 
 from conftest import REPO, NetNS, require_root
@@ -232,7 +232,7 @@ CENSUS_IN_NS = r"""
 import dataclasses, json, sys
 from netdiag import netns
 from netdiag.collect import sockets
-from netdiag.collect.census import CensusBuilder
+from netdiag.collect.census import CensusBuilder, swap16
 mode = sys.argv[1]
 if len(sys.argv) > 2:  # enter the namespace the way --netns does (main thread, setns)
     netns.enter(sys.argv[2])
@@ -347,7 +347,7 @@ def _per_record(chunks: list[bytes], long_idle_ms: int | None = None):
                 (_, _, family, _, timer, sport, dport, src, dst, _, _,
                  inode) = sockets._MSG.unpack_from(chunk, off)
                 ref.add(chunk, off + sockets.MSG_SIZE, off + mlen, family, src,
-                        sockets._SWAP[sport], dst, sockets._SWAP[dport], timer, inode)
+                        swap16(sport), dst, swap16(dport), timer, inode)
             off += (mlen + 3) & ~3
     return ref.finish()
 

@@ -15,7 +15,6 @@ asks for AF_UNSPEC, so the kernel walks its established hash once, not once per 
 
 from __future__ import annotations
 
-import array
 import errno
 import os
 import signal
@@ -24,7 +23,7 @@ import struct
 import sys
 from typing import BinaryIO
 
-from netdiag.collect.census import CensusBuilder
+from netdiag.collect.census import CensusBuilder, swap16
 from netdiag.collect.tcpinfo import (
     ACTIVE_MS,
     EXT_MASK,
@@ -67,14 +66,6 @@ _MSG = struct.Struct("=IH10xBBBxHH16s16s16xII4xI")
 # million sockets; the rest is read for the sockets that need it.
 _REC = struct.Struct("=IH10xBBBxHH16s16s")
 _ERR = struct.Struct("=i")
-# Port byte swap (network <-> host order) by table, built in C: a tuple indexes faster than
-# an array, and a Python loop would cost ~15 ms at start-up.
-_swapped = array.array("H", range(65536))
-_swapped.byteswap()
-_SWAP = tuple(_swapped)
-del _swapped
-# States CensusBuilder.add() handles; every other state takes the inline path (TIME_WAIT too,
-# with its own branch: hosts in trouble hold hundreds of thousands of them).
 _SPECIAL = bytes(1 if s in (LISTEN, 8) else 0 for s in range(256))  # LISTEN, CLOSE_WAIT
 _ALL = b"\x01" * 256
 _TIME_WAIT = 6
@@ -115,7 +106,6 @@ def parse_chunk(buf, n: int, builder: CensusBuilder) -> bool:
     """
     unpack = _REC.unpack_from
     special = _SPECIAL
-    swap = _SWAP
     fast = builder.states is None and builder.port is None and builder.owners is None
     counts = builder.counts
     by_port = builder.local_port.counts
@@ -156,8 +146,8 @@ def parse_chunk(buf, n: int, builder: CensusBuilder) -> bool:
             else:
                 (_, _, family, state, timer, sport, dport, src, dst, rq, wq,
                  inode) = _MSG.unpack_from(buf, off)
-                builder.add(family, state, timer, src, swap[sport], dst, swap[dport], rq, wq,
-                            inode)
+                builder.add(family, state, timer, src, (sport & 255) << 8 | sport >> 8, dst,
+                            (dport & 255) << 8 | dport >> 8, rq, wq, inode)
         elif mtype == NLMSG_DONE:
             done = True
             break
@@ -560,7 +550,7 @@ def query_flows(conns: list[Connection]) -> dict[tuple, tuple[dict, dict]]:
             # The lookup falls back to a listener on the local address: only the same
             # connection (same ports, not LISTEN, same inode when known) counts.
             (_, _, _, state, _, sport, dport, _, _, _, _, inode) = _MSG.unpack_from(buf, 0)
-            if state == LISTEN or (_SWAP[sport], _SWAP[dport]) != (conn.sport, conn.dport) \
+            if state == LISTEN or (swap16(sport), swap16(dport)) != (conn.sport, conn.dport) \
                     or (conn.inode and inode != conn.inode):
                 continue
             out[conn.key] = decode_attributes(buf, MSG_SIZE, mlen)
