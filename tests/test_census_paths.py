@@ -195,6 +195,20 @@ def test_a_receiver_that_dies_is_an_error_not_a_short_census(monkeypatch, host_r
         sockets.netlink_census(CensusBuilder("netlink", EPHEMERAL), parallel=True)
 
 
+def test_no_process_to_spare_reads_in_this_one(monkeypatch, host_root):
+    reference, dumps = _recorded(host_root)
+
+    def fork() -> int:
+        raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    fakes = iter([FakeSocket([d]) for d in dumps])
+    monkeypatch.setattr(sockets, "_open_netlink", lambda: next(fakes))
+    monkeypatch.setattr(os, "fork", fork)
+    got = CensusBuilder("netlink", EPHEMERAL)
+    sockets.netlink_census(got, parallel=True)
+    assert _census_dict(got) == _census_dict(reference)
+
+
 def test_a_failed_dump_midway_is_not_retried_per_family(monkeypatch, host_root):
     _, dumps = _recorded(host_root)
     error = struct.pack("=IHHII", 36, sockets.NLMSG_ERROR, 0, 2, 0) + struct.pack("=i", -22)

@@ -213,12 +213,18 @@ def _receive(dumps: list[_Dump], builder: CensusBuilder, capture: BinaryIO | Non
         while not dump.done:
             take(dump, buf, recv_into(buf, RECV_SIZE))
 
-    if not parallel:
+    receiver = None
+    if parallel:
+        try:
+            receiver = _Receiver(dumps)
+        except OSError:  # no process to spare (EAGAIN, ENOMEM): read here
+            receiver = None
+    if receiver is None:
         for dump in dumps:
             dump.sock.send(dump.request)
             rest_of(dump)
         return
-    with _Receiver(dumps) as receiver:
+    try:
         for index, n in receiver.chunks(buf):
             dump = dumps[index]
             take(dump, buf, n)
@@ -226,6 +232,10 @@ def _receive(dumps: list[_Dump], builder: CensusBuilder, capture: BinaryIO | Non
                 rest_of(dump)  # the receiver stopped too early (a record ended like DONE)
         if not all(dump.done for dump in dumps):
             raise OSError(errno.EPIPE, "the receiving process ended before the dump did")
+    except BaseException:
+        receiver.close(kill=True)
+        raise
+    receiver.close(kill=False)
 
 
 # A chunk handed from the receiving process: the dump's index, or -errno for its failure.
@@ -245,26 +255,25 @@ class _Receiver:
     the namespace being read; the child inherits them (and that namespace) as they are."""
 
     def __init__(self, dumps: list[_Dump]) -> None:
-        self.dumps = dumps
-        self.pid = 0
-        self.ours: socket.socket | None = None
-
-    def __enter__(self) -> _Receiver:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        for s in (ours, theirs):  # room for the child to run ahead of the parser
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, PAIR_BUFFER)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, PAIR_BUFFER)
-        pid = os.fork()
+        try:
+            for s in (ours, theirs):  # room for the child to run ahead of the parser
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, PAIR_BUFFER)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, PAIR_BUFFER)
+            pid = os.fork()
+        except OSError:
+            ours.close()
+            theirs.close()
+            raise
         if pid == 0:  # the child: receive, hand over, and leave without unwinding anything
             status = 1
             try:
                 ours.close()
-                status = _hand_over(self.dumps, theirs)
+                status = _hand_over(dumps, theirs)
             finally:
                 os._exit(status)
         self.pid, self.ours = pid, ours
         theirs.close()
-        return self
 
     def chunks(self, buf):
         """(dump index, length) of each chunk, received into buf; ends when the child does."""
@@ -282,16 +291,16 @@ class _Receiver:
                 raise OSError(-index, os.strerror(-index))
             yield index, nbytes - _FRAME.size
 
-    def __exit__(self, *exc) -> None:
-        if self.ours is not None:
-            self.ours.close()  # a child still sending gets EPIPE and leaves
-        if self.pid:
-            if exc[0] is not None:
-                try:
-                    os.kill(self.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            os.waitpid(self.pid, 0)
+    def close(self, kill: bool) -> None:
+        """Close our end (a child still sending gets EPIPE and leaves) and reap the child;
+        kill it first when the parse gave up."""
+        self.ours.close()
+        if kill:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        os.waitpid(self.pid, 0)
 
 
 def _hand_over(dumps: list[_Dump], out: socket.socket) -> int:
