@@ -84,6 +84,14 @@ class TopCounter:
         )
 
 
+def _top(counts: dict, limit: int, pruned: int, distinct: int, render) -> TopCounts:
+    """TopCounts of counts summed from a TopCounter's keys (exact unless it was pruned)."""
+    items = sorted(counts.items(), key=lambda kv: kv[1], reverse=True)[:limit]
+    return TopCounts(items=[(render(k), v) for k, v in items],
+                     distinct_seen=distinct + len(counts), pruned=pruned,
+                     approximate=pruned > 0)
+
+
 class CensusBuilder:
     """Receives one socket at a time; `finish()` returns the Census.
 
@@ -107,11 +115,12 @@ class CensusBuilder:
         self.counts = [0] * COUNTS_SIZE
         self.listeners: list[Listener] = []
         self.listen_ports: set[int] = set()
-        self.local_port = TopCounter()  # (raw sport, state)
-        self.peer = TopCounter()  # (family, dst, state)
+        self.local_port = TopCounter()  # (raw sport, state): not outgoing
+        self.peer = TopCounter()  # (family, dst, state): not outgoing (finish() adds those)
         self.process = TopCounter() if owners is not None else None  # (pid, state)
-        self.dest = TopCounter()  # (family, src, dst, raw dport)
-        self.dest_tw = TopCounter()  # the same, TIME_WAIT only
+        # Outgoing connections, by (family, src, dst, raw dport, state): their destinations,
+        # TIME_WAIT as the client, and their peers all come from this one count per socket.
+        self.dest = TopCounter(2 * TOP_CAPACITY)
         self.tw_server = TopCounter()  # (raw sport, family, dst)
         self.tw_roles = {"client": 0, "server": 0, "other": 0}
         self.cw_port = TopCounter()  # host-order sport
@@ -142,9 +151,6 @@ class CensusBuilder:
                 k = (self.owners[inode], state)
                 c[k] = c.get(k, 0) + 1
             return
-        c = self.peer.counts
-        k = (family, dst, state)
-        c[k] = c.get(k, 0) + 1
         if self.process is not None and inode:
             pid = self.owners.get(inode)
             if pid is not None:
@@ -155,25 +161,26 @@ class CensusBuilder:
         outgoing = (
             eph is not None and eph[0] <= sport <= eph[1] and sport not in self.listen_ports
         )
-        if outgoing:  # grouped by destination, not source port; TIME_WAIT apart (finish())
-            c = self.dest_tw.counts if state == TIME_WAIT else self.dest.counts
-            k = (family, src, dst, swap16(dport))
+        if outgoing:  # grouped by destination (its state kept), not by source port
+            c = self.dest.counts
+            k = (family, src, dst, swap16(dport), state)
             c[k] = c.get(k, 0) + 1
         else:
+            c = self.peer.counts
+            k = (family, dst, state)
+            c[k] = c.get(k, 0) + 1
             c = self.local_port.counts
             k = (swap16(sport), state)
             c[k] = c.get(k, 0) + 1
-        if state == TIME_WAIT:
-            if outgoing:
-                pass  # the client role is counted from dest_tw at finish()
-            elif sport in self.listen_ports:
-                self.tw_roles["server"] += 1
-                c = self.tw_server.counts
-                k = (swap16(sport), family, dst)
-                c[k] = c.get(k, 0) + 1
-            else:
-                self.tw_roles["other"] += 1
-        elif state == CLOSE_WAIT:
+            if state == TIME_WAIT:
+                if sport in self.listen_ports:
+                    self.tw_roles["server"] += 1
+                    c = self.tw_server.counts
+                    k = (swap16(sport), family, dst)
+                    c[k] = c.get(k, 0) + 1
+                else:
+                    self.tw_roles["other"] += 1
+        if state == CLOSE_WAIT:
             c = self.cw_port.counts
             c[sport] = c.get(sport, 0) + 1
             if rq == 1:
@@ -213,18 +220,12 @@ class CensusBuilder:
 
     def batch_done(self) -> None:
         """Called by sources every few hundred sockets: keeps the top counters bounded."""
-        for counter in (self.local_port, self.peer, self.dest, self.dest_tw, self.tw_server,
-                        self.cw_port, self.process):
+        for counter in (self.local_port, self.peer, self.dest, self.tw_server, self.cw_port,
+                        self.process):
             if counter is not None:
                 counter.maybe_prune()
 
     def finish(self, top: int = 20) -> Census:
-        # Outgoing TIME_WAIT sockets were counted only per destination: fold them into the
-        # destination totals and the client role now.
-        dest = self.dest.counts
-        for k, n in self.dest_tw.counts.items():
-            dest[k] = dest.get(k, 0) + n
-        self.tw_roles["client"] = sum(self.dest_tw.counts.values()) + self.dest_tw.pruned
         self.batch_done()
         state_name = TCP_STATES.get
         census = Census(source=self.source, total=self.total)
@@ -246,11 +247,23 @@ class CensusBuilder:
                 census.by_family_state[name] = counts
                 census.by_family[name] = sum(counts.values())
         census.timers = {TIMER_NAMES.get(t, "unknown"): n for t, n in enumerate(timers) if n}
+        # Every TIME_WAIT socket is counted (exactly) by state; those this host closed first
+        # as the server, or that could not be classified, were counted as they streamed by:
+        # the rest closed first as the client (outgoing connections).
+        roles = dict(self.tw_roles)
+        roles["client"] = merged[TIME_WAIT] - roles["server"] - roles["other"]
         census.listeners = sorted(self.listeners, key=lambda lst: (lst.port, lst.family))
         census.by_local_port = self.local_port.result(
             top * 4, lambda k: (swap16(k[0]), state_name(k[1], str(k[1]))))
-        census.by_peer = self.peer.result(
-            top * 4, lambda k: (format_address(k[0], k[1]), state_name(k[2], str(k[2]))))
+        dest = self.dest
+        peers = dict(self.peer.counts)
+        for (fam, _, dst, _, state), n in dest.counts.items():
+            k = (fam, dst, state)
+            peers[k] = peers.get(k, 0) + n
+        census.by_peer = _top(peers, top * 4, self.peer.pruned + dest.pruned,
+                              self.peer.distinct + dest.distinct,
+                              lambda k: (format_address(k[0], k[1]),
+                                         state_name(k[2], str(k[2]))))
         if self.process is not None:
             census.by_process = self.process.result(
                 top * 4, lambda k: (k[0], state_name(k[1], str(k[1]))))
@@ -258,11 +271,19 @@ class CensusBuilder:
         def dest_key(k):
             return (format_address(k[0], k[1]), format_address(k[0], k[2]), swap16(k[3]))
 
-        census.by_destination = self.dest.result(top, dest_key)
-        census.timewait_by_destination = self.dest_tw.result(top, dest_key)
+        destinations: dict = {}
+        time_wait: dict = {}
+        for (fam, src, dst, port, state), n in dest.counts.items():
+            k = (fam, src, dst, port)
+            destinations[k] = destinations.get(k, 0) + n
+            if state == TIME_WAIT:
+                time_wait[k] = time_wait.get(k, 0) + n
+        census.by_destination = _top(destinations, top, dest.pruned, dest.distinct, dest_key)
+        census.timewait_by_destination = _top(time_wait, top, dest.pruned, dest.distinct,
+                                              dest_key)
         census.timewait_server_side = self.tw_server.result(
             top, lambda k: (swap16(k[0]), format_address(k[1], k[2])))
-        census.timewait_roles = dict(self.tw_roles)
+        census.timewait_roles = roles
         census.close_wait_by_port = self.cw_port.result(top)
         census.close_wait_unread = self.cw_unread
         census.close_wait_eof_unread = self.cw_eof_unread

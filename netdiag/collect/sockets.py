@@ -111,7 +111,6 @@ def parse_chunk(buf, n: int, builder: CensusBuilder) -> bool:
     by_port = builder.local_port.counts
     by_peer = builder.peer.counts
     by_dest = builder.dest.counts
-    by_dest_tw = builder.dest_tw.counts
     tw_server = builder.tw_server.counts
     outgoing, listening = builder.port_masks()  # indexed by the raw (network-order) port
     compat, by_family, time_wait = TCPDIAG_GETSOCK, SOCK_DIAG_BY_FAMILY, _TIME_WAIT
@@ -125,15 +124,12 @@ def parse_chunk(buf, n: int, builder: CensusBuilder) -> bool:
         if mtype == compat or mtype == by_family:
             if not special[state]:
                 counts[family << 7 | state << 3 | timer & 7] += 1
-                k = (family, dst, state)
-                by_peer[k] = by_peer.get(k, 0) + 1
-                if outgoing[sport]:
-                    k = (family, src, dst, dport)
-                    if state == time_wait:  # this host closed first, as the client
-                        by_dest_tw[k] = by_dest_tw.get(k, 0) + 1  # merged into by_dest
-                    else:
-                        by_dest[k] = by_dest.get(k, 0) + 1
+                if outgoing[sport]:  # grouped by destination; its peer is counted from there
+                    k = (family, src, dst, dport, state)
+                    by_dest[k] = by_dest.get(k, 0) + 1
                 else:
+                    k = (family, dst, state)
+                    by_peer[k] = by_peer.get(k, 0) + 1
                     k = (sport, state)
                     by_port[k] = by_port.get(k, 0) + 1
                     if state == time_wait:
@@ -159,7 +155,7 @@ def parse_chunk(buf, n: int, builder: CensusBuilder) -> bool:
             raise NetlinkError(errno.EPROTO)
         off += (mlen + 3) & ~3
     if tw_srv or tw_other:
-        # Client-side TIME_WAIT is counted from the per-destination table at finish().
+        # Client-side TIME_WAIT is what remains of the TIME_WAIT count at finish().
         roles = builder.tw_roles
         roles["server"] += tw_srv
         roles["other"] += tw_other
