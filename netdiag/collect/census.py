@@ -118,8 +118,9 @@ class CensusBuilder:
         self.local_port = TopCounter()  # (raw sport, state): not outgoing
         self.peer = TopCounter()  # (family, dst, state): not outgoing (finish() adds those)
         self.process = TopCounter() if owners is not None else None  # (pid, state)
-        # Outgoing connections, by (family, src, dst, raw dport, state): their destinations,
-        # TIME_WAIT as the client, and their peers all come from this one count per socket.
+        # Outgoing connections, by (family, dport + src + dst as sock_diag lays them out: 34
+        # bytes, the port in network order, state): their destinations, TIME_WAIT as the
+        # client, and their peers all come from this one count per socket.
         self.dest = TopCounter(2 * TOP_CAPACITY)
         self.tw_server = TopCounter()  # (raw sport, family, dst)
         self.tw_roles = {"client": 0, "server": 0, "other": 0}
@@ -163,7 +164,7 @@ class CensusBuilder:
         )
         if outgoing:  # grouped by destination (its state kept), not by source port
             c = self.dest.counts
-            k = (family, src, dst, swap16(dport), state)
+            k = (family, dport.to_bytes(2, "big") + src + dst, state)
             c[k] = c.get(k, 0) + 1
         else:
             c = self.peer.counts
@@ -257,8 +258,8 @@ class CensusBuilder:
             top * 4, lambda k: (swap16(k[0]), state_name(k[1], str(k[1]))))
         dest = self.dest
         peers = dict(self.peer.counts)
-        for (fam, _, dst, _, state), n in dest.counts.items():
-            k = (fam, dst, state)
+        for (fam, ends, state), n in dest.counts.items():
+            k = (fam, ends[18:], state)
             peers[k] = peers.get(k, 0) + n
         census.by_peer = _top(peers, top * 4, self.peer.pruned + dest.pruned,
                               self.peer.distinct + dest.distinct,
@@ -269,12 +270,14 @@ class CensusBuilder:
                 top * 4, lambda k: (k[0], state_name(k[1], str(k[1]))))
 
         def dest_key(k):
-            return (format_address(k[0], k[1]), format_address(k[0], k[2]), swap16(k[3]))
+            fam, ends = k
+            return (format_address(fam, ends[2:18]), format_address(fam, ends[18:]),
+                    int.from_bytes(ends[:2], "big"))
 
         destinations: dict = {}
         time_wait: dict = {}
-        for (fam, src, dst, port, state), n in dest.counts.items():
-            k = (fam, src, dst, port)
+        for (fam, ends, state), n in dest.counts.items():
+            k = (fam, ends)
             destinations[k] = destinations.get(k, 0) + n
             if state == TIME_WAIT:
                 time_wait[k] = time_wait.get(k, 0) + n
