@@ -427,3 +427,72 @@ def test_tcp_info_by_chunk_is_add_per_record(tmp_path):
     assert reordered != chunks
     assert _by_chunk(reordered) == _per_record(reordered) == ref
     assert _by_chunk(reordered, long_idle_ms=0) == ref_idle
+
+
+# ---- exact counts when the top tables prune ------------------------------------------------
+
+def _record(family: int, state: int, timer: int, sport: int, dport: int, src: bytes,
+            dst: bytes, inode: int) -> bytes:
+    """One TCPDIAG_GETSOCK reply record (nlmsghdr + inet_diag_msg, no attributes)."""
+    msg = struct.pack("=BBBBHH16s16sIQIIIII", family, state, timer, 0,
+                      socket_htons(sport), socket_htons(dport), src, dst, 0, 0, 0, 0, 0, 0,
+                      inode)
+    return struct.pack("=IHHII", 16 + len(msg), sockets.TCPDIAG_GETSOCK, 2, 1, 0) + msg
+
+
+def socket_htons(port: int) -> int:
+    return swap16(port) if sys.byteorder == "little" else port
+
+
+def test_counts_by_state_stay_exact_when_the_tables_prune():
+    """Far more peers and destinations than the top tables keep: the groupings say they are
+    approximate, but totals by state, family and timer (and the TIME_WAIT roles) stay exact,
+    on the inline path and through add() alike."""
+    import random
+
+    rng = random.Random(7)
+    listen = _record(2, 10, 0, 8080, 0, bytes(16), bytes(16), 1)
+    records, expected = [], {}
+    for i in range(30_000):
+        family = rng.choice((2, 10))
+        state = rng.choice((1, 1, 1, 6, 8, 4))
+        timer = 3 if state == 6 else rng.choice((0, 2, 1))
+        outgoing = rng.random() < 0.5
+        addr = (i.to_bytes(4, "big") + bytes(12)) if family == 2 else i.to_bytes(16, "big")
+        local = b"\x7f\0\0\1" + bytes(12) if family == 2 else bytes(15) + b"\1"
+        sport = 40000 + i % 1000 if outgoing else 8080
+        dport = 10000 + i % 20000 if outgoing else 50000 + i % 10000
+        records.append(_record(family, state, timer, sport, dport, local, addr, 100 + i))
+        key = (family, state, timer)
+        expected[key] = expected.get(key, 0) + 1
+    done = struct.pack("=IHHIIi", 20, sockets.NLMSG_DONE, 2, 1, 0, 0)
+
+    def parse(builder: CensusBuilder) -> dict:
+        for chunk in ([listen], *(records[i:i + 250] for i in range(0, len(records), 250)),
+                      []):
+            data = b"".join(chunk) + (done if not chunk else b"")
+            buf = bytearray(data) + bytearray(sockets._MSG.size)
+            sockets.parse_chunk(buf, len(data), builder)
+        return dataclasses.asdict(builder.finish(top=20))
+
+    inline = parse(CensusBuilder("netlink", (40000, 40999)))
+    added = parse(CensusBuilder("netlink", (40000, 40999), owners={}))
+    by_state: dict[str, int] = {}
+    for (_, state, _), n in expected.items():
+        name = {1: "ESTABLISHED", 6: "TIME_WAIT", 8: "CLOSE_WAIT", 4: "FIN_WAIT1"}[state]
+        by_state[name] = by_state.get(name, 0) + n
+    by_state["LISTEN"] = 1
+    timers = {"off": 0, "on": 0, "keepalive": 0, "timewait": 0}
+    for (_, _, timer), n in expected.items():
+        timers[{0: "off", 1: "on", 2: "keepalive", 3: "timewait"}[timer]] += n
+    timers["off"] += 1  # the listener
+    time_wait = sum(n for (_, s, _), n in expected.items() if s == 6)
+    for got in (inline, added):
+        assert got["by_state"] == by_state and got["total"] == 30_001
+        assert got["timers"] == timers
+        assert sum(got["by_family"].values()) == 30_001
+        assert got["by_peer"]["approximate"] and got["by_destination"]["approximate"]
+        roles = got["timewait_roles"]
+        assert sum(roles.values()) == time_wait and roles["server"] > 0 and roles["client"] > 0
+    assert inline["by_family_state"] == added["by_family_state"]
+    assert inline["timewait_roles"] == added["timewait_roles"]

@@ -36,8 +36,10 @@ def swap16(port: int) -> int:
 
 
 def count_index(family: int, state: int, timer: int) -> int:
-    """Index into CensusBuilder.counts: one counter per family, state and timer."""
-    return family << 7 | state << 3 | timer & 7
+    """One number per family, state and timer: the class sockets are counted by. Family and
+    state come first as the two bytes of inet_diag_msg hold them (read as a native u16),
+    so that the inline census makes it in two operations."""
+    return (family | state << 8) << 3 | timer & 7
 
 
 COUNTS_SIZE = count_index(10, 15, 7) + 1
@@ -53,15 +55,19 @@ def _network_order(table: bytearray) -> bytearray:
 
 
 class TopCounter:
-    """Lossy counting: keep at most 2*capacity keys, prune to the heaviest `capacity`."""
+    """Lossy counting: keep at most 2*capacity keys, prune to the heaviest `capacity`.
 
-    __slots__ = ("counts", "capacity", "pruned", "distinct")
+    With `classed`, a key's first element is a class (count_index()) whose totals must stay
+    exact: what pruning drops is added to `dropped[class]`."""
 
-    def __init__(self, capacity: int = TOP_CAPACITY) -> None:
+    __slots__ = ("counts", "capacity", "pruned", "distinct", "dropped")
+
+    def __init__(self, capacity: int = TOP_CAPACITY, classed: bool = False) -> None:
         self.counts: dict = {}
         self.capacity = capacity
         self.pruned = 0
         self.distinct = 0
+        self.dropped: dict[int, int] | None = {} if classed else None
 
     def maybe_prune(self) -> None:
         counts = self.counts
@@ -70,7 +76,18 @@ class TopCounter:
         keep = sorted(counts.items(), key=lambda kv: kv[1], reverse=True)
         self.distinct += len(keep) - self.capacity
         self.pruned += sum(v for _, v in keep[self.capacity :])
+        dropped = self.dropped
+        if dropped is not None:
+            for k, v in keep[self.capacity :]:
+                dropped[k[0]] = dropped.get(k[0], 0) + v
         self.counts = dict(keep[: self.capacity])
+
+    def class_totals(self, into: list[int]) -> None:
+        """Add the counts by class (kept and dropped) into a count_index() table."""
+        for k, v in self.counts.items():
+            into[k[0]] += v
+        for c, v in (self.dropped or {}).items():
+            into[c] += v
 
     def result(self, limit: int, render=None) -> TopCounts:
         items = sorted(self.counts.items(), key=lambda kv: kv[1], reverse=True)[:limit]
@@ -111,17 +128,19 @@ class CensusBuilder:
         self.owners = owners
         self.states = states
         self.port = port
-        # Sockets by family, state and timer (count_index()): one list update per socket.
+        # Sockets by family, state and timer (count_index()), for those in none of the keyed
+        # tables below (listeners); the others are counted there, by class, exactly.
         self.counts = [0] * COUNTS_SIZE
         self.listeners: list[Listener] = []
         self.listen_ports: set[int] = set()
         self.local_port = TopCounter()  # (raw sport, state): not outgoing
-        self.peer = TopCounter()  # (family, dst, state): not outgoing (finish() adds those)
+        # (count_index(), dst): not outgoing (finish() adds those)
+        self.peer = TopCounter(2 * TOP_CAPACITY, classed=True)
         self.process = TopCounter() if owners is not None else None  # (pid, state)
-        # Outgoing connections, by (family, dport + src + dst as sock_diag lays them out: 34
-        # bytes, the port in network order, state): their destinations, TIME_WAIT as the
-        # client, and their peers all come from this one count per socket.
-        self.dest = TopCounter(2 * TOP_CAPACITY)
+        # Outgoing connections, by (count_index(), dport + src + dst as sock_diag lays them
+        # out: 34 bytes, the port in network order): their destinations, TIME_WAIT as the
+        # client, their peers and their counts by state all come from one count per socket.
+        self.dest = TopCounter(2 * TOP_CAPACITY, classed=True)
         self.tw_server = TopCounter()  # (raw sport, family, dst)
         self.tw_roles = {"client": 0, "server": 0, "other": 0}
         self.cw_port = TopCounter()  # host-order sport
@@ -141,8 +160,8 @@ class CensusBuilder:
             return
         if self.port is not None and sport != self.port and dport != self.port:
             return
-        self.counts[count_index(family, state, timer)] += 1
         if state == LISTEN:
+            self.counts[count_index(family, state, timer)] += 1
             self.listen_ports.add(sport)
             self.listeners.append(
                 Listener(family, format_address(family, src), sport, rq, wq, inode)
@@ -164,11 +183,11 @@ class CensusBuilder:
         )
         if outgoing:  # grouped by destination (its state kept), not by source port
             c = self.dest.counts
-            k = (family, dport.to_bytes(2, "big") + src + dst, state)
+            k = (count_index(family, state, timer), dport.to_bytes(2, "big") + src + dst)
             c[k] = c.get(k, 0) + 1
         else:
             c = self.peer.counts
-            k = (family, dst, state)
+            k = (count_index(family, state, timer), dst)
             c[k] = c.get(k, 0) + 1
             c = self.local_port.counts
             k = (swap16(sport), state)
@@ -194,10 +213,16 @@ class CensusBuilder:
                 else:
                     self.cw_truncated = True
 
+    def class_counts(self) -> list[int]:
+        """Every socket counted, by count_index(): each is in exactly one of these."""
+        counts = list(self.counts)
+        self.peer.class_totals(counts)
+        self.dest.class_totals(counts)
+        return counts
+
     @property
     def total(self) -> int:
-        """Sockets counted: every one, by whichever path, increments exactly one count."""
-        return sum(self.counts)
+        return sum(self.class_counts())
 
     def port_masks(self) -> tuple[bytearray, bytearray]:
         """Two tables indexed by a local port as sock_diag gives it (network order):
@@ -229,16 +254,18 @@ class CensusBuilder:
     def finish(self, top: int = 20) -> Census:
         self.batch_done()
         state_name = TCP_STATES.get
-        census = Census(source=self.source, total=self.total)
+        census = Census(source=self.source)
         by_family = {2: [0] * 16, 10: [0] * 16}
         timers = [0] * 8
+        counts = self.class_counts()
         for fam, states in by_family.items():
             for state in range(16):
                 for timer in range(8):
-                    n = self.counts[count_index(fam, state, timer)]
+                    n = counts[count_index(fam, state, timer)]
                     states[state] += n
                     timers[timer] += n
         merged = [a + b for a, b in zip(by_family[2], by_family[10])]
+        census.total = sum(merged)
         census.by_state = {TCP_STATES[s]: n for s, n in enumerate(merged)
                            if n and s in TCP_STATES}
         for fam, name in ((2, "ipv4"), (10, "ipv6")):
@@ -257,14 +284,17 @@ class CensusBuilder:
         census.by_local_port = self.local_port.result(
             top * 4, lambda k: (swap16(k[0]), state_name(k[1], str(k[1]))))
         dest = self.dest
-        peers = dict(self.peer.counts)
-        for (fam, ends, state), n in dest.counts.items():
-            k = (fam, ends[18:], state)
+        peers: dict = {}
+        for (ci, dst), n in self.peer.counts.items():  # the timer apart
+            k = (ci >> 3, dst)
+            peers[k] = peers.get(k, 0) + n
+        for (ci, ends), n in dest.counts.items():
+            k = (ci >> 3, ends[18:])
             peers[k] = peers.get(k, 0) + n
         census.by_peer = _top(peers, top * 4, self.peer.pruned + dest.pruned,
                               self.peer.distinct + dest.distinct,
-                              lambda k: (format_address(k[0], k[1]),
-                                         state_name(k[2], str(k[2]))))
+                              lambda k: (format_address(k[0] & 0xFF, k[1]),
+                                         state_name(k[0] >> 8, str(k[0] >> 8))))
         if self.process is not None:
             census.by_process = self.process.result(
                 top * 4, lambda k: (k[0], state_name(k[1], str(k[1]))))
@@ -276,10 +306,10 @@ class CensusBuilder:
 
         destinations: dict = {}
         time_wait: dict = {}
-        for (fam, ends, state), n in dest.counts.items():
-            k = (fam, ends)
+        for (ci, ends), n in dest.counts.items():
+            k = (ci >> 3 & 0xFF, ends)
             destinations[k] = destinations.get(k, 0) + n
-            if state == TIME_WAIT:
+            if ci >> 11 == TIME_WAIT:
                 time_wait[k] = time_wait.get(k, 0) + n
         census.by_destination = _top(destinations, top, dest.pruned, dest.distinct, dest_key)
         census.timewait_by_destination = _top(time_wait, top, dest.pruned, dest.distinct,
