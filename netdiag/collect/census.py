@@ -12,6 +12,8 @@ finish() converts each distinct key once. add() takes ports in host order and co
 
 from __future__ import annotations
 
+import sys
+
 from netdiag.facts import (
     CLOSE_WAIT,
     LISTEN,
@@ -30,9 +32,13 @@ TOP_CAPACITY = 2048
 CLOSE_WAIT_INODE_CAP = 200_000
 
 
+LITTLE_ENDIAN = sys.byteorder == "little"
+
+
 def swap16(port: int) -> int:
-    """A 16-bit port between network and host byte order (either way)."""
-    return ((port & 0xFF) << 8) | (port >> 8)
+    """A 16-bit port between network and host byte order (either way): sock_diag's ports,
+    read as native u16, are byte-swapped on a little-endian host and as they are otherwise."""
+    return ((port & 0xFF) << 8) | (port >> 8) if LITTLE_ENDIAN else port
 
 
 def count_index(family: int, state: int, timer: int) -> int:
@@ -48,6 +54,8 @@ COUNTS_SIZE = count_index(10, 15, 7) + 1
 def _network_order(table: bytearray) -> bytearray:
     """A 65536-entry table indexed by host-order port, re-indexed by network-order port:
     swapping the two bytes of the index transposes a 256 x 256 matrix, row by row."""
+    if not LITTLE_ENDIAN:
+        return table
     out = bytearray(65536)
     for low in range(256):
         out[low << 8:(low + 1) << 8] = table[low::256]

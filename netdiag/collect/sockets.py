@@ -23,7 +23,7 @@ import struct
 import sys
 from typing import BinaryIO
 
-from netdiag.collect.census import CensusBuilder, swap16
+from netdiag.collect.census import LITTLE_ENDIAN, CensusBuilder, swap16
 from netdiag.collect.tcpinfo import (
     ACTIVE_MS,
     EXT_MASK,
@@ -113,7 +113,9 @@ def parse_chunk(buf, n: int, builder: CensusBuilder) -> bool:
     """
     unpack = _REC.unpack_from
     special = _SPECIAL
-    fast = builder.states is None and builder.port is None and builder.owners is None
+    # The inline path reads family and state as one little-endian u16 (count_index()).
+    fast = builder.states is None and builder.port is None and builder.owners is None \
+        and LITTLE_ENDIAN
     by_port = builder.local_port.counts
     by_peer = builder.peer.counts
     by_dest = builder.dest.counts
@@ -150,8 +152,8 @@ def parse_chunk(buf, n: int, builder: CensusBuilder) -> bool:
             else:
                 (_, _, family, state, timer, sport, dport, src, dst, rq, wq,
                  inode) = _MSG.unpack_from(buf, off)
-                builder.add(family, state, timer, src, (sport & 255) << 8 | sport >> 8, dst,
-                            (dport & 255) << 8 | dport >> 8, rq, wq, inode)
+                builder.add(family, state, timer, src, swap16(sport), dst, swap16(dport), rq,
+                            wq, inode)
         elif mtype == NLMSG_DONE:
             done = True
             break
