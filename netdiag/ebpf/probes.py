@@ -79,10 +79,12 @@ PROBES: dict[str, ProbeSpec] = {p.name: p for p in (
         "states", "TCP state transitions: who closes first (TIME_WAIT), connections made, "
         "refused and accepted per port or destination, CLOSE_WAIT entry and duration",
         (Hook("transitions", "sock", "inet_sock_set_state", "np_set_state", SOCK_FIELDS),),
-        readers.read_states, "one hash update per TCP state change (a handful per connection)",
+        readers.read_states, "a per-CPU counter per TCP state change (about ten per "
+        "connection), a hash update for the five changes shown by port or destination, and "
+        "one entry per socket while it is in CLOSE_WAIT",
         topics=("closewait", "timewait"),
-        maps=(MapDecl("transitions", 65536, ("transitions", "active_closes", "passive_closes",
-                                             "connects", "failed_connects", "accepted")),
+        maps=(MapDecl("flows", 65536, ("active_closes", "passive_closes", "connects",
+                                       "failed_connects", "accepted")),
               MapDecl("cw_since", 131072, ("close_wait",))),
         metrics=("netdiag_probe_state_changes", "netdiag_probe_active_closes",
                  "netdiag_probe_close_wait_waiting")),

@@ -117,14 +117,15 @@ def read_states(maps, ctx: ReadContext) -> StatesResult:
     secs = max(ctx.seconds, 0.001)
     pairs: dict[tuple[int, int], int] = {}
     flows: dict[str, dict[tuple, int]] = {name: {} for name in FLOW_PAIRS.values()}
-    for k, v in maps.items("transitions"):
-        n = v.value
-        pairs[(k.oldstate, k.newstate)] = pairs.get((k.oldstate, k.newstate), 0) + n
+    for index, n in enumerate(maps.values("pairs")):
+        if n:
+            pairs[(index >> 4, index & 15)] = n
+    for k, v in maps.items("flows"):
         table = FLOW_PAIRS.get((k.oldstate, k.newstate))
         if table is not None:
             key = (port_or_none(k.lport), address(k.family, k.daddr) if k.rport else None,
                    port_or_none(k.rport))
-            flows[table][key] = flows[table].get(key, 0) + n
+            flows[table][key] = flows[table].get(key, 0) + v.value
     res.transitions = [Transition(state_name(a), state_name(b), n)
                        for (a, b), n in sorted(pairs.items(), key=lambda kv: -kv[1])]
     for table, counts in flows.items():

@@ -178,8 +178,18 @@ class _Maps:
     def items(self, name: str) -> list:
         return list(self.bpf[name].items())
 
+    def rows(self, name: str) -> list:
+        """A map's entries as plain data (for a recorded fixture); per-CPU values summed."""
+        table = self.bpf[name]
+        if hasattr(table, "total_cpu"):
+            return [[_plain(k), {"value": table.sum(k).value}] for k in table.keys()]
+        return [[_plain(k), _plain(v)] for k, v in table.items()]
+
     def values(self, name: str) -> list[int]:
-        return [v.value for v in self.bpf[name].values()]
+        table = self.bpf[name]
+        if hasattr(table, "total_cpu"):  # a per-CPU array: each slot summed over the CPUs
+            return [table.sum(k).value for k in table.keys()]
+        return [v.value for v in table.values()]
 
 
 def run(names: list[str], seconds: float, interval: float | None = None, on_tick=None,
@@ -373,11 +383,11 @@ def record(directory: str, spec: ProbeSpec, maps: _Maps, ctx: ReadContext) -> No
 
     names = ["lost", *(m.name for m in spec.maps)]
     src = (runtime.probe_sources() / f"{spec.name}.c").read_text()
-    names += [n for n in ("cw_counts", "cw_ms", "unattributed") if f"({n}," in src]
+    names += [n for n in ("pairs", "cw_counts", "cw_ms", "unattributed") if f"({n}," in src]
     doc = {"probe": spec.name, "kernel": platform.release(),
            "formats": ctx.formats, "enabled": sorted(ctx.enabled), "seconds": ctx.seconds,
            "now_ns": ctx.now_ns, "epoll_known": ctx.epoll_known,
-           "maps": {n: [[_plain(k), _plain(v)] for k, v in maps.items(n)] for n in names}}
+           "maps": {n: maps.rows(n) for n in names}}
     os.makedirs(directory, exist_ok=True)
     with open(os.path.join(directory, f"{spec.name}.json"), "w") as fh:
         json.dump(doc, fh, indent=1)
