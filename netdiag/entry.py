@@ -70,7 +70,7 @@ def _value(opt: Opt, text: str):
         return text
     if opt.kind == "format":
         return text if text in FORMATS else _NOT_READ
-    if not text.isascii():
+    if not text.isascii() or len(text) > 32:  # beyond any bound: click says what is wrong
         return _NOT_READ
     if opt.kind == "int":
         if not text.isdigit():

@@ -496,3 +496,105 @@ def test_counts_by_state_stay_exact_when_the_tables_prune():
         assert sum(roles.values()) == time_wait and roles["server"] > 0 and roles["client"] > 0
     assert inline["by_family_state"] == added["by_family_state"]
     assert inline["timewait_roles"] == added["timewait_roles"]
+
+
+def test_a_heavy_peer_stays_exact_when_its_destinations_are_pruned():
+    """9,000 outgoing connections to one peer from 9,000 source addresses (each a light
+    destination key), among 40,000 light destinations elsewhere: the destination table
+    prunes, but the heavy peer's count is kept whole (pruned keys spill into a per-peer
+    table), on the inline path and through add() alike."""
+    local = b"\x7f\0\0\1" + bytes(12)
+    heavy = b"\x0a\0\0\1" + bytes(12)
+    records = []
+    for i in range(9_000):
+        src = b"\x7f" + i.to_bytes(3, "big") + bytes(12)
+        records.append(_record(2, 1, 0, 40000 + i % 1000, 6379, src, heavy, 10 + i))
+    for i in range(40_000):  # light: one connection per destination
+        dst = b"\x0b" + i.to_bytes(3, "big") + bytes(12)
+        records.append(_record(2, 1, 0, 40000 + i % 1000, 443, local, dst, 20_000 + i))
+    done = struct.pack("=IHHIIi", 20, sockets.NLMSG_DONE, 2, 1, 0, 0)
+
+    def parse(builder: CensusBuilder) -> dict:
+        for chunk in (*(records[i:i + 250] for i in range(0, len(records), 250)), []):
+            data = b"".join(chunk) + (done if not chunk else b"")
+            buf = bytearray(data) + bytearray(sockets._MSG.size)
+            sockets.parse_chunk(buf, len(data), builder)
+        return dataclasses.asdict(builder.finish(top=20))
+
+    for got in (parse(CensusBuilder("netlink", (40000, 40999))),
+                parse(CensusBuilder("netlink", (40000, 40999), owners={}))):
+        assert got["by_destination"]["approximate"]  # the destination table did prune
+        top_peer, count = got["by_peer"]["items"][0]
+        assert tuple(top_peer) == ("10.0.0.1", "ESTABLISHED")
+        assert count == 9_000
+        assert got["total"] == 49_000
+
+
+def test_a_parent_ignoring_sigchld_still_gets_the_whole_census(monkeypatch, host_root):
+    """SIG_IGN for SIGCHLD survives exec: the kernel then reaps the receiver itself and
+    waitpid() fails with ECHILD. That must neither fail a complete census nor replace it."""
+    import signal
+
+    reference, dumps = _recorded(host_root)
+    before = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    try:
+        got, forks = _replay_with(monkeypatch, dumps, parallel=True)
+    finally:
+        signal.signal(signal.SIGCHLD, before)
+    assert forks == 1 and _census_dict(got) == _census_dict(reference)
+
+
+def test_a_signal_right_after_fork_is_not_handled_in_the_receiver(monkeypatch, host_root):
+    """A group-wide SIGTERM landing in the child before it set its own dispositions used to
+    run netdiag's handler there (unwinding the parent's stack in the child). Now the signal
+    waits, blocked, until the child has SIGTERM at its default: the child just dies, and the
+    parent reports a failed dump."""
+    import signal
+
+    _, dumps = _recorded(host_root)
+    parent = os.getpid()
+
+    def handler(signum, frame):
+        if os.getpid() != parent:
+            os._exit(99)  # netdiag's handler ran in the child
+        raise AssertionError("the parent got no signal")
+
+    real_fork, real_waitpid = os.fork, os.waitpid
+    statuses: list[int] = []
+
+    def fork() -> int:
+        pid = real_fork()
+        if pid == 0:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return pid
+
+    def waitpid(pid: int, options: int):
+        got = real_waitpid(pid, options)
+        statuses.append(got[1])
+        return got
+
+    fakes = iter([FakeSocket([d]) for d in dumps])
+    monkeypatch.setattr(sockets, "_open_netlink", lambda: next(fakes))
+    monkeypatch.setattr(os, "fork", fork)
+    monkeypatch.setattr(os, "waitpid", waitpid)
+    before = signal.signal(signal.SIGTERM, handler)
+    try:
+        with pytest.raises(SourceMissing, match="receiving process ended"):
+            sockets.netlink_census(CensusBuilder("netlink", EPHEMERAL), parallel=True)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert len(statuses) == 1 and os.WIFSIGNALED(statuses[0])
+    assert os.WTERMSIG(statuses[0]) == signal.SIGTERM
+
+
+def test_a_dump_the_kernel_ended_with_an_error_is_not_complete(monkeypatch, host_root):
+    """NLMSG_DONE carries the dump's final status: a negative errno means the kernel gave up
+    midway, and what came before is not the whole table."""
+    _, dumps = _recorded(host_root)
+    failed_done = struct.pack("=IHHIIi", 20, sockets.NLMSG_DONE, 2, 1, 0, -errno.EINTR)
+    failed = [dumps[0], dumps[1][:-1] + [failed_done]]
+    for parallel in (False, True):
+        fakes = iter([FakeSocket([d]) for d in failed])
+        monkeypatch.setattr(sockets, "_open_netlink", lambda fakes=fakes: next(fakes))
+        with pytest.raises(SourceMissing, match="Interrupted system call"):
+            sockets.netlink_census(CensusBuilder("netlink", EPHEMERAL), parallel=parallel)

@@ -13,6 +13,7 @@ finish() converts each distinct key once. add() takes ports in host order and co
 from __future__ import annotations
 
 import sys
+from typing import Callable
 
 from netdiag.facts import (
     CLOSE_WAIT,
@@ -68,14 +69,19 @@ class TopCounter:
     With `classed`, a key's first element is a class (count_index()) whose totals must stay
     exact: what pruning drops is added to `dropped[class]`."""
 
-    __slots__ = ("counts", "capacity", "pruned", "distinct", "dropped")
+    __slots__ = ("counts", "capacity", "pruned", "distinct", "dropped", "spill")
 
-    def __init__(self, capacity: int = TOP_CAPACITY, classed: bool = False) -> None:
+    def __init__(self, capacity: int = TOP_CAPACITY, classed: bool = False,
+                 spill: tuple[TopCounter, Callable] | None = None) -> None:
         self.counts: dict = {}
         self.capacity = capacity
         self.pruned = 0
         self.distinct = 0
         self.dropped: dict[int, int] | None = {} if classed else None
+        # (another counter, key function): what pruning drops is added there under a coarser
+        # key, so that a grouping summed from this table's keys (peers from destinations)
+        # keeps heavy groups whose counts were spread over many light keys.
+        self.spill = spill
 
     def maybe_prune(self) -> None:
         counts = self.counts
@@ -88,6 +94,12 @@ class TopCounter:
         if dropped is not None:
             for k, v in keep[self.capacity :]:
                 dropped[k[0]] = dropped.get(k[0], 0) + v
+        if self.spill is not None:
+            target, coarse = self.spill
+            into = target.counts
+            for k, v in keep[self.capacity :]:
+                ck = coarse(k)
+                into[ck] = into.get(ck, 0) + v
         self.counts = dict(keep[: self.capacity])
 
     def class_totals(self, into: list[int]) -> None:
@@ -148,7 +160,10 @@ class CensusBuilder:
         # Outgoing connections, by (count_index(), dport + src + dst as sock_diag lays them
         # out: 34 bytes, the port in network order): their destinations, TIME_WAIT as the
         # client, their peers and their counts by state all come from one count per socket.
-        self.dest = TopCounter(2 * TOP_CAPACITY, classed=True)
+        # Peers of the destinations pruning dropped from self.dest, by (class, dst).
+        self.dest_peers = TopCounter(2 * TOP_CAPACITY)
+        self.dest = TopCounter(2 * TOP_CAPACITY, classed=True,
+                               spill=(self.dest_peers, lambda k: (k[0], k[1][18:])))
         self.tw_server = TopCounter()  # (raw sport, family, dst)
         self.tw_roles = {"client": 0, "server": 0, "other": 0}
         self.cw_port = TopCounter()  # host-order sport
@@ -254,8 +269,8 @@ class CensusBuilder:
 
     def batch_done(self) -> None:
         """Called by sources every few hundred sockets: keeps the top counters bounded."""
-        for counter in (self.local_port, self.peer, self.dest, self.tw_server, self.cw_port,
-                        self.process):
+        for counter in (self.local_port, self.peer, self.dest, self.dest_peers, self.tw_server,
+                        self.cw_port, self.process):
             if counter is not None:
                 counter.maybe_prune()
 
@@ -299,8 +314,11 @@ class CensusBuilder:
         for (ci, ends), n in dest.counts.items():
             k = (ci >> 3, ends[18:])
             peers[k] = peers.get(k, 0) + n
-        census.by_peer = _top(peers, top * 4, self.peer.pruned + dest.pruned,
-                              self.peer.distinct + dest.distinct,
+        for (ci, dst), n in self.dest_peers.counts.items():  # of destinations pruned away
+            k = (ci >> 3, dst)
+            peers[k] = peers.get(k, 0) + n
+        census.by_peer = _top(peers, top * 4, self.peer.pruned + self.dest_peers.pruned,
+                              self.peer.distinct + self.dest_peers.distinct,
                               lambda k: (format_address(k[0] & 0xFF, k[1]),
                                          state_name(k[0] >> 8, str(k[0] >> 8))))
         if self.process is not None:

@@ -155,6 +155,12 @@ def parse_chunk(buf, n: int, builder: CensusBuilder) -> bool:
                 builder.add(family, state, timer, src, swap16(sport), dst, swap16(dport), rq,
                             wq, inode)
         elif mtype == NLMSG_DONE:
+            # Its payload is the dump's final status: a negative errno when the kernel gave
+            # up midway (then what came before is not the whole table).
+            if mlen >= 20:
+                (code,) = _ERR.unpack_from(buf, off + 16)
+                if code < 0:
+                    raise NetlinkError(-code)
             done = True
             break
         elif mtype == NLMSG_ERROR:
@@ -238,10 +244,10 @@ def _receive(dumps: list[_Dump], builder: CensusBuilder, capture: BinaryIO | Non
                 rest_of(dump)  # the receiver stopped too early (a record ended like DONE)
         if not all(dump.done for dump in dumps):
             raise OSError(errno.EPIPE, "the receiving process ended before the dump did")
-    except BaseException:
-        receiver.close(kill=True)
-        raise
-    receiver.close(kill=False)
+    finally:
+        # Never raises: cleaning up must not replace what ended the parse (an interruption,
+        # a netlink error), nor fail a census that completed.
+        receiver.close(kill=not all(dump.done for dump in dumps))
 
 
 # A chunk handed from the receiving process: the dump's index, or -errno for its failure.
@@ -262,11 +268,25 @@ class _Receiver:
 
     def __init__(self, dumps: list[_Dump]) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        parent = os.getpid()
+        # SIGINT/SIGTERM stay blocked across fork(): netdiag's handlers raise Interrupted,
+        # which in the child would unwind the parent's stack (its finally blocks, its
+        # buffered output). The child sets its own dispositions before it unblocks them;
+        # the parent takes a pending one once the child's pid is recorded.
+        blocked = {signal.SIGINT, signal.SIGTERM}
         try:
             for s in (ours, theirs):  # room for the child to run ahead of the parser
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, PAIR_BUFFER)
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, PAIR_BUFFER)
-            pid = os.fork()
+            # A stuck or stopped child must not hang the parent (cron has no outer bound).
+            ours.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                            struct.pack("=qq", RECV_TIMEOUT + 5, 0))
+            previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+            try:
+                pid = os.fork()
+            except OSError:
+                signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+                raise
         except OSError:
             ours.close()
             theirs.close()
@@ -274,12 +294,17 @@ class _Receiver:
         if pid == 0:  # the child: receive, hand over, and leave without unwinding anything
             status = 1
             try:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent answers Ctrl-C
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                _die_with(parent)
+                signal.pthread_sigmask(signal.SIG_SETMASK, previous)
                 ours.close()
                 status = _hand_over(dumps, theirs)
             finally:
                 os._exit(status)
         self.pid, self.ours = pid, ours
         theirs.close()
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
     def chunks(self, buf):
         """(dump index, length) of each chunk, received into buf; ends when the child does."""
@@ -299,21 +324,40 @@ class _Receiver:
 
     def close(self, kill: bool) -> None:
         """Close our end (a child still sending gets EPIPE and leaves) and reap the child;
-        kill it first when the parse gave up."""
-        self.ours.close()
+        kill it first when the parse gave up. Never raises: a parent that ignores SIGCHLD
+        (inherited across exec) has its children reaped by the kernel (ECHILD)."""
+        try:
+            self.ours.close()
+        except OSError:
+            pass
         if kill:
             try:
                 os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
+            except OSError:
                 pass
-        os.waitpid(self.pid, 0)
+        try:
+            os.waitpid(self.pid, 0)
+        except OSError:  # ChildProcessError: already reaped
+            pass
+
+
+def _die_with(parent: int) -> None:
+    """In the receiving child: be killed when the parent dies (PR_SET_PDEATHSIG), and leave
+    at once if it already has."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # without it, the child still ends on EPIPE at its next hand-over
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def _hand_over(dumps: list[_Dump], out: socket.socket) -> int:
-    """The receiving child's whole life. Returns its exit status."""
-    # Ctrl-C reaches the whole process group: the parent answers it and ends this child.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    """The receiving child's whole life (its signal dispositions already set). Returns its
+    exit status."""
     buf = bytearray(RECV_SIZE)
     view = memoryview(buf)
     send = out.sendmsg
@@ -361,20 +405,22 @@ def _parallel_pays_off() -> bool:
         return False
     from netdiag import readfile
 
-    try:
-        text = readfile.read_text("/proc/net/sockstat", "/proc/net/sockstat", None, 4096)
-    except SourceMissing:
-        return False
-    for line in text.splitlines():
-        if line.startswith("TCP:"):
-            fields = line.split()[1:]
-            values = dict(zip(fields[::2], fields[1::2]))
-            try:
-                return int(values.get("inuse", 0)) + int(values.get("tw", 0)) \
-                    >= PARALLEL_MIN_SOCKETS
-            except ValueError:
-                return False
-    return False
+    total = 0
+    # TCP: inuse counts IPv4 sockets and tw every TIME_WAIT one; TCP6: inuse the IPv6 ones.
+    for path, tag, keys in (("/proc/net/sockstat", "TCP:", ("inuse", "tw")),
+                            ("/proc/net/sockstat6", "TCP6:", ("inuse",))):
+        try:
+            text = readfile.read_text(path, path, None, 4096)
+        except SourceMissing:
+            continue
+        for line in text.splitlines():
+            if line.startswith(tag):
+                fields = line.split()[1:]
+                values = dict(zip(fields[::2], fields[1::2]))
+                for key in keys:
+                    value = values.get(key, "0")
+                    total += int(value) if value.isdigit() and len(value) < 19 else 0
+    return total >= PARALLEL_MIN_SOCKETS
 
 
 def netlink_census(builder: CensusBuilder, capture: BinaryIO | None = None,
