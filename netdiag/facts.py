@@ -67,6 +67,11 @@ class SysctlFacts:
         except ValueError:
             return None
 
+    def typed(self, key: str) -> Any:
+        """The value as JSON shows it (facts and evidence alike): int, list of ints, list of
+        [first, last] port ranges, or None (see sysctl_value)."""
+        return sysctl_value(key, self.values.get(key))
+
 
 @dataclass
 class CounterFacts:
@@ -460,6 +465,30 @@ def close_wait_groups(census: Census, processes: ProcessFacts | None
 
 
 # ---- decoding kernel value formats -------------------------------------------------------
+
+
+def sysctl_value(key: str, raw: str | None) -> Any:
+    """A sysctl as the kernel prints it -> int, list of ints (vectors), list of [first, last]
+    port ranges, or None when absent (or, on a corrupt snapshot, not a number at all)."""
+    from netdiag.sysctls import KIND  # the table of kinds (no judgement in it)
+
+    if raw is None:
+        return None
+    kind = KIND.get(key, "int")
+    if kind == "ports":
+        try:
+            return [[lo, hi] for lo, hi in parse_port_list(raw)]
+        except ValueError:
+            return None
+    numbers = []
+    for token in raw.split():
+        try:
+            numbers.append(int(token))
+        except ValueError:
+            break
+    if kind == "ints":
+        return numbers if numbers else None
+    return numbers[0] if numbers else None
 
 
 def parse_port_list(text: str) -> list[tuple[int, int]]:

@@ -19,32 +19,10 @@ from netdiag.facts import (
     Facts,
     ProcessFacts,
     close_wait_groups,
-    parse_port_list,
     reuseport_groups,
+    sysctl_value,
 )
-from netdiag.sysctls import KIND, SYSCTLS
-
-
-def sysctl_value(key: str, raw: str | None) -> Any:
-    """A sysctl as the kernel prints it -> int, list of ints (vectors), list of [first, last]
-    port ranges, or None when absent (or, on a corrupt snapshot, not a number at all)."""
-    if raw is None:
-        return None
-    kind = KIND.get(key, "int")
-    if kind == "ports":
-        try:
-            return [[lo, hi] for lo, hi in parse_port_list(raw)]
-        except ValueError:
-            return None
-    numbers = []
-    for token in raw.split():
-        try:
-            numbers.append(int(token))
-        except ValueError:
-            break
-    if kind == "ints":
-        return numbers if numbers else None
-    return numbers[0] if numbers else None
+from netdiag.sysctls import SYSCTLS
 
 
 def _states(items, key_index: int = 0, top: int = 20) -> list[dict[str, Any]]:

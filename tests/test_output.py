@@ -257,6 +257,52 @@ def test_every_fact_is_typed_under_a_stable_key(root):
                     "source", "cmdline", "command"), (cmd, path, key, value)
 
 
+NUMBERS_TEXT = re.compile(r"^\s*-?[0-9]+(\.[0-9]+)?([\s,:/-]+-?[0-9]+(\.[0-9]+)?)*\s*$")
+
+
+def _evidence_strings(value, path):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _evidence_strings(v, f"{path}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _evidence_strings(v, f"{path}[{i}]")
+    elif isinstance(value, str):
+        yield path, value
+
+
+@pytest.mark.parametrize("root", sorted(p.name for p in HOSTS.iterdir() if p.is_dir()))
+def test_every_findings_evidence_is_typed_like_the_facts(root):
+    """Evidence holds numbers as numbers and sysctl vectors as integer lists, like the facts:
+    no "40000 40999", no "4096 131072 6291456", no "" for an absent value. Every rule of every
+    topic, OK findings included, on each recorded host."""
+    from netdiag.collect.gather import Plan, collect
+    from netdiag.context import Context
+    from netdiag.rules import TOPICS, evaluate
+
+    facts, _ = collect(Context(root=HOSTS / root), Plan(details=True))
+    result = evaluate(facts, list(TOPICS))
+    assert result.findings and not result.errors, result.errors
+    for f in result.findings:
+        for path, text in _evidence_strings(f.evidence, f.id):
+            assert not NUMBERS_TEXT.match(text), (path, text)
+            assert text not in PLACEHOLDERS, (path, text)
+    by_id = {f.id: f for f in result.findings}
+    ports = by_id["ports.listener_in_ephemeral_range"].evidence
+    assert isinstance(ports["ip_local_port_range"], list) and \
+        all(isinstance(p, int) for p in ports["ip_local_port_range"])
+    assert isinstance(ports["ip_local_reserved_ports"], list)
+    rmem = by_id["buffers.autotuning_disabled"].evidence["tcp_rmem"]
+    assert isinstance(rmem, list) and len(rmem) == 3 and all(isinstance(v, int) for v in rmem)
+
+
+def test_the_evidence_guard_catches_numbers_in_strings():
+    for bad in ("40000 40999", "4096 131072 33554432", "1", "8080,9000-9010", " 12 "):
+        assert NUMBERS_TEXT.match(bad), bad
+    for fine in ("127.0.0.1", "ESTABLISHED", "nginx", "::1", "/etc/sysctl.d/x.conf"):
+        assert not NUMBERS_TEXT.match(fine), fine
+
+
 def test_the_schema_rejects_what_the_issue_complained_about():
     """The schema is not a check that cannot fail: the old shapes do not validate."""
     good, _ = run_json("backlog", "--root", BUSY)

@@ -86,6 +86,8 @@ def test_probe_list_says_what_runs_and_why():
         if not r["runnable"]:
             assert "fix:" in r["why_not"] or "tracepoints" in r["why_not"] or \
                 "x86-64" in r["why_not"]
+        else:  # nothing stops it: null, never an empty string
+            assert r["why_not"] is None
     assert rows["softirq"]["netns_filter"] == "host-wide"
     assert rows["softirq"]["in_check"] is False and rows["errors"]["in_check"] is True
 

@@ -89,7 +89,7 @@ def test_legacy_419_host(host_root):
     r = found["timewait.tw_recycle_configured"]
     assert r.severity is Severity.WARNING
     assert r.evidence["configured_in"] == [{"file": "/etc/sysctl.d/60-tuning.conf", "line": 3,
-                                            "value": "1"}]
+                                            "value": 1}]
     assert found["closewait.leak"].severity is Severity.INFO
 
 

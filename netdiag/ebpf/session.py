@@ -67,7 +67,7 @@ def status() -> list[dict[str, Any]]:
         rows.append({
             "probe": spec.name,
             "runnable": not reasons,
-            "why_not": "; ".join(reasons),
+            "why_not": "; ".join(reasons) or None,  # null: nothing stops it
             "hooks": [h.name for h in plan.enabled],
             "missing_parts": [f"{h.part}: {why}" for h, why in plan.missing],
             "netns_filter": _filter_kind(spec, plan, layout)[0],

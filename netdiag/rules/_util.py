@@ -42,7 +42,7 @@ def port_budget(facts: Facts) -> dict[str, Any] | None:
         reserved = []
     in_range = reserved_in_range(reserved, low, high)
     return {
-        "ip_local_port_range": f"{low} {high}",
+        "ip_local_port_range": [low, high],
         "range_size": high - low + 1,
         "reserved_in_range": in_range,
         "usable_ports": max(high - low + 1 - in_range, 0),

@@ -241,7 +241,7 @@ def _autotune(facts: Facts) -> Finding | None:
     if v is None:
         return None
     ev = {"tcp_moderate_rcvbuf": v,
-          "tcp_rmem": facts.sysctl.values.get("net.ipv4.tcp_rmem")}
+          "tcp_rmem": facts.sysctl.typed("net.ipv4.tcp_rmem")}
     if v == 0:
         return make(AUTOTUNE, Severity.WARNING, "tcp_moderate_rcvbuf=0: receive buffers stay "
                                                 "at tcp_rmem[1]", ev)

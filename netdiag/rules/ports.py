@@ -215,8 +215,8 @@ def _listeners(facts: Facts) -> Finding | None:
         hits.append(row)
     evidence: dict[str, Any] = {"ip_local_port_range": budget["ip_local_port_range"],
                                 "ip_local_reserved_ports":
-                                    facts.sysctl.values.get("net.ipv4.ip_local_reserved_ports", "")
-                                    if facts.sysctl else "",
+                                    facts.sysctl.typed("net.ipv4.ip_local_reserved_ports")
+                                    if facts.sysctl else None,
                                 "listeners": hits}
     if not hits:
         return make(LISTENER, Severity.OK, "no listener inside the ephemeral range", evidence)

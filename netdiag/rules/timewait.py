@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from netdiag.facts import Facts
+from netdiag.facts import Facts, sysctl_value
 from netdiag.model import Finding, Rule, RuleSpec, Severity
 from netdiag.rules._policy import change, judge
 from netdiag.rules._util import (
@@ -283,11 +283,18 @@ def _fmt(rate: float) -> str:
     return f"{rate:.0f}" if rate >= 10 else f"{rate:.1f}"
 
 
+def _conf_value(key: str, raw: str) -> Any:
+    """A value written in a sysctl.d file, typed as the kernel would read it; text the kernel
+    would refuse stays as written."""
+    typed = sysctl_value(key, raw)
+    return raw if typed is None else typed
+
+
 def _recycle(facts: Facts) -> Finding | None:
     if facts.sysctl_conf is None:
         return None
     hits = [
-        {"file": s.file, "line": s.line, "value": s.value}
+        {"file": s.file, "line": s.line, "value": _conf_value(s.key, s.value)}
         for s in facts.sysctl_conf.settings
         if s.key == "net.ipv4.tcp_tw_recycle"
     ]
