@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -26,10 +27,13 @@ from conftest import (
 )
 
 BUSY = str(HOSTS / "linux-6.18-busy")
-NAGIOS = re.compile(
-    r"^NETDIAG (OK|WARNING|CRITICAL|UNKNOWN) - [^|\n]+ \| "
-    r"('?[^'= ]+'?=-?[0-9.]+(s|ms|us|%|B|KB|MB|TB|c)?(;[-0-9.:~@]*){0,4})"
-    r"( '?[^'= ]+'?=-?[0-9.]+(s|ms|us|%|B|KB|MB|TB|c)?(;[-0-9.:~@]*){0,4})*$")
+# monitoring-plugins perfdata: 'label'=value[UOM];[warn];[crit];[min];[max]; a label holds
+# no "=", is quoted when it holds a space, and a quote inside a quoted label is doubled.
+PERF_LABEL = r"(?:[^'= ]+|'(?:[^'=]|'')+')"
+PERF_ITEM = PERF_LABEL + r"=-?[0-9.]+(?:s|ms|us|%|B|KB|MB|TB|c)?(?:;[-0-9.:~@]*){0,4}"
+NAGIOS = re.compile(r"^NETDIAG (OK|WARNING|CRITICAL|UNKNOWN) - [^|\n]+ \| "
+                    rf"{PERF_ITEM}( {PERF_ITEM})*$")
+PERF_ITEMS = re.compile(rf"({PERF_LABEL})=")
 WORD_CODE = {"OK": 0, "WARNING": 1, "CRITICAL": 2, "UNKNOWN": 3}
 
 
@@ -88,6 +92,50 @@ def test_nagios_grammar_and_exit_code(root, word):
     assert proc.returncode == WORD_CODE[word]
     assert len(first.split(" | ")[0]) <= 90
     assert any(line.startswith("[WARNING] ") for line in rest)
+
+
+def perf_labels(status_line: str) -> list[str]:
+    """The labels of a Nagios status line's perfdata, unquoted."""
+    labels = PERF_ITEMS.findall(status_line.split(" | ", 1)[1])
+    return [lab[1:-1].replace("''", "'") if lab.startswith("'") else lab for lab in labels]
+
+
+def test_nagios_perfdata_of_one_namespace_keeps_plain_labels():
+    first = run_netdiag("check", "--root", BUSY, "--format", "nagios").stdout.splitlines()[0]
+    labels = perf_labels(first)
+    assert "sockets_time_wait" in labels and "TcpRetransSegs" in labels
+    assert len(labels) == len(set(labels))
+
+
+def test_nagios_perfdata_with_all_netns_is_unique_per_namespace():
+    """--all-netns: every namespace's values under labels qualified by it (quoted when the
+    namespace's label holds a space or a quote), never the same label twice."""
+    from netdiag.metrics import Sample
+    from netdiag.model import HostInfo, Report
+    from netdiag.render.nagios import render_nagios
+
+    namespaces = ("default", "ndp-a", "web [netns:4026532300]", "o'brien", "a=b", "a_b")
+    metrics = []
+    for ns in namespaces:
+        for state in ("LISTEN", "TIME_WAIT"):
+            metrics.append(Sample("netdiag_sockets", "gauge", "h",
+                                  (("state", state), ("netns", ns)), 3))
+        metrics.append(Sample("netdiag_nstat_total", "counter", "h",
+                              (("counter", "TcpRetransSegs"), ("netns", ns)), 7))
+    report = Report(host=HostInfo("h", "6.18", "all"), generated_at="2026-01-01T00:00:00Z",
+                    metrics=metrics, all_netns=True)
+    out = io.StringIO()
+    render_nagios(report, out)
+    first = out.getvalue().splitlines()[0]
+    assert NAGIOS.match(first), first
+    labels = perf_labels(first)
+    assert len(labels) == len(set(labels)), labels
+    assert len(labels) == 3 * len(namespaces) + 2  # + the findings counts
+    for ns in ("default", "ndp-a", "web [netns:4026532300]", "o'brien"):
+        assert {f"{ns}:sockets_listen", f"{ns}:sockets_time_wait",
+                f"{ns}:TcpRetransSegs"} <= set(labels), ns
+    assert "'web [netns:4026532300]:sockets_listen'=3" in first
+    assert "'o''brien:TcpRetransSegs'=7c" in first
 
 
 def test_nagios_unknown_when_nothing_can_be_read(tmp_path):
@@ -228,4 +276,15 @@ def test_all_netns_labels_each_namespace():
         status = {s.labels["netns"]: s.value
                   for s in families(prom)["netdiag_status"].samples}
         assert status[leak.name] == 1 and status[idle.name] == 0
+        series = [(f.name, tuple(sorted(s.labels.items())))
+                  for f in families(prom).values() for s in f.samples]
+        assert len(series) == len(set(series))  # namespaces differ by their netns label
+        nagios = run_netdiag("check", "--all-netns", "--format", "nagios").stdout
+        first = nagios.splitlines()[0]
+        assert NAGIOS.match(first), first
+        labels = perf_labels(first)
+        assert len(labels) == len(set(labels)), labels
+        for ns in (leak.name, ports.name, idle.name):
+            assert f"{ns}:sockets_listen" in labels or f"{ns}:TcpRetransSegs" in labels, ns
+        assert f"{leak.name}:sockets_close_wait" in labels
         assert run_netdiag("check", "--all-netns", "--netns", idle.name).returncode == 3

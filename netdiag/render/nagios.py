@@ -17,26 +17,42 @@ MAX_SUMMARY = 70
 
 
 def _label(name: str) -> str:
-    if any(c in name for c in " ='"):
+    """A perfdata label (monitoring-plugins guidelines): any characters but "=" and "'";
+    quoted when it holds a space (a quote inside is doubled)."""
+    name = name.replace("=", "_")
+    if any(c in name for c in " '"):
         return "'" + name.replace("'", "''") + "'"
     return name
 
 
 def _perf(report: Report) -> str:
+    """With --all-netns every namespace has its own values: each label is qualified by the
+    namespace ("NETNS:sockets_listen"), so that no label appears twice."""
     items = []
     for s in report.metrics:
+        labels = dict(s.labels)
+        prefix = f"{clean(labels.get('netns', ''))}:" if report.all_netns else ""
         if s.name == "netdiag_sockets":
-            state = dict(s.labels)["state"].lower()
-            items.append((f"sockets_{state}", f"{int(s.value)}"))
+            items.append((f"{prefix}sockets_{labels['state'].lower()}", f"{int(s.value)}"))
         elif s.name == "netdiag_nstat_total":
-            counter = dict(s.labels)["counter"]
+            counter = labels["counter"]
             if counter in ("TcpExtListenOverflows", "TcpExtTCPTimeWaitOverflow", "TcpRetransSegs",
                            "TcpExtTCPRcvQDrop"):
-                items.append((counter, f"{int(s.value)}c"))
+                items.append((f"{prefix}{counter}", f"{int(s.value)}c"))
     sev = [f.severity for f in report.findings]
     items.append(("findings_warning", str(sum(1 for s in sev if s is Severity.WARNING))))
     items.append(("findings_critical", str(sum(1 for s in sev if s is Severity.CRITICAL))))
-    return " ".join(f"{_label(k)}={v}" for k, v in items)
+    seen: set[str] = set()
+    out = []
+    for name, value in items:
+        label = _label(name)
+        n = 1
+        while label in seen:  # two labels the same once cleaned: still apart
+            n += 1
+            label = _label(f"{name} #{n}")
+        seen.add(label)
+        out.append(f"{label}={value}")
+    return " ".join(out)
 
 
 def render_nagios(report: Report, out: TextIO) -> None:
