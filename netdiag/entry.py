@@ -283,11 +283,15 @@ def fail(message: str) -> int:
 
 
 def _safe_streams(skip_stdout: bool = False) -> None:
-    """Text the system gave us is printed whatever the terminal's encoding: characters the
-    stream cannot encode become escapes instead of a UnicodeEncodeError."""
+    """Text is printed whatever the terminal's encoding: netdiag's own symbols (·, …, ─)
+    become ASCII (".", "...", "-") and other characters the stream cannot encode \\uNNNN,
+    instead of a UnicodeEncodeError (render._safe.ASCII_FALLBACK)."""
+    from netdiag.render._safe import register_fallback
+
+    errors = register_fallback()
     for stream in ((sys.stderr,) if skip_stdout else (sys.stdout, sys.stderr)):
         try:
-            stream.reconfigure(errors="backslashreplace")
+            stream.reconfigure(errors=errors)
         except (AttributeError, ValueError):
             pass
 

@@ -261,6 +261,27 @@ def test_an_ascii_terminal_never_crashes(fmt):
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr and proc.stdout
     proc.stdout.encode("ascii")  # escapes, never an encoding error
+    # netdiag's own symbols have ASCII stand-ins: \xNN is left to undecodable system bytes
+    # (the snapshot has none), \uNNNN to system text the terminal cannot show.
+    if fmt != "json":  # JSON writes \uNNNN escapes of its own, which decode back
+        assert "\\x" not in proc.stdout and "\\u" not in proc.stdout, proc.stdout[:400]
+    if fmt == "table":
+        assert proc.stdout.startswith("netdiag . ")
+    if fmt == "nagios":
+        assert "..." in proc.stdout.split(" | ")[0]  # the summary was cut
+
+
+def test_ascii_fallbacks_are_netdiags_own_symbols_only():
+    import io
+
+    from netdiag.render._safe import clean, register_fallback
+
+    buf = io.BytesIO()
+    out = io.TextIOWrapper(buf, encoding="ascii", errors=register_fallback())
+    out.write(clean("netdiag · vm … ─ ✓ ≥ 2 × 3 " + os.fsdecode(b"\xff") + " caf\u00e9 \u4e2d"))
+    out.flush()
+    assert buf.getvalue().decode("ascii") == \
+        "netdiag . vm ... - ok >= 2 x 3 \\xff caf\\u00e9 \\u4e2d"
 
 
 # ---- option values the issue found breaking the CLI -----------------------------------------

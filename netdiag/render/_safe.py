@@ -21,6 +21,42 @@ def _escape(m: re.Match) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
+# netdiag's own symbols and what stands for them on an output that cannot encode them
+# (PYTHONIOENCODING=ascii, a locale that is not UTF-8): plain ASCII, so that "\xNN" keeps
+# meaning one thing, a byte from the system that was not valid UTF-8.
+ASCII_FALLBACK = {
+    "·": ".", "…": "...", "─": "-", "—": "--", "–": "-", "✓": "ok", "✗": "x", "×": "x",
+    "→": "->", "←": "<-", "↔": "<->", "≥": ">=", "≤": "<=", "≈": "~", "µ": "u", "§": "sect.",
+    "↺": "*", "‘": "'", "’": "'", "“": '"', "”": '"', "±": "+/-",
+    "▁": "_", "▂": ".", "▃": "-", "▄": ":", "▅": "=", "▆": "+", "▇": "*", "█": "#",
+}
+ENCODE_ERRORS = "netdiag-ascii"
+
+
+def _encode_fallback(exc: UnicodeError) -> tuple[str, int]:
+    """Error handler for text streams: netdiag's symbols become their ASCII stand-ins; any
+    other character the stream cannot encode becomes \\uNNNN (never \\xNN, which is for
+    undecodable bytes)."""
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    out = []
+    for ch in exc.object[exc.start:exc.end]:
+        sub = ASCII_FALLBACK.get(ch)
+        if sub is None:
+            code = ord(ch)
+            sub = f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+        out.append(sub)
+    return "".join(out), exc.end
+
+
+def register_fallback() -> str:
+    """Register the handler (codecs) and return its name, for stream.reconfigure(errors=)."""
+    import codecs
+
+    codecs.register_error(ENCODE_ERRORS, _encode_fallback)
+    return ENCODE_ERRORS
+
+
 def clean(value: object) -> str:
     """The string with control characters and undecodable bytes shown as escapes."""
     text = value if isinstance(value, str) else str(value)
