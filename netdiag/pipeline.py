@@ -548,7 +548,8 @@ class _progress:
             from rich.console import Console
             from rich.progress import Progress
 
-            self.bar = Progress(transient=True, console=Console(file=sys.stderr))
+            plain = {"color_system": None} if os.environ.get("NO_COLOR") else {}
+            self.bar = Progress(transient=True, console=Console(file=sys.stderr, **plain))
             self.bar.start()
             self.task = self.bar.add_task(self.what, total=self.total)
             return lambda: self.bar.advance(self.task)

@@ -220,8 +220,13 @@ def test_colour_only_on_a_terminal_and_never_with_no_color():
     args = ["check", "--root", BUSY]
     coloured = _run_on_terminal(args, {})
     assert COLOUR_SGR.search(coloured), coloured[:300]  # a terminal gets colour
+    assert "\x1b[1m" in coloured or "\x1b[2m" in coloured  # bold and dim, too
     plain = _run_on_terminal(args, {"NO_COLOR": "1"})
     assert "[WARNING]" in plain and not COLOUR_SGR.search(plain), plain[:300]
+    # NO_COLOR: no styling at all, not even bold or dim (README: no styles with NO_COLOR)
+    assert "\x1b" not in plain, plain[:300]
+    for cmd in (["sockets", "--root", BUSY], ["check", "--help"]):
+        assert "\x1b" not in _run_on_terminal(cmd, {"NO_COLOR": "1"}), cmd
     empty = _run_on_terminal(args, {"NO_COLOR": ""})  # set but empty: no effect (no-color.org)
     assert COLOUR_SGR.search(empty)
     piped = run_netdiag(*args).stdout  # a pipe gets no escape sequence at all

@@ -37,11 +37,19 @@ ENDPOINTS = (("address", "port", "address"), ("local_address", "local_port", "lo
 
 
 def console_for(out: TextIO) -> Console:
-    """A console on `out`: its width (the terminal's, $COLUMNS, or 80 on a pipe); colour only
-    when `out` is a terminal and NO_COLOR is unset or empty; no trailing blanks on lines.
-    Call .file.flush() when done."""
+    """A console on `out`: its width (the terminal's, $COLUMNS, or 80 on a pipe); styles only
+    when `out` is a terminal and NO_COLOR is unset or empty (then none at all: no colour, no
+    bold or dim); no trailing blanks on lines. Call .file.flush() when done."""
+    plain = no_styles()
     return SafeConsole(file=_TrimmedLines(out), highlight=False, soft_wrap=False,
-                       markup=False, emoji=False, no_color=bool(os.environ.get("NO_COLOR")))
+                       markup=False, emoji=False, no_color=plain,
+                       **({"color_system": None} if plain else {}))
+
+
+def no_styles() -> bool:
+    """NO_COLOR set and not empty (https://no-color.org): rich's own no_color keeps bold and
+    dim; netdiag then writes no escape sequence at all."""
+    return bool(os.environ.get("NO_COLOR"))
 
 
 def heading(key: str) -> str:
