@@ -131,6 +131,39 @@ def test_every_table_fits_without_splitting_names(width):
     assert "columns not shown" not in wide and "timewait.bucket_overflow" in wide
 
 
+def _section_titles(title: str, value):
+    """The headings the table renderer gives a facts section (render.table._section)."""
+    nested = [k for k, v in value.items() if isinstance(v, dict) or (
+        isinstance(v, list) and v and isinstance(v[0], dict))] if isinstance(value, dict) else []
+    if nested:
+        if len(nested) < len(value):
+            yield title.replace("_", " ")
+        for key in nested:
+            yield from _section_titles(f"{title}: {key}", value[key])
+    elif (isinstance(value, dict) and value) or (isinstance(value, list) and value and
+                                                 isinstance(value[0], dict)):
+        yield title.replace("_", " ")
+
+
+@pytest.mark.parametrize("width", [80, 60])
+def test_section_headings_never_wrap_mid_phrase(width):
+    """A section's heading is one line whatever its table's width (it wrapped at the width
+    of a narrow table: "summary:" / "by" / "family")."""
+    runs = [(cmd,) for cmd in TOPIC_COMMANDS] + [("sockets", "--state", "close-wait")]
+    for root in (BUSY, LEGACY, RX):
+        for args in runs:
+            report, _ = run_json(*args, "--root", root)
+            out = run_netdiag(*args, "--root", root, env={"COLUMNS": str(width)}).stdout
+            lines = set(out.splitlines())
+            titles = [t for k, v in report["facts"].items() for t in _section_titles(k, v)]
+            assert titles, args
+            for title in titles:
+                assert len(title) > width or title in lines, (args, root, title)
+    out = run_netdiag("sockets", "--state", "close-wait", "--root", BUSY,
+                      env={"COLUMNS": "80"}).stdout
+    assert "summary: by family\n" in out and "summary: by state\n" in out
+
+
 def _report(facts: dict, findings: list[Finding] | None = None) -> Report:
     return Report(host=HostInfo("h", "6.18", "default"), generated_at="2026-01-01T00:00:00Z",
                   findings=findings or [], facts=facts, topic="sockets", show_facts=True)

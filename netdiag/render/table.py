@@ -139,21 +139,27 @@ def _fit(columns: list[_Column], width: int) -> tuple[list[_Column], list[int], 
 
 
 def _table(title: str, columns: list[_Column], width: int, header: bool = True,
-           key_style: str = "") -> tuple[Table, list[str]]:
+           key_style: str = "") -> tuple[Any, list[str]]:
+    """The table under its title. The title is a line of its own at the console's width: as
+    rich's table title it would wrap at the table's width ("summary:" / "by" / "family")."""
     kept, widths, dropped = _fit(columns, width)
-    table = Table(title=safe(title), title_justify="left", show_header=header,
+    table = Table(show_header=header,
                   header_style="bold", box=None, padding=(0, GAP // 2), pad_edge=False)
     for i, (col, w) in enumerate(zip(kept, widths)):
-        title = _wrap_heading(col.title, w) if col.no_wrap else col.title
-        table.add_column(Text("\n".join(clean(line) for line in title.split("\n"))),
+        head = _wrap_heading(col.title, w) if col.no_wrap else col.title
+        table.add_column(Text("\n".join(clean(line) for line in head.split("\n"))),
                          width=w, no_wrap=col.no_wrap, overflow="fold",
                          style=key_style if i == 0 else "")
     for r in range(len(kept[0].cells) if kept else 0):
         table.add_row(*(safe(col.cells[r]) for col in kept))
-    return table, dropped
+    if not title:
+        return table, dropped
+    from rich.console import Group
+
+    return Group(safe(title, style="italic"), table), dropped
 
 
-def _mapping_table(title: str, data: dict[str, Any], width: int) -> Table:
+def _mapping_table(title: str, data: dict[str, Any], width: int) -> Any:
     keys = _Column("", [heading(k) for k in data])
     values = _Column("", [clean(_scalar(v)) for v in data.values()])
     values.no_wrap = False  # the value column is never dropped: it wraps instead
@@ -185,7 +191,7 @@ def _row_columns(rows: list[dict[str, Any]]) -> list[_Column]:
 
 
 def _rows_table(title: str, rows: list[dict[str, Any]], width: int,
-                limit: int | None = MAX_ROWS) -> tuple[Table, list[str]]:
+                limit: int | None = MAX_ROWS) -> tuple[Any, list[str]]:
     """The table and its notes: rows cut, columns dropped (printed under it at full width)."""
     shown = rows if limit is None else rows[:limit]
     table, dropped = _table(title, _row_columns(shown), width)
@@ -371,8 +377,9 @@ def render_table(report: Report, out: TextIO, verbose: bool = False) -> None:
         shown = ", ".join(report.not_judged[:6])
         more = f" and {len(report.not_judged) - 6} more" if len(report.not_judged) > 6 else ""
         console.print(safe(f"not judged: {shown}{more} (the errors say why)", style="yellow"))
-    for err in report.errors:
-        console.print(safe(f"! {err.collector}: {err.message}", style="yellow"))
+    for err in report.errors:  # wrapped lines under the message, not under the "!"
+        console.print(_hanging("! ", safe(f"{err.collector}: {err.message}", style="yellow"),
+                               indent=0, label_style="yellow"))
     status = report.status.upper()
     style = {"OK": "green", "WARNING": "yellow", "CRITICAL": "bold red"}.get(status, "magenta")
     console.print(Text(f"status: {status}", style=style))
