@@ -16,9 +16,34 @@ def _schema() -> str:
     return SCHEMA
 
 
+def _fold(name: str) -> str:
+    """Case, "_", "-" and spaces do not matter: TIME_WAIT, time-wait and timewait are one."""
+    return "".join(name.lower().replace("_", "").replace("-", "").split())
+
+
+def _canonical(what: str) -> str | None:
+    """The topic, finding id or cause id `what` names, whatever its case or separators."""
+    from netdiag.diagnose.symptoms import CAUSES
+
+    names = [*SPECS, *TOPICS, *(f"why.{c}" for c in CAUSES), *CAUSES]
+    if what in names:
+        return what
+    folded = {_fold(n): n for n in names}
+    return folded.get(_fold(what))
+
+
 def explain_data(what: str) -> dict:
     """The JSON of `explain --json` (docs/schema/netdiag.schema.json: explain_finding,
-    explain_topic, explain_concept, explain_cause, explain_list)."""
+    explain_topic, explain_concept, explain_cause, explain_list). Names are matched whatever
+    their case ("TIMEWAIT", "Time_Wait"); a symptom (an errno such as ECONNRESET) is answered
+    by `netdiag why`, which the error says."""
+    from netdiag.concepts import BY_NAME, normalise
+
+    name = _canonical(what)
+    if name is None and BY_NAME.get(normalise(what)) is None:
+        folded = {_fold(k): k for k in BY_NAME}
+        name = folded.get(_fold(what))
+    what = name or what
     if what in SPECS:
         s = SPECS[what]
         return {"schema": _schema(), "id": s.id, "topic": s.topic, "title": s.title,
@@ -31,14 +56,12 @@ def explain_data(what: str) -> dict:
                 "background": t.background,
                 "findings": [{"id": s.id, "title": s.title, "thresholds": s.thresholds,
                               "rule_source": s.rule.source} for s in t.specs]}
-    from netdiag.concepts import BY_NAME, normalise
-
     concept = BY_NAME.get(normalise(what))
     if concept is not None:
         return {"schema": _schema(), "concept": concept.name, "title": concept.title,
                 "text": concept.text, "observe": concept.observe, "source": concept.source,
                 "aliases": list(concept.aliases)}
-    from netdiag.diagnose.symptoms import CAUSES, SYMPTOMS
+    from netdiag.diagnose.symptoms import CAUSES, SYMPTOMS, find
 
     cid = what[4:] if what.startswith("why.") else what
     if cid in CAUSES:
@@ -48,10 +71,28 @@ def explain_data(what: str) -> dict:
                 "title": c.title, "mechanism": c.mechanism,
                 "rule": {"text": c.rule.text, "source": c.rule.source},
                 "recommendation": c.action}
-    near = difflib.get_close_matches(what, _names(), n=3, cutoff=0.6)
-    hint = f"; did you mean {', '.join(near)}?" if near else ""
-    raise UsageError(f"unknown topic, finding id or concept {what!r}{hint} "
+    symptom = find(what)
+    if symptom is not None:
+        causes = ", ".join(f"why.{c.id}" for c in symptom.causes[:3])
+        more = ", ..." if len(symptom.causes) > 3 else ""
+        raise UsageError(
+            f"{what!r} is a symptom ({symptom.name}: {symptom.title}): `netdiag why "
+            f"{symptom.name}` weighs its causes on this host; `netdiag explain why.CAUSE` "
+            f"explains one ({causes}{more}); `netdiag explain errno` what the calls return")
+    raise UsageError(f"unknown topic, finding id or concept {what!r}{_suggest(what)} "
                      "(`netdiag explain` lists them)")
+
+
+def _suggest(what: str) -> str:
+    """Nearest names, whatever the case: "; did you mean X, Y?" or ""."""
+    from netdiag.diagnose.symptoms import SYMPTOMS
+
+    names = {_fold(n): n for n in _names()}
+    whys = {_fold(s.name): f"netdiag why {s.name}" for s in SYMPTOMS}
+    near = difflib.get_close_matches(_fold(what), [*names, *whys], n=3, cutoff=0.6)
+    if not near:
+        return ""
+    return f"; did you mean {', '.join(names.get(n) or whys[n] for n in near)}?"
 
 
 def _names() -> list[str]:

@@ -103,6 +103,35 @@ def test_explain_every_id_and_topic(what):
     assert data.get("id", data.get("topic")) == what
 
 
+def one_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("netdiag: error: "), stderr
+    return lines[0]
+
+
+def test_explain_names_whatever_their_case_and_points_symptoms_to_why():
+    from netdiag.explain import explain_data
+
+    for what, key, want in (("TIMEWAIT", "topic", "timewait"), ("Time_Wait", "topic", "timewait"),
+                            ("CLOSE_WAIT", "topic", "closewait"),
+                            ("TIMEWAIT.FLOOD", "id", "timewait.flood"),
+                            ("SO_LINGER", "concept", "so-linger"),
+                            ("Why.Econnreset.Linger_Zero", "cause",
+                             "why.econnreset.linger_zero")):
+        assert explain_data(what)[key] == want, what
+    for what in ("ECONNRESET", "econnreset", "connection reset by peer", "ETIMEDOUT"):
+        proc = run_netdiag("explain", what)
+        assert proc.returncode == 3 and proc.stdout == ""
+        line = one_line(proc.stderr)
+        assert "is a symptom" in line and "`netdiag why E" in line and "why." in line, line
+    assert "`netdiag why ECONNRESET`" in one_line(run_netdiag("explain", "ECONNRESET").stderr)
+    typo = one_line(run_netdiag("explain", "ECONNRESTE").stderr)
+    assert "did you mean netdiag why ECONNRESET" in typo, typo
+    near = one_line(run_netdiag("explain", "TIMEWAT").stderr)
+    assert "did you mean timewait" in near, near
+    assert "did you mean" not in one_line(run_netdiag("explain", "zzzzqqq").stderr)
+
+
 def test_table_output_fits_80_columns():
     proc = run_netdiag("check", "--root", BUSY, env={"COLUMNS": "80"})
     assert proc.returncode == 1
