@@ -218,6 +218,19 @@ class ProcessFacts:
     holders_complete: bool = True
     holders_scope: str = "every process"
     activity: dict[int, ProcessActivity] = field(default_factory=dict)
+    # Which sockets' owners were searched for: every socket (sockets --processes), or the
+    # inodes in `looked_up` (what findings name). A socket outside both has an owner nobody
+    # looked for: not the same as one no process holds.
+    every_socket: bool = False
+    looked_up: set[int] = field(default_factory=set)
+
+    def owner_lookup(self, inode: int) -> str:
+        """"found", "not_found" (searched; no readable process holds it) or
+        "not_looked_up"."""
+        if inode in self.owners:
+            return "found"
+        return "not_found" if self.every_socket or inode in self.looked_up else \
+            "not_looked_up"
 
     def holders_of(self, inode: int) -> list[int]:
         """Every process known to hold the socket (first holder first); [] if unattributed."""

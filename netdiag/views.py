@@ -39,13 +39,25 @@ def _states(items, key_index: int = 0, top: int = 20) -> list[dict[str, Any]]:
             for k, v in ordered]
 
 
-def _owner(procs: ProcessFacts | None, inode: int) -> dict[str, Any]:
-    """pid and command of a socket's owner; None for both when the run did not attribute it."""
+def _owner(facts: Facts, inode: int) -> dict[str, Any]:
+    """pid and command of a socket's owner, and `owner_lookup`: "found", "not_found" (searched
+    for; no readable process holds it), "not_looked_up" (this run did not search: `sockets
+    --processes` does) or "unavailable" (a snapshot has no processes). pid and command are
+    null unless found."""
+    procs = facts.processes
+    lookup = _lookup(facts, inode)
     pid = procs.owners.get(inode) if procs is not None else None
     if pid is None:
-        return {"pid": None, "command": None}
+        return {"pid": None, "command": None, "owner_lookup": lookup}
     info = procs.processes.get(pid)
-    return {"pid": pid, "command": info.command if info else None}
+    return {"pid": pid, "command": info.command if info else None, "owner_lookup": lookup}
+
+
+def _lookup(facts: Facts, inode: int) -> str:
+    procs = facts.processes
+    if procs is None:
+        return "unavailable" if facts.netns == "snapshot" else "not_looked_up"
+    return procs.owner_lookup(inode)
 
 
 def census_summary(census: Census) -> dict[str, Any]:
@@ -85,7 +97,7 @@ def sockets_view(facts: Facts, top: int) -> dict[str, Any]:
         out["by_process"] = rows
     out["listeners"] = [
         {"address": lst.address, "port": lst.port, "accept_queue": lst.accept_queue,
-         "backlog": lst.backlog, **_owner(procs, lst.inode)}
+         "backlog": lst.backlog, **_owner(facts, lst.inode)}
         for lst in census.listeners[: top * 2]
     ]
     return out
@@ -140,8 +152,13 @@ def closewait_view(facts: Facts) -> dict[str, Any]:
         pid = holders[0] if holders else None
         info = procs.processes.get(pid) if (procs is not None and pid is not None) else None
         # Every process holding the sockets (fds shared after fork, inherited across exec).
+        # null other_holders: nobody looked (a snapshot), not "no other holder"
+        searched = procs is not None
         rows.append({"pid": pid, "command": info.command if info else None,
-                     "other_holders": [_holder(procs, h) for h in holders[1:8]],
+                     "owner_lookup": "found" if pid is not None else
+                     ("not_found" if searched else _lookup(facts, 0)),
+                     "other_holders": [_holder(procs, h) for h in holders[1:8]]
+                     if searched else None,
                      "local_port": lport, "close_wait": n})
     out["by_process_and_port"] = rows
     return out
@@ -234,8 +251,10 @@ def backlog_view(facts: Facts) -> dict[str, Any]:
                          "accept_queue": lst.accept_queue, "limit": lst.backlog,
                          "syn_recv": syn_recv.get(lst.port, 0),
                          "reuseport_members": len(group) if group else 1,
-                         **_owner(procs, lst.inode),
-                         "holders": [_holder(procs, pid) for pid in holders[:8]]})
+                         **_owner(facts, lst.inode),
+                         # null: not searched for (never "none held")
+                         "holders": [_holder(procs, pid) for pid in holders[:8]]
+                         if _lookup(facts, lst.inode) in ("found", "not_found") else None})
         out["listeners"] = rows
     if facts.listener_samples is not None:
         out["sampled_during_interval"] = [
@@ -271,13 +290,13 @@ def keepalive_view(facts: Facts) -> dict[str, Any]:
             {"side": g.side, "port": g.port, "sockets": g.sockets, "probing": g.probing,
              "idle_estimate_s": round(g.idle_estimate_max_ms / 1000, 1)
              if g.idle_estimate_min_ms is not None else None,
-             **(_owner(facts.processes, g.inodes[0]) if g.inodes
-                else {"pid": None, "command": None})}
+             **(_owner(facts, g.inodes[0]) if g.inodes
+                else {"pid": None, "command": None, "owner_lookup": "unavailable"})}
             for g in d.keepalive_groups[:20]]
         out["longest_idle_without_keepalive"] = [
             {"local_address": c.source, "local_port": c.sport, "peer_address": c.destination,
              "peer_port": c.dport, "idle_s": c.idle_ms // 1000,
-             **_owner(facts.processes, c.inode)}
+             **_owner(facts, c.inode)}
             for c in d.idle_without_keepalive]
     return out
 

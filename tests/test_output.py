@@ -266,6 +266,34 @@ def test_colour_only_on_a_terminal_and_never_with_no_color():
     assert "\x1b" not in piped and "[WARNING]" in piped
 
 
+def test_an_owner_nobody_looked_for_never_reads_as_no_owner(netns):
+    """`sockets` looks up only the owners findings name (the census stays cheap on a host with
+    a million sockets): a quiet listener's owner is "not looked up (-P)", never "-"; with -P,
+    and in `backlog` (which names every listener's holders), the owner itself."""
+    proc, ready = netns.spawn_load("listen", "--port", "8093", "--count", "0",
+                                   "--backlog", "16")
+    pid = int(ready.split("pid=")[1].split()[0])
+    report, _ = run_json("sockets", netns=netns.name)
+    row = next(r for r in report["facts"]["listeners"] if r["port"] == 8093)
+    assert row["pid"] is None and row["owner_lookup"] == "not_looked_up"
+    table = run_netdiag("sockets", netns=netns.name, env={"COLUMNS": "100"}).stdout
+    line = next(ln for ln in table.splitlines() if ":8093 " in ln)
+    assert line.rstrip().endswith("not looked up (-P)"), line
+    full, _ = run_json("sockets", "-P", netns=netns.name)
+    row = next(r for r in full["facts"]["listeners"] if r["port"] == 8093)
+    assert (row["pid"], row["owner_lookup"]) == (pid, "found")
+    table = run_netdiag("sockets", "-P", netns=netns.name, env={"COLUMNS": "100"}).stdout
+    assert re.search(rf":8093 .* {pid} +python", table), table
+    backlog, _ = run_json("backlog", netns=netns.name)
+    row = next(r for r in backlog["facts"]["listeners"] if r["port"] == 8093)
+    assert row["pid"] == pid and row["owner_lookup"] == "found"
+    assert [h["pid"] for h in row["holders"]] == [pid]
+    snap, _ = run_json("sockets", "--root", BUSY)
+    assert {r["owner_lookup"] for r in snap["facts"]["listeners"]} == {"unavailable"}
+    shown = run_netdiag("closewait", "--root", BUSY).stdout
+    assert re.search(r"unknown \(snapshot\) +- +8080 +12", shown), shown
+
+
 # ---- JSON ------------------------------------------------------------------------------------
 
 def _walk(value, path="facts"):

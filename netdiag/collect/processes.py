@@ -45,7 +45,7 @@ def scan_fds(ctx: Context, wanted: set[int] | None, detail_share: float = 0.5) -
 
     wanted: the socket inodes to attribute (None = every socket inode).
     """
-    facts = ProcessFacts()
+    facts = ProcessFacts(every_socket=wanted is None, looked_up=set(wanted or ()))
     proc = str(ctx.path("proc"))
     owners = facts.owners
     shared = facts.shared

@@ -31,6 +31,10 @@ MAX_ROWS = 20  # rows per facts table without --verbose
 EVIDENCE_ROWS = 3  # rows of each evidence list without --verbose
 GAP = 2  # spaces between columns
 MIN_PROSE = 12  # narrowest a wrapping column gets (unless its longest word is wider)
+# A row's owner_lookup, when no owner was found: said in its command column, so that an owner
+# nobody looked for never reads as "no owner" ("-").
+OWNER_LOOKUP = {"not_looked_up": "not looked up (-P)", "not_found": "not found",
+                "unavailable": "unknown (snapshot)"}
 # (address key, port key, heading): shown as one "address:port" column.
 ENDPOINTS = (("address", "port", "address"), ("local_address", "local_port", "local"),
              ("peer_address", "peer_port", "peer"), ("peer", "remote_port", "peer"))
@@ -175,6 +179,9 @@ def _row_columns(rows: list[dict[str, Any]]) -> list[_Column]:
             if key not in keys:
                 keys.append(key)
     columns: list[_Column] = []
+    if "owner_lookup" in keys and "command" in keys:
+        keys.remove("owner_lookup")
+        rows = [_said_owner(row) for row in rows]
     merged = {addr: (port, title) for addr, port, title in ENDPOINTS
               if addr in keys and port in keys}
     skip = {port for port, _ in merged.values()}
@@ -188,6 +195,13 @@ def _row_columns(rows: list[dict[str, Any]]) -> list[_Column]:
         else:
             columns.append(_Column(heading(key), [clean(_scalar(row.get(key))) for row in rows]))
     return columns
+
+
+def _said_owner(row: dict[str, Any]) -> dict[str, Any]:
+    why = OWNER_LOOKUP.get(row.get("owner_lookup"))
+    if why is None or row.get("pid") is not None:
+        return row
+    return {**row, "pid": "", "command": why}
 
 
 def _rows_table(title: str, rows: list[dict[str, Any]], width: int,

@@ -84,13 +84,15 @@ def check(facts: Facts) -> list[Finding]:
     for (holders, lport), n in sorted(groups.items(), key=lambda kv: -kv[1])[:20]:
         pid = holders[0] if holders else None
         row: dict[str, Any] = {"pid": pid, "local_port": lport, "close_wait": n,
-                               "holders": list(holders)}
+                               # null: owners not looked up (never "held by none")
+                               "holders": list(holders) if procs is not None else None}
         info = procs.processes.get(pid) if (procs is not None and pid is not None) else None
         if info is not None:
             row.update(command=info.command, cmdline=info.cmdline, fds=info.fds)
         if len(holders) > 1:
             row["holder_commands"] = [
-                (procs.processes[h].command if h in procs.processes else "") for h in holders]
+                (procs.processes[h].command if h in procs.processes else None)
+                for h in holders]
         rows.append(row)
     evidence: dict[str, Any] = {
         "close_wait": total,
