@@ -67,6 +67,14 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
+def absent(display: str, root: Path | str | None) -> str:
+    """Why a file is missing, in the terms of where netdiag read: a snapshot directory is not
+    a kernel."""
+    if root is not None and os.fspath(root) != "/":
+        return f"{display} is not in the snapshot {os.fspath(root)}"
+    return f"{display} does not exist on this kernel"
+
+
 def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
@@ -82,13 +90,13 @@ def open_file(path: Path | str, display: str, root: Path | str | None = None) ->
         if not _inside(real, real_root):
             # Missing files are reported as missing; links out of the snapshot as refused.
             if not os.path.lexists(path):
-                raise SourceMissing(f"{display} does not exist on this kernel")
+                raise SourceMissing(absent(display, root))
             raise Unreadable(f"{display}: a link that leaves the snapshot; not read")
         path = real
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        raise SourceMissing(f"{display} does not exist on this kernel") from None
+        raise SourceMissing(absent(display, root)) from None
     except PermissionError:
         raise Unreadable(f"{display}: permission denied") from None
     except OSError as exc:
@@ -98,7 +106,7 @@ def open_file(path: Path | str, display: str, root: Path | str | None = None) ->
     try:
         fd = os.open(path, _OPEN_FLAGS | (os.O_NOFOLLOW if root is not None else 0))
     except FileNotFoundError:
-        raise SourceMissing(f"{display} does not exist on this kernel") from None
+        raise SourceMissing(absent(display, root)) from None
     except PermissionError:
         raise Unreadable(f"{display}: permission denied") from None
     except OSError as exc:
@@ -207,7 +215,7 @@ def list_dir(path: Path | str, display: str, root: Path | str | None = None,
                 if len(names) > limit:
                     raise Unreadable(f"{display}: more than {limit} entries; not read")
     except FileNotFoundError:
-        raise SourceMissing(f"{display} does not exist") from None
+        raise SourceMissing(absent(display, root)) from None
     except NotADirectoryError:
         raise Unreadable(f"{display}: not a directory") from None
     except OSError as exc:

@@ -58,7 +58,9 @@ def test_missing_files_are_reported_not_raised(tmp_path):
     facts, errors = procfs.read_counters(Context(root=tmp_path))
     assert facts.counters == {}
     assert [rel for rel, _ in errors] == ["proc/net/netstat", "proc/net/snmp"]
-    assert "does not exist" in errors[0][1]
+    # A snapshot directory is not a kernel: the message speaks of the snapshot.
+    assert errors[0][1] == f"/proc/net/netstat is not in the snapshot {tmp_path}"
+    assert "kernel" not in errors[1][1]
     stat, errs = procfs.read_sockstat(Context(root=tmp_path))
     # sockstat6 absent is IPv6 being off, not an error; sockstat absent is.
     assert [rel for rel, _ in errs] == ["proc/net/sockstat"]
@@ -111,3 +113,14 @@ def test_reserved_ports():
 
 def test_kernel_release_missing(tmp_path: Path):
     assert procfs.read_kernel_release(Context(root=tmp_path)) == "unknown"
+
+
+def test_check_on_a_snapshot_speaks_of_the_snapshot(tmp_path):
+    from conftest import run_netdiag
+
+    proc = run_netdiag("check", "--root", str(tmp_path), env={"COLUMNS": "1000"})
+    assert proc.returncode == 3
+    said = proc.stdout + proc.stderr
+    assert f"/proc/net/netstat is not in the snapshot {tmp_path}" in said
+    assert f"not present in the snapshot {tmp_path}:" in said
+    assert "on this kernel" not in said

@@ -232,7 +232,8 @@ def _sysctl_errors(ctx: Context, facts: Facts) -> list[CollectorError]:
                                                                            "snapshot")]
     absent = [k for k in missing if k not in hidden]
     if absent:
-        out.append(CollectorError("sysctl", "not present on this kernel: " + ", ".join(absent)))
+        where = "on this kernel" if ctx.live else f"in the snapshot {ctx.root}"
+        out.append(CollectorError("sysctl", f"not present {where}: " + ", ".join(absent)))
     if hidden:
         why = ("the initial namespace could not be entered to read them (needs root)"
                if ctx.host_sysctls_denied else "they could not be read there")

@@ -800,7 +800,7 @@ def proc_census(ctx: Context, builder: CensusBuilder) -> list[str]:
         if not os.path.lexists(path):
             if family == 10:
                 continue  # IPv6 disabled
-            raise SourceMissing(f"{ctx.display(rel)} does not exist")
+            raise SourceMissing(readfile.absent(ctx.display(rel), root))
         bad: list[int] = []
         for listeners in (True, False):
             lines = readfile.iter_lines(path, ctx.display(rel), root)
