@@ -204,6 +204,25 @@ def test_a_healthy_port_gets_no_namespace_overflows():
     assert v.verdict == CANNOT_TELL and "whole namespace" in v.because
 
 
+def test_namespace_wide_counts_do_not_speak_for_another_port():
+    """Timers, CLOSE_WAIT and the backlog findings of port 7000 say nothing of port 8080."""
+    facts = _two_listeners()
+    facts.census.timers = {"persist": 3}
+    facts.census.by_state["CLOSE_WAIT"] = 5
+    facts.census.close_wait_by_port = TopCounts([(7000, 5)], 1, 0, False)
+    assert run("hang", facts)["hang.zero_window"].verdict == CONFIRMED
+    v = run("hang", facts, Scope(port=8080))["hang.zero_window"]
+    assert v.verdict == CANNOT_TELL and "in the namespace" in v.because and v.would_tell
+    assert run("EPIPE", facts)["epipe.write_after_peer_close"].verdict == LIKELY
+    v = run("EPIPE", facts, Scope(port=8080))["epipe.write_after_peer_close"]
+    assert v.verdict == RULED_OUT and "5" not in v.because
+    assert run("EPIPE", facts, Scope(port=7000))["epipe.write_after_peer_close"].verdict == \
+        LIKELY
+    v = run("slow", facts, Scope(port=8080))["slow.setup_delays"]
+    assert v.verdict not in (CONFIRMED, LIKELY) and "7000" not in v.because
+    assert run("slow", facts, Scope(port=7000))["slow.setup_delays"].verdict == CONFIRMED
+
+
 def test_backlog_advice_names_the_application_value_below_somaxconn():
     facts = _two_listeners()
     f = next(x for x in evaluate(facts, ["backlog"]).findings

@@ -866,9 +866,14 @@ def _emfile(ev: Evidence) -> list[CauseVerdict]:
     fin = ev.finding("sockets.fd_limit")
     procs = ev.facts.processes
     rows = []
+    # --port: the processes that hold that port's listeners (when they are known).
+    serving = {p for lst in ev.listeners() for p in ev.holders(lst.inode)} \
+        if ev.scope.port is not None else set()
     if procs is not None:
         for info in procs.processes.values():
             if ev.scope.pid is not None and info.pid != ev.scope.pid:
+                continue
+            if serving and info.pid not in serving:
                 continue
             if info.nofile_soft and info.fds >= 0.8 * info.nofile_soft:
                 rows.append({"pid": info.pid, "command": info.command, "fds": info.fds,
@@ -938,6 +943,12 @@ def _epipe(ev: Evidence) -> list[CauseVerdict]:
     cw = ev.finding("closewait.leak")
     census = ev.facts.census
     cw_count = census.by_state.get("CLOSE_WAIT", 0) if census else 0
+    if census is not None and ev.scope.port is not None and census.close_wait_by_port:
+        # CLOSE_WAIT on the scoped local port only (the namespace's count is not the port's).
+        cw_count = sum(n for port, n in census.close_wait_by_port.items
+                       if port == ev.scope.port)
+        evidence["close_wait_on_port"] = cw_count
+        cw = None
     tw_sent = ev.resets_sent("TCP_TIMEWAIT_SOCKET", "NO_SOCKET")
     if fails and cw_count:
         out.append(_v("epipe.write_after_peer_close", CONFIRMED,
@@ -1030,6 +1041,11 @@ def _hang(ev: Evidence) -> list[CauseVerdict]:
                       f"{sum(x['retransmits'] for x in flows)} segment(s) retransmitted in the "
                       f"probe window, most toward {r['peer']}:{r['remote_port']}: data stays "
                       "unacknowledged", evidence))
+    elif retr and (ev.scope.port is not None or ev.scope.peer is not None):
+        out.append(_v("hang.unacked_retransmitting", CANNOT_TELL,
+                      f"{retr} socket(s) in the namespace have data on the retransmit timer; "
+                      f"whether any is in scope ({ev.scope.text()}) is not known without the "
+                      "retrans probe", evidence, PROBE))
     else:
         out.append(_v("hang.unacked_retransmitting", LIKELY if retr else RULED_OUT,
                       f"{retr} socket(s) have data in flight on the retransmit timer"
@@ -1037,10 +1053,17 @@ def _hang(ev: Evidence) -> list[CauseVerdict]:
                       "no socket has unacknowledged data on the retransmit timer", evidence,
                       PROBE if retr else None))
     persist = timers.get("persist", 0)
-    out.append(_v("hang.zero_window", CONFIRMED if persist else RULED_OUT,
-                  f"{persist} socket(s) probe a zero window (the peer does not read)"
-                  if persist else "no socket is probing a zero window",
-                  {"persist_timer_sockets": persist}))
+    if persist and (ev.scope.port is not None or ev.scope.peer is not None):
+        out.append(_v("hang.zero_window", CANNOT_TELL,
+                      f"{persist} socket(s) in the namespace probe a zero window; whether any "
+                      f"is in scope ({ev.scope.text()}) is not known here",
+                      {"persist_timer_sockets": persist, "scope": "the whole namespace"},
+                      "ss -tno: the sockets of that port or peer with timer:(persist,...)"))
+    else:
+        out.append(_v("hang.zero_window", CONFIRMED if persist else RULED_OUT,
+                      f"{persist} socket(s) probe a zero window (the peer does not read)"
+                      if persist else "no socket is probing a zero window",
+                      {"persist_timer_sockets": persist}))
     pressure, pev, ptext = _accept_pressure(ev)
     got = _v("hang.never_accepted", _pressure_verdict(pressure), ptext, pev,
              RUN_WHILE if pressure is None or pressure == UNKNOWN else None)
@@ -1113,6 +1136,13 @@ def _slow(ev: Evidence) -> list[CauseVerdict]:
                                              "since boot worth noting"),
                   {"findings": [x.id for x in drops or infos]},
                   None if ev.window or drops else RUN_WHILE))
+    if ev.scope.port is not None or ev.scope.pid is not None:
+        # The backlog findings and ListenOverflows cover every listener: the scoped ones'
+        # own queues decide.
+        pressure, pev, ptext = _accept_pressure(ev)
+        out.append(_v("slow.setup_delays", _pressure_verdict(pressure), ptext, pev,
+                      RUN_WHILE if pressure is None or pressure == UNKNOWN else None))
+        return out
     setup = [x for x in (ev.bad("backlog.listen_overflow"), ev.bad("backlog.syn_queue"),
                          ev.bad("backlog.accept_queue_full")) if x is not None]
     out.append(_v("slow.setup_delays", CONFIRMED if setup else RULED_OUT if ev.window else
