@@ -74,6 +74,9 @@ def test_refused_connects_do_not_confirm_no_socket():
     refused = run("ECONNREFUSED", _refusals_and_linger(told_reset=0))
     assert refused["econnrefused.no_listener"].verdict == CONFIRMED
     assert "40 SYN(s)" in refused["econnrefused.no_listener"].because
+    # EPIPE: a RST refusing a connection answers no write.
+    epipe = run("EPIPE", _refusals_and_linger(told_reset=0))["epipe.write_after_peer_close"]
+    assert epipe.verdict != LIKELY and "closed connections" not in epipe.because
 
 
 def test_rsts_to_established_connections_still_confirm_no_socket():

@@ -182,18 +182,17 @@ class Evidence:
             out.append(f)
         return out
 
-    def resets_sent(self, *reasons: str, syn: bool | None = None
+    def resets_sent(self, *reasons: str, syn: tuple[bool | None, ...] = (True, False, None)
                     ) -> tuple[int, list[dict[str, Any]]] | None:
-        """RSTs this host sent in the probe window with these reasons (None: not probed).
-        syn=False leaves out the RSTs known to answer a SYN (refused connection attempts:
-        ECONNREFUSED, never ECONNRESET); syn=True keeps only those and the unknown ones."""
+        """RSTs this host sent in the probe window with these reasons (None: not probed),
+        whose answers_syn is one of `syn`: True for a RST answering a SYN (a refused
+        connection attempt: ECONNREFUSED, never ECONNRESET), False for the others, None where
+        the kernel cannot tell."""
         res = self.probe("resets")
         if res is None:
             return None
         rows = [r for r in res.sent if (not reasons or r.reason in reasons)
-                and self.scope.port_matches(r.local_port)
-                and (syn is None or (r.answers_syn is not True if syn is False
-                                     else r.answers_syn is not False))]
+                and self.scope.port_matches(r.local_port) and r.answers_syn in syn]
         return sum(r.resets for r in rows), [
             {"reason": r.reason, "state": r.state, "local_port": r.local_port,
              "answers_syn": r.answers_syn, "resets": r.resets} for r in rows[:5]]
@@ -428,8 +427,8 @@ def _econnreset(ev: Evidence) -> list[CauseVerdict]:
 
 def _econnreset_causes(ev: Evidence) -> list[CauseVerdict]:
     out = []
-    sent = ev.resets_sent("NO_SOCKET", syn=False)
-    refusals = ev.resets_sent("NO_SOCKET", syn=True)
+    sent = ev.resets_sent("NO_SOCKET", syn=(False, None))  # known not to answer a SYN, or ?
+    refusals = ev.resets_sent("NO_SOCKET", syn=(True,))
     refused = {"refused_connects": refusals[1], "refused_note": (
         "RSTs answering a SYN refuse a connection (the client gets ECONNREFUSED, not "
         "ECONNRESET): not counted here")} if refusals and refusals[0] else {}
@@ -583,7 +582,7 @@ def _econnrefused(ev: Evidence) -> list[CauseVerdict]:
         f = refused[0]
         census = ev.facts.census
         here = {lst.port for lst in census.listeners} if census is not None else set()
-        rst = ev.resets_sent("NO_SOCKET", syn=True)
+        rst = ev.resets_sent("NO_SOCKET", syn=(True, None))
         rst_here = sum(r["resets"] for r in rst[1] if r["local_port"] == f.remote_port) \
             if rst is not None else 0
         evidence = {"connect_refused": dests}
@@ -949,7 +948,8 @@ def _epipe(ev: Evidence) -> list[CauseVerdict]:
                        if port == ev.scope.port)
         evidence["close_wait_on_port"] = cw_count
         cw = None
-    tw_sent = ev.resets_sent("TCP_TIMEWAIT_SOCKET", "NO_SOCKET")
+    # Not the RSTs refusing connection attempts: those answer no write.
+    tw_sent = ev.resets_sent("TCP_TIMEWAIT_SOCKET", "NO_SOCKET", syn=(False, None))
     if fails and cw_count:
         out.append(_v("epipe.write_after_peer_close", CONFIRMED,
                       f"writes failed with EPIPE {sum(f.count for f in fails)} time(s) and "
