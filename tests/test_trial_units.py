@@ -155,8 +155,8 @@ def test_application_limit_is_cannot_tell_from_one_sample():
     assert run("slow", facts, Scope(port=5201), [_flows(held)])[
         "slow.application_limited"].verdict == RULED_OUT
     flag = dict(paced, limit="application", what_holds_it="its application (last sample)")
-    assert run("slow", facts, Scope(port=5201), [_flows(flag)])[
-        "slow.application_limited"].verdict == LIKELY
+    v = run("slow", facts, Scope(port=5201), [_flows(flag)])["slow.application_limited"]
+    assert v.verdict == CANNOT_TELL and "one sample does not decide" in v.because
 
 
 # ---- 4 and 5: scope, and backlog advice -----------------------------------------------------

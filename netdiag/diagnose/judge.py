@@ -1177,9 +1177,11 @@ def _app_limited(app: list[dict[str, Any]], held: list[dict[str, Any]], base: di
                   severity=Severity.INFO)
     if app:
         r = app[0]
-        return _v(cid, LIKELY, f"{len(app)} of {len(flows)} busy flow(s) were application-"
-                               f"limited in their last rate sample, e.g. {r.get('local')} ↔ "
-                               f"{r.get('peer')} (one sample: not decisive)", evidence, tell)
+        return _v(cid, CANNOT_TELL, f"{len(app)} of {len(flows)} busy flow(s) were "
+                                    f"application-limited in their last rate sample, e.g. "
+                                    f"{r.get('local')} ↔ {r.get('peer')}; one sample does not "
+                                    "decide (the flag is per delivery-rate sample)",
+                  evidence, tell)
     if flows and len(held) == len(flows):
         return _v(cid, RULED_OUT, f"each of the {len(flows)} busy flow(s) is held by a window "
                                   "or buffer: it had data queued that it could not send",
