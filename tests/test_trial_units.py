@@ -226,6 +226,17 @@ def test_namespace_wide_counts_do_not_speak_for_another_port():
     assert run("slow", facts, Scope(port=7000))["slow.setup_delays"].verdict == CONFIRMED
 
 
+def test_namespace_retransmits_are_not_a_scoped_flows_loss():
+    facts = Facts(counters=CounterFacts({"Tcp": {"RetransSegs": 100, "OutSegs": 1000}},
+                                        taken_at=15.0),
+                  counters_before=CounterFacts({"Tcp": {"RetransSegs": 0, "OutSegs": 0}},
+                                               taken_at=10.0),
+                  interval=5.0, baseline="interval")
+    assert run("slow", facts)["slow.loss_retransmits"].verdict == CONFIRMED
+    v = run("slow", facts, Scope(port=5201))["slow.loss_retransmits"]
+    assert v.verdict == LIKELY and "whole namespace" in v.because
+
+
 def test_backlog_advice_names_the_application_value_below_somaxconn():
     facts = _two_listeners()
     f = next(x for x in evaluate(facts, ["backlog"]).findings

@@ -234,6 +234,21 @@ def _v(cid: str, verdict: str, because: str, evidence: dict[str, Any] | None = N
     return CauseVerdict(CAUSES[cid], verdict, because, evidence or {}, would_tell, severity)
 
 
+def _namespace_wide(ev: Evidence, v: CauseVerdict, since_boot: bool = False) -> CauseVerdict:
+    """A verdict drawn from namespace-wide counters or findings, under --port, --peer or
+    --pid: they cannot say the scoped sockets are the ones counted, so a confirmed cause
+    becomes likely, and one likely from totals since boot cannot be told."""
+    if ev.scope.port is None and ev.scope.peer is None and ev.scope.pid is None:
+        return v
+    if v.verdict == CONFIRMED or (v.verdict == LIKELY and since_boot):
+        v.verdict = LIKELY if v.verdict == CONFIRMED else CANNOT_TELL
+        v.severity = None
+        v.because += f" (the whole namespace, not only {ev.scope.text()})"
+        v.evidence["scope"] = "the whole namespace"
+        v.would_tell = v.would_tell or RUN_WHILE
+    return v
+
+
 def _counter_verdict(ev: Evidence, cid: str, proto: str, name: str, *, what: str,
                      decisive: bool, would_tell: str = RUN_WHILE) -> CauseVerdict:
     """A cause shown by one counter: growth over the window confirms it (or makes it likely
@@ -416,9 +431,11 @@ def _econnreset(ev: Evidence) -> list[CauseVerdict]:
         for v in out:
             if v.verdict == CONFIRMED:
                 v.verdict, v.severity = LIKELY, None
-                v.because += ("; yet no local process was told ECONNRESET in the window "
-                              "(the errors probe sees this host's processes only: clients "
-                              "on other hosts may have been)")
+                who = "no local process" + (" in scope" if ev.scope.pid is not None or
+                                            ev.scope.port is not None else "")
+                v.because += (f"; yet {who} was told ECONNRESET in the window (the errors "
+                              "probe sees this host's processes only: clients on other "
+                              "hosts may have been)")
                 v.evidence["econnreset_seen_locally"] = 0
                 v.would_tell = ("run netdiag why ECONNRESET --probe-seconds 10 on the "
                                 "clients' host")
@@ -641,11 +658,11 @@ def _etimedout(ev: Evidence) -> list[CauseVerdict]:
                       f"netfilter dropped {nf[0]} packet(s) here in the probe window",
                       {"drops": nf[1], **sev_}))
     elif ev.grew("TcpExt", "TCPSynRetrans") and pressure is False:
-        out.append(_v("etimedout.firewall_drop", LIKELY,
-                      f"SYNs were retransmitted ({synretr.delta} in {synretr.seconds:g} s) and "
-                      "no local listener dropped them: the SYNs or the answers are lost on "
-                      "the way", sev_, "run netdiag why ETIMEDOUT on the server; check its "
-                                       "firewall"))
+        out.append(_namespace_wide(ev, _v(
+            "etimedout.firewall_drop", LIKELY,
+            f"SYNs were retransmitted ({synretr.delta} in {synretr.seconds:g} s) and no local "
+            "listener dropped them: the SYNs or the answers are lost on the way", sev_,
+            "run netdiag why ETIMEDOUT on the server; check its firewall")))
     else:
         out.append(_v("etimedout.firewall_drop",
                       RULED_OUT if nf is not None else CANNOT_TELL,
@@ -1111,16 +1128,18 @@ def _slow(ev: Evidence) -> list[CauseVerdict]:
     segs = ev.counter("Tcp", "OutSegs")
     if retr is not None and segs is not None and retr.delta is not None and segs.delta:
         share = retr.delta / segs.delta
-        out.append(_v("slow.loss_retransmits", CONFIRMED if share >= 0.01 else
-                      LIKELY if share >= 0.001 else RULED_OUT,
-                      f"{share:.2%} of segments sent were retransmissions over the "
-                      f"{ev.window} ({retr.delta} of {segs.delta})",
-                      {"Tcp.RetransSegs": retr.evidence(), "Tcp.OutSegs": segs.evidence()}))
+        out.append(_namespace_wide(ev, _v(
+            "slow.loss_retransmits", CONFIRMED if share >= 0.01 else
+            LIKELY if share >= 0.001 else RULED_OUT,
+            f"{share:.2%} of segments sent were retransmissions over the {ev.window} "
+            f"({retr.delta} of {segs.delta})",
+            {"Tcp.RetransSegs": retr.evidence(), "Tcp.OutSegs": segs.evidence()})))
     elif retr is not None and segs is not None and segs.total:
         share = retr.total / segs.total
-        out.append(_v("slow.loss_retransmits", LIKELY if share >= 0.01 else CANNOT_TELL,
-                      f"{share:.2%} of segments were retransmissions since boot",
-                      {"Tcp.RetransSegs": retr.evidence()}, RUN_WHILE))
+        out.append(_namespace_wide(ev, _v(
+            "slow.loss_retransmits", LIKELY if share >= 0.01 else CANNOT_TELL,
+            f"{share:.2%} of segments were retransmissions since boot",
+            {"Tcp.RetransSegs": retr.evidence()}, RUN_WHILE), since_boot=True))
     else:
         out.append(_v("slow.loss_retransmits", CANNOT_TELL, "Tcp counters not available",
                       would_tell=RUN_WHILE))
@@ -1129,13 +1148,14 @@ def _slow(ev: Evidence) -> list[CauseVerdict]:
     infos = [x for x in (ev.finding("buffers.rcvbuf_drops"),
                          ev.finding("softirq.netdev_backlog_drops")) if x is not None
              and x.severity == Severity.INFO]
-    out.append(_v("slow.receiver_drops", CONFIRMED if drops else LIKELY if infos else
-                  RULED_OUT if ev.window else CANNOT_TELL,
-                  "; ".join(x.title for x in drops or infos) or
-                  "no receive-path drop " + (f"over the {ev.window}" if ev.window else
-                                             "since boot worth noting"),
-                  {"findings": [x.id for x in drops or infos]},
-                  None if ev.window or drops else RUN_WHILE))
+    out.append(_namespace_wide(ev, _v(
+        "slow.receiver_drops", CONFIRMED if drops else LIKELY if infos else
+        RULED_OUT if ev.window else CANNOT_TELL,
+        "; ".join(x.title for x in drops or infos) or
+        "no receive-path drop " + (f"over the {ev.window}" if ev.window else
+                                   "since boot worth noting"),
+        {"findings": [x.id for x in drops or infos]},
+        None if ev.window or drops else RUN_WHILE), since_boot=not drops))
     if ev.scope.port is not None or ev.scope.pid is not None:
         # The backlog findings and ListenOverflows cover every listener: the scoped ones'
         # own queues decide.
