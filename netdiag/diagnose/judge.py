@@ -331,11 +331,11 @@ def _accept_pressure(ev: Evidence) -> tuple[Any, dict[str, Any], str]:
             {"address": lst.address, "port": lst.port, "accept_queue": lst.accept_queue,
              "limit": lst.backlog, "holders": ev.who(lst.inode)} for lst in full[:5]]
         lst = full[0]
-        holders = backlog_rules.socket_holders(ev.facts.processes, lst.inode)
-        evidence["why_not_accepting"] = backlog_rules.why_not_accepting(holders)
+        why = backlog_rules.why_not_accepting(
+            backlog_rules.socket_holders(ev.facts.processes, lst.inode))
         return True, evidence, (f"the accept queue of {lst.address}:{lst.port} "
                                 f"({ev.who(lst.inode)}) holds {lst.accept_queue} of "
-                                f"{lst.backlog}: {evidence['why_not_accepting']}")
+                                f"{lst.backlog}: {why}")
     samples = [s for s in (ev.facts.listener_samples or []) if s.samples_at_limit
                and ev.scope.port_matches(s.port)]
     if samples:
