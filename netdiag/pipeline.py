@@ -157,7 +157,30 @@ def _host_sysctls(nsmod) -> tuple[dict[str, str], bool]:
     return values, False
 
 
-def run_probes(req: Request, target: Target) -> tuple[dict | None, list, Any]:
+class WindowCounters:
+    """The kernel counters read as the probe window opens and as it closes, so that the
+    counters judged over the window cover exactly its seconds (not the probes' start-up)."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.before = None
+        self.after = None
+
+    def read(self, opening: bool) -> None:
+        from netdiag.collect.procfs import read_counters
+
+        try:
+            got = read_counters(self.target.ctx)[0]
+        except NetdiagError:
+            return
+        if opening:
+            self.before = got
+        else:
+            self.after = got
+
+
+def run_probes(req: Request, target: Target, counters: WindowCounters | None = None
+               ) -> tuple[dict | None, list, Any]:
     """The eBPF window (before the collection, so the census that follows is current).
     Returns probe results, errors and the accept-queue samples the backlog probe took.
 
@@ -186,6 +209,13 @@ def run_probes(req: Request, target: Target) -> tuple[dict | None, list, Any]:
             last[0] = time.monotonic()
             sampler.sample()
 
+    def edges(opening: bool) -> None:  # both ends of the window: counters, accept queues
+        if counters is not None:
+            counters.read(opening)
+        if sampler is not None:
+            last[0] = time.monotonic()
+            sampler.sample()
+
     def on_tick(partial, elapsed):  # tables only: JSON and the rest stay one document
         from netdiag import views
         from netdiag.facts import Facts
@@ -200,7 +230,7 @@ def run_probes(req: Request, target: Target) -> tuple[dict | None, list, Any]:
     tick = on_tick if (p.interval and req.fmt == "table") else None
     try:
         results, errs = session.run(p.names, p.seconds, p.interval, tick, sample_queues,
-                                    session.current_netns(target.ctx.netns))
+                                    session.current_netns(target.ctx.netns), edges)
     except session.ProbeInterrupted:
         raise
     except NetdiagError as exc:  # not root, no bcc...
@@ -362,16 +392,21 @@ def build_report(req: Request, target: Target, outcome: Outcome):
 
 def run_one(req: Request):
     target = enter_namespace(req)
-    before = _counters_before_probes(req, target)
-    results, probe_errors, samples = run_probes(req, target)
+    window = WindowCounters(target) if _counters_over_window(req, target) else None
+    results, probe_errors, samples = run_probes(req, target, window)
     facts, errors = collect(req, target, req.plan)
     splice_probes(facts, results, samples)
-    if before is not None and results and facts.counters is not None \
-            and facts.counters_before is None:
-        # No --interval: the counters are judged over the probe window (read at its two
-        # ends), like the probes' own numbers; a stored previous run is not needed then.
-        facts.counters_before = before
-        facts.interval = max(facts.counters.taken_at - before.taken_at, 0.001)
+    if window is not None and window.before is not None and window.after is not None \
+            and results and facts.counters is not None and facts.counters_before is None:
+        # No --interval: the counters are judged over the probe window (read as it opened
+        # and as it closed), like the probes' own numbers, over the same seconds; a stored
+        # previous run is not needed then.
+        facts.counters_before, facts.counters = window.before, window.after
+        # Each was read at one edge of the window (within a millisecond): its seconds are
+        # the window's own.
+        seconds = max(next(iter(results.values())).window.seconds, 0.001)
+        window.after.taken_at = window.before.taken_at + seconds
+        facts.interval = seconds
         facts.baseline = "probe window"
     history = History(req.state_dir)
     try:
@@ -385,17 +420,11 @@ def run_one(req: Request):
     return report
 
 
-def _counters_before_probes(req: Request, target: Target):
-    """The kernel counters at the start of a probe window (None: no window, or --interval
-    gives the baseline)."""
-    if req.probes is None or req.interval or not req.plan.counters or not target.ctx.live:
-        return None
-    from netdiag.collect.procfs import read_counters
-
-    try:
-        return read_counters(target.ctx)[0]
-    except NetdiagError:
-        return None
+def _counters_over_window(req: Request, target: Target) -> bool:
+    """Are the counters judged over the probe window? (Not without one, nor when --interval
+    gives the baseline.)"""
+    return req.probes is not None and not req.interval and bool(req.plan.counters) \
+        and target.ctx.live
 
 
 def run_all(req: Request):

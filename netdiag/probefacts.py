@@ -347,6 +347,10 @@ class SentReset:
     local_port: int | None
     resets: int
     approximate: bool = False
+    # True: each answered a SYN (a refused connection attempt: ECONNREFUSED for the client,
+    # not ECONNRESET); False: answered another segment, or the socket sent it on its own;
+    # None: not known (the kernel's BTF lacks the sk_buff offsets).
+    answers_syn: bool | None = None
 
 
 @dataclass

@@ -2,8 +2,13 @@
  * tracepoint has one) by reason, socket state and local port, and RSTs it receives
  * (tcp:tcp_receive_reset) by local port and, for a client's destination, remote address
  * and port. A RST sent without a socket (to a closed port) is placed in the namespace of
- * the device the offending segment came in on. */
-struct sent_key { u32 reason; u32 state; u16 lport; u16 pad; };
+ * the device the offending segment came in on. A RST that answers a segment (tcp_v4/v6_send_reset:
+ * the tracepoint's skb is the segment received) is told apart when that segment was a SYN
+ * without ACK: a refused connection attempt (the client's connect() gets ECONNREFUSED), not
+ * the end of a connection. The flags are read from the segment's TCP header at skb->head +
+ * skb->transport_header (BTF offsets); a RST a socket sends on its own (tcp_send_active_reset)
+ * has no skb. syn: 0 = not known (no BTF offsets), 1 = answers a SYN, 2 = anything else. */
+struct sent_key { u32 reason; u32 state; u16 lport; u8 syn; u8 pad; };
 BPF_F_TABLE("hash", struct sent_key, u64, sent, MAX_SENT, BPF_F_NO_PREALLOC);
 struct recv_key { u16 family; u16 lport; u16 rport; u16 pad; u8 daddr[16]; };
 BPF_F_TABLE("hash", struct recv_key, u64, received, MAX_RECEIVED, BPF_F_NO_PREALLOC);
@@ -12,8 +17,12 @@ BPF_ARRAY(unattributed, u64, 1);
 #ifdef HOOK_np_send_reset
 int np_send_reset(void *ctx) {
     struct sent_key k = {};
+    u64 skb = 0;
+#ifdef HAS_tcp_send_reset_skbaddr
+    TP_READ(skb, tcp_send_reset, skbaddr);
+#endif
 #ifdef NETNS_INUM
-    u64 sk = 0, skb = 0;
+    u64 sk = 0;
     u32 inum = 0;
 #ifdef HAS_tcp_send_reset_skaddr
     TP_READ(sk, tcp_send_reset, skaddr);
@@ -22,7 +31,6 @@ int np_send_reset(void *ctx) {
         inum = sk_netns(sk);
     } else {
 #if defined(HAS_tcp_send_reset_skbaddr) && defined(HAVE_SKB_NETNS)
-        TP_READ(skb, tcp_send_reset, skbaddr);
         if (skb)
             inum = skb_netns(skb, 0);
 #endif
@@ -56,6 +64,21 @@ int np_send_reset(void *ctx) {
     sp = ntohs(sp);
 #endif
     k.lport = local_shown(sp);
+#if defined(HAVE_SKB_HEADERS) && defined(HAS_tcp_send_reset_skbaddr)
+    if (!skb) {
+        k.syn = 2;                      /* no segment answered: the socket's own RST */
+    } else {
+        unsigned char *head = 0;
+        u16 th = 0xffff;
+        bpf_probe_read_kernel(&head, sizeof(head), (char *)skb + SKB_HEAD_OFF);
+        bpf_probe_read_kernel(&th, sizeof(th), (char *)skb + SKB_TH_OFF);
+        if (head && th != 0xffff) {
+            u8 flags = 0;               /* byte 13 of the TCP header: CWR ECE URG ACK PSH RST SYN FIN */
+            if (bpf_probe_read_kernel(&flags, 1, head + th + 13) == 0)
+                k.syn = (flags & 0x16) == 0x02 ? 1 : 2;
+        }
+    }
+#endif
     u64 z = 0, *v = sent.lookup_or_try_init(&k, &z);
     if (v)
         __sync_fetch_and_add(v, 1);

@@ -178,10 +178,19 @@ def test_resets_and_drops_equal_bpftrace_with_sockets_and_without(probe_ns):
         assert w.facts()["completeness"]["complete"]
     res, reasons = r.facts(), _symbols("tcp:tcp_send_reset", "reason")
     ref = counts(r.referee.get("@sent"))
-    got = {(x["reason"], x["state"], x["local_port"] or 0): x["resets"] for x in res["sent"]}
+    got: dict[tuple, int] = {}
+    for x in res["sent"]:  # rows are split by answers_syn too; bpftrace does not split them
+        key = (x["reason"], x["state"], x["local_port"] or 0)
+        got[key] = got.get(key, 0) + x["resets"]
     want = {(reasons[a], {0: "none"}.get(b) or _state(b), lp): n for (a, b, lp), n in ref.items()}
     assert got == want
     assert got[("NO_SOCKET", "none", 9430)] == 300  # not 700: the other namespace's are out
+    # The refused connects' RSTs answer their SYNs; the linger-0 aborts answer nothing.
+    syn = {(x["reason"], x["local_port"] or 0, x["answers_syn"]): x["resets"]
+           for x in res["sent"]}
+    assert syn[("NO_SOCKET", 9430, True)] == 300
+    assert not any(a is True for (_, port, a) in syn if port == 9431)
+    assert "300 answered SYNs" in finding(r.report, "resets.sent")["title"]
     assert res["sent_total"] == sum(ref.values())
     assert {(x["local_port"] or 0, x["remote_port"] or 0): x["resets"]
             for x in res["received"]} == counts(r.referee.get("@received"))

@@ -212,6 +212,40 @@ def test_reset_by_linger_zero_close(ns):
     assert seen(r, "ECONNRESET") == 10
 
 
+def test_refused_connects_are_no_evidence_for_econnreset(ns):
+    """Trial item 1: 40 connect() to a closed port (ECONNREFUSED x40, the kernel's RSTs answer
+    SYNs with reason NO_SOCKET) beside a real SO_LINGER-0 server in the same window: the
+    refusals are told apart and not counted for ECONNRESET; linger_zero ranks first."""
+    with Why(ns, "ECONNRESET", probes=("resets", "errors")) as w:
+        refused = w.load("refused", "--port", "9999", "--count", "40")
+        done = w.load("linger", "--port", "9934", "--count", "5")
+    assert count(refused, "ECONNREFUSED") == 40 and count(done, "ECONNRESET") == 5
+    r = w.report
+    no_socket = causes(r)["why.econnreset.no_socket"]
+    assert no_socket["verdict"] == "ruled_out", no_socket
+    assert "answered SYN" in no_socket["title"]
+    rows = no_socket["evidence"]["refused_connects"]
+    assert sum(x["resets"] for x in rows if x["local_port"] == 9999) == 40
+    assert all(x["answers_syn"] is True for x in rows)
+    assert r["findings"][0]["id"] == "why.econnreset.linger_zero"
+    assert verdict(r, "econnreset.linger_zero") == "confirmed"
+    # The resets rule's evidence tells the refusals apart too.
+    assert seen(r, "ECONNRESET") == 5
+
+
+def test_refusals_alone_do_not_confirm_econnreset(ns):
+    """Only refused connects in the window: no cause of ECONNRESET is confirmed, and the
+    errors probe (no local ECONNRESET) caps any at likely."""
+    with Why(ns, "ECONNRESET", probes=("resets", "errors")) as w:
+        done = w.load("refused", "--port", "9999", "--count", "40")
+    assert count(done, "ECONNREFUSED") == 40
+    r = w.report
+    assert seen(r, "ECONNRESET") == 0
+    assert r["facts"]["verdicts"]["confirmed"] == 0, r["facts"]["causes"]
+    assert verdict(r, "econnreset.no_socket") == "ruled_out"
+    assert w.returncode == 0
+
+
 def test_port_exhaustion_toward_one_destination(ns):
     """ip_local_port_range narrowed to 50 ports: the 51st connect() to 127.0.0.1:9934 fails
     with EADDRNOTAVAIL while the others are held (ss: 50 ESTAB from ports 40000-40049)."""

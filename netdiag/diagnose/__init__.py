@@ -35,7 +35,7 @@ def _severity(v: CauseVerdict) -> Severity:
 
 def to_finding(v: CauseVerdict) -> Finding:
     c = v.cause
-    action = c.action if v.verdict in (CONFIRMED, LIKELY) else (
+    action = (v.action or c.action) if v.verdict in (CONFIRMED, LIKELY) else (
         "Nothing to do for this cause." if v.verdict == RULED_OUT else
         f"To tell: {v.would_tell}." if v.would_tell else c.action)
     return Finding(id=f"why.{c.id}", topic="why", severity=_severity(v),

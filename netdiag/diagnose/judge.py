@@ -23,6 +23,7 @@ from typing import Any
 from netdiag.diagnose.symptoms import CAUSES, CauseSpec, Symptom
 from netdiag.facts import Facts, Listener
 from netdiag.model import Finding, Severity
+from netdiag.rules import backlog as backlog_rules
 from netdiag.rules._policy import Change, change
 
 CONFIRMED, LIKELY, RULED_OUT, CANNOT_TELL = "confirmed", "likely", "ruled_out", "cannot_tell"
@@ -68,6 +69,7 @@ class CauseVerdict:
     evidence: dict[str, Any] = field(default_factory=dict)
     would_tell: str | None = None
     severity: Severity | None = None  # a confirmed cause's severity (default warning)
+    action: str | None = None  # advice for this evidence, instead of the cause's own
 
 
 class Evidence:
@@ -180,16 +182,27 @@ class Evidence:
             out.append(f)
         return out
 
-    def resets_sent(self, *reasons: str) -> tuple[int, list[dict[str, Any]]] | None:
-        """RSTs this host sent in the probe window with these reasons (None: not probed)."""
+    def resets_sent(self, *reasons: str, syn: tuple[bool | None, ...] = (True, False, None)
+                    ) -> tuple[int, list[dict[str, Any]]] | None:
+        """RSTs this host sent in the probe window with these reasons (None: not probed),
+        whose answers_syn is one of `syn`: True for a RST answering a SYN (a refused
+        connection attempt: ECONNREFUSED, never ECONNRESET), False for the others, None where
+        the kernel cannot tell."""
         res = self.probe("resets")
         if res is None:
             return None
         rows = [r for r in res.sent if (not reasons or r.reason in reasons)
-                and self.scope.port_matches(r.local_port)]
+                and self.scope.port_matches(r.local_port) and r.answers_syn in syn]
         return sum(r.resets for r in rows), [
             {"reason": r.reason, "state": r.state, "local_port": r.local_port,
-             "resets": r.resets} for r in rows[:5]]
+             "answers_syn": r.answers_syn, "resets": r.resets} for r in rows[:5]]
+
+    def told(self, error: str) -> int | None:
+        """How many times local applications in scope were told `error` in the probe window
+        (the errors probe; None: it did not run)."""
+        if self.probe("errors") is None:
+            return None
+        return sum(f.count for f in self.failures("", error))
 
     def resets_received(self) -> tuple[int, list[dict[str, Any]]] | None:
         res = self.probe("resets")
@@ -221,6 +234,21 @@ def _v(cid: str, verdict: str, because: str, evidence: dict[str, Any] | None = N
     return CauseVerdict(CAUSES[cid], verdict, because, evidence or {}, would_tell, severity)
 
 
+def _namespace_wide(ev: Evidence, v: CauseVerdict, since_boot: bool = False) -> CauseVerdict:
+    """A verdict drawn from namespace-wide counters or findings, under --port, --peer or
+    --pid: they cannot say the scoped sockets are the ones counted, so a confirmed cause
+    becomes likely, and one likely from totals since boot cannot be told."""
+    if ev.scope.port is None and ev.scope.peer is None and ev.scope.pid is None:
+        return v
+    if v.verdict == CONFIRMED or (v.verdict == LIKELY and since_boot):
+        v.verdict = LIKELY if v.verdict == CONFIRMED else CANNOT_TELL
+        v.severity = None
+        v.because += f" (the whole namespace, not only {ev.scope.text()})"
+        v.evidence["scope"] = "the whole namespace"
+        v.would_tell = v.would_tell or RUN_WHILE
+    return v
+
+
 def _counter_verdict(ev: Evidence, cid: str, proto: str, name: str, *, what: str,
                      decisive: bool, would_tell: str = RUN_WHILE) -> CauseVerdict:
     """A cause shown by one counter: growth over the window confirms it (or makes it likely
@@ -232,6 +260,18 @@ def _counter_verdict(ev: Evidence, cid: str, proto: str, name: str, *, what: str
                   would_tell=would_tell)
     evidence = {f"{proto}.{name}": ch.evidence()}
     grew = ev.grew(proto, name)
+    scoped = ev.scope.port is not None or ev.scope.peer is not None or ev.scope.pid is not None
+    if scoped:
+        # A namespace counter cannot say whether the scoped port, peer or process is the one
+        # it counted: at most likely, and a total since boot says nothing about them.
+        evidence[f"{proto}.{name}"]["scope"] = "the whole namespace"
+        whole = f" (the whole namespace, not only {ev.scope.text()})"
+        if grew:
+            return _v(cid, LIKELY, f"{name} grew by {ch.delta} in {ch.seconds:g} s{whole}: "
+                                   f"{what}", evidence, would_tell)
+        if grew is None and ch.total:
+            return _v(cid, CANNOT_TELL, f"{name} = {ch.total} since boot{whole}", evidence,
+                      would_tell)
     if grew:
         return _v(cid, CONFIRMED if decisive else LIKELY,
                   f"{name} grew by {ch.delta} in {ch.seconds:g} s: {what}", evidence)
@@ -291,9 +331,11 @@ def _accept_pressure(ev: Evidence) -> tuple[Any, dict[str, Any], str]:
             {"address": lst.address, "port": lst.port, "accept_queue": lst.accept_queue,
              "limit": lst.backlog, "holders": ev.who(lst.inode)} for lst in full[:5]]
         lst = full[0]
+        why = backlog_rules.why_not_accepting(
+            backlog_rules.socket_holders(ev.facts.processes, lst.inode))
         return True, evidence, (f"the accept queue of {lst.address}:{lst.port} "
                                 f"({ev.who(lst.inode)}) holds {lst.accept_queue} of "
-                                f"{lst.backlog}")
+                                f"{lst.backlog}: {why}")
     samples = [s for s in (ev.facts.listener_samples or []) if s.samples_at_limit
                and ev.scope.port_matches(s.port)]
     if samples:
@@ -308,6 +350,8 @@ def _accept_pressure(ev: Evidence) -> tuple[Any, dict[str, Any], str]:
     if ch is not None:
         evidence["TcpExt.ListenOverflows"] = ch.evidence()
     grew = ev.grew("TcpExt", "ListenOverflows")
+    if ev.scope.port is not None or ev.scope.pid is not None:
+        return _scoped_pressure(ev, evidence, ch, grew)
     if grew:
         return True, evidence, f"ListenOverflows grew by {ch.delta} in {ch.seconds:g} s"
     if grew is False:
@@ -319,13 +363,106 @@ def _accept_pressure(ev: Evidence) -> tuple[Any, dict[str, Any], str]:
     return False, evidence, "no listener is full and ListenOverflows is 0"
 
 
+def _backlog_action(ev: Evidence) -> str | None:
+    """The advice for the first listener in scope that is full now or was seen at its limit:
+    the process first (no one accepts, or too slowly), then the number that bounds its
+    queue (the application's listen() value below somaxconn; somaxconn when it cuts)."""
+    somaxconn = ev.sysctl("net.core.somaxconn")
+    full = [lst for lst in ev.listeners() if lst.full or
+            (lst.backlog and lst.accept_queue >= lst.backlog)]
+    inode, limit = (full[0].inode, full[0].backlog) if full else (None, None)
+    if not full:
+        mine = {lst.inode for lst in ev.listeners()}
+        s = next((x for x in ev.facts.listener_samples or [] if x.samples_at_limit
+                  and (x.inode in mine if x.inode else ev.scope.port_matches(x.port))), None)
+        if s is None:
+            return None
+        inode, limit = s.inode, s.backlog
+    probe = ev.probe("backlog")
+    call = next((c for c in getattr(probe, "listen_calls", []) if inode and c.inode == inode),
+                None)
+    holders = backlog_rules.socket_holders(ev.facts.processes, inode) if inode else []
+    return backlog_rules.backlog_advice(limit, somaxconn,
+                                        call.requested_backlog if call else None,
+                                        backlog_rules.nobody_accepts(holders))
+
+
+def _scoped_pressure(ev: Evidence, evidence: dict[str, Any], ch: Change | None,
+                     grew: bool | None) -> tuple[Any, dict[str, Any], str]:
+    """_accept_pressure for --port/--pid, once no listener in scope is full now: the
+    namespace's ListenOverflows cannot be split by listener, so it supports the cause only
+    through the scoped listeners' own samples."""
+    mine = ev.listeners()
+    scope = ev.scope.text()
+    if ch is not None:
+        evidence["TcpExt.ListenOverflows"]["scope"] = "the whole namespace: every listener"
+    if not mine:
+        return False, evidence, f"no listener in scope ({scope})"
+    # No overflow anywhere in the namespace is none on the scoped listener either.
+    if grew is False:
+        return False, evidence, (f"the accept queue of port {mine[0].port} is not full and "
+                                 f"ListenOverflows did not grow over the {ev.window}")
+    if ch is not None and ch.total == 0:
+        return False, evidence, (f"the accept queue of port {mine[0].port} is not full and "
+                                 "ListenOverflows is 0")
+    inodes = {lst.inode for lst in mine if lst.inode}
+    samples = [s for s in ev.facts.listener_samples or []
+               if (s.inode in inodes if s.inode else ev.scope.port_matches(s.port))]
+    counted = ""
+    if ch is not None and (grew or ch.total):
+        amount = f"+{ch.delta} over the {ev.window}" if grew else f"{ch.total} since boot"
+        counted = (f"; ListenOverflows ({amount}) counts every listener of the namespace, "
+                   "not this one")
+    if samples and all(s.samples for s in samples):
+        n = min(s.samples for s in samples)
+        return False, evidence, (f"the accept queue of port {mine[0].port} never reached its "
+                                 f"limit ({mine[0].backlog}) in {n} samples over the window"
+                                 + counted)
+    return UNKNOWN, evidence, (f"the accept queue of port {mine[0].port} holds "
+                               f"{mine[0].accept_queue} of {mine[0].backlog} now" + counted)
+
+
 def _econnreset(ev: Evidence) -> list[CauseVerdict]:
+    out = _econnreset_causes(ev)
+    told = ev.told("ECONNRESET")
+    if told == 0:
+        # The errors probe watched this host's processes over the same window and none was
+        # told ECONNRESET: whatever the kernel did here reached no local application.
+        for v in out:
+            if v.verdict == CONFIRMED:
+                v.verdict, v.severity = LIKELY, None
+                who = "no local process" + (" in scope" if ev.scope.pid is not None or
+                                            ev.scope.port is not None else "")
+                v.because += (f"; yet {who} was told ECONNRESET in the window (the errors "
+                              "probe sees this host's processes only: clients on other "
+                              "hosts may have been)")
+                v.evidence["econnreset_seen_locally"] = 0
+                v.would_tell = ("run netdiag why ECONNRESET --probe-seconds 10 on the "
+                                "clients' host")
+    return out
+
+
+def _econnreset_causes(ev: Evidence) -> list[CauseVerdict]:
     out = []
-    sent = ev.resets_sent("NO_SOCKET")
-    if sent is not None and sent[0]:
+    sent = ev.resets_sent("NO_SOCKET", syn=(False, None))  # known not to answer a SYN, or ?
+    refusals = ev.resets_sent("NO_SOCKET", syn=(True,))
+    refused = {"refused_connects": refusals[1], "refused_note": (
+        "RSTs answering a SYN refuse a connection (the client gets ECONNREFUSED, not "
+        "ECONNRESET): not counted here")} if refusals and refusals[0] else {}
+    unknown = sum(r["resets"] for r in (sent[1] if sent else [])
+                  if r["answers_syn"] is None)
+    if sent is not None and sent[0] and unknown < sent[0]:
         out.append(_v("econnreset.no_socket", CONFIRMED,
+                      f"this host answered {sent[0] - unknown} segment(s) of established "
+                      "connections with a RST because no socket matched (reason NO_SOCKET)",
+                      {"resets_sent": sent[1], **refused}))
+    elif sent is not None and sent[0]:
+        out.append(_v("econnreset.no_socket", LIKELY,
                       f"this host answered {sent[0]} segment(s) with a RST because no socket "
-                      "matched (reason NO_SOCKET)", {"resets_sent": sent[1]}))
+                      "matched (reason NO_SOCKET); whether they answered SYNs (refused "
+                      "connects, ECONNREFUSED) is not known on this kernel",
+                      {"resets_sent": sent[1], **refused},
+                      "the kernel's BTF with sk_buff head/transport_header tells them apart"))
     elif sent is not None:
         received, rows = ev.resets_received() or (0, [])
         local = (ev.resets_sent() or (0, []))[0]
@@ -338,9 +475,13 @@ def _econnreset(ev: Evidence) -> list[CauseVerdict]:
                           "run netdiag why ECONNRESET --probe-seconds 10 on the peer host"))
         else:
             out.append(_v("econnreset.no_socket", RULED_OUT,
-                          "this host sent no NO_SOCKET RST in the window"
+                          "this host sent no NO_SOCKET RST to an established connection in "
+                          "the window"
+                          + (f" ({refusals[0]} answered SYNs: refused connects, "
+                             "ECONNREFUSED)" if refused else "")
                           + (", and every RST received here was sent by this host's own "
-                             "sockets" if received else ""), {"resets_received": rows}))
+                             "sockets" if received else ""),
+                          {"resets_received": rows, **refused}))
     else:
         grew = ev.grew("Tcp", "OutRsts")
         ch = ev.counter("Tcp", "OutRsts")
@@ -370,10 +511,15 @@ def _econnreset(ev: Evidence) -> list[CauseVerdict]:
                                      "handshake(s) it had no room for (reason INVALID_SYN)")
     if abort == 1:
         verdict = _pressure_verdict(pressure)
-        out.append(_v("econnreset.overflow_abort", verdict,
-                      f"tcp_abort_on_overflow=1 and {ptext}", pev,
-                      RUN_WHILE if pressure is None or pressure == UNKNOWN else None,
-                      severity=Severity.CRITICAL if pressure is True else None))
+        got = _v("econnreset.overflow_abort", verdict,
+                 f"tcp_abort_on_overflow=1 and {ptext}", pev,
+                 RUN_WHILE if pressure is None or pressure == UNKNOWN else None,
+                 severity=Severity.CRITICAL if pressure is True else None)
+        advice = _backlog_action(ev) if pressure is True else None
+        if advice:
+            got.action = (f"{advice} Set tcp_abort_on_overflow back to 0, so that clients "
+                          "retry instead of failing.")
+        out.append(got)
     else:
         out.append(_v("econnreset.overflow_abort", RULED_OUT,
                       f"tcp_abort_on_overflow={abort}: a full accept queue drops, it does "
@@ -453,7 +599,7 @@ def _econnrefused(ev: Evidence) -> list[CauseVerdict]:
         f = refused[0]
         census = ev.facts.census
         here = {lst.port for lst in census.listeners} if census is not None else set()
-        rst = ev.resets_sent("NO_SOCKET")
+        rst = ev.resets_sent("NO_SOCKET", syn=(True, None))
         rst_here = sum(r["resets"] for r in rst[1] if r["local_port"] == f.remote_port) \
             if rst is not None else 0
         evidence = {"connect_refused": dests}
@@ -495,8 +641,10 @@ def _etimedout(ev: Evidence) -> list[CauseVerdict]:
     verdict = _pressure_verdict(pressure)
     full = ev.bad("backlog.accept_queue_full")
     sev = full.severity if full is not None else None
-    out.append(_v("etimedout.accept_queue_full", verdict, ptext, pev,
-                  RUN_WHILE if pressure is None or pressure == UNKNOWN else None, sev))
+    got = _v("etimedout.accept_queue_full", verdict, ptext, pev,
+             RUN_WHILE if pressure is None or pressure == UNKNOWN else None, sev)
+    got.action = _backlog_action(ev) if pressure is True else None
+    out.append(got)
     cookies = ev.sysctl("net.ipv4.tcp_syncookies")
     got = _counter_verdict(ev, "etimedout.syn_queue_drop", "TcpExt", "TCPReqQFullDrop",
                            what="SYNs dropped on a full SYN queue", decisive=True)
@@ -510,22 +658,18 @@ def _etimedout(ev: Evidence) -> list[CauseVerdict]:
                       f"netfilter dropped {nf[0]} packet(s) here in the probe window",
                       {"drops": nf[1], **sev_}))
     elif ev.grew("TcpExt", "TCPSynRetrans") and pressure is False:
-        out.append(_v("etimedout.firewall_drop", LIKELY,
-                      f"SYNs were retransmitted ({synretr.delta} in {synretr.seconds:g} s) and "
-                      "no local listener dropped them: the SYNs or the answers are lost on "
-                      "the way", sev_, "run netdiag why ETIMEDOUT on the server; check its "
-                                       "firewall"))
+        out.append(_namespace_wide(ev, _v(
+            "etimedout.firewall_drop", LIKELY,
+            f"SYNs were retransmitted ({synretr.delta} in {synretr.seconds:g} s) and no local "
+            "listener dropped them: the SYNs or the answers are lost on the way", sev_,
+            "run netdiag why ETIMEDOUT on the server; check its firewall")))
     else:
         out.append(_v("etimedout.firewall_drop",
                       RULED_OUT if nf is not None else CANNOT_TELL,
                       "no netfilter drop here in the probe window" if nf is not None else
                       "a drop on another host or box leaves no trace here", sev_,
                       None if nf is not None else PROBE + ", and on the server"))
-    got = _counter_verdict(ev, "etimedout.retransmits_exhausted", "TcpExt",
-                           "TCPAbortOnTimeout", what="connections given up after "
-                           "retransmissions (or keepalive, or SYN timeouts)", decisive=False)
-    timers = (ev.facts.census.timers if ev.facts.census else {}) or {}
-    got.evidence["sockets_retransmitting_now"] = timers.get("on", 0)
+    got = _retries_exhausted(ev)
     if ev.probe("retrans") is not None:
         got.evidence["retransmits_by_flow"] = _retransmits(ev)[:5]
     out.append(got)
@@ -547,6 +691,54 @@ def _etimedout(ev: Evidence) -> list[CauseVerdict]:
                   would_tell="compare the application's timeout with the server's response "
                              "time"))
     return out
+
+
+DATA_CALLS = ("read", "recv", "write", "send", "writev", "readv", "sendmsg", "recvmsg")
+
+
+def _retries_exhausted(ev: Evidence) -> CauseVerdict:
+    """tcp_retries2 ran out on established connections. TCPAbortOnTimeout does not say so
+    alone: tcp_write_err() counts it for every connection a timer gives up, connection
+    attempts out of tcp_syn_retries (SYN_SENT) and keepalive included."""
+    cid = "etimedout.retransmits_exhausted"
+    got = _counter_verdict(ev, cid, "TcpExt", "TCPAbortOnTimeout",
+                           what="connections given up by a timer (retransmissions, SYN "
+                                "retries of connect(), or keepalive)", decisive=False)
+    census = ev.facts.census
+    timers = (census.timers if census else {}) or {}
+    retrying = timers.get("on", 0)
+    syn_sent = census.by_state.get("SYN_SENT", 0) if census is not None else 0
+    got.evidence["sockets_retransmitting_now"] = retrying
+    got.evidence["syn_sent_now"] = syn_sent
+    shared = ("TCPAbortOnTimeout also counts connect() attempts that ran out of "
+              "tcp_syn_retries (SYN_SENT) and keepalive give-ups")
+    if ev.probe("errors") is not None:
+        data = ev.failures(DATA_CALLS, "ETIMEDOUT")
+        conn = ev.failures("connect", "ETIMEDOUT")
+        got.evidence["read_write_timeouts"] = sum(f.count for f in data)
+        got.evidence["connect_timeouts"] = sum(f.count for f in conn)
+        if data:
+            f = data[0]
+            return _v(cid, CONFIRMED, f"{f.call}() failed with ETIMEDOUT "
+                                      f"{sum(x.count for x in data)} time(s) (pid {f.pid}, "
+                                      f"{f.command}): an established connection gave up",
+                      got.evidence)
+        if got.verdict in (CONFIRMED, LIKELY):
+            got.verdict = LIKELY if retrying else CANNOT_TELL
+            got.because += ("; no read or write failed with ETIMEDOUT in the probe window"
+                            + (f" ({sum(f.count for f in conn)} connect() did: SYN retries, "
+                               "not tcp_retries2)" if conn else "") + f": {shared}")
+            got.would_tell = got.would_tell or RUN_WHILE
+        return got
+    if got.verdict in (CONFIRMED, LIKELY):
+        got.because += f"; {shared}"
+        if syn_sent and not retrying:
+            got.verdict = CANNOT_TELL
+            got.because += (f"; {syn_sent} socket(s) wait in SYN_SENT now and none has data on "
+                            "the retransmit timer")
+            got.would_tell = ("add --probe-seconds 10 as root: the errors probe tells connect() "
+                              "timeouts (tcp_syn_retries) from read/write ones (tcp_retries2)")
+    return got
 
 
 def _retransmits(ev: Evidence) -> list[dict[str, Any]]:
@@ -690,9 +882,14 @@ def _emfile(ev: Evidence) -> list[CauseVerdict]:
     fin = ev.finding("sockets.fd_limit")
     procs = ev.facts.processes
     rows = []
+    # --port: the processes that hold that port's listeners (when they are known).
+    serving = {p for lst in ev.listeners() for p in ev.holders(lst.inode)} \
+        if ev.scope.port is not None else set()
     if procs is not None:
         for info in procs.processes.values():
             if ev.scope.pid is not None and info.pid != ev.scope.pid:
+                continue
+            if serving and info.pid not in serving:
                 continue
             if info.nofile_soft and info.fds >= 0.8 * info.nofile_soft:
                 rows.append({"pid": info.pid, "command": info.command, "fds": info.fds,
@@ -762,7 +959,14 @@ def _epipe(ev: Evidence) -> list[CauseVerdict]:
     cw = ev.finding("closewait.leak")
     census = ev.facts.census
     cw_count = census.by_state.get("CLOSE_WAIT", 0) if census else 0
-    tw_sent = ev.resets_sent("TCP_TIMEWAIT_SOCKET", "NO_SOCKET")
+    if census is not None and ev.scope.port is not None and census.close_wait_by_port:
+        # CLOSE_WAIT on the scoped local port only (the namespace's count is not the port's).
+        cw_count = sum(n for port, n in census.close_wait_by_port.items
+                       if port == ev.scope.port)
+        evidence["close_wait_on_port"] = cw_count
+        cw = None
+    # Not the RSTs refusing connection attempts: those answer no write.
+    tw_sent = ev.resets_sent("TCP_TIMEWAIT_SOCKET", "NO_SOCKET", syn=(False, None))
     if fails and cw_count:
         out.append(_v("epipe.write_after_peer_close", CONFIRMED,
                       f"writes failed with EPIPE {sum(f.count for f in fails)} time(s) and "
@@ -810,14 +1014,30 @@ def _hang(ev: Evidence) -> list[CauseVerdict]:
                                   "peer": f"{c.destination}:{c.dport}",
                                   "idle_s": c.idle_ms // 1000, "holders": ev.who(c.inode)}
                                  for c in idle[:5]]}
-        n = len(idle) if (ev.scope.port or ev.scope.peer) else d.long_idle_without_keepalive
-        out.append(_v("hang.idle_no_keepalive", CONFIRMED if n else
-                      (LIKELY if d.no_timer else RULED_OUT),
-                      f"{n} connection(s) idle over 10 min without keepalive: a dead peer is "
-                      "never noticed" if n else
-                      f"{d.no_timer} established connection(s) have no keepalive (none idle "
-                      "long yet)" if d.no_timer else "every established connection has "
-                                                     "keepalive or traffic", evidence))
+        scoped = ev.scope.port is not None or ev.scope.peer is not None
+        n = len(idle) if scoped else d.long_idle_without_keepalive
+        where = f" in scope ({ev.scope.text()})" if scoped else ""
+        if n:
+            out.append(_v("hang.idle_no_keepalive", CONFIRMED,
+                          f"{n} connection(s){where} idle over 10 min without keepalive: a "
+                          "dead peer is never noticed", evidence))
+        elif not scoped and not d.no_timer:
+            out.append(_v("hang.idle_no_keepalive", RULED_OUT,
+                          "every established connection has keepalive or traffic", evidence))
+        else:
+            # Connections without keepalive exist (in the namespace), but none has been idle
+            # long: nothing shows a dead peer yet.
+            if scoped and ev.scope.port is not None:
+                est = ev.local_port_states(ev.scope.port).get("ESTABLISHED", 0)
+                evidence["established_on_port"] = est
+                now = f"{est} established connection(s) on local port {ev.scope.port}"
+            else:
+                now = f"{d.no_timer} established connection(s) without keepalive"
+            out.append(_v("hang.idle_no_keepalive", CANNOT_TELL,
+                          f"no connection{where} has been idle over 10 min without keepalive "
+                          f"({now})", evidence,
+                          "run again once the hang has lasted 10 min: a connection idle that "
+                          "long without keepalive confirms it"))
     else:
         out.append(_v("hang.idle_no_keepalive", CANNOT_TELL,
                       "per-connection timers were not read", would_tell="run as root"))
@@ -838,6 +1058,11 @@ def _hang(ev: Evidence) -> list[CauseVerdict]:
                       f"{sum(x['retransmits'] for x in flows)} segment(s) retransmitted in the "
                       f"probe window, most toward {r['peer']}:{r['remote_port']}: data stays "
                       "unacknowledged", evidence))
+    elif retr and (ev.scope.port is not None or ev.scope.peer is not None):
+        out.append(_v("hang.unacked_retransmitting", CANNOT_TELL,
+                      f"{retr} socket(s) in the namespace have data on the retransmit timer; "
+                      f"whether any is in scope ({ev.scope.text()}) is not known without the "
+                      "retrans probe", evidence, PROBE))
     else:
         out.append(_v("hang.unacked_retransmitting", LIKELY if retr else RULED_OUT,
                       f"{retr} socket(s) have data in flight on the retransmit timer"
@@ -845,13 +1070,22 @@ def _hang(ev: Evidence) -> list[CauseVerdict]:
                       "no socket has unacknowledged data on the retransmit timer", evidence,
                       PROBE if retr else None))
     persist = timers.get("persist", 0)
-    out.append(_v("hang.zero_window", CONFIRMED if persist else RULED_OUT,
-                  f"{persist} socket(s) probe a zero window (the peer does not read)"
-                  if persist else "no socket is probing a zero window",
-                  {"persist_timer_sockets": persist}))
+    if persist and (ev.scope.port is not None or ev.scope.peer is not None):
+        out.append(_v("hang.zero_window", CANNOT_TELL,
+                      f"{persist} socket(s) in the namespace probe a zero window; whether any "
+                      f"is in scope ({ev.scope.text()}) is not known here",
+                      {"persist_timer_sockets": persist, "scope": "the whole namespace"},
+                      "ss -tno: the sockets of that port or peer with timer:(persist,...)"))
+    else:
+        out.append(_v("hang.zero_window", CONFIRMED if persist else RULED_OUT,
+                      f"{persist} socket(s) probe a zero window (the peer does not read)"
+                      if persist else "no socket is probing a zero window",
+                      {"persist_timer_sockets": persist}))
     pressure, pev, ptext = _accept_pressure(ev)
-    out.append(_v("hang.never_accepted", _pressure_verdict(pressure), ptext, pev,
-                  RUN_WHILE if pressure is None or pressure == UNKNOWN else None))
+    got = _v("hang.never_accepted", _pressure_verdict(pressure), ptext, pev,
+             RUN_WHILE if pressure is None or pressure == UNKNOWN else None)
+    got.action = _backlog_action(ev) if pressure is True else None
+    out.append(got)
     out.append(_v("hang.unread_data", CANNOT_TELL,
                   "Recv-Q that does not drain shows over two samples of the socket",
                   would_tell="netdiag sockets --interval 10; ss -tn shows Recv-Q per socket"))
@@ -889,23 +1123,23 @@ def _slow(ev: Evidence) -> list[CauseVerdict]:
                                   "window or a slow reader", ev_base, flows))
         out.append(_flows_verdict("slow.send_buffer", send, "held by the send buffer",
                                   ev_base, flows))
-        out.append(_flows_verdict("slow.application_limited", app, "limited by their own "
-                                  "application (nothing queued)", ev_base, flows,
-                                  severity=Severity.INFO))
+        out.append(_app_limited(app, recv + send, ev_base, flows))
     retr = ev.counter("Tcp", "RetransSegs")
     segs = ev.counter("Tcp", "OutSegs")
     if retr is not None and segs is not None and retr.delta is not None and segs.delta:
         share = retr.delta / segs.delta
-        out.append(_v("slow.loss_retransmits", CONFIRMED if share >= 0.01 else
-                      LIKELY if share >= 0.001 else RULED_OUT,
-                      f"{share:.2%} of segments sent were retransmissions over the "
-                      f"{ev.window} ({retr.delta} of {segs.delta})",
-                      {"Tcp.RetransSegs": retr.evidence(), "Tcp.OutSegs": segs.evidence()}))
+        out.append(_namespace_wide(ev, _v(
+            "slow.loss_retransmits", CONFIRMED if share >= 0.01 else
+            LIKELY if share >= 0.001 else RULED_OUT,
+            f"{share:.2%} of segments sent were retransmissions over the {ev.window} "
+            f"({retr.delta} of {segs.delta})",
+            {"Tcp.RetransSegs": retr.evidence(), "Tcp.OutSegs": segs.evidence()})))
     elif retr is not None and segs is not None and segs.total:
         share = retr.total / segs.total
-        out.append(_v("slow.loss_retransmits", LIKELY if share >= 0.01 else CANNOT_TELL,
-                      f"{share:.2%} of segments were retransmissions since boot",
-                      {"Tcp.RetransSegs": retr.evidence()}, RUN_WHILE))
+        out.append(_namespace_wide(ev, _v(
+            "slow.loss_retransmits", LIKELY if share >= 0.01 else CANNOT_TELL,
+            f"{share:.2%} of segments were retransmissions since boot",
+            {"Tcp.RetransSegs": retr.evidence()}, RUN_WHILE), since_boot=True))
     else:
         out.append(_v("slow.loss_retransmits", CANNOT_TELL, "Tcp counters not available",
                       would_tell=RUN_WHILE))
@@ -914,13 +1148,21 @@ def _slow(ev: Evidence) -> list[CauseVerdict]:
     infos = [x for x in (ev.finding("buffers.rcvbuf_drops"),
                          ev.finding("softirq.netdev_backlog_drops")) if x is not None
              and x.severity == Severity.INFO]
-    out.append(_v("slow.receiver_drops", CONFIRMED if drops else LIKELY if infos else
-                  RULED_OUT if ev.window else CANNOT_TELL,
-                  "; ".join(x.title for x in drops or infos) or
-                  "no receive-path drop " + (f"over the {ev.window}" if ev.window else
-                                             "since boot worth noting"),
-                  {"findings": [x.id for x in drops or infos]},
-                  None if ev.window or drops else RUN_WHILE))
+    out.append(_namespace_wide(ev, _v(
+        "slow.receiver_drops", CONFIRMED if drops else LIKELY if infos else
+        RULED_OUT if ev.window else CANNOT_TELL,
+        "; ".join(x.title for x in drops or infos) or
+        "no receive-path drop " + (f"over the {ev.window}" if ev.window else
+                                   "since boot worth noting"),
+        {"findings": [x.id for x in drops or infos]},
+        None if ev.window or drops else RUN_WHILE), since_boot=not drops))
+    if ev.scope.port is not None or ev.scope.pid is not None:
+        # The backlog findings and ListenOverflows cover every listener: the scoped ones'
+        # own queues decide.
+        pressure, pev, ptext = _accept_pressure(ev)
+        out.append(_v("slow.setup_delays", _pressure_verdict(pressure), ptext, pev,
+                      RUN_WHILE if pressure is None or pressure == UNKNOWN else None))
+        return out
     setup = [x for x in (ev.bad("backlog.listen_overflow"), ev.bad("backlog.syn_queue"),
                          ev.bad("backlog.accept_queue_full")) if x is not None]
     out.append(_v("slow.setup_delays", CONFIRMED if setup else RULED_OUT if ev.window else
@@ -930,6 +1172,48 @@ def _slow(ev: Evidence) -> list[CauseVerdict]:
                   (f" over the {ev.window}" if ev.window else " now"),
                   {"findings": [x.id for x in setup]}))
     return out
+
+
+def _app_limited(app: list[dict[str, Any]], held: list[dict[str, Any]], base: dict[str, Any],
+                 flows: list[dict[str, Any]]) -> CauseVerdict:
+    """The application as the limit. Conclusive only both ways round: a flow idle most of a
+    measured window (busy time small: nothing queued) is application-limited; a flow held by
+    the receiver's window or its send buffer had data it could not send, so it is not. A
+    single rate sample (tcpi_delivery_rate_app_limited) is not: a sender that paces or caps
+    its rate is application-limited between bursts and looks unlimited within one."""
+    cid = "slow.application_limited"
+    measured = [r for r in app if r.get("busy_share") is not None]
+    evidence = dict(base, flows=[{k: r.get(k) for k in ("local", "peer", "limit",
+                                                         "what_holds_it", "rate_mbit",
+                                                         "busy_share")} for r in app[:5]])
+    tell = ("run over a window while it is slow: netdiag why slow --interval 10 (a sender "
+            "idle most of the window is application-limited); compare the rate with any cap "
+            "the application sets (rate limits, pacing, iperf3 -b)")
+    if measured:
+        r = measured[0]
+        return _v(cid, CONFIRMED, f"{len(measured)} of {len(flows)} busy flow(s) had nothing "
+                                  f"to send most of the measured window, e.g. {r.get('local')} "
+                                  f"↔ {r.get('peer')}: {r.get('what_holds_it')}", evidence,
+                  severity=Severity.INFO)
+    if app:
+        r = app[0]
+        return _v(cid, CANNOT_TELL, f"{len(app)} of {len(flows)} busy flow(s) were "
+                                    f"application-limited in their last rate sample, e.g. "
+                                    f"{r.get('local')} ↔ {r.get('peer')}; one sample does not "
+                                    "decide (the flag is per delivery-rate sample)",
+                  evidence, tell)
+    if flows and len(held) == len(flows):
+        return _v(cid, RULED_OUT, f"each of the {len(flows)} busy flow(s) is held by a window "
+                                  "or buffer: it had data queued that it could not send",
+                  evidence)
+    if flows:
+        return _v(cid, CANNOT_TELL, f"{len(flows) - len(held)} of {len(flows)} busy flow(s) "
+                                    "are held by no window or buffer; a sender that paces or "
+                                    "caps its rate is application-limited between bursts and "
+                                    "looks unlimited within one, so one sample cannot tell",
+                  evidence, tell)
+    return _v(cid, CANNOT_TELL, "no flow in scope moved data in the last second", evidence,
+              "run while the transfer is slow (with --port or --peer for that flow)")
 
 
 def _flow_in_scope(ev: Evidence, row: dict[str, Any]) -> bool:

@@ -90,8 +90,9 @@ ECONNRESET = Symptom(
            "connections, reset them. Default: off.",
            "Documentation/networking/ip-sysctl.rst: tcp_abort_on_overflow; "
            "net/ipv4/tcp_minisocks.c tcp_check_req()",
-           "Make the server accept faster (backlog.accept_queue_full names the listener) and "
-           "set tcp_abort_on_overflow back to 0, so that clients retry instead of failing."),
+           "Find why the server does not accept in time (backlog.accept_queue_full names the "
+           "listener and what its process does) and set tcp_abort_on_overflow back to 0, so "
+           "that clients retry instead of failing."),
         _c(_R, "request_expired", "The handshake expired on a full listener (TCP_FLAGS)",
            "With the accept queue full and tcp_abort_on_overflow=0, the server drops the "
            "final ACK and retransmits its SYN-ACK up to tcp_synack_retries (about 63 s); the "
@@ -179,8 +180,10 @@ ETIMEDOUT = Symptom(
            "When the accept queue is full, new connection requests are dropped "
            "(ListenOverflows).",
            "Documentation/networking/snmp_counter.rst: ListenOverflows; listen(2)",
-           "Make the server accept faster; raise the listen backlog (application and "
-           "net.core.somaxconn) for bursts."),
+           "Find why the server does not accept as fast as connections arrive "
+           "(backlog.accept_queue_full names the listener and what its process does); for "
+           "bursts raise the number that bounds its queue: the application's listen() value "
+           "when it is below net.core.somaxconn, somaxconn when it cuts a larger request."),
         _c(_T, "syn_queue_drop", "The server's SYN queue overflowed without SYN cookies",
            "With tcp_syncookies=0 (or the queue full beyond cookies), SYNs are dropped: "
            "TCPReqQFullDrop counts them.",
@@ -200,7 +203,9 @@ ETIMEDOUT = Symptom(
         _c(_T, "retransmits_exhausted", "Data was never acknowledged: tcp_retries2 ran out",
            "An established connection whose data is not acknowledged retransmits with "
            "exponential backoff until tcp_retries2 (15: at least 924.6 s) or TCP_USER_TIMEOUT, "
-           "then fails with ETIMEDOUT without a RST (TCPAbortOnTimeout).",
+           "then fails with ETIMEDOUT without a RST. TCPAbortOnTimeout counts it, but "
+           "tcp_write_err() counts there every connection a timer gives up: connect() "
+           "attempts out of tcp_syn_retries (SYN_SENT) and keepalive too.",
            "tcp_retries2: how many times to retry before killing an alive TCP connection "
            "(default 15, a hypothetical timeout of 924.6 s).",
            "Documentation/networking/ip-sysctl.rst: tcp_retries2; net/ipv4/tcp_timer.c "
@@ -440,8 +445,11 @@ SLOW = Symptom(
            "Documentation/networking/ip-sysctl.rst: tcp_wmem",
            "Raise tcp_wmem[2] or stop fixing SO_SNDBUF."),
         _c(_S, "application_limited", "The application itself is the limit",
-           "The flow is application-limited (tcpi_delivery_rate_app_limited, busy time small): "
-           "the sender has nothing queued; the network and buffers are not the bottleneck.",
+           "The flow is application-limited (busy time small over a window; "
+           "tcpi_delivery_rate_app_limited in a rate sample): the sender has nothing queued; "
+           "the network and buffers are not the bottleneck. A sender that paces or caps its "
+           "rate is application-limited between bursts and looks unlimited within one: one "
+           "sample does not decide.",
            "delivery_rate_app_limited: the latest rate sample was limited by the application.",
            "include/uapi/linux/tcp.h; net/ipv4/tcp_rate.c",
            "Profile the application (request pattern, CPU, locks); no sysctl helps."),

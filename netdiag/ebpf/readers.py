@@ -295,10 +295,13 @@ def read_resets(maps, ctx: ReadContext) -> ResetsResult:
     for k, v in maps.items("sent"):
         reason = ("not given by this kernel" if k.reason == 0 else
                   names.get(k.reason - 1, str(k.reason - 1)))
-        key = (reason, state_name(k.state) if k.state else "none", port_or_none(k.lport))
+        # 1: the RST answered a SYN (a refused connection attempt), 2: anything else, 0: not
+        # known (no sk_buff offsets; recordings made before the field existed lack it).
+        syn = {1: True, 2: False}.get(getattr(k, "syn", 0))
+        key = (reason, state_name(k.state) if k.state else "none", port_or_none(k.lport), syn)
         sent[key] = sent.get(key, 0) + v.value
-    res.sent = [SentReset(r, s, p, n) for (r, s, p), n in sorted(sent.items(),
-                                                                 key=lambda kv: -kv[1])]
+    res.sent = [SentReset(r, s, p, n, answers_syn=syn)
+                for (r, s, p, syn), n in sorted(sent.items(), key=lambda kv: -kv[1])]
     res.sent_total = sum(sent.values())
     received: dict[tuple, int] = {}
     for k, v in maps.items("received"):

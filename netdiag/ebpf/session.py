@@ -193,12 +193,13 @@ class _Maps:
 
 
 def run(names: list[str], seconds: float, interval: float | None = None, on_tick=None,
-        poll=None, netns: NetnsTarget | None = None
+        poll=None, netns: NetnsTarget | None = None, edges=None
         ) -> tuple[dict[str, ProbeResult], list[tuple[str, str]]]:
     """Run the named probes together for `seconds`. Returns {name: result} and errors.
 
     on_tick(results_so_far, elapsed) is called every `interval`; poll() on every loop turn
-    (the backlog probe samples accept queues there)."""
+    (the backlog probe samples accept queues there); edges(True) as the window opens and
+    edges(False) as it closes (the counters judged over the window are read there)."""
     started = time.monotonic()
     bcc = runtime.import_bcc()
     imports_s = round(time.monotonic() - started, 3)
@@ -287,8 +288,12 @@ def run(names: list[str], seconds: float, interval: float | None = None, on_tick
             if on_tick is not None:
                 def tick(elapsed: float) -> None:
                     on_tick(read_all(elapsed, Window(opened, "", round(elapsed, 3))), elapsed)
+            if edges is not None:
+                edges(True)
             waited = runtime.wait(seconds, interval, tick or (lambda e: None), poll,
                                   stopped=lambda: sig.count > 0)
+            if edges is not None:
+                edges(False)
             closed = _utc_now()
             for r in running.values():
                 r.loaded.detach()

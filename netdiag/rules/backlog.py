@@ -57,9 +57,9 @@ ACCEPT_FULL = RuleSpec(
     recommendation=(
         "Find why the processes named in the evidence do not accept: their state (stopped, "
         "blocked in D state), their CPU, their fd limit (see sockets.fd_limit), a blocking "
-        "call in the accept loop. A larger backlog (the application's listen() value and "
-        "net.core.somaxconn together) absorbs bursts but does not fix a server that is too "
-        "slow."
+        "call in the accept loop. A larger backlog absorbs bursts but does not fix a server "
+        "that is too slow; the listener's limit is min(the application's listen() value, "
+        "net.core.somaxconn): raise the smaller one."
     ),
     thresholds="warning when Recv-Q equals the limit (one more fits); critical when Recv-Q "
                "exceeds it (the queue is full, drops are happening)",
@@ -92,8 +92,10 @@ OVERFLOW = RuleSpec(
     ),
     recommendation=(
         "Run with --interval to see the rate and which listeners fill up, then treat the "
-        "slow acceptor (backlog.accept_queue_full). Raise the backlog for bursty load: both "
-        "the application's listen() value and net.core.somaxconn. Leave tcp_abort_on_overflow "
+        "slow acceptor (backlog.accept_queue_full). For bursty load raise the number that "
+        "bounds the full listener's queue: the application's listen() value when it is below "
+        "net.core.somaxconn, somaxconn when it cuts a larger request (backlog.somaxconn_clamp "
+        "says which). Leave tcp_abort_on_overflow "
         "at 0 unless clients must fail fast rather than wait."
     ),
     thresholds="info when the counter is notable since boot; warning when it grows (over "
@@ -165,7 +167,7 @@ STATE_WORDS = {"R": "running", "S": "sleeping", "D": "in uninterruptible sleep (
                "I": "idle", "X": "dead"}
 
 
-def _holders(procs: ProcessFacts | None, inode: int) -> list[dict[str, Any]]:
+def socket_holders(procs: ProcessFacts | None, inode: int) -> list[dict[str, Any]]:
     """Every process holding the socket, with what it is doing when that was looked at."""
     if procs is None or not inode:
         return []
@@ -229,6 +231,53 @@ def why_not_accepting(holders: list[dict[str, Any]]) -> str:
             "socket")
 
 
+def nobody_accepts(holders: list[dict[str, Any]]) -> bool:
+    """True when what the holders do shows that no one accepts at all (stopped, exited,
+    blocked in D state, or not waiting on the socket), not that they accept too slowly."""
+    seen = [h for h in holders if "state" in h]
+    if not seen:
+        return False
+    for h in seen:
+        threads = h.get("thread_states") or {}
+        if h.get("state") in ("T", "t", "Z", "D") or threads.get("D"):
+            continue
+        cpu = h.get("cpu_percent")
+        if (cpu is not None and cpu >= BUSY_CPU_PERCENT) or \
+                h.get("watches_socket_with_epoll") or \
+                (h.get("nofile_soft") and h.get("fds") and h["fds"] >= h["nofile_soft"] - 1):
+            return False  # busy, watching, or out of descriptors: it tries to accept
+    return True
+
+
+def backlog_advice(limit: int | None, somaxconn: int | None, requested: int | None,
+                   stuck: bool) -> str:
+    """What to do about one full listener: first the process (it accepts nothing, or too
+    slowly), then which number bounds its queue: the application's listen() value when it is
+    below net.core.somaxconn, somaxconn when that cuts a larger request."""
+    if stuck:
+        first = ("No one accepts on this socket: fix the process first (see why in the title: "
+                 "stopped, blocked, or not waiting in accept()/epoll); a larger backlog only "
+                 "delays the drops.")
+    else:
+        first = ("The server accepts slower than connections arrive: find why (CPU, a "
+                 "blocking call in the accept loop, worker or descriptor limits).")
+    if not limit:
+        return first
+    if somaxconn is None:
+        second = (f"For bursts, raise the listen backlog (now {limit}): the application's "
+                  "listen() value, and net.core.somaxconn if it caps it.")
+    elif limit < somaxconn:
+        second = (f"For bursts, raise the application's listen() backlog (it asked for "
+                  f"{limit}); net.core.somaxconn ({somaxconn}) is not the limit here.")
+    else:
+        asked = (f" (the application asked for {requested})" if requested and
+                 requested > limit else "")
+        second = (f"For bursts, raise net.core.somaxconn (now {somaxconn}): it cuts this "
+                  f"listener's listen() request to {limit}{asked}; if the application asked "
+                  "for exactly that, raise its value too.")
+    return f"{first} {second}"
+
+
 def _sampled(facts: Facts) -> dict[int, ListenerSample]:
     return {s.inode: s for s in facts.listener_samples or [] if s.inode}
 
@@ -247,7 +296,7 @@ def _listener_row(lst: Listener, facts: Facts, sample: ListenerSample | None,
     if sample is not None:
         row.update(max_queue_sampled=sample.max_queue, samples_full=sample.samples_full,
                    samples=sample.samples)
-    holders = _holders(facts.processes, lst.inode)
+    holders = socket_holders(facts.processes, lst.inode)
     if not with_activity:
         holders = [{"pid": h["pid"], "command": h["command"], "cmdline": h["cmdline"]}
                    for h in holders]
@@ -325,7 +374,15 @@ def _accept_full(facts: Facts) -> Finding | None:
     more = len(full) + len(at) + len(was_full) - 1
     if more > 0:
         title += f" ({more} more listener(s) in the evidence)"
-    return make(ACCEPT_FULL, sev, title, evidence, detail)
+    probe = (facts.probes or {}).get("backlog")
+    call = next((c for c in probe.listen_calls if c.inode == worst["inode"]), None) \
+        if isinstance(probe, BacklogResult) else None
+    advice = backlog_advice(worst["limit"], somaxconn,
+                            call.requested_backlog if call else None,
+                            nobody_accepts(worst.get("holders", [])))
+    return make(ACCEPT_FULL, sev, title, evidence, detail,
+                recommendation=f"{advice} The evidence shows each holder's state, CPU and "
+                               "descriptors (sockets.fd_limit for the limits).")
 
 
 def _overflow_change(facts: Facts) -> tuple[Change | None, Change | None]:
@@ -402,7 +459,7 @@ def _attribution(facts: Facts, samples: list[ListenerSample] | None,
     evidence["attribution"] = "to the listeners seen full while sampling"
     rows, names = [], []
     for s in full_seen[:5]:
-        holders = _holders(procs, s.inode)
+        holders = socket_holders(procs, s.inode)
         rows.append({"address": s.address, "port": s.port, "inode": s.inode,
                      "samples_full": s.samples_full, "samples": s.samples,
                      "holders": [{"pid": h["pid"], "command": h["command"],

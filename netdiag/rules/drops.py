@@ -13,6 +13,13 @@ TOPIC = "drops"
 SUMMARY = "Kernel packet drops by reason (skb:kfree_skb, eBPF probe drops)"
 WARN_RATE = 100.0  # drops per second for one reason (NOT_SPECIFIED excluded)...
 WARN_MIN = 100  # ...and at least this many in the window
+# Reasons that name the normal end of a socket, not a packet lost on its way (comments of
+# enum skb_drop_reason, include/net/dropreason-core.h): QUEUE_PURGE "bulk free" (queues
+# purged as a socket is destroyed: one per ordinary connection), SOCKET_CLOSE "socket is
+# close()d" (data still queued), TCP_CLOSE "TCP socket in CLOSE state" (a late segment for a
+# connection already gone), UNIX_DISCONNECT (an AF_UNIX receive queue purged on disconnect).
+TEARDOWN = ("QUEUE_PURGE", "SOCKET_CLOSE", "TCP_CLOSE", "UNIX_DISCONNECT")
+NOT_COUNTED = ("NOT_SPECIFIED",) + TEARDOWN
 
 BACKGROUND = (
     "Since 5.17 the kernel names the reason when it frees a packet as dropped "
@@ -42,7 +49,8 @@ DROPS = RuleSpec(
         "rules. `netdiag explain drops` has the background."
     ),
     thresholds=f"info when drops were seen; warning from {WARN_RATE:g}/s for one reason "
-               f"(NOT_SPECIFIED excluded; at least {WARN_MIN} in the window)",
+               f"(NOT_SPECIFIED excluded; at least {WARN_MIN} in the window); packets freed "
+               f"at socket teardown ({', '.join(TEARDOWN)}) are shown apart and never warn",
 )
 
 SPECS = (DROPS,)
@@ -61,11 +69,27 @@ def check(facts: Facts) -> list[Finding]:
         "unattributed": res.unattributed}
     if not res.by_reason:
         return [make(DROPS, Severity.OK, "no packet dropped during the window", evidence)]
-    hot = [r for r in res.by_reason if r.reason != "NOT_SPECIFIED" and r.per_s >= WARN_RATE
+    teardown = [r for r in res.by_reason if r.reason in TEARDOWN]
+    network = [r for r in res.by_reason if r.reason not in TEARDOWN]
+    freed = sum(r.drops for r in teardown)
+    evidence["network_drops"] = res.total - freed
+    evidence["socket_teardown"] = {
+        "packets": freed, "reasons": [{"reason": r.reason, "drops": r.drops} for r in teardown],
+        "note": "freed with their socket as it closed (normal teardown): not a network drop"}
+    also = (f"; {freed} more freed at socket teardown "
+            f"({'/'.join(r.reason for r in teardown)}: not network drops)") if freed else ""
+    if not network:
+        return [make(DROPS, Severity.OK,
+                     f"no network drop: {freed} packets freed at socket teardown in "
+                     f"{res.window.seconds:g} s ({'/'.join(r.reason for r in teardown)}: "
+                     "queues emptied as sockets closed)", evidence,
+                     recommendation="Nothing to do: closing sockets free what they still "
+                                    "queue.")]
+    hot = [r for r in network if r.reason not in NOT_COUNTED and r.per_s >= WARN_RATE
            and r.drops >= WARN_MIN]
-    top = res.by_reason[0]
+    top = network[0]
     port = next((p for p in res.by_port if p.reason == top.reason and p.port), None)
     where = f" to {port.protocol} port {port.port}" if port else ""
     return [make(DROPS, Severity.WARNING if hot else Severity.INFO,
-                 f"{res.total} packets dropped in {res.window.seconds:g} s; top reason "
-                 f"{top.reason} ({top.drops}, {top.per_s:g}/s){where}", evidence)]
+                 f"{res.total - freed} packets dropped in {res.window.seconds:g} s; top reason "
+                 f"{top.reason} ({top.drops}, {top.per_s:g}/s){where}{also}", evidence)]

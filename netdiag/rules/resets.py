@@ -37,7 +37,9 @@ SENT = RuleSpec(
         "Each RST ends a connection abruptly for the peer: 'connection reset by peer'. The "
         "reason and the local port in the evidence say which case it is: NO_SOCKET for "
         "connections to a port nobody listens on, a closed socket with unread data, an "
-        "application that aborts with SO_LINGER 0."
+        "application that aborts with SO_LINGER 0. A RST that answers a SYN (answers_syn) "
+        "refuses a connection attempt: that client's connect() fails with ECONNREFUSED; "
+        "the others end connections that existed (ECONNRESET)."
     ),
     recommendation=(
         "For NO_SOCKET: find the clients of that port (is a service down, or a health check "
@@ -59,7 +61,9 @@ def check(facts: Facts) -> list[Finding]:
     evidence: dict[str, Any] = {
         "seconds": res.window.seconds, "sent_total": res.sent_total,
         "sent": [{"reason": r.reason, "state": r.state, "local_port": r.local_port,
-                  "resets": r.resets} for r in res.sent[:10]],
+                  "answers_syn": r.answers_syn, "resets": r.resets} for r in res.sent[:10]],
+        # RSTs answering a SYN refuse a connection attempt (ECONNREFUSED for the client)
+        "answering_syn": sum(r.resets for r in res.sent if r.answers_syn),
         "received_total": res.received_total,
         "received": [{"local_port": r.local_port, "peer": r.peer, "remote_port": r.remote_port,
                       "resets": r.resets} for r in res.received[:10]]}
@@ -72,6 +76,9 @@ def check(facts: Facts) -> list[Finding]:
     port = f" on local port {top.local_port}" if top.local_port is not None else \
         " on client (ephemeral) ports"
     warn = rate >= WARN_RATE and res.sent_total >= WARN_MIN
+    refused = evidence["answering_syn"]
+    tail = (f"; {refused} answered SYNs (connection attempts refused: ECONNREFUSED, not "
+            "ECONNRESET, for those clients)" if refused else "")
     return [make(SENT, Severity.WARNING if warn else Severity.INFO,
                  f"{res.sent_total} RSTs sent in {seconds:g} s ({rate:.1f}/s); most: "
-                 f"{top.reason}{port}", evidence)]
+                 f"{top.reason}{port}{tail}", evidence)]
