@@ -178,6 +178,9 @@ class ProcessInfo:
     user: str | None = None
     # True when at least one socket fd was seen (known even when `sockets` was not counted).
     holds_sockets: bool = False
+    # Inode of its network namespace (/proc/PID/ns/net), read for processes near their fd
+    # limit; None when not read (or not readable).
+    netns: int | None = None
 
 
 @dataclass
@@ -212,6 +215,9 @@ class ProcessFacts:
     shared: dict[int, list[int]] = field(default_factory=dict)  # inode -> every holder (2+)
     scanned: int = 0
     unreadable: int = 0  # processes whose fd table we may not read (not root)
+    # Inode of the network namespace being judged (None for a snapshot): /proc lists every
+    # process of the host, whatever its namespace.
+    netns_inode: int | None = None
     # False when the search for further holders was limited to related processes (parent,
     # children, siblings of the first holder) because the host holds too many fds to resolve
     # them all; holders_scope says which.

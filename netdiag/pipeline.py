@@ -29,7 +29,9 @@ MIN_PROBE_SECONDS = 0.1
 
 # Facts that are the same in every namespace (per-CPU softnet, processes and their fd limits,
 # global TCP memory): with --all-netns they are judged once, in the starting namespace.
-HOST_WIDE_TOPICS = ("softirq", "sockets")
+# Judged once, in the initial namespace, with --all-netns. Processes near their fd limit are
+# judged per namespace (by the namespace of each process); fs.file-max only in "default".
+HOST_WIDE_TOPICS = ("softirq",)
 HOST_WIDE_IDS = ("buffers.memory_pressure",)
 
 
@@ -459,6 +461,7 @@ def run_all(req: Request):
                 ns_topics = req.topics
                 if label != "default":  # host-wide facts are judged once, in "default"
                     ns_plan.rxpath = False
+                    ns_plan.file_nr = False
                     ns_topics = [t for t in req.topics if t not in HOST_WIDE_TOPICS]
                 target = Target(Context(netns=label, host_sysctls=host,
                                         host_sysctls_denied=denied), inode)

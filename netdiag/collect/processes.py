@@ -47,6 +47,11 @@ def scan_fds(ctx: Context, wanted: set[int] | None, detail_share: float = 0.5) -
     """
     facts = ProcessFacts(every_socket=wanted is None, looked_up=set(wanted or ()))
     proc = str(ctx.path("proc"))
+    if ctx.live:
+        try:
+            facts.netns_inode = os.stat("/proc/self/ns/net").st_ino
+        except OSError:
+            pass
     owners = facts.owners
     shared = facts.shared
     want_all = wanted is None
@@ -139,9 +144,15 @@ def scan_fds(ctx: Context, wanted: set[int] | None, detail_share: float = 0.5) -
             else:
                 unresolved.append((pid, nfds))
             holds = bool(holds)
+            netns = None
+            if ctx.live and soft_v is not None and nfds >= detail_share * soft_v:
+                try:  # which namespace's process it is (near its limit: worth a stat)
+                    netns = os.stat(f"{proc}/{name}/ns/net").st_ino
+                except OSError:
+                    pass
             facts.processes[pid] = ProcessInfo(
                 pid=pid, command="", cmdline="", fds=nfds, sockets=nsock,
-                nofile_soft=soft_v, nofile_hard=hard_v, holds_sockets=holds)
+                nofile_soft=soft_v, nofile_hard=hard_v, holds_sockets=holds, netns=netns)
         finally:
             os.close(dirfd)
     if not want_all and owners and unresolved:

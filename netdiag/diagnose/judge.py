@@ -891,6 +891,9 @@ def _emfile(ev: Evidence) -> list[CauseVerdict]:
                 continue
             if serving and info.pid not in serving:
                 continue
+            if info.netns is not None and procs.netns_inode is not None \
+                    and info.netns != procs.netns_inode:
+                continue  # another namespace's process
             if info.nofile_soft and info.fds >= 0.8 * info.nofile_soft:
                 rows.append({"pid": info.pid, "command": info.command, "fds": info.fds,
                              "nofile_soft": info.nofile_soft})
@@ -913,6 +916,12 @@ def _emfile(ev: Evidence) -> list[CauseVerdict]:
                       else LIKELY, f"pid {r['pid']} ({r['command']}) holds {r['fds']} of its "
                       f"{r['nofile_soft']} descriptors", evidence,
                       None if r["fds"] >= r["nofile_soft"] - 1 else PROBE))
+    elif procs is not None and procs.scanned and procs.unreadable:
+        evidence["processes_not_readable"] = procs.unreadable
+        out.append(_v("emfile.process_limit", CANNOT_TELL,
+                      f"no readable process in scope is near its RLIMIT_NOFILE, but "
+                      f"{procs.unreadable} process(es) could not be read", evidence,
+                      "run as root"))
     elif procs is not None and procs.scanned:
         out.append(_v("emfile.process_limit", RULED_OUT,
                       "no process in scope is near its RLIMIT_NOFILE now", evidence,

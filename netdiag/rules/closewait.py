@@ -185,4 +185,7 @@ def _recommendation(procs, per_holders: dict[tuple[int, ...], int]) -> str:
             else f"no other holder was found among {procs.holders_scope}"
         return (f"{fix} As a stop-gap, restarting the process that holds them releases them "
                 f"({scope}).")
-    return fix
+    # No holder known (not root, or sockets orphaned): nothing is named in the evidence.
+    return ("Find the process that holds them: run netdiag closewait as root, or `ss -tanp "
+            "state close-wait`. " + fix.replace("Fix the application named in the evidence",
+                                                "Then fix that application"))

@@ -60,23 +60,35 @@ def check(facts: Facts) -> list[Finding]:
     evidence: dict[str, Any] = {}
     severity = Severity.OK
     titles = []
+    unread = 0
     if procs is not None:
         rows = []
+        elsewhere = 0
         for info in procs.processes.values():
             # holds_sockets is only looked up for tables at least half full, which covers
             # every process the thresholds below can select.
             if not info.nofile_soft or not (info.holds_sockets or info.sockets):
                 continue
             share = info.fds / info.nofile_soft
-            if share >= PROC_WARN:
-                rows.append({"pid": info.pid, "command": info.command, "fds": info.fds,
-                             "sockets": info.sockets, "nofile_soft": info.nofile_soft,
-                             "nofile_hard": info.nofile_hard, "share": round(share, 3)})
+            if share < PROC_WARN:
+                continue
+            # /proc shows every process of the host: one in another network namespace is
+            # that namespace's finding, not this one's.
+            if info.netns is not None and procs.netns_inode is not None \
+                    and info.netns != procs.netns_inode:
+                elsewhere += 1
+                continue
+            rows.append({"pid": info.pid, "command": info.command, "fds": info.fds,
+                         "sockets": info.sockets, "nofile_soft": info.nofile_soft,
+                         "nofile_hard": info.nofile_hard, "share": round(share, 3)})
         rows.sort(key=lambda r: -r["share"])
         evidence["processes_near_limit"] = rows[:20]
         evidence["processes_scanned"] = procs.scanned
+        if elsewhere:
+            evidence["near_limit_in_other_namespaces"] = elsewhere
         if procs.unreadable:
-            evidence["processes_not_readable"] = procs.unreadable
+            unread = procs.unreadable
+            evidence["processes_not_readable"] = unread
         if rows:
             top = rows[0]
             severity = Severity.CRITICAL if top["share"] >= PROC_CRIT else Severity.WARNING
@@ -92,6 +104,14 @@ def check(facts: Facts) -> list[Finding]:
             severity = max(severity, Severity.CRITICAL if share >= SYS_CRIT else Severity.WARNING)
             titles.append(f"system uses {file_nr.allocated} of fs.file-max {file_nr.maximum}")
     if not titles:
+        if unread:
+            # Not "well below": the processes it could not read are unknown, not fine.
+            return [make(FD_LIMIT, Severity.OK,
+                         f"no readable process near its fd limit; {unread} of "
+                         f"{unread + procs.scanned} processes could not be read (not root): "
+                         "their fd use is unknown", evidence,
+                         recommendation="Run as root to see every process's file "
+                                        "descriptors.")]
         return [make(FD_LIMIT, Severity.OK, "file descriptors well below their limits",
                      evidence)]
     return [make(FD_LIMIT, severity, "; ".join(titles), evidence)]
