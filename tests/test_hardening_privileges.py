@@ -99,3 +99,22 @@ def test_collector_up_for_processes(scanned, unreadable, up):
     got = {dict(s.labels)["collector"]: s.value for s in samples(facts, [], [], "ok", "default")
            if s.name == "netdiag_collector_up"}
     assert got["processes"] == up
+
+
+def test_probe_list_as_a_user_says_tracefs_is_not_readable_not_unmounted(stranger):
+    """tracefs is mounted with mode 0700: an unprivileged run must not advise mounting it."""
+    if not os.path.isdir("/sys/kernel/tracing/events"):
+        pytest.fail("tracefs is not mounted here (make test mounts it)")
+    proc = stranger("probe", "list", "--json")
+    doc = load_json(proc.stdout)
+    why_not = " ".join(p["why_not"] or "" for p in doc["probes"])
+    assert "mount -t tracefs" not in proc.stdout, why_not[:1000]
+    assert "tracefs is not mounted" not in why_not
+    assert "cannot be read by this user" in why_not and "root" in why_not
+
+
+def test_unreadable_processes_are_unknown_not_below_their_limits(stranger):
+    proc = stranger("sockets", "--json")
+    report = load_json(proc.stdout)
+    fin = next(f for f in report["findings"] if f["id"] == "sockets.fd_limit")
+    assert "well below" not in fin["title"] and "could not be read" in fin["title"]

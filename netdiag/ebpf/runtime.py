@@ -123,8 +123,26 @@ def tracefs_requirement() -> Requirement:
                                   "hides /sys/kernel/tracing",
                            f"run from the host with --netns {name} (netdiag probe NAME "
                            f"--netns {name}); the probes count that namespace's events only")
+    mounted = _tracefs_mounted()
+    if mounted is not None:  # there, but its directory may not be read (mode 0700: root)
+        return Requirement(False, f"tracefs is mounted at {mounted} but cannot be read by "
+                                  "this user", "run as root (sudo netdiag probe ...)")
     return Requirement(False, "tracefs is not mounted",
                        "mount -t tracefs nodev /sys/kernel/tracing")
+
+
+def _tracefs_mounted() -> str | None:
+    """Where tracefs is mounted (from /proc/self/mounts), or None."""
+    try:
+        with open("/proc/self/mounts") as fh:
+            for line in fh:
+                fields = line.split()
+                if len(fields) >= 3 and fields[2] == "tracefs" and \
+                        fields[1] in tracefs.MOUNTS:
+                    return fields[1]
+    except OSError:
+        pass
+    return None
 
 
 def requirements() -> dict[str, Requirement]:
