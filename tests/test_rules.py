@@ -281,3 +281,18 @@ def test_missing_facts_are_unjudged_not_guessed():
     # With probe facts, a probe-only id that got no finding is unjudged like any other.
     with_probes = evaluate(Facts(probes={}), ["buffers"]).not_judged
     assert set(PROBE_ONLY_IDS) <= set(with_probes)
+
+
+def test_the_time_wait_table_is_not_called_time_wait_sockets_when_it_holds_fin_wait2():
+    """sockstat tw counts the kernel's TIME_WAIT table, which also holds orphaned FIN_WAIT2
+    sockets (ss shows them as FIN-WAIT-2): 81 entries, 1 in TIME_WAIT, said as such."""
+    f = Facts(sysctl=sysctl(), sockstat=SockstatFacts(values={"TCP": {"tw": 81}}),
+              census=census(by_state={"TIME_WAIT": 1, "FIN_WAIT2": 80}))
+    b = timewait._bucket(f)
+    assert "81 TIME_WAIT sockets" not in b.title
+    assert "81 entries in the TIME_WAIT table (1 in TIME_WAIT, 80 orphaned FIN_WAIT2)" \
+        in b.title
+    assert b.evidence["time_wait_state"] == 1 and b.evidence["fin_wait2_timewait"] == 80
+    same = Facts(sysctl=sysctl(), sockstat=SockstatFacts(values={"TCP": {"tw": 5}}),
+                 census=census(by_state={"TIME_WAIT": 5}))
+    assert timewait._bucket(same).title.startswith("5 TIME_WAIT sockets")

@@ -491,6 +491,8 @@ def test_overflows_are_attributed_only_to_listeners_seen_full():
     f = backlog._overflow(_overflowing(None))
     assert f.evidence["attribution"].startswith("not attributed")
     assert f.evidence["full_now"] == [{"address": "127.0.0.1", "port": 8080, "inode": 501}]
+    # The title says which listener is full now, not only "not attributed".
+    assert "full now: 127.0.0.1:8080" in f.title and "not attributed" not in f.title
 
 
 def test_the_probe_window_is_a_baseline_of_its_own():
@@ -499,7 +501,8 @@ def test_the_probe_window_is_a_baseline_of_its_own():
     f = backlog._overflow(_overflowing(seen, window))
     assert f.severity is Severity.CRITICAL  # 935 in 3 s
     assert f.evidence["ListenOverflows"]["since"] == "probe window"
-    assert "935 connections dropped" in f.title and "during the probe window" in f.title
+    assert "935 handshake segments (SYNs or final ACKs) dropped" in f.title
+    assert "during the probe window" in f.title and "connections dropped" not in f.title
 
 
 def test_somaxconn_never_blames_a_listener_that_was_not_full():

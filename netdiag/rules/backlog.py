@@ -73,8 +73,10 @@ OVERFLOW = RuleSpec(
     counters=("TcpExt.ListenOverflows",),
     title="Connections dropped by full accept queues",
     rule=Rule(
-        text="TcpExt.ListenOverflows counts connections dropped because the accept queue was "
-             "full (when the SYN arrived, or when the final ACK did). ListenDrops counts every "
+        text="TcpExt.ListenOverflows counts handshake segments dropped because the accept "
+             "queue was full: a SYN refused on arrival, or a final ACK ignored (each retried "
+             "SYN or ACK counts again, so one connection may count several times). "
+             "ListenDrops counts every "
              "drop by a listener, overflows included. With tcp_abort_on_overflow=0 (default) "
              "the final ACK is ignored and the SYN-ACK retransmitted; with 1 the client gets "
              "a RST.",
@@ -428,12 +430,17 @@ def _overflow(facts: Facts) -> Finding | None:
     detail = f"With tcp_abort_on_overflow={abort} the client sees {client_sees}."
     if over.growing:
         blamed = _attribution(facts, samples, full_seen, evidence)
-        title = (f"{over.delta} connections dropped by full accept queues in "
-                 f"{over.seconds:g} s ({over.rate:.3g}/s)")
+        # Segments, not connections: a client's retried SYNs each count.
+        title = (f"{over.delta} handshake segments (SYNs or final ACKs) dropped by full "
+                 f"accept queues in {over.seconds:g} s ({over.rate:.3g}/s)")
         if over.baseline == "probe window":
             title += " during the probe window"
         if blamed:
             title += " on " + ", ".join(blamed)
+        elif evidence.get("full_now"):
+            title += " (full now: " + ", ".join(
+                f"{r['address']}:{r['port']}" for r in evidence["full_now"][:3]) + \
+                "; counted for the whole namespace)"
         else:
             title += f" ({evidence['attribution']})"
     return make(OVERFLOW, verdict.severity, title, evidence, detail)

@@ -162,7 +162,17 @@ def _bucket(facts: Facts) -> Finding | None:
     if overflow is not None:
         evidence["TCPTimeWaitOverflow"] = overflow.evidence()
     severity = Severity.OK
-    title = f"{tw} TIME_WAIT sockets, limit {limit}"
+    # The kernel's TIME_WAIT table (sockstat tw, what tcp_max_tw_buckets caps) also holds
+    # the FIN_WAIT2 of sockets this host closed and no process holds any more (tcp_time_wait
+    # with TCP_FIN_WAIT2): ss shows those as FIN-WAIT-2, not TIME-WAIT.
+    in_state = facts.census.by_state.get("TIME_WAIT", 0) if facts.census is not None else None
+    what = f"{tw} TIME_WAIT sockets"
+    if tw_source.startswith("/proc") and in_state is not None and tw != in_state:
+        evidence["time_wait_state"] = in_state
+        evidence["fin_wait2_timewait"] = max(tw - in_state, 0)
+        what = (f"{tw} entries in the TIME_WAIT table ({in_state} in TIME_WAIT, "
+                f"{max(tw - in_state, 0)} orphaned FIN_WAIT2)")
+    title = f"{what}, limit {limit}"
     reasons = []
     if limit and tw >= limit:
         severity = Severity.CRITICAL
@@ -177,7 +187,7 @@ def _bucket(facts: Facts) -> Finding | None:
             severity = max(severity, verdict.severity)
             reasons.append(verdict.text)
     if reasons:
-        title = "; ".join(reasons) + f" ({tw} TIME_WAIT, limit {limit})"
+        title = "; ".join(reasons) + f" ({what}, limit {limit})"
     return make(BUCKET, severity, title, evidence)
 
 
