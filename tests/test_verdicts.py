@@ -563,3 +563,28 @@ def test_unreadable_sysctl_is_permission_denied_not_absent():
     assert not any("not present" in m and "tcp_tw_reuse" in m for m in messages)
     rows = {r["key"]: r for r in report["facts"]["sysctls"]}
     assert rows["net.ipv4.tcp_tw_reuse"]["read_from"] == "unreadable"
+
+
+def test_iperf3_capped_sender_is_never_given_a_wrong_limit(delayed_path):
+    """iperf3 -b 20M in 8 KiB writes over the 50 ms path: a write every ~3 ms keeps data in
+    flight the whole time (busy time near 100%, so it does not show the idling), and ss shows
+    app_limited on some rate samples, not all. Reported before as "the network or congestion
+    control, not a buffer" (two samples) or "its application" (one sample): the limit is the
+    application's cap, which one sample of tcp_info cannot prove. Netdiag says either its
+    application (measured over the window) or "cannot tell", never the network or a buffer,
+    and `why slow` never rules the application out."""
+    a, b = delayed_path
+    with iperf3(a, b, 5205, "-b", "20M", "-l", "8K", seconds=7):
+        report, rc = run_json("buffers", netns=a.name)
+        why, _ = run_json("why", "slow", "--port", "5205", netns=a.name)
+    f, rows = flows(report)
+    [row] = [r for r in rows if r["direction"] == "sending"]
+    assert row["limit"] in ("application", "network_or_application"), row
+    if row["limit"] == "application":  # only from the window, never from one sample
+        assert row["busy_share"] < 0.9 or "both samples" in row["what_holds_it"], row
+    assert not row["held_by_buffer"] and "not a buffer" not in row["what_holds_it"], row
+    assert row["rate_mbit"] < 30  # the cap, not what the path could carry
+    assert f["severity"] == "ok" and rc == 0, f
+    assert "tcp_wmem" not in f["recommendation"] and "tcp_rmem" not in f["recommendation"]
+    app = next(x for x in why["findings"] if x["id"] == "why.slow.application_limited")
+    assert app["verdict"] in ("confirmed", "cannot_tell"), app

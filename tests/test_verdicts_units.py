@@ -93,6 +93,27 @@ def test_sender_held_by_its_application_gets_no_advice():
     assert (v.limit, v.held, v.advice) == ("application", False, "")
 
 
+def test_one_application_limited_rate_sample_names_no_limit():
+    """tcpi_delivery_rate_app_limited flags one delivery-rate sample: a capped sender
+    (iperf3 -b) is flagged between bursts, unflagged within one. One sample, or one of two,
+    is "cannot tell"; never "its application", never "the network"."""
+    busy = sender(990_000, delivery_rate_app_limited=1)
+    one = Connection("10.0.0.1", 40000, "10.0.0.9", 443, 7, "on", busy[0], {})
+    for c in (one, flow(*busy), flow(busy[0], dict(busy[1], delivery_rate_app_limited=0))):
+        v = buffers.judge_flow(c, LIMITS)
+        assert (v.limit, v.held, v.advice) == ("network_or_application", False, ""), v
+        assert "one sample does not decide" in v.text and "cannot tell" in v.text
+        assert "its application:" not in v.text and "not a buffer" not in v.text
+    unflagged = buffers.judge_flow(flow(*sender(990_000)), LIMITS)
+    assert unflagged.limit == "network_or_application" and "one sample" not in unflagged.text
+    # Application-limited in both samples of the window, nothing left unsent: its application.
+    both = flow(busy[0], dict(busy[1], delivery_rate_app_limited=1))
+    assert buffers.judge_flow(both, LIMITS).limit == "application"
+    queued = flow(dict(busy[0], notsent_bytes=5000),
+                  dict(busy[1], delivery_rate_app_limited=1))
+    assert buffers.judge_flow(queued, LIMITS).limit == "network_or_application"
+
+
 def test_sender_held_by_the_peer_window_is_told_where_to_act():
     v = buffers.judge_flow(flow(*sender(990_000, rwnd=700_000, snd_wnd=65535)), LIMITS)
     assert v.limit == "peer_receive_window" and v.held
@@ -103,7 +124,8 @@ def test_sender_held_by_the_peer_window_is_told_where_to_act():
     paced = flow(*sender(990_000, rwnd=300_000, acked=1_300_000, snd_wnd=65535))
     assert buffers.judge_flow(paced, LIMITS).limit == "peer_receive_window"
     assert buffers.judge_flow(flow(*sender(990_000, rwnd=300_000, acked=100_000,
-                                           snd_wnd=65535)), LIMITS).limit == "network"
+                                           snd_wnd=65535)), LIMITS).limit == \
+        "network_or_application"
 
 
 def test_sender_held_by_its_send_buffer_says_which():

@@ -1200,9 +1200,10 @@ def _app_limited(app: list[dict[str, Any]], held: list[dict[str, Any]], base: di
             "the application sets (rate limits, pacing, iperf3 -b)")
     if measured:
         r = measured[0]
-        return _v(cid, CONFIRMED, f"{len(measured)} of {len(flows)} busy flow(s) had nothing "
-                                  f"to send most of the measured window, e.g. {r.get('local')} "
-                                  f"↔ {r.get('peer')}: {r.get('what_holds_it')}", evidence,
+        return _v(cid, CONFIRMED, f"{len(measured)} of {len(flows)} busy flow(s) were "
+                                  "application-limited over the measured window, e.g. "
+                                  f"{r.get('local')} ↔ {r.get('peer')}: "
+                                  f"{r.get('what_holds_it')}", evidence,
                   severity=Severity.INFO)
     if app:
         r = app[0]

@@ -137,8 +137,13 @@ BDP = RuleSpec(
     ),
     explanation=(
         "Each busy flow is judged from what its own tcp_info and skmeminfo say, over two "
-        "samples when there are two: a sender busy less than 90% of the time is held by its "
-        "application (nothing to send), a sender limited by the peer's window for most of "
+        "samples when there are two: a sender busy less than 90% of the time, or "
+        "application-limited in both samples, is held by its application (nothing to send); "
+        "one application-limited rate sample decides nothing (the flag belongs to one "
+        "delivery-rate sample: a paced or capped sender looks unlimited within its bursts), "
+        "so a sender limited by no window or buffer is otherwise 'cannot tell' between the "
+        "network, congestion control and the application's own rate; a sender limited by "
+        "the peer's window for most of "
         "its busy time is held by the receiver's buffer, one limited by its send buffer by "
         "that buffer; a receiver whose rate × RTT fills its advertised window is held by "
         "its receive buffer, which is either at tcp_rmem[2] (the autotuning maximum), at "
@@ -409,13 +414,26 @@ def _judge_sender(c: Connection, w: _Window, limits: dict[str, int | None],
                                "tcp_wmem does not apply to it.", figures)
         return FlowVerdict("autotuning_growing", False,
                            f"its send buffer, still growing ({share})", figures=figures)
-    if w.seconds is None and info.get("delivery_rate_app_limited") and \
-            not info.get("notsent_bytes"):
-        return FlowVerdict("application", False, "its application (the last rate sample was "
-                                                 "application-limited, nothing queued)",
+    # tcpi_delivery_rate_app_limited flags one delivery-rate sample: a sender that paces or
+    # caps its rate is application-limited between its bursts and looks unlimited within
+    # one. Only the flag in both samples of a measured window, with nothing left unsent,
+    # says the application; one sample (or totals since the connection began) cannot.
+    then = c.earlier.info if c.earlier is not None and w.seconds else None
+    if then is not None and _app_limited(info) and _app_limited(then):
+        return FlowVerdict("application", False,
+                           "its application: application-limited in both samples of the "
+                           "window, nothing queued unsent, no window or buffer limit",
                            figures=figures)
-    return FlowVerdict("network", False, "the network or congestion control, not a buffer",
-                       figures=figures)
+    last = ("; its last rate sample was application-limited, which one sample does not "
+            "decide" if _app_limited(info) else "")
+    return FlowVerdict("network_or_application", False,
+                       "no window or buffer: the network, congestion control or the "
+                       "application's own rate (a paced or capped sender looks unlimited within "
+                       f"its bursts; tcp_info cannot tell them apart){last}", figures=figures)
+
+
+def _app_limited(info: dict[str, int]) -> bool:
+    return bool(info.get("delivery_rate_app_limited")) and not info.get("notsent_bytes")
 
 
 def _judge_receiver(c: Connection, w: _Window, limits: dict[str, int | None],
@@ -536,6 +554,8 @@ def _bdp(facts: Facts) -> Finding | None:
 
 _LIMIT_WORDS = {"loopback": "loopback (no path to fill)", "application": "their application",
                 "network": "the network or the sender", "slow_reader": "a slow reader",
+                "network_or_application": "no window or buffer (the network, congestion "
+                                          "control or the application's rate: cannot tell)",
                 "autotuning_growing": "autotuning still growing",
                 "unjudged": "too little busy time to judge"}
 
