@@ -125,6 +125,10 @@ def samples(facts: Facts, findings: list[Finding], errors: list[CollectorError],
     return out
 
 
+# The resets probe's answers_syn (True, False, None) as a label value.
+ANSWERS_SYN = {True: "true", False: "false", None: "unknown"}
+
+
 def _probe_samples(add, name: str, probe, ns: tuple[str, str]) -> None:
     """Aggregates of one probe run (netdiag.probefacts): gauges over its window, which restart
     every run. Each probe's series are listed in its declaration (ProbeSpec.metrics)."""
@@ -190,13 +194,16 @@ def _probe_samples(add, name: str, probe, ns: tuple[str, str]) -> None:
                        "NET_RX/NET_TX softirq runs per CPU during the probe window.",
                        (("softirq", r.softirq), ("cpu", str(r.cpu)), ns), r.runs))
     elif kind == "ResetsResult":
-        by_reason: dict[str, int] = {}
+        by_reason: dict[tuple[str, str], int] = {}
         for r in probe.sent:
-            by_reason[r.reason] = by_reason.get(r.reason, 0) + r.resets
-        for reason, n in by_reason.items():
+            key = (r.reason, ANSWERS_SYN[r.answers_syn])
+            by_reason[key] = by_reason.get(key, 0) + r.resets
+        for (reason, syn), n in by_reason.items():
             add(Sample("netdiag_probe_resets_sent", "gauge",
-                       "RSTs sent during the probe window, by the kernel's reason.",
-                       (("reason", reason), ns), n))
+                       "RSTs sent during the probe window, by the kernel's reason and whether "
+                       "they answered a SYN (true: connection attempts refused; unknown: the "
+                       "kernel's BTF lacks the offsets to tell).",
+                       (("reason", reason), ("answers_syn", syn), ns), n))
         add(Sample("netdiag_probe_resets_received", "gauge",
                    "RSTs received during the probe window.", (ns,), probe.received_total))
     elif kind == "RetransResult":

@@ -548,3 +548,41 @@ def test_contract_readme_and_man_page_point_to_each_other():
     assert "docs/schema/netdiag.schema.json" in CONTRACT and "netdiag/2" in CONTRACT
     changelog = (REPO / "CHANGELOG.md").read_text()
     assert "netdiag/2" in changelog and "netdiag_nstat_total" in changelog
+
+
+def test_resets_sent_says_which_answered_a_syn_in_the_table_and_the_metrics():
+    """The resets probe's sent rows: answers_syn as a column of `probe resets` (yes, no, "-"
+    for unknown) and as the answers_syn label of netdiag_probe_resets_sent (true, false,
+    unknown): a refused connection attempt never sums with a RST that ended a connection."""
+    from netdiag.facts import Facts
+    from netdiag.metrics import samples
+    from netdiag.probefacts import ResetsResult, SentReset
+    from netdiag.render.prometheus import render_prometheus
+    from netdiag.views import probe_view
+
+    res = ResetsResult(sent=[SentReset("NO_SOCKET", "none", 9999, 40, answers_syn=True),
+                             SentReset("NO_SOCKET", "none", 9999, 2, answers_syn=False),
+                             SentReset("NOT_SPECIFIED", "ESTABLISHED", 8080, 5),
+                             SentReset("NO_SOCKET", "none", 7000, 3, answers_syn=True)],
+                       sent_total=50)
+    facts = Facts(probes={"resets": res})
+    table = _render(Report(host=HostInfo("h", "6.18", "default"),
+                           generated_at="2026-01-01T00:00:00Z", facts=probe_view(facts),
+                           topic="probe", show_facts=True))
+    lines = table.splitlines()
+    head = next(i for i, ln in enumerate(lines) if ln.startswith("resets: sent"))
+    assert "answers syn" in lines[head + 1], table
+    assert [ln.split()[-1] for ln in lines[head + 2:head + 6]] == ["yes", "no", "-", "yes"], \
+        table
+    report = Report(host=HostInfo("h", "6.18", "default"), generated_at="2026-01-01T00:00:00Z",
+                    metrics=samples(facts, [], [], "ok", "default"))
+    out = io.StringIO()
+    render_prometheus(report, out)
+    text = out.getvalue()
+    _check_metrics(text)
+    got = {line.split("{", 1)[1].split("}")[0]: line.rsplit(" ", 1)[1]
+           for line in text.splitlines() if line.startswith("netdiag_probe_resets_sent{")}
+    assert got == {
+        'reason="NO_SOCKET",answers_syn="true",netns="default"': "43",
+        'reason="NO_SOCKET",answers_syn="false",netns="default"': "2",
+        'reason="NOT_SPECIFIED",answers_syn="unknown",netns="default"': "5"}, got
