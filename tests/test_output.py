@@ -326,6 +326,36 @@ def test_every_fact_is_typed_under_a_stable_key(root):
 NUMBERS_TEXT = re.compile(r"^\s*-?[0-9]+(\.[0-9]+)?([\s,:/-]+-?[0-9]+(\.[0-9]+)?)*\s*$")
 
 
+def _endpoint_text(text: str) -> bool:
+    """ "10.0.0.1:5201", "[::1]:80": an address and a port in one string (not an address)."""
+    import ipaddress
+
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        return False
+    try:
+        ipaddress.ip_address(text.strip("[]"))
+        return False  # an IPv6 address ("::1") is an address, not an endpoint
+    except ValueError:
+        pass
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return True
+    except ValueError:
+        return False
+
+
+def assert_typed_evidence(evidence, where: str) -> None:
+    """Numbers as numbers, endpoints as address + port, null (never "" or "-") for absent."""
+    for path, text in _evidence_strings(evidence, where):
+        assert not NUMBERS_TEXT.match(text), (path, text)
+        assert not _endpoint_text(text), (path, text)
+        assert text not in PLACEHOLDERS and text != "?", (path, text)
+    for path, key, value in _walk(evidence, where):
+        if key == "holders":  # processes as rows ({pid, command}) or pids, null if not looked up
+            assert value is None or isinstance(value, list), (path, value)
+
+
 def _evidence_strings(value, path):
     if isinstance(value, dict):
         for k, v in value.items():
@@ -350,9 +380,7 @@ def test_every_findings_evidence_is_typed_like_the_facts(root):
     result = evaluate(facts, list(TOPICS))
     assert result.findings and not result.errors, result.errors
     for f in result.findings:
-        for path, text in _evidence_strings(f.evidence, f.id):
-            assert not NUMBERS_TEXT.match(text), (path, text)
-            assert text not in PLACEHOLDERS, (path, text)
+        assert_typed_evidence(f.evidence, f.id)
     by_id = {f.id: f for f in result.findings}
     ports = by_id["ports.listener_in_ephemeral_range"].evidence
     assert isinstance(ports["ip_local_port_range"], list) and \
@@ -367,6 +395,46 @@ def test_the_evidence_guard_catches_numbers_in_strings():
         assert NUMBERS_TEXT.match(bad), bad
     for fine in ("127.0.0.1", "ESTABLISHED", "nginx", "::1", "/etc/sysctl.d/x.conf"):
         assert not NUMBERS_TEXT.match(fine), fine
+        assert not _endpoint_text(fine), fine
+    for bad in ("10.0.0.1:5201", "[fe80::1]:443", "0.0.0.0:80"):
+        assert _endpoint_text(bad), bad
+
+
+def test_every_why_evidence_is_typed_like_the_facts():
+    """`why` on every symptom, unscoped and scoped, over the recorded hosts (why has no --root:
+    their collected facts) and hand-built facts that reach the evidence the hosts do not
+    (probes, listeners with owners, busy flows, idle connections): every cause's evidence and
+    the facts section typed as the facts are."""
+    from test_why_units import typed_cases
+
+    from netdiag.diagnose import SYMPTOMS, Scope, report_parts
+    from netdiag.rules import TOPICS, evaluate
+
+    seen = set()
+    for name, facts in typed_cases():
+        findings = evaluate(facts, list(TOPICS)).findings
+        for f in findings:
+            assert_typed_evidence(f.evidence, f"{name}: {f.id}")
+        for symptom in SYMPTOMS:
+            for scope in (Scope(), Scope(port=7000), Scope(port=5201, peer="10.0.0.2")):
+                causes, section = report_parts(symptom, symptom.name, scope, facts, findings)
+                for c in causes:
+                    assert_typed_evidence(c.evidence, f"{name}: {c.id}")
+                    seen.update(_keys(c.evidence))
+                assert_typed_evidence({k: v for k, v in section.items() if k != "causes"},
+                                      f"{name}: facts")
+    # The evidence the issue named was reached: flows, idle connections, holders.
+    assert {"local_port", "peer_address", "idle_s", "holders", "what_holds_it"} <= seen
+
+
+def _keys(value):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield k
+            yield from _keys(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _keys(v)
 
 
 def test_the_schema_rejects_what_the_issue_complained_about():
@@ -387,6 +455,12 @@ def test_the_schema_rejects_what_the_issue_complained_about():
     bad.append(doc)
     doc = copy.deepcopy(good)
     doc["schema"] = "netdiag/1"
+    bad.append(doc)
+    buf, _ = run_json("buffers", "--root", BUSY)
+    doc = copy.deepcopy(buf)
+    row = next(f for f in doc["findings"] if f["id"] == "buffers.max_below_bdp")[
+        "evidence"]["flows"][0]
+    row["local"] = f"{row.pop('local_address')}:{row.pop('local_port')}"  # "addr:port" text
     bad.append(doc)
     doc = copy.deepcopy(good)
     doc["findings"].append(dict(good["findings"][0], severity="warn"))

@@ -138,11 +138,11 @@ def _flows(*rows: dict) -> Finding:
 
 
 def test_application_limit_is_cannot_tell_from_one_sample():
-    paced = {"local": "10.0.0.1:5201", "peer": "10.0.0.2:40000", "limit": "network",
-             "what_holds_it": "the network or congestion control, not a buffer",
-             "rate_mbit": 74837}
+    paced = {"local_address": "10.0.0.1", "local_port": 5201, "peer_address": "10.0.0.2",
+             "peer_port": 40000, "limit": "network_or_application",
+             "what_holds_it": "no window or buffer: ... cannot tell", "rate_mbit": 74837}
     facts = Facts()
-    v = run("slow", facts, Scope(port=5201), [_flows(paced, dict(paced, local="10.0.0.1:5202"))]
+    v = run("slow", facts, Scope(port=5201), [_flows(paced, dict(paced, local_port=5202))]
             )["slow.application_limited"]
     assert v.verdict == CANNOT_TELL and v.would_tell
     assert "none of" not in v.because and "paces or caps" in v.because

@@ -202,3 +202,45 @@ def test_the_contract_lists_every_cause():
     section = contract.split("## Causes `netdiag why` weighs", 1)[1].split("\n## ", 1)[0]
     listed = set(re.findall(r"`why\.([a-z]+\.[a-z0-9_]+)`", section))
     assert listed == set(CAUSES)
+
+
+# ---- typed evidence (tests/test_output.py holds every cause's evidence to the facts' types) --
+
+def typed_cases() -> list[tuple[str, Facts]]:
+    """The recorded hosts' facts, and hand-built facts that reach the rest of why's evidence:
+    probes (resets, errors), a full listener and its owner, a busy flow held by the peer's
+    window and one application-limited, a connection idle an hour without keepalive."""
+    from test_trial_units import _refusals_and_linger, _two_listeners
+
+    from netdiag.facts import Connection, ConnectionDetails, SysctlFacts
+
+    cases = [(name, fixture_facts(name)) for name in FIXTURES]
+    cases += [("refusals", _refusals_and_linger(3)), ("listeners", _two_listeners())]
+    window = Connection("10.0.0.1", 5201, "10.0.0.2", 40000, 11, "on",
+                        {"busy_time": 990_000, "rwnd_limited": 700_000, "bytes_acked": 2_000_000,
+                         "rtt": 50_000, "snd_wnd": 65535}, {"sndbuf": 87040})
+    window.earlier = Connection("10.0.0.1", 5201, "10.0.0.2", 40000, 11, "on", {}, {})
+    window.sample_seconds = 1.0
+    app = Connection("10.0.0.1", 5202, "10.0.0.2", 40001, 12, "on",
+                     {"busy_time": 200_000, "bytes_acked": 500_000, "rtt": 50_000}, {})
+    app.earlier = Connection("10.0.0.1", 5202, "10.0.0.2", 40001, 12, "on", {}, {})
+    app.sample_seconds = 1.0
+    idle = Connection("10.0.0.1", 7000, "10.0.0.3", 50000, 13, "off",
+                      {"last_data_recv": 3_600_000, "last_data_sent": 3_600_000}, {})
+    procs = ProcessFacts(owners={11: 5, 12: 5, 13: 6}, processes={
+        5: ProcessInfo(5, "iperf3", "iperf3 -c", 10, 2), 6: ProcessInfo(6, "", "", 10, 1)})
+    flows = Facts(details=ConnectionDetails(established=3, with_info=3, flows=[window, app],
+                                            active_flows=2, flow_sample="second sample",
+                                            no_timer=1, long_idle_without_keepalive=1,
+                                            idle_without_keepalive=[idle]),
+                  processes=procs, sysctl=SysctlFacts(values={
+                      "net.ipv4.tcp_rmem": "4096 131072 6291456",
+                      "net.ipv4.tcp_wmem": "4096 16384 4194304",
+                      "net.core.rmem_max": "212992", "net.core.wmem_max": "212992",
+                      "net.ipv4.tcp_keepalive_time": "7200", "net.ipv4.tcp_keepalive_intvl": "75",
+                      "net.ipv4.tcp_keepalive_probes": "9"}))
+    cases.append(("flows", flows))
+    for _, facts in cases:
+        for name, result in (facts.probes or {}).items():
+            result.probe = name  # as the probe runner names it
+    return cases

@@ -142,6 +142,14 @@ class Evidence:
         info = procs.processes.get(pid) if procs is not None else None
         return info.command if info is not None and info.command else "?"
 
+    def holder_rows(self, inode: int) -> list[dict[str, Any]] | None:
+        """The processes holding a socket, typed for evidence ({pid, command}, command null
+        when unknown); None when owners were not looked up."""
+        if self.facts.processes is None:
+            return None
+        return [{"pid": p, "command": None if (c := self.command(p)) == "?" else c}
+                for p in self.holders(inode)[:4]]
+
     def who(self, inode: int) -> str:
         pids = self.holders(inode)
         return ", ".join(f"pid {p} ({self.command(p)})" for p in pids[:4]) or "owner unknown"
@@ -329,7 +337,7 @@ def _accept_pressure(ev: Evidence) -> tuple[Any, dict[str, Any], str]:
     if full:
         evidence["listeners_at_limit"] = [
             {"address": lst.address, "port": lst.port, "accept_queue": lst.accept_queue,
-             "limit": lst.backlog, "holders": ev.who(lst.inode)} for lst in full[:5]]
+             "limit": lst.backlog, "holders": ev.holder_rows(lst.inode)} for lst in full[:5]]
         lst = full[0]
         why = backlog_rules.why_not_accepting(
             backlog_rules.socket_holders(ev.facts.processes, lst.inode))
@@ -822,7 +830,8 @@ def _eaddrinuse(ev: Evidence) -> list[CauseVerdict]:
     states = ev.local_port_states(port)
     evidence = {"port": port, "sockets_on_port": states,
                 "listeners": [{"address": lst.address, "port": lst.port,
-                               "holders": ev.who(lst.inode)} for lst in listening[:5]]}
+                               "holders": ev.holder_rows(lst.inode)}
+                              for lst in listening[:5]]}
     if listening:
         lst = listening[0]
         out.append(_v("eaddrinuse.listener_holds_port", CONFIRMED,
@@ -1019,10 +1028,10 @@ def _hang(ev: Evidence) -> list[CauseVerdict]:
                 if ev.scope.port_matches(c.sport, c.dport)
                 and ev.scope.peer_matches(c.destination, c.dport)]
         evidence = {"long_idle_without_keepalive": d.long_idle_without_keepalive,
-                    "examples": [{"local": f"{c.source}:{c.sport}",
-                                  "peer": f"{c.destination}:{c.dport}",
-                                  "idle_s": c.idle_ms // 1000, "holders": ev.who(c.inode)}
-                                 for c in idle[:5]]}
+                    "examples": [{"local_address": c.source, "local_port": c.sport,
+                                  "peer_address": c.destination, "peer_port": c.dport,
+                                  "idle_s": c.idle_ms // 1000,
+                                  "holders": ev.holder_rows(c.inode)} for c in idle[:5]]}
         scoped = ev.scope.port is not None or ev.scope.peer is not None
         n = len(idle) if scoped else d.long_idle_without_keepalive
         where = f" in scope ({ev.scope.text()})" if scoped else ""
@@ -1192,7 +1201,7 @@ def _app_limited(app: list[dict[str, Any]], held: list[dict[str, Any]], base: di
     its rate is application-limited between bursts and looks unlimited within one."""
     cid = "slow.application_limited"
     measured = [r for r in app if r.get("busy_share") is not None]
-    evidence = dict(base, flows=[{k: r.get(k) for k in ("local", "peer", "limit",
+    evidence = dict(base, flows=[{k: r.get(k) for k in (*ENDPOINT_KEYS, "limit",
                                                          "what_holds_it", "rate_mbit",
                                                          "busy_share")} for r in app[:5]])
     tell = ("run over a window while it is slow: netdiag why slow --interval 10 (a sender "
@@ -1202,14 +1211,14 @@ def _app_limited(app: list[dict[str, Any]], held: list[dict[str, Any]], base: di
         r = measured[0]
         return _v(cid, CONFIRMED, f"{len(measured)} of {len(flows)} busy flow(s) were "
                                   "application-limited over the measured window, e.g. "
-                                  f"{r.get('local')} ↔ {r.get('peer')}: "
+                                  f"{_ends(r)}: "
                                   f"{r.get('what_holds_it')}", evidence,
                   severity=Severity.INFO)
     if app:
         r = app[0]
         return _v(cid, CANNOT_TELL, f"{len(app)} of {len(flows)} busy flow(s) were "
                                     f"application-limited in their last rate sample, e.g. "
-                                    f"{r.get('local')} ↔ {r.get('peer')}; one sample does not "
+                                    f"{_ends(r)}; one sample does not "
                                     "decide (the flag is per delivery-rate sample)",
                   evidence, tell)
     if flows and len(held) == len(flows):
@@ -1226,32 +1235,37 @@ def _app_limited(app: list[dict[str, Any]], held: list[dict[str, Any]], base: di
               "run while the transfer is slow (with --port or --peer for that flow)")
 
 
+ENDPOINT_KEYS = ("local_address", "local_port", "peer_address", "peer_port")
+
+
 def _flow_in_scope(ev: Evidence, row: dict[str, Any]) -> bool:
-    local, peer = str(row.get("local", "")), str(row.get("peer", ""))
-    lport = _port(local)
-    paddr, pport = peer.rpartition(":")[0], _port(peer)
-    if not ev.scope.port_matches(lport, pport):
+    if not ev.scope.port_matches(row.get("local_port"), row.get("peer_port")):
         return False
-    if ev.scope.peer is not None and paddr.strip("[]") != ev.scope.peer:
+    if not ev.scope.peer_matches(row.get("peer_address"), row.get("peer_port")):
         return False
     return ev.scope.pid is None or row.get("pid") == ev.scope.pid
 
 
-def _port(text: str) -> int | None:
-    tail = text.rpartition(":")[2]
-    return int(tail) if tail.isdigit() else None
+def _ends(row: dict[str, Any]) -> str:
+    """A flow row's endpoints as one would write them: local ↔ peer."""
+    def one(addr: Any, port: Any) -> str:
+        host = f"[{addr}]" if ":" in str(addr) else str(addr)
+        return f"{host}:{port}"
+
+    return (f"{one(row.get('local_address'), row.get('local_port'))} ↔ "
+            f"{one(row.get('peer_address'), row.get('peer_port'))}")
 
 
 def _flows_verdict(cid: str, rows: list[dict[str, Any]], what: str, base: dict[str, Any],
                    flows: list[dict[str, Any]], severity: Severity | None = None
                    ) -> CauseVerdict:
-    evidence = dict(base, flows=[{k: r.get(k) for k in ("local", "peer", "limit",
+    evidence = dict(base, flows=[{k: r.get(k) for k in (*ENDPOINT_KEYS, "limit",
                                                          "what_holds_it", "rate_mbit")}
                                  for r in rows[:5]])
     if rows:
         r = rows[0]
         return _v(cid, CONFIRMED, f"{len(rows)} of {len(flows)} busy flow(s) {what}, e.g. "
-                                  f"{r.get('local')} ↔ {r.get('peer')}: "
+                                  f"{_ends(r)}: "
                                   f"{r.get('what_holds_it')}", evidence, severity=severity)
     if flows:
         return _v(cid, RULED_OUT, f"none of the {len(flows)} busy flow(s) is {what}", evidence)

@@ -56,6 +56,11 @@ def is_reserved(port: int, reserved: list[tuple[int, int]]) -> bool:
     return any(lo <= port <= hi for lo, hi in reserved)
 
 
+def endpoint(address: str, port: int) -> str:
+    """address:port for prose ([v6]:port); evidence keeps the two apart, typed."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
 def is_loopback(address: str) -> bool:
     return address.startswith("127.") or address == "::1"
 

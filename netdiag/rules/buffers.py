@@ -9,7 +9,7 @@ from netdiag.facts import Connection, Facts
 from netdiag.model import Finding, Rule, RuleSpec, Severity
 from netdiag.probefacts import RcvbufResult
 from netdiag.rules._policy import change, judge, judge_all
-from netdiag.rules._util import is_loopback, make
+from netdiag.rules._util import endpoint, is_loopback, make
 
 TOPIC = "buffers"
 SUMMARY = "Socket buffers: autotuning, drops in the receive path, TCP memory, buffer limits"
@@ -514,14 +514,15 @@ def _bdp(facts: Facts) -> Finding | None:
         v = judge_flow(c, limits)
         if v.limit == "idle":
             continue
-        row: dict[str, Any] = {"local": f"{c.source}:{c.sport}",
-                               "peer": f"{c.destination}:{c.dport}", "limit": v.limit,
-                               "held_by_buffer": v.held, "what_holds_it": v.text}
+        row: dict[str, Any] = {"local_address": c.source, "local_port": c.sport,
+                               "peer_address": c.destination, "peer_port": c.dport,
+                               "limit": v.limit, "held_by_buffer": v.held,
+                               "what_holds_it": v.text}
         row.update(v.figures)
         holders = procs.holders_of(c.inode) if procs is not None and c.inode else []
-        if holders:
-            info = procs.processes.get(holders[0])
-            row.update(pid=holders[0], command=info.command if info else "")
+        info = procs.processes.get(holders[0]) if holders else None
+        row.update(pid=holders[0] if holders else None,
+                   command=info.command if info and info.command else None)
         rows.append(row)
         if v.held:
             held.append((c, v, row))
@@ -533,7 +534,8 @@ def _bdp(facts: Facts) -> Finding | None:
         c, v, row = held[0]
         who = f" ({row['command']}, pid {row['pid']})" if row.get("command") else ""
         rate = f", {row['rate_mbit']} Mbit/s" if "rate_mbit" in row else ""
-        title = (f"{row['local']} ↔ {row['peer']}{who}{rate}: held by {v.text}"
+        title = (f"{endpoint(c.source, c.sport)} ↔ {endpoint(c.destination, c.dport)}"
+                 f"{who}{rate}: held by {v.text}"
                  + (f"; {len(held) - 1} more flow(s) held by a buffer" if len(held) > 1
                     else ""))
         advice = []

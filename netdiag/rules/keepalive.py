@@ -131,13 +131,12 @@ def check(facts: Facts) -> list[Finding]:
             idle_over_10min_with_keepalive=d.long_idle_with_keepalive,
         )
         for c in d.idle_without_keepalive[:10]:
-            row: dict[str, Any] = {"local": f"{c.source}:{c.sport}",
-                                   "peer": f"{c.destination}:{c.dport}",
+            row: dict[str, Any] = {"local_address": c.source, "local_port": c.sport,
+                                   "peer_address": c.destination, "peer_port": c.dport,
                                    "idle_s": c.idle_ms // 1000}
             pid = procs.owners.get(c.inode) if procs is not None else None
-            if pid is not None:
-                info = procs.processes.get(pid)
-                row.update(pid=pid, command=info.command if info else "")
+            info = procs.processes.get(pid) if pid is not None else None
+            row.update(pid=pid, command=info.command if info and info.command else None)
             idle_rows.append(row)
         evidence["idle_without_keepalive"] = idle_rows
         evidence["keepalive_sockets_by_service"] = groups
