@@ -75,6 +75,8 @@ def _scalar(value: Any) -> str:
         if not value:
             return "none"  # known to be empty ("-" is for unknown)
         if isinstance(value[0], dict):  # rows inside a row (a listener's threads): JSON has them
+            if all(isinstance(v, dict) and "pid" in v for v in value):  # processes
+                return ", ".join(f"{v['pid']} ({v.get('command') or '?'})" for v in value)
             return f"{len(value)} (in JSON)"
         if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
             return " ".join(_scalar(v) for v in value)  # a vector: tcp_rmem, a port range
@@ -263,7 +265,18 @@ def _section(console: Console, title: str, value: Any, limit: int | None) -> Non
 
 
 def _row_line(row: dict[str, Any]) -> str:
-    return "  ".join(f"{k}={_scalar(v)}" for k, v in row.items())
+    """key=value pairs; an address and its port as one (local=10.0.0.1:5201)."""
+    merged = {addr: (port, title) for addr, port, title in ENDPOINTS
+              if addr in row and port in row}
+    skip = {port for port, _ in merged.values()}
+    parts = []
+    for k, v in row.items():
+        if k in merged:
+            port, title = merged[k]
+            parts.append(f"{title}={_endpoint(v, row.get(port))}")
+        elif k not in skip:
+            parts.append(f"{k}={_scalar(v)}")
+    return "  ".join(parts)
 
 
 def _hanging(label: str, text: Text, indent: int = 2, label_style: str = "bold") -> Table:
