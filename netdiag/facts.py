@@ -155,6 +155,12 @@ class Census:
     timewait_server_side: TopCounts | None = None  # key (local port, peer address)
     timewait_roles: dict[str, int] = field(default_factory=dict)  # client / server / other
     close_wait_by_port: TopCounts | None = None  # key local port
+    # Sockets by timer name and state (exact): a SYN_SENT socket on the retransmit timer
+    # retransmits its SYN, it holds no data.
+    timers_by_state: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Outgoing connections by (destination address, destination port, state, timer name):
+    # what the socket table shows of each connection's timer toward a service.
+    outgoing_timers: TopCounts | None = None
     # Recv-Q on a CLOSE_WAIT socket counts the peer's FIN as one byte: Recv-Q == 1 means the
     # application never read the end of file, Recv-Q > 1 that data is unread too.
     close_wait_eof_unread: int = 0

@@ -280,7 +280,7 @@ class CensusBuilder:
         census = Census(source=self.source)
         by_family = {2: [0] * 16, 10: [0] * 16}
         timers = [0] * 8
-        counts = self.class_counts()
+        counts = classes = self.class_counts()
         for fam, states in by_family.items():
             for state in range(16):
                 for timer in range(8):
@@ -298,6 +298,16 @@ class CensusBuilder:
                 census.by_family_state[name] = counts
                 census.by_family[name] = sum(counts.values())
         census.timers = {TIMER_NAMES.get(t, "unknown"): n for t, n in enumerate(timers) if n}
+        by_timer: dict[str, dict[str, int]] = {}
+        for fam in (2, 10):
+            for state in range(16):
+                for timer in range(8):
+                    n = classes[count_index(fam, state, timer)]
+                    if n:
+                        row = by_timer.setdefault(TIMER_NAMES.get(timer, "unknown"), {})
+                        name = TCP_STATES.get(state, str(state))
+                        row[name] = row.get(name, 0) + n
+        census.timers_by_state = by_timer
         # Every TIME_WAIT socket is counted (exactly) by state; those this host closed first
         # as the server, or that could not be classified, were counted as they streamed by:
         # the rest closed first as the client (outgoing connections).
@@ -338,6 +348,18 @@ class CensusBuilder:
             if ci >> 11 == TIME_WAIT:
                 time_wait[k] = time_wait.get(k, 0) + n
         census.by_destination = _top(destinations, top, dest.pruned, dest.distinct, dest_key)
+        timed: dict = {}
+        for (ci, ends), n in dest.counts.items():
+            k = (ci, ends[:2] + ends[18:])  # the source address apart
+            timed[k] = timed.get(k, 0) + n
+
+        def timed_key(k):
+            ci, ends = k
+            fam = ci >> 3 & 0xFF
+            return (format_address(fam, ends[2:]), int.from_bytes(ends[:2], "big"),
+                    state_name(ci >> 11, str(ci >> 11)), TIMER_NAMES.get(ci & 7, "unknown"))
+
+        census.outgoing_timers = _top(timed, top * 10, dest.pruned, dest.distinct, timed_key)
         census.timewait_by_destination = _top(time_wait, top, dest.pruned, dest.distinct,
                                               dest_key)
         census.timewait_server_side = self.tw_server.result(

@@ -17,6 +17,7 @@ from netdiag.diagnose.judge import (
     CauseVerdict,
     Scope,
     diagnose,
+    next_step,
 )
 from netdiag.diagnose.symptoms import SYMPTOMS, Symptom, find, nearest
 from netdiag.facts import Facts
@@ -60,6 +61,7 @@ def report_parts(symptom: Symptom, matched: str, scope: Scope, facts: Facts,
         "probes": sorted(facts.probes or {}),
         "verdicts": counts,
         "errors_seen": _errors_seen(symptom, facts, scope),
+        "next_step": next_step(symptom, facts, verdicts),
         "causes": [{"id": f"why.{v.cause.id}", "verdict": v.verdict, "title": v.cause.title,
                     "because": v.because, "would_tell": v.would_tell} for v in verdicts],
     }

@@ -24,11 +24,13 @@ from netdiag.diagnose.symptoms import CAUSES, CauseSpec, Symptom
 from netdiag.facts import Facts, Listener
 from netdiag.model import Finding, Severity
 from netdiag.rules import backlog as backlog_rules
+from netdiag.rules import buffers as buffers_rules
 from netdiag.rules._policy import Change, change
 
 CONFIRMED, LIKELY, RULED_OUT, CANNOT_TELL = "confirmed", "likely", "ruled_out", "cannot_tell"
 RANK = {CONFIRMED: 0, LIKELY: 1, CANNOT_TELL: 2, RULED_OUT: 3}
 
+HANDSHAKE_STATES = ("SYN_SENT", "SYN_RECV")
 RUN_WHILE = "run while the errors happen, with --interval 10 (counters judged by change)"
 PROBE = "add --probe-seconds 10 as root while the errors happen (reasons the kernel gives)"
 
@@ -163,6 +165,44 @@ class Evidence:
             if lport == port:
                 out[state] = out.get(state, 0) + n
         return out
+
+    @property
+    def port(self) -> int | None:
+        """The port the scope names: --port, else the port of --peer IP:PORT."""
+        return self.scope.port if self.scope.port is not None else self.scope.peer_port
+
+    @property
+    def scoped(self) -> bool:
+        s = self.scope
+        return s.port is not None or s.peer is not None or s.pid is not None
+
+    def data_retransmitting(self) -> int:
+        """Sockets with data on the retransmit timer, namespace-wide: the timer "on" outside
+        SYN_SENT/SYN_RECV (a socket there retransmits its SYN or SYN-ACK and holds no data)."""
+        census = self.facts.census
+        if census is None:
+            return 0
+        on = census.timers_by_state.get("on")
+        if on is not None:
+            return sum(n for st, n in on.items() if st not in HANDSHAKE_STATES)
+        handshake = sum(census.by_state.get(st, 0) for st in HANDSHAKE_STATES)
+        return max((census.timers or {}).get("on", 0) - handshake, 0)
+
+    def outgoing(self) -> list[tuple[str, int, str, str, int]] | None:
+        """This namespace's outgoing connections toward the scope's port and peer, as
+        (address, port, state, timer, count); None when the socket table does not show them
+        (not read, or --pid: an outgoing connection's process is not in these counts)."""
+        census = self.facts.census
+        if census is None or census.outgoing_timers is None or self.scope.pid is not None:
+            return None
+        port = self.port
+        return [(a, p, st, t, n) for (a, p, st, t), n in census.outgoing_timers.items
+                if (port is None or p == port) and
+                (self.scope.peer is None or a == self.scope.peer)]
+
+    def local_in_scope(self) -> dict[str, int]:
+        """Sockets on the scoped local port (--port), by state; {} without --port."""
+        return self.local_port_states(self.scope.port) if self.scope.port is not None else {}
 
     def failures(self, call: str | tuple[str, ...], *errors: str) -> list[Any]:
         """Syscall failures the errors probe counted, in scope."""
@@ -586,16 +626,24 @@ def _econnrefused(ev: Evidence) -> list[CauseVerdict]:
     refused = ev.failures("connect", "ECONNREFUSED")
     dests = [{"peer": f.peer, "port": f.remote_port, "pid": f.pid, "command": f.command,
               "count": f.count} for f in refused[:5]]
-    if ev.scope.port is not None:
-        listening = ev.listeners()
-        states = ev.local_port_states(ev.scope.port)
-        evidence = {"port": ev.scope.port, "listeners": len(listening),
+    port = ev.port
+    # --peer IP:PORT names the port too; its listener is here only when IP is loopback.
+    remote = ev.scope.port is None and port is not None and not _is_loopback(ev.scope.peer)
+    if port is not None and remote and not refused:
+        out.append(_v("econnrefused.no_listener", CANNOT_TELL,
+                      f"{ev.scope.peer}:{port} is another host's port: whether it listens "
+                      "shows there", {"port": port},
+                      f"netdiag why ECONNREFUSED --port {port} on {ev.scope.peer}"))
+    elif port is not None and not remote:
+        listening = [lst for lst in ev.listeners() if lst.port == port]
+        states = ev.local_port_states(port)
+        evidence = {"port": port, "listeners": len(listening),
                     "sockets_on_port": states}
         if dests:
             evidence["connect_refused"] = dests
         if not listening:
             out.append(_v("econnrefused.no_listener", CONFIRMED,
-                          f"nothing listens on port {ev.scope.port} in this namespace", evidence,
+                          f"nothing listens on port {port} in this namespace", evidence,
                           severity=Severity.CRITICAL if refused else None))
         else:
             lst = listening[0]
@@ -713,8 +761,7 @@ def _retries_exhausted(ev: Evidence) -> CauseVerdict:
                            what="connections given up by a timer (retransmissions, SYN "
                                 "retries of connect(), or keepalive)", decisive=False)
     census = ev.facts.census
-    timers = (census.timers if census else {}) or {}
-    retrying = timers.get("on", 0)
+    retrying = ev.data_retransmitting()
     syn_sent = census.by_state.get("SYN_SENT", 0) if census is not None else 0
     got.evidence["sockets_retransmitting_now"] = retrying
     got.evidence["syn_sent_now"] = syn_sent
@@ -823,7 +870,8 @@ def _eaddrinuse(ev: Evidence) -> list[CauseVerdict]:
         why = "which port fails to bind is needed"
         tell = "give --port PORT (the port the service binds)"
         return [_v(c.id, CANNOT_TELL, why, would_tell=tell)
-                for c in _symptom_causes("EADDRINUSE")]
+                for c in _symptom_causes("EADDRINUSE")
+                if c.id != "eaddrinuse.bind_zero_exhaustion"] + [_bind_zero(ev)]
     out = []
     listening = [lst for lst in (ev.facts.census.listeners if ev.facts.census else [])
                  if lst.port == port]
@@ -860,12 +908,39 @@ def _eaddrinuse(ev: Evidence) -> list[CauseVerdict]:
                        "outgoing connection can take it while the service is down")
                       if in_range and not reserved else
                       f"port {port} is outside ip_local_port_range or reserved", evidence))
-    fin = ev.finding("ports.ephemeral_exhaustion")
-    share = max((r.get("share", 0) for r in _destinations(ev)), default=0)
-    out.append(_v("eaddrinuse.bind_zero_exhaustion", RULED_OUT if share < 0.4 else LIKELY,
-                  f"the busiest destination uses {share:.0%} of the ephemeral range",
-                  {"ports_finding": fin.title if fin else None}))
+    out.append(_v("eaddrinuse.bind_zero_exhaustion", RULED_OUT,
+                  f"bind() to port {port} names its port: the free ports of the ephemeral "
+                  f"range do not matter, whoever holds port {port} does (the causes above)",
+                  {"port": port}))
     return out
+
+
+def _bind_zero(ev: Evidence) -> CauseVerdict:
+    """bind(0) (no port given): it needs a local port no socket uses at all, whatever the
+    destination, so the outgoing connections' ports count together, not per destination."""
+    cid = "eaddrinuse.bind_zero_exhaustion"
+    census = ev.facts.census
+    eph = census.ephemeral_range if census is not None else None
+    if census is None or census.by_destination is None or eph is None:
+        return _v(cid, CANNOT_TELL, "the socket table or ip_local_port_range was not read",
+                  would_tell="run as root")
+    size = max(eph[1] - eph[0] + 1, 1)
+    used = sum(n for _k, n in census.by_destination.items)
+    evidence = {"ephemeral_range": list(eph), "outgoing_sockets": used, "range_size": size}
+    share = used / size
+    top = census.by_destination
+    if share < 0.4 and (top.approximate or top.distinct_seen > len(top.items)):
+        return _v(cid, CANNOT_TELL, f"the top destinations' {used} outgoing socket(s) hold "
+                                    f"{share:.0%} of ip_local_port_range; the others are not "
+                                    "counted here", evidence,
+                  "ss -tan: the sockets whose local port lies in ip_local_port_range")
+    if share >= 0.4:
+        return _v(cid, LIKELY, f"{used} outgoing socket(s) hold ports of ip_local_port_range "
+                               f"{eph[0]}-{eph[1]} ({share:.0%} of its {size} ports at most)",
+                  evidence)
+    return _v(cid, RULED_OUT, f"{used} outgoing socket(s) hold at most {share:.0%} of the "
+                              f"{size} ports of ip_local_port_range {eph[0]}-{eph[1]}",
+              evidence)
 
 
 def _is_loopback(address: str | None) -> bool:
@@ -969,40 +1044,93 @@ def _emfile(ev: Evidence) -> list[CauseVerdict]:
 def _epipe(ev: Evidence) -> list[CauseVerdict]:
     out = []
     fails = ev.failures(("write", "send", "sendto", "sendmsg", "writev"), "EPIPE")
+    port = ev.scope.port
+    # The errors probe does not always know a failed write's port (local_port unknown):
+    # under --port those writes are not known to be the port's.
+    unplaced = [f for f in fails if f.local_port is None] if port is not None else []
+    placed = [f for f in fails if f not in unplaced]
     evidence: dict[str, Any] = {}
     if fails:
         evidence["failed_writes"] = [{"call": f.call, "pid": f.pid, "command": f.command,
                                       "local_port": f.local_port, "count": f.count}
                                      for f in fails[:5]]
-    cw = ev.finding("closewait.leak")
     census = ev.facts.census
+    cw_ports = dict(census.close_wait_by_port.items) \
+        if census is not None and census.close_wait_by_port else {}
     cw_count = census.by_state.get("CLOSE_WAIT", 0) if census else 0
-    if census is not None and ev.scope.port is not None and census.close_wait_by_port:
+    cw_title = ""
+    if port is not None and census is not None:
         # CLOSE_WAIT on the scoped local port only (the namespace's count is not the port's).
-        cw_count = sum(n for port, n in census.close_wait_by_port.items
-                       if port == ev.scope.port)
+        cw_count = cw_ports.get(port, 0)
         evidence["close_wait_on_port"] = cw_count
-        cw = None
+    elif fails and census is not None:
+        # The failed writes' own CLOSE_WAIT sockets (by their process): another process's
+        # CLOSE_WAIT says nothing about these writes.
+        pids = {f.pid for f in fails}
+        theirs = [p_ for inode, p_ in census.close_wait_inodes.items()
+                  if pids & set(ev.holders(inode))]
+        evidence["close_wait_of_failing_processes"] = len(theirs)
+        if cw_count and not theirs:
+            evidence["close_wait_elsewhere"] = [{"port": p_, "sockets": n}
+                                                for p_, n in list(cw_ports.items())[:5]]
+        cw_count = len(theirs)
+    else:
+        cw = ev.finding("closewait.leak")
+        cw_title = f" ({cw.title})" if cw is not None and cw_count else ""
     # Not the RSTs refusing connection attempts: those answer no write.
     tw_sent = ev.resets_sent("TCP_TIMEWAIT_SOCKET", "NO_SOCKET", syn=(False, None))
-    if fails and cw_count:
-        out.append(_v("epipe.write_after_peer_close", CONFIRMED,
-                      f"writes failed with EPIPE {sum(f.count for f in fails)} time(s) and "
-                      f"{cw_count} socket(s) are in CLOSE_WAIT (the peer closed first)",
-                      evidence))
-    elif cw_count:
-        out.append(_v("epipe.write_after_peer_close", LIKELY,
+    n_placed = sum(f.count for f in placed)
+    cid = "epipe.write_after_peer_close"
+    if placed and cw_count:
+        out.append(_v(cid, CONFIRMED,
+                      f"writes failed with EPIPE {n_placed} time(s) and {cw_count} of their "
+                      + ("port's " if port is not None else "process's ")
+                      + "socket(s) are in CLOSE_WAIT (the peer closed first)", evidence))
+    elif placed:
+        f = placed[0]
+        elsewhere = sum(x["sockets"] for x in evidence.get("close_wait_elsewhere", []))
+        out.append(_v(cid, LIKELY,
+                      f"{f.call}() failed with EPIPE {n_placed} time(s) (pid {f.pid}, "
+                      f"{f.command}): the connection was closed under the writer; no CLOSE_WAIT "
+                      "socket of " + (f"port {port}" if port is not None else "that process")
+                      + " is left now"
+                      + (f" (the {elsewhere} CLOSE_WAIT socket(s) here are another process's)"
+                         if elsewhere else ""), evidence))
+    elif unplaced:
+        f = unplaced[0]
+        n = sum(x.count for x in unplaced)
+        mine = {p_ for lst in ev.facts.census.listeners if lst.port == port
+                for p_ in ev.holders(lst.inode)} if census is not None else set()
+        mine |= {p_ for inode, lp in (census.close_wait_inodes.items() if census else [])
+                 if lp == port for p_ in ev.holders(inode)}
+        ours = [x for x in unplaced if x.pid in mine]
+        evidence["writes_port_unknown"] = n
+        if ours:
+            out.append(_v(cid, LIKELY,
+                          f"{f.call}() failed with EPIPE {n} time(s) in pid {ours[0].pid} "
+                          f"({ours[0].command}), which holds port {port}'s sockets; the errors "
+                          "probe could not tell these writes' port (local port unknown)",
+                          evidence, PROBE))
+        else:
+            out.append(_v(cid, CANNOT_TELL,
+                          f"writes failed with EPIPE {n} time(s) (pid {f.pid}, {f.command}), "
+                          "but the errors probe could not tell their port (local port "
+                          f"unknown): whether they are on port {port} is not known",
+                          evidence, f"netdiag why EPIPE --pid {f.pid}, or ss -tnp "
+                                    f"'sport = :{port}': which process holds the port"))
+    elif cw_count and not fails:
+        out.append(_v(cid, LIKELY,
                       f"{cw_count} socket(s) in CLOSE_WAIT: their peer closed, a write there "
-                      "draws a RST and then EPIPE" + (f" ({cw.title})" if cw else ""),
-                      evidence, PROBE))
+                      f"draws a RST and then EPIPE{cw_title}", evidence, PROBE))
     elif tw_sent is not None and tw_sent[0]:
-        out.append(_v("epipe.write_after_peer_close", LIKELY,
+        out.append(_v(cid, LIKELY,
                       f"this host answered {tw_sent[0]} segment(s) for closed connections "
                       "with a RST: a local peer writes after the other side closed",
                       {"resets_sent": tw_sent[1]}))
     else:
-        out.append(_v("epipe.write_after_peer_close", RULED_OUT if census is not None else
-                      CANNOT_TELL, "no socket is in CLOSE_WAIT now", evidence, RUN_WHILE))
+        out.append(_v(cid, RULED_OUT if census is not None else CANNOT_TELL,
+                      "no socket is in CLOSE_WAIT now" if port is None else
+                      f"no socket of port {port} is in CLOSE_WAIT now", evidence, RUN_WHILE))
     recv = ev.resets_received()
     if recv is not None:
         out.append(_v("epipe.write_after_reset", LIKELY if recv[0] else RULED_OUT,
@@ -1059,36 +1187,26 @@ def _hang(ev: Evidence) -> list[CauseVerdict]:
     else:
         out.append(_v("hang.idle_no_keepalive", CANNOT_TELL,
                       "per-connection timers were not read", would_tell="run as root"))
-    if ka is not None and ka.severity >= Severity.INFO:
-        out.append(_v("hang.keepalive_defaults", LIKELY, ka.title,
-                      {"keepalive": ka.title}))
-    else:
-        out.append(_v("hang.keepalive_defaults", RULED_OUT,
-                      ka.title if ka is not None else "no keepalive finding"))
+    unacked = _unacked(ev)
+    out.append(_keepalive_defaults(ev, ka, unacked))
+    out.append(unacked)
     timers = (ev.facts.census.timers if ev.facts.census else {}) or {}
-    retr = timers.get("on", 0)
-    grew = ev.grew("TcpExt", "TCPTimeouts")
-    flows = _retransmits(ev)
-    evidence = {"retransmit_timer_sockets": retr, "retransmits_by_flow": flows[:5]}
-    if flows:
-        r = flows[0]
-        out.append(_v("hang.unacked_retransmitting", CONFIRMED,
-                      f"{sum(x['retransmits'] for x in flows)} segment(s) retransmitted in the "
-                      f"probe window, most toward {r['peer']}:{r['remote_port']}: data stays "
-                      "unacknowledged", evidence))
-    elif retr and (ev.scope.port is not None or ev.scope.peer is not None):
-        out.append(_v("hang.unacked_retransmitting", CANNOT_TELL,
-                      f"{retr} socket(s) in the namespace have data on the retransmit timer; "
-                      f"whether any is in scope ({ev.scope.text()}) is not known without the "
-                      "retrans probe", evidence, PROBE))
-    else:
-        out.append(_v("hang.unacked_retransmitting", LIKELY if retr else RULED_OUT,
-                      f"{retr} socket(s) have data in flight on the retransmit timer"
-                      + (" and TCPTimeouts grew" if grew else "") if retr else
-                      "no socket has unacknowledged data on the retransmit timer", evidence,
-                      PROBE if retr else None))
     persist = timers.get("persist", 0)
-    if persist and (ev.scope.port is not None or ev.scope.peer is not None):
+    toward = [(a, p, n) for a, p, _st, t, n in ev.outgoing() or [] if t == "persist"]
+    if persist and toward and ev.scoped:
+        a, p, _n = toward[0]
+        out.append(_v("hang.zero_window", CONFIRMED,
+                      f"{sum(x[2] for x in toward)} connection(s) toward {a}:{p} probe a zero "
+                      "window (the peer does not read)",
+                      {"persist_timer_sockets": persist, "outgoing_in_scope_on_persist": [
+                          {"peer": x[0], "remote_port": x[1], "sockets": x[2]}
+                          for x in toward[:5]]}))
+    elif persist and ev.scoped and ev.outgoing() is not None and not ev.local_in_scope():
+        out.append(_v("hang.zero_window", RULED_OUT,
+                      f"no connection in scope ({ev.scope.text()}) probes a zero window "
+                      f"({persist} elsewhere in the namespace)",
+                      {"persist_timer_sockets": persist, "scope": "the whole namespace"}))
+    elif persist and ev.scoped:
         out.append(_v("hang.zero_window", CANNOT_TELL,
                       f"{persist} socket(s) in the namespace probe a zero window; whether any "
                       f"is in scope ({ev.scope.text()}) is not known here",
@@ -1108,6 +1226,118 @@ def _hang(ev: Evidence) -> list[CauseVerdict]:
                   "Recv-Q that does not drain shows over two samples of the socket",
                   would_tell="netdiag sockets --interval 10; ss -tn shows Recv-Q per socket"))
     return out
+
+
+def _in_scope_established(ev: Evidence) -> tuple[int | None, int]:
+    """Established connections in scope (None: not known), and how many of them have data
+    on the retransmit timer (known for outgoing connections only)."""
+    census = ev.facts.census
+    if census is None:
+        return None, 0
+    if not ev.scoped:
+        return census.by_state.get("ESTABLISHED", 0), ev.data_retransmitting()
+    out = ev.outgoing()
+    if out is None or (ev.scope.peer is not None and ev.scope.port is not None):
+        # --pid, or a peer and a local port at once: the counts cannot be split that way.
+        return None, 0
+    est = sum(n for _a, _p, st, _t, n in out if st == "ESTABLISHED")
+    retr = sum(n for _a, _p, st, t, n in out if st == "ESTABLISHED" and t == "on")
+    if ev.scope.port is not None:
+        est += ev.local_in_scope().get("ESTABLISHED", 0)
+    return est, retr
+
+
+def _keepalive_defaults(ev: Evidence, ka: Finding | None, unacked: CauseVerdict
+                        ) -> CauseVerdict:
+    """Keepalive at the defaults explains a hang only on established connections that sit
+    idle: keepalive does not run while data is unacknowledged (tcp_retries2 bounds those)."""
+    cid = "hang.keepalive_defaults"
+    if ka is None or ka.severity < Severity.INFO:
+        return _v(cid, RULED_OUT, ka.title if ka is not None else "no keepalive finding")
+    est, retr = _in_scope_established(ev)
+    evidence: dict[str, Any] = {"keepalive": ka.title, "established_in_scope": est,
+                                "established_with_unacked_data": retr}
+    where = f" in scope ({ev.scope.text()})" if ev.scoped else ""
+    if est == 0:
+        return _v(cid, RULED_OUT, f"no established connection{where}: keepalive applies to "
+                                  "established connections only", evidence)
+    if est is not None and retr and retr >= est:
+        return _v(cid, RULED_OUT, f"each of the {est} established connection(s){where} has "
+                                  "unacknowledged data: keepalive does not run while data is "
+                                  "in flight (tcp_retries2 bounds them)", evidence)
+    if ev.scoped and unacked.verdict in (CONFIRMED, LIKELY):
+        return _v(cid, CANNOT_TELL, f"{ka.title}; yet connection(s){where} have "
+                                    "unacknowledged data on the retransmit timer, which "
+                                    "keepalive does not cover (see that cause)", evidence,
+                  "once no data is in flight: a connection idle on a dead peer for longer "
+                  "than the keepalive time")
+    if est is None:
+        return _v(cid, CANNOT_TELL, f"{ka.title}; whether an established connection{where} "
+                                    "relies on it is not known here", evidence,
+                  "ss -tno: the connections in scope and their timers")
+    return _v(cid, LIKELY, f"{ka.title}; {est} established connection(s){where}"
+              + (f", {retr} of them with unacknowledged data" if retr else ""), evidence)
+
+
+def _unacked(ev: Evidence) -> CauseVerdict:
+    """Our data unacknowledged: the retrans probe decides; else the socket table shows the
+    timer per outgoing connection (a SYN_SENT socket retransmits a SYN, not data)."""
+    cid = "hang.unacked_retransmitting"
+    census = ev.facts.census
+    timers = (census.timers if census else {}) or {}
+    syn = sum((census.timers_by_state.get("on") or {}).get(st, 0)
+              for st in HANDSHAKE_STATES) if census is not None else 0
+    retr = ev.data_retransmitting()
+    grew = ev.grew("TcpExt", "TCPTimeouts")
+    flows = _retransmits(ev)
+    evidence: dict[str, Any] = {"retransmit_timer_sockets": timers.get("on", 0),
+                                "data_retransmit_timer_sockets": retr,
+                                "handshake_retransmit_timer_sockets": syn,
+                                "retransmits_by_flow": flows[:5]}
+    if flows:
+        r = flows[0]
+        return _v(cid, CONFIRMED, f"{sum(x['retransmits'] for x in flows)} segment(s) "
+                                  f"retransmitted in the probe window, most toward "
+                                  f"{r['peer']}:{r['remote_port']}: data stays "
+                                  "unacknowledged", evidence)
+    probed = ev.probe("retrans") is not None
+    if ev.scoped:
+        out = ev.outgoing()
+        mine = [(a, p, st, n) for a, p, st, t, n in out or []
+                if t == "on" and st not in HANDSHAKE_STATES]
+        evidence["outgoing_in_scope_on_timer"] = [
+            {"peer": a, "remote_port": p, "state": st, "sockets": n} for a, p, st, n in mine[:5]]
+        local = ev.local_in_scope()
+        if probed:
+            return _v(cid, RULED_OUT, f"no segment toward {ev.scope.text()} was retransmitted "
+                                      "in the probe window", evidence)
+        if mine:
+            a, p, st, _n = mine[0]
+            n = sum(x[3] for x in mine)
+            return _v(cid, LIKELY, f"{n} connection(s) toward {a}:{p} ({st}) have data on the "
+                                   "retransmit timer now (the socket table)", evidence, PROBE)
+        if out is not None and not local:
+            return _v(cid, RULED_OUT, f"no connection in scope ({ev.scope.text()}) has data on "
+                                      "the retransmit timer", evidence)
+        if retr:
+            return _v(cid, CANNOT_TELL, f"{retr} socket(s) in the namespace have data on the "
+                                        "retransmit timer; the socket table does not split "
+                                        f"the timers of local port {ev.scope.port}'s sockets"
+                      if ev.scope.port is not None and local else
+                      f"{retr} socket(s) in the namespace have data on the retransmit timer; "
+                      f"whether any is in scope ({ev.scope.text()}) is not known here",
+                      evidence, PROBE)
+        return _v(cid, RULED_OUT, "no socket has unacknowledged data on the retransmit timer"
+                  + (f" ({syn} in SYN_SENT/SYN_RECV retransmit a handshake, not data)"
+                     if syn else ""), evidence)
+    if probed:
+        return _v(cid, RULED_OUT, "no segment was retransmitted in the probe window", evidence)
+    if retr:
+        return _v(cid, LIKELY, f"{retr} socket(s) have data in flight on the retransmit timer"
+                  + (" and TCPTimeouts grew" if grew else ""), evidence, PROBE)
+    return _v(cid, RULED_OUT, "no socket has unacknowledged data on the retransmit timer"
+              + (f" ({syn} in SYN_SENT/SYN_RECV retransmit a handshake, not data)"
+                 if syn else ""), evidence)
 
 
 # ---- slow --------------------------------------------------------------------------------
@@ -1135,13 +1365,25 @@ def _slow(ev: Evidence) -> list[CauseVerdict]:
                     "slow_reader")
         send = rows("send_buffer_max", "send_buffer_capped_by_wmem_max",
                     "send_buffer_fixed_by_application")
-        app = rows("application")
+        # Loopback has no path to fill, but its reader can be slower than its writer.
+        loop = rows("loopback")
+        readers = [r for r in loop if r.get("slow_reader") or
+                   (r.get("rwnd_limited_share") or 0) >= buffers_rules.MIN_RWND_SHARE]
+        idle = [r for r in loop if r not in readers and r.get("busy_share") is not None
+                and r["busy_share"] < buffers_rules.APP_BUSY_SHARE]
+        app = rows("application") + idle
         ev_base = {"measured_over": measured, "flows_judged": len(flows)}
-        out.append(_flows_verdict("slow.receive_window", recv, "held by the receiver's "
-                                  "window or a slow reader", ev_base, flows))
+        got = _flows_verdict("slow.receive_window", recv + readers, "held by the receiver's "
+                             "window or a slow reader", ev_base, flows)
+        if got.verdict == CONFIRMED and not recv and not any(
+                r.get("slow_reader") or (r.get("rwnd_limited_share") or 0)
+                >= buffers_rules.LIMITED_SHARE for r in readers):
+            got.verdict = LIKELY  # held by the window part of the time only
+        out.append(got)
         out.append(_flows_verdict("slow.send_buffer", send, "held by the send buffer",
                                   ev_base, flows))
-        out.append(_app_limited(app, recv + send, ev_base, flows))
+        out.append(_app_limited(app, recv + readers + send, ev_base, flows,
+                                ev.facts.interval))
     retr = ev.counter("Tcp", "RetransSegs")
     segs = ev.counter("Tcp", "OutSegs")
     if retr is not None and segs is not None and retr.delta is not None and segs.delta:
@@ -1193,20 +1435,23 @@ def _slow(ev: Evidence) -> list[CauseVerdict]:
 
 
 def _app_limited(app: list[dict[str, Any]], held: list[dict[str, Any]], base: dict[str, Any],
-                 flows: list[dict[str, Any]]) -> CauseVerdict:
+                 flows: list[dict[str, Any]], interval: float | None = None) -> CauseVerdict:
     """The application as the limit. Conclusive only both ways round: a flow idle most of a
     measured window (busy time small: nothing queued) is application-limited; a flow held by
-    the receiver's window or its send buffer had data it could not send, so it is not. A
-    single rate sample (tcpi_delivery_rate_app_limited) is not: a sender that paces or caps
-    its rate is application-limited between bursts and looks unlimited within one."""
+    the receiver's window or its send buffer, or busy most of a measured window, had data to
+    send, so it is not. A single rate sample (tcpi_delivery_rate_app_limited) is not: a
+    sender that paces or caps its rate is application-limited between bursts and looks
+    unlimited within one."""
     cid = "slow.application_limited"
     measured = [r for r in app if r.get("busy_share") is not None]
     evidence = dict(base, flows=[{k: r.get(k) for k in (*ENDPOINT_KEYS, "limit",
                                                          "what_holds_it", "rate_mbit",
                                                          "busy_share")} for r in app[:5]])
-    tell = ("run over a window while it is slow: netdiag why slow --interval 10 (a sender "
-            "idle most of the window is application-limited); compare the rate with any cap "
-            "the application sets (rate limits, pacing, iperf3 -b)")
+    cap = ("compare the rate with any cap the application sets (rate limits, pacing, "
+           "iperf3 -b)")
+    tell = cap if interval else ("run over a window while it is slow: netdiag why slow "
+                                 "--interval 10 (a sender idle most of the window is "
+                                 "application-limited); " + cap)
     if measured:
         r = measured[0]
         return _v(cid, CONFIRMED, f"{len(measured)} of {len(flows)} busy flow(s) were "
@@ -1221,15 +1466,25 @@ def _app_limited(app: list[dict[str, Any]], held: list[dict[str, Any]], base: di
                                     f"{_ends(r)}; one sample does not "
                                     "decide (the flag is per delivery-rate sample)",
                   evidence, tell)
-    if flows and len(held) == len(flows):
-        return _v(cid, RULED_OUT, f"each of the {len(flows)} busy flow(s) is held by a window "
-                                  "or buffer: it had data queued that it could not send",
+    rest = [r for r in flows if r not in held]
+    busy = [r for r in rest if r.get("busy_share") is not None]
+    receiving = [r for r in rest if r not in busy and r.get("direction") == "receiving"]
+    unknown = [r for r in rest if r not in busy and r not in receiving]
+    if flows and not unknown and not receiving:
+        return _v(cid, RULED_OUT, f"each of the {len(flows)} busy flow(s) had data queued it "
+                                  "could not send: held by a window or buffer"
+                  + (f", or busy most of the measured window ({len(busy)})" if busy else ""),
                   evidence)
-    if flows:
-        return _v(cid, CANNOT_TELL, f"{len(flows) - len(held)} of {len(flows)} busy flow(s) "
-                                    "are held by no window or buffer; a sender that paces or "
-                                    "caps its rate is application-limited between bursts and "
-                                    "looks unlimited within one, so one sample cannot tell",
+    if flows and not unknown:
+        return _v(cid, CANNOT_TELL, f"{len(receiving)} of {len(flows)} busy flow(s) receive "
+                                    "here: whether their sender has nothing to send shows on "
+                                    "the sending host", evidence,
+                  "netdiag why slow on the sending host")
+    if unknown:
+        return _v(cid, CANNOT_TELL, f"{len(unknown)} of {len(flows)} busy flow(s) are held by "
+                                    "no window or buffer; a sender that paces or caps its "
+                                    "rate is application-limited between bursts and looks "
+                                    "unlimited within one, so one sample cannot tell",
                   evidence, tell)
     return _v(cid, CANNOT_TELL, "no flow in scope moved data in the last second", evidence,
               "run while the transfer is slow (with --port or --peer for that flow)")
@@ -1273,6 +1528,40 @@ def _flows_verdict(cid: str, rows: list[dict[str, Any]], what: str, base: dict[s
               "run while the transfer is slow (with --port or --peer for that flow)")
 
 
+# ---- advice that fits the symptom and the run ------------------------------------------
+
+WHILE = {"slow": "while the transfer is slow", "hang": "while it hangs"}
+
+
+def when(symptom: Symptom) -> str:
+    """When to look again: a slow transfer or a hang has no errors to wait for."""
+    return WHILE.get(symptom.name, "while the errors happen")
+
+
+def reword(symptom: Symptom, facts: Facts, text: str | None) -> str | None:
+    """Advice fitted to the run: no --probe-seconds when the run had probes or none decides
+    this symptom; no "errors" for a symptom without errors."""
+    if not text:
+        return text
+    if PROBE in text:
+        if facts.probes:
+            text = text.replace(PROBE, f"run again {when(symptom)}: the probes of this run "
+                                       "(over their window) did not show it")
+        elif not symptom.probes:
+            text = text.replace(PROBE, RUN_WHILE)
+    return text.replace("while the errors happen", when(symptom))
+
+
+def next_step(symptom: Symptom, facts: Facts, verdicts: list[CauseVerdict]) -> str | None:
+    """What to do when nothing seen here explains the symptom (None when something does)."""
+    if any(v.verdict in (CONFIRMED, LIKELY) for v in verdicts):
+        return None
+    probe = " (with --probe-seconds as root)" if symptom.probes and not facts.probes else ""
+    peer = "" if symptom.name in ("EADDRINUSE", "EADDRNOTAVAIL", "EMFILE") else \
+        ", and on the peer host"
+    return f"nothing seen here explains it now: run {when(symptom)}{probe}{peer}"
+
+
 # ---- entry point -------------------------------------------------------------------------
 
 JUDGES: dict[str, Callable[[Evidence], list[CauseVerdict]]] = {
@@ -1293,5 +1582,8 @@ def diagnose(symptom: Symptom, facts: Facts, findings: list[Finding],
     """Every cause of the symptom with its verdict, confirmed first."""
     ev = Evidence(facts, findings, scope)
     verdicts = JUDGES[symptom.name](ev)
+    for v in verdicts:
+        v.would_tell = reword(symptom, facts, v.would_tell)
+        v.because = reword(symptom, facts, v.because) or v.because
     order = {c.id: i for i, c in enumerate(symptom.causes)}
     return sorted(verdicts, key=lambda v: (RANK[v.verdict], order[v.cause.id]))

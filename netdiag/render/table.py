@@ -434,9 +434,8 @@ def _why_heading(console: Console, facts: dict[str, Any]) -> None:
         said = "; ".join(f"{r['error']} ×{r['count']} from {r['call']}() in pid {r['pid']} "
                          f"({r['command']})" for r in seen[:3])
         lines.append(f"applications were told (errors probe): {said}")
-    if not counts.get("confirmed") and not counts.get("likely"):
-        lines.append("nothing seen here explains it now: run while the errors happen (with "
-                     "--probe-seconds as root), and on the peer host")
+    if facts.get("next_step"):
+        lines.append(facts["next_step"])
     for line in lines:
         console.print(_hanging("", safe(line)))
     console.print()

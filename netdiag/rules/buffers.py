@@ -348,9 +348,22 @@ def judge_flow(c: Connection, limits: dict[str, int | None]) -> FlowVerdict:
     if w.seconds:
         figures["rate_mbit"] = _mbit((w.acked if sending else w.received) / w.seconds)
     if is_loopback(c.source) or is_loopback(c.destination) or c.source == c.destination:
+        # No path to fill, but a reader can still be slower than the writer: the sender's
+        # time held by the receiver's window, or the receiver's queue, shows it.
         text = "loopback: the path has no bandwidth-delay product; CPU and copies bound it"
-        if sending and w.busy and w.rwnd >= LIMITED_SHARE * w.busy:
-            text = "loopback: the reading application is slower than the writer"
+        if sending and w.seconds:
+            figures["busy_share"] = round(min(w.busy / (w.seconds * 1e6), 1.0), 3)
+        if sending and w.busy:
+            figures["rwnd_limited_share"] = round(w.rwnd / w.busy, 3)
+        rb, queued = c.skmem.get("rcvbuf", 0), c.skmem.get("rmem_alloc", 0)
+        if sending and w.busy and w.rwnd >= MIN_RWND_SHARE * w.busy:
+            text = (f"loopback: the receiver's window ({info.get('snd_wnd', 0)} bytes) held "
+                    f"the writer {w.rwnd / w.busy:.0%} of its busy time: the reading "
+                    "application, or the receive buffer it fixed, is slower than the writer")
+        elif not sending and rb and queued >= SLOW_READER_SHARE * rb:
+            figures["slow_reader"] = True
+            text = (f"loopback: the reading application is slower than the writer (its "
+                    f"receive queue holds {queued} of {rb} bytes)")
         return FlowVerdict("loopback", False, text, figures=figures)
     if sending:
         return _judge_sender(c, w, limits, figures)
