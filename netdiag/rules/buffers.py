@@ -357,9 +357,11 @@ def judge_flow(c: Connection, limits: dict[str, int | None]) -> FlowVerdict:
             figures["rwnd_limited_share"] = round(w.rwnd / w.busy, 3)
         rb, queued = c.skmem.get("rcvbuf", 0), c.skmem.get("rmem_alloc", 0)
         if sending and w.busy and w.rwnd >= MIN_RWND_SHARE * w.busy:
-            text = (f"loopback: the receiver's window ({info.get('snd_wnd', 0)} bytes) held "
-                    f"the writer {w.rwnd / w.busy:.0%} of its busy time: the reading "
-                    "application, or the receive buffer it fixed, is slower than the writer")
+            wnd = info.get("snd_wnd")
+            text = ("loopback: the reading application is slower than the writer (or its "
+                    "receive buffer is fixed small): the receiver's window"
+                    + (f" ({wnd} bytes)" if wnd else "")
+                    + f" held the writer {w.rwnd / w.busy:.0%} of its busy time")
         elif not sending and rb and queued >= SLOW_READER_SHARE * rb:
             figures["slow_reader"] = True
             text = (f"loopback: the reading application is slower than the writer (its "
