@@ -32,6 +32,7 @@ import resource
 import socket
 import struct
 import sys
+import threading
 import time
 
 
@@ -214,10 +215,45 @@ def unacked(args, seen: dict[str, int]) -> list:
     return [srv, c, a]
 
 
+def slowread(args, seen: dict[str, int]) -> list:
+    """A writer on loopback faster than its reader: the reader takes 16 KB every 10 ms, the
+    writer sends as fast as the receiver's window lets it, for --seconds."""
+    srv = _listener(args.port)
+    c = socket.create_connection(("127.0.0.1", args.port), timeout=2)
+    a, _ = srv.accept()
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                if not a.recv(16384):
+                    return
+            except OSError:
+                return
+            time.sleep(0.01)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    print(f"READY pid={os.getpid()} lport={c.getsockname()[1]}", flush=True)
+    c.settimeout(0.5)
+    deadline = time.monotonic() + args.seconds
+    chunk = b"z" * 65536
+    while time.monotonic() < deadline:
+        try:
+            c.send(chunk)
+        except socket.timeout:
+            pass
+        except OSError as exc:
+            _count(seen, exc)
+            break
+    stop.set()
+    return [srv, c, a]
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("mode", choices=["refused", "timeout", "abort", "linger", "exhaust",
-                                    "emfile", "unacked"])
+                                    "emfile", "unacked", "slowread"])
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--count", type=int, default=10)
     p.add_argument("--seconds", type=float, default=20.0, help="time bound for loops")
