@@ -8,8 +8,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conftest import HERE, NetNS, run_json
 from test_why import _drop_port
+
+from conftest import HERE, NetNS, run_json
 
 WHYLOAD = HERE / "helpers" / "whyload.py"
 

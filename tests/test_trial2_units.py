@@ -259,3 +259,37 @@ def test_refused_takes_the_port_from_peer():
         "econnrefused.no_listener"]
     assert far.verdict == CANNOT_TELL and "--port 80 on 10.0.0.9" in far.would_tell
 
+
+
+# ---- the class: every judge keeps to the scope ----------------------------------------------
+
+def test_timeouts_of_unknown_port_do_not_confirm_under_port():
+    errors = ErrorsResult(failures=[Failure("read", 110, "ETIMEDOUT", 70, "client", 3, None)])
+    facts = Facts(probes={"errors": errors})
+    v = run("ETIMEDOUT", facts, Scope(port=6500))["etimedout.retransmits_exhausted"]
+    assert v.verdict != CONFIRMED and "could not tell" in v.because, v.because
+    assert run("ETIMEDOUT", facts)["etimedout.retransmits_exhausted"].verdict == CONFIRMED
+
+
+def test_resets_sent_are_not_known_per_peer_or_process():
+    from netdiag.probefacts import ResetsResult, SentReset
+
+    resets = ResetsResult(sent=[SentReset("TCP_STATE", "ESTABLISHED", 9934, 5,
+                                          answers_syn=False)], sent_total=5)
+    facts = Facts(probes={"resets": resets})
+    for scope in (Scope(peer="10.0.0.9"), Scope(pid=4242)):
+        v = run("ECONNRESET", facts, scope)["econnreset.linger_zero"]
+        assert v.verdict == LIKELY and "whole namespace" in v.because, (scope, v.because)
+    assert run("ECONNRESET", facts, Scope(port=9934))["econnreset.linger_zero"].verdict == \
+        CONFIRMED
+
+
+def test_failures_toward_another_peer_are_out_of_scope():
+    errors = ErrorsResult(failures=[Failure("write", 32, "EPIPE", 60, "writer", 4, 5000,
+                                            "10.0.0.5", 443)])
+    facts = Facts(census=Census(source="netlink"), probes={"errors": errors})
+    v = run("EPIPE", facts, Scope(peer="10.0.0.9"))["epipe.write_after_peer_close"]
+    assert "failed_writes" not in v.evidence and v.verdict == RULED_OUT, v.because
+    _f, section = report_parts(find("EPIPE"), "EPIPE", Scope(peer="10.0.0.9", peer_port=443),
+                               facts, [])
+    assert section["errors_seen"] == []

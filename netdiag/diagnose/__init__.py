@@ -81,6 +81,8 @@ def _errors_seen(symptom: Symptom, facts: Facts, scope: Scope) -> list[dict[str,
             continue
         if scope.port is not None and scope.port not in (f.local_port, f.remote_port):
             continue
+        if not scope.peer_matches(f.peer if scope.peer is not None else None, f.remote_port):
+            continue
         rows.append({"call": f.call, "error": f.error, "pid": f.pid, "command": f.command,
                      "peer": f.peer, "remote_port": f.remote_port, "count": f.count})
     return rows[:20]

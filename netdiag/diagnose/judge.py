@@ -227,8 +227,19 @@ class Evidence:
             elif not self.scope.port_matches(f.local_port, f.remote_port) and \
                     f.local_port is not None:
                 continue
+            elif f.peer is not None and not self.scope.peer_matches(f.peer, f.remote_port):
+                continue
             out.append(f)
         return out
+
+    def unplaced(self, fails: list[Any]) -> list[Any]:
+        """Of failures in scope, those the errors probe could not place under --port or
+        --peer (their port or peer unknown): not known to be the scope's."""
+        s = self.scope
+        return [f for f in fails
+                if (s.port is not None and f.local_port is None and f.remote_port is None)
+                or (s.peer is not None and f.peer is None)
+                or (s.peer_port is not None and f.remote_port is None)]
 
     def resets_sent(self, *reasons: str, syn: tuple[bool | None, ...] = (True, False, None)
                     ) -> tuple[int, list[dict[str, Any]]] | None:
@@ -339,9 +350,11 @@ def _reset_verdict(ev: Evidence, cid: str, reasons: tuple[str, ...], counter: st
     if sent is not None:
         n, rows = sent
         if n:
-            return _v(cid, CONFIRMED, f"this host sent {n} RST(s) with reason "
-                                      f"{'/'.join(reasons)} in the probe window",
-                      {"resets_sent": rows})
+            got = _v(cid, CONFIRMED, f"this host sent {n} RST(s) with reason "
+                                     f"{'/'.join(reasons)} in the probe window",
+                     {"resets_sent": rows})
+            # RSTs sent are known by local port only, not by peer or process.
+            return got if ev.scope.port is not None else _namespace_wide(ev, got)
         if counter is None:
             return _v(cid, RULED_OUT, f"no RST with reason {'/'.join(reasons)} was sent in "
                                       "the probe window", {"resets_sent": rows})
@@ -772,6 +785,16 @@ def _retries_exhausted(ev: Evidence) -> CauseVerdict:
         conn = ev.failures("connect", "ETIMEDOUT")
         got.evidence["read_write_timeouts"] = sum(f.count for f in data)
         got.evidence["connect_timeouts"] = sum(f.count for f in conn)
+        unplaced = ev.unplaced(data)
+        if data and len(unplaced) == len(data):
+            f = data[0]
+            got.evidence["read_write_timeouts_port_unknown"] = sum(x.count for x in data)
+            return _v(cid, LIKELY if got.verdict in (CONFIRMED, LIKELY) else CANNOT_TELL,
+                      f"{f.call}() failed with ETIMEDOUT {sum(x.count for x in data)} "
+                      f"time(s) (pid {f.pid}, {f.command}), but the errors probe could not "
+                      f"tell whether on {ev.scope.text()} (its port or peer unknown)",
+                      got.evidence, f"netdiag why ETIMEDOUT --pid {f.pid}")
+        data = [f for f in data if f not in unplaced]
         if data:
             f = data[0]
             return _v(cid, CONFIRMED, f"{f.call}() failed with ETIMEDOUT "
