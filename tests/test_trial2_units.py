@@ -293,3 +293,23 @@ def test_failures_toward_another_peer_are_out_of_scope():
     _f, section = report_parts(find("EPIPE"), "EPIPE", Scope(peer="10.0.0.9", peer_port=443),
                                facts, [])
     assert section["errors_seen"] == []
+
+
+def test_a_truncated_socket_table_does_not_rule_out_the_scope():
+    facts = _hang_facts()
+    top = facts.census.outgoing_timers
+    facts.census.outgoing_timers = TopCounts(top.items, 500, 40, True)
+    v = run("hang", facts, Scope(port=7777))["hang.unacked_retransmitting"]
+    assert v.verdict == CANNOT_TELL, v.because
+
+
+def test_keepalive_counts_a_peers_incoming_connections():
+    facts = _hang_facts()
+    facts.census.by_peer = _tops([(("10.0.0.7", "ESTABLISHED"), 3)])
+    v = run("hang", facts, Scope(peer="10.0.0.7"))["hang.keepalive_defaults"]
+    assert v.verdict == LIKELY and v.evidence["established_in_scope"] == 3, v.because
+    none = run("hang", facts, Scope(peer="10.0.0.8"))["hang.keepalive_defaults"]
+    assert none.verdict == RULED_OUT, none.because
+    # Its incoming connections' timers are not split by peer: not ruled out from outgoing ones.
+    un = run("hang", facts, Scope(peer="10.0.0.7"))["hang.unacked_retransmitting"]
+    assert un.verdict == CANNOT_TELL, un.because

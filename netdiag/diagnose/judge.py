@@ -195,10 +195,24 @@ class Evidence:
         census = self.facts.census
         if census is None or census.outgoing_timers is None or self.scope.pid is not None:
             return None
-        port = self.port
-        return [(a, p, st, t, n) for (a, p, st, t), n in census.outgoing_timers.items
+        port, top = self.port, census.outgoing_timers
+        rows = [(a, p, st, t, n) for (a, p, st, t), n in top.items
                 if (port is None or p == port) and
                 (self.scope.peer is None or a == self.scope.peer)]
+        if not rows and (top.approximate or top.distinct_seen > len(top.items)):
+            return None  # the busiest destinations only: the scope's may be among the rest
+        return rows
+
+    def only_outgoing(self) -> bool:
+        """The scope's sockets are all outgoing connections, whose timers the socket table
+        shows: --port with no socket on that local port, or --peer IP:PORT (a service
+        there). Not --peer IP alone (its incoming connections too) nor --pid."""
+        s = self.scope
+        if self.outgoing() is None:
+            return False
+        if s.port is not None:
+            return not self.local_in_scope()
+        return s.peer_port is not None
 
     def local_in_scope(self) -> dict[str, int]:
         """Sockets on the scoped local port (--port), by state; {} without --port."""
@@ -1224,7 +1238,7 @@ def _hang(ev: Evidence) -> list[CauseVerdict]:
                       {"persist_timer_sockets": persist, "outgoing_in_scope_on_persist": [
                           {"peer": x[0], "remote_port": x[1], "sockets": x[2]}
                           for x in toward[:5]]}))
-    elif persist and ev.scoped and ev.outgoing() is not None and not ev.local_in_scope():
+    elif persist and ev.scoped and ev.only_outgoing():
         out.append(_v("hang.zero_window", RULED_OUT,
                       f"no connection in scope ({ev.scope.text()}) probes a zero window "
                       f"({persist} elsewhere in the namespace)",
@@ -1267,6 +1281,14 @@ def _in_scope_established(ev: Evidence) -> tuple[int | None, int]:
     retr = sum(n for _a, _p, st, t, n in out if st == "ESTABLISHED" and t == "on")
     if ev.scope.port is not None:
         est += ev.local_in_scope().get("ESTABLISHED", 0)
+    elif ev.scope.peer_port is None:
+        # --peer IP alone: its connections either way (the census by peer counts them all).
+        peers = census.by_peer
+        if peers is None:
+            return None, retr
+        est = sum(n for (a, st), n in peers.items if a == ev.scope.peer and st == "ESTABLISHED")
+        if not est and (peers.approximate or peers.distinct_seen > len(peers.items)):
+            return None, retr
     return est, retr
 
 
@@ -1339,7 +1361,7 @@ def _unacked(ev: Evidence) -> CauseVerdict:
             n = sum(x[3] for x in mine)
             return _v(cid, LIKELY, f"{n} connection(s) toward {a}:{p} ({st}) have data on the "
                                    "retransmit timer now (the socket table)", evidence, PROBE)
-        if out is not None and not local:
+        if ev.only_outgoing():
             return _v(cid, RULED_OUT, f"no connection in scope ({ev.scope.text()}) has data on "
                                       "the retransmit timer", evidence)
         if retr:
