@@ -313,3 +313,15 @@ def test_keepalive_counts_a_peers_incoming_connections():
     # Its incoming connections' timers are not split by peer: not ruled out from outgoing ones.
     un = run("hang", facts, Scope(peer="10.0.0.7"))["hang.unacked_retransmitting"]
     assert un.verdict == CANNOT_TELL, un.because
+
+
+def test_the_heading_offers_no_probe_for_a_symptom_no_probe_decides():
+    import io
+
+    from netdiag.render.table import _why_heading, console_for
+
+    _f, section = report_parts(find("EADDRINUSE"), "EADDRINUSE", Scope(port=80), Facts(), [])
+    assert section["symptom"]["probes"] == []
+    out = io.StringIO()
+    _why_heading(console_for(out), section)
+    assert "--probe-seconds" not in out.getvalue() and "--interval" in out.getvalue()

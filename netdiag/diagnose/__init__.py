@@ -54,7 +54,8 @@ def report_parts(symptom: Symptom, matched: str, scope: Scope, facts: Facts,
               for k in (CONFIRMED, LIKELY, CANNOT_TELL, RULED_OUT)}
     section: dict[str, Any] = {
         "symptom": {"name": symptom.name, "title": symptom.title, "errnos": list(symptom.errnos),
-                    "returned_by": symptom.returned_by, "asked": matched},
+                    "returned_by": symptom.returned_by, "asked": matched,
+                    "probes": list(symptom.probes)},
         "scope": {"port": scope.port, "peer": scope.peer, "peer_port": scope.peer_port,
                   "pid": scope.pid},
         "evidence_window": window,

@@ -425,7 +425,9 @@ def _why_heading(console: Console, facts: dict[str, Any]) -> None:
         f"{sym.get('name')}: {sym.get('title')} — returned by {sym.get('returned_by')}",
         f"evidence: {where}; counters "
         + (f"judged over the {window}" if window else
-           "since boot only (--interval or --probe-seconds judge them over time)")
+           "since boot only (--interval"
+           + (" or --probe-seconds" if sym.get("probes", True) else "")
+           + " judge them over time)")
         + (f"; probes: {', '.join(probes)}" if probes else "; no probe ran"),
         ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in counts.items()),
     ]
