@@ -1512,13 +1512,11 @@ def _app_limited(app: list[dict[str, Any]], held: list[dict[str, Any]], base: di
                                     "decide (the flag is per delivery-rate sample)",
                   evidence, tell)
     rest = [r for r in flows if r not in held]
-    busy = [r for r in rest if r.get("busy_share") is not None]
-    receiving = [r for r in rest if r not in busy and r.get("direction") == "receiving"]
-    unknown = [r for r in rest if r not in busy and r not in receiving]
-    if flows and not unknown and not receiving:
-        return _v(cid, RULED_OUT, f"each of the {len(flows)} busy flow(s) had data queued it "
-                                  "could not send: held by a window or buffer"
-                  + (f", or busy most of the measured window ({len(busy)})" if busy else ""),
+    receiving = [r for r in rest if r.get("direction") == "receiving"]
+    unknown = [r for r in rest if r not in receiving]
+    if flows and not rest:
+        return _v(cid, RULED_OUT, f"each of the {len(flows)} busy flow(s) is held by a window "
+                                  "or buffer: it had data queued that it could not send",
                   evidence)
     if flows and not unknown:
         return _v(cid, CANNOT_TELL, f"{len(receiving)} of {len(flows)} busy flow(s) receive "
@@ -1526,10 +1524,15 @@ def _app_limited(app: list[dict[str, Any]], held: list[dict[str, Any]], base: di
                                     "the sending host", evidence,
                   "netdiag why slow on the sending host")
     if unknown:
+        # Over a measured window (--interval, or the second sample) a flow busy most of it
+        # is still not decided: a paced or capped sender keeps data in flight too.
+        sampled = any(r.get("busy_share") is not None for r in unknown) or bool(interval)
         return _v(cid, CANNOT_TELL, f"{len(unknown)} of {len(flows)} busy flow(s) are held by "
                                     "no window or buffer; a sender that paces or caps its "
                                     "rate is application-limited between bursts and looks "
-                                    "unlimited within one, so one sample cannot tell",
+                                    "unlimited within one, so "
+                  + ("tcp_info over the measured window cannot tell it from the network"
+                     if sampled else "one sample cannot tell"),
                   evidence, tell)
     return _v(cid, CANNOT_TELL, "no flow in scope moved data in the last second", evidence,
               "run while the transfer is slow (with --port or --peer for that flow)")
