@@ -123,8 +123,13 @@ def _listen_facts(accept_queue: int, abort: str, **counters) -> Facts:
 def test_overflow_reset_needs_abort_on_overflow_and_a_full_queue():
     full = run("ECONNRESET", _listen_facts(5, "1"))["econnreset.overflow_abort"]
     assert full.verdict == CONFIRMED and "pid 99 (nginx)" in full.because
-    assert run("ECONNRESET", _listen_facts(5, "0"))["econnreset.overflow_abort"].verdict == \
-        RULED_OUT
+    # This host's listener on --port 80 sent the RSTs if any: its sysctl rules it out.
+    assert run("ECONNRESET", _listen_facts(5, "0"), Scope(port=80))[
+        "econnreset.overflow_abort"].verdict == RULED_OUT
+    # Without a scope the RSTs may come from another host, whose sysctl is not seen here.
+    v = run("ECONNRESET", _listen_facts(5, "0"))["econnreset.overflow_abort"]
+    assert v.verdict == CANNOT_TELL and v.evidence["rules_out_this_host_only"]
+    assert "on the host that sent the RSTs" in v.would_tell
     # Not full now, overflows only since boot: likely, and what would tell is said.
     v = run("ECONNRESET", _listen_facts(0, "1", ListenOverflows=30))["econnreset.overflow_abort"]
     assert v.verdict == LIKELY and v.would_tell
@@ -135,10 +140,14 @@ def test_counters_over_a_window_decide():
     facts.counters_before = CounterFacts({"TcpExt": {"ListenOverflows": 0, "TCPAbortOnClose": 2,
                                                      "TCPAbortOnData": 0}}, taken_at=5.0)
     facts.interval, facts.baseline = 5.0, "interval"
-    got = run("ECONNRESET", facts)
-    assert got["econnreset.close_unread"].verdict == CONFIRMED
+    got = run("ECONNRESET", facts, Scope(port=80))
+    assert got["econnreset.close_unread"].verdict == LIKELY  # the whole namespace's counter
     assert "grew by 10 in 5 s" in got["econnreset.close_unread"].because
     assert got["econnreset.linger_zero"].verdict == RULED_OUT  # did not grow
+    got = run("ECONNRESET", facts)
+    assert got["econnreset.close_unread"].verdict == CONFIRMED
+    # Did not grow here; without the probe, where the RSTs came from is not known.
+    assert got["econnreset.linger_zero"].verdict == CANNOT_TELL
     # The resets probe's reasons decide over the counters.
     facts.probes = {"resets": ResetsResult(sent=[SentReset("TCP_STATE", "ESTABLISHED", 80, 3)],
                                            sent_total=3)}
@@ -244,3 +253,27 @@ def typed_cases() -> list[tuple[str, Facts]]:
         for name, result in (facts.probes or {}).items():
             result.probe = name  # as the probe runner names it
     return cases
+
+
+def test_a_remote_rst_sender_is_never_ruled_out_by_this_hosts_evidence():
+    """ECONNRESET's causes live on the host that sent the RST. RSTs that arrived from another
+    host (received, not sent here) leave every cause 'cannot tell' here, never 'ruled out';
+    when every RST received was sent by this host, its evidence decides."""
+    from netdiag.probefacts import ReceivedReset
+
+    facts = _listen_facts(0, "0")
+    facts.probes = {"resets": ResetsResult(
+        received=[ReceivedReset(40312, "10.9.8.7", 443, 6)], received_total=6)}
+    got = run("ECONNRESET", facts)
+    for cid in ("linger_zero", "close_unread", "overflow_abort"):
+        v = got[f"econnreset.{cid}"]
+        assert v.verdict == CANNOT_TELL, (cid, v.verdict, v.because)
+        assert "another host" in v.because and "the peer" in v.would_tell
+    assert got["econnreset.no_socket"].verdict == LIKELY  # a peer elsewhere sent them
+    local = _listen_facts(0, "0")
+    local.probes = {"resets": ResetsResult(
+        sent=[SentReset("TCP_STATE", "ESTABLISHED", 80, 2)], sent_total=2,
+        received=[ReceivedReset(40312, "127.0.0.1", 80, 2)], received_total=2)}
+    got = run("ECONNRESET", local)
+    assert got["econnreset.linger_zero"].verdict == CONFIRMED
+    assert got["econnreset.close_unread"].verdict == RULED_OUT

@@ -499,6 +499,7 @@ def _scoped_pressure(ev: Evidence, evidence: dict[str, Any], ch: Change | None,
 
 def _econnreset(ev: Evidence) -> list[CauseVerdict]:
     out = _econnreset_causes(ev)
+    _rst_sender_elsewhere(ev, out)
     told = ev.told("ECONNRESET")
     if told == 0:
         # The errors probe watched this host's processes over the same window and none was
@@ -515,6 +516,35 @@ def _econnreset(ev: Evidence) -> list[CauseVerdict]:
                 v.would_tell = ("run netdiag why ECONNRESET --probe-seconds 10 on the "
                                 "clients' host")
     return out
+
+
+def _rst_sender_elsewhere(ev: Evidence, out: list[CauseVerdict]) -> None:
+    """Every ECONNRESET cause is about the host that sent the RST. This host's counters and
+    probes rule a cause out only for RSTs this host sent: when the RSTs came from another
+    host (the resets probe saw RSTs arrive that this host did not send), or when nothing says
+    where they came from (no resets probe; no loopback --peer, no local listener on --port),
+    "ruled out" would be said of a host not seen here: it becomes "cannot tell"."""
+    received = ev.resets_received()
+    if received is not None:
+        sent_here = (ev.resets_sent() or (0, []))[0]
+        elsewhere: bool | None = received[0] > sent_here
+    else:
+        elsewhere = None  # not known
+    local_peer = _is_loopback(ev.scope.peer) or (
+        ev.scope.port is not None and bool(ev.listeners()))
+    if elsewhere is False or (elsewhere is None and local_peer):
+        return
+    for v in out:
+        if v.verdict != RULED_OUT:
+            continue
+        v.verdict = CANNOT_TELL
+        v.because += ("; that rules it out on this host only, and RSTs arrived here from "
+                      "another host" if elsewhere else
+                      "; that rules it out on this host only: a peer on another host is not "
+                      "seen here")
+        v.evidence["rules_out_this_host_only"] = True
+        v.would_tell = ("run netdiag why ECONNRESET on the host that sent the RSTs (the "
+                        "peer), or give --peer IP when the peer is on this host")
 
 
 def _econnreset_causes(ev: Evidence) -> list[CauseVerdict]:
