@@ -277,3 +277,11 @@ def test_a_remote_rst_sender_is_never_ruled_out_by_this_hosts_evidence():
     got = run("ECONNRESET", local)
     assert got["econnreset.linger_zero"].verdict == CONFIRMED
     assert got["econnreset.close_unread"].verdict == RULED_OUT
+
+
+def test_advice_never_asks_for_the_interval_the_run_already_had():
+    s = find("EADDRINUSE")  # no probe decides it: its advice is to run with --interval
+    plain = judge.reword(s, Facts(), judge.RUN_WHILE)
+    assert "--interval 10" in plain
+    had = judge.reword(s, Facts(interval=5.0), judge.RUN_WHILE)
+    assert "--interval" not in had and "this run's 5 s" in had

@@ -1627,6 +1627,9 @@ def reword(symptom: Symptom, facts: Facts, text: str | None) -> str | None:
                                        "(over their window) did not show it")
         elif not symptom.probes:
             text = text.replace(PROBE, RUN_WHILE)
+    if facts.interval and RUN_WHILE in text:  # the run already judged counters by change
+        text = text.replace(RUN_WHILE, "run again while the errors happen (the counters did "
+                                       f"not show it over this run's {facts.interval:g} s)")
     return text.replace("while the errors happen", when(symptom))
 
 
