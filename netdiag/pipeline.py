@@ -32,6 +32,8 @@ MIN_PROBE_SECONDS = 0.1
 # Judged once, in the initial namespace, with --all-netns. Processes near their fd limit are
 # judged per namespace (by the namespace of each process); fs.file-max only in "default".
 HOST_WIDE_TOPICS = ("softirq",)
+# Their collectors (the receive path, fs.file-max) run in "default" only.
+HOST_ONLY = ("file-nr", "softnet_stat", "softirqs", "links")
 HOST_WIDE_IDS = ("buffers.memory_pressure",)
 
 
@@ -482,9 +484,13 @@ def run_all(req: Request):
                               worst, "ok"))
                 history.record(facts, status, ident)
                 if req.fmt in ("prometheus", "nagios"):
-                    from netdiag.metrics import samples
+                    from netdiag.metrics import COLLECTORS, samples
 
-                    metrics.extend(samples(facts, got, outcome.errors, status, label))
+                    # Host-wide collectors run in "default" only: elsewhere they are not
+                    # down, they are not asked (no collector_up series for them).
+                    metrics.extend(samples(facts, got, outcome.errors, status, label,
+                                           COLLECTORS if label == "default" else tuple(
+                                               c for c in COLLECTORS if c not in HOST_ONLY)))
                 rows.append({"netns": label, "inode": inode, "status": status,
                              "sockets": facts.census.total if facts.census else None,
                              "findings": sum(1 for f in got if f.severity > Severity.OK),

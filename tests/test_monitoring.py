@@ -279,6 +279,11 @@ def test_all_netns_labels_each_namespace():
         series = [(f.name, tuple(sorted(s.labels.items())))
                   for f in families(prom).values() for s in f.samples]
         assert len(series) == len(set(series))  # namespaces differ by their netns label
+        # Host-wide collectors run in "default" only: no namespace reports them as down.
+        up = {(s.labels["netns"], s.labels["collector"]): s.value
+              for s in families(prom)["netdiag_collector_up"].samples}
+        assert up[(idle.name, "sockets")] == 1 and (idle.name, "file-nr") not in up
+        assert not [k for k, v in up.items() if k[0] != "default" and v == 0], up
         nagios = run_netdiag("check", "--all-netns", "--format", "nagios").stdout
         first = nagios.splitlines()[0]
         assert NAGIOS.match(first), first

@@ -26,6 +26,7 @@ from netdiag.probefacts import (
     DropsResult,
     ErrorsResult,
     Failure,
+    ReceivedReset,
     ResetsResult,
     SentReset,
     Window,
@@ -49,9 +50,13 @@ def _counters(**tcpext) -> CounterFacts:
 # ---- 1: a RST answering a SYN is a refusal, not ECONNRESET ---------------------------------
 
 def _refusals_and_linger(told_reset: int) -> Facts:
+    # Client and server on this host (loopback, as in the trial): the linger RSTs arrive at
+    # local sockets too.
     resets = ResetsResult(sent=[SentReset("NO_SOCKET", "none", 9999, 40, answers_syn=True),
                                 SentReset("TCP_STATE", "ESTABLISHED", 9934, 5,
-                                          answers_syn=False)], sent_total=45)
+                                          answers_syn=False)], sent_total=45,
+                          received=[ReceivedReset(40000, "127.0.0.1", 9934, 5)],
+                          received_total=5)
     failures = [Failure("connect", 111, "ECONNREFUSED", 50, "client", 40, None, "127.0.0.1",
                         9999)]
     if told_reset:
@@ -99,6 +104,16 @@ def test_no_local_econnreset_caps_every_cause_at_likely():
     assert "no local process was told ECONNRESET" in v.because
     assert "other hosts" in v.because  # remote clients are not seen: said
     assert to_finding(v).severity == Severity.INFO
+
+
+def test_rsts_sent_to_other_hosts_stay_confirmed_on_the_sender():
+    """On the host that sends the RSTs to remote clients, no local process is told
+    ECONNRESET (the clients are elsewhere): that must not demote what the resets probe saw."""
+    facts = _refusals_and_linger(told_reset=0)
+    facts.probes["resets"].received, facts.probes["resets"].received_total = [], 0
+    v = run("ECONNRESET", facts)["econnreset.linger_zero"]
+    assert v.verdict == CONFIRMED and "went to other hosts" in v.because
+    assert to_finding(v).severity >= Severity.WARNING
 
 
 # ---- 2: socket teardown is not a network drop ----------------------------------------------

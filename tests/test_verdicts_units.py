@@ -606,3 +606,15 @@ def test_host_wide_and_denied_sysctls_are_said_as_such():
     assert not any("not present" in t and "tcp_mem" in t for t in text)
     default = [e.message for e in _sysctl_errors(Context(), facts)]
     assert any(t.startswith("not present on this kernel") and "tcp_mem" in t for t in default)
+
+
+def test_overflows_since_boot_are_segments_and_name_a_listener_full_now():
+    """Without a window: the total is handshake segments (retries count), the title names a
+    listener full now; with a window, the advice no longer asks for --interval."""
+    f = backlog._overflow(_reuseport_facts(counters=CounterFacts(counters={"TcpExt": {
+        "ListenOverflows": 60, "ListenDrops": 60}}, taken_at=2.0)))
+    assert "handshake segments" in f.title and "full now: 127.0.0.1:8080" in f.title
+    assert "Run with --interval" in f.recommendation  # no window yet: it is the next step
+    seen = [ListenerSample("127.0.0.1", 8080, 32, 33, 10, 10, 501, 2, 10)]
+    got = backlog._overflow(_overflowing(seen))
+    assert "Run with --interval" not in got.recommendation

@@ -501,7 +501,15 @@ def _econnreset(ev: Evidence) -> list[CauseVerdict]:
     out = _econnreset_causes(ev)
     _rst_sender_elsewhere(ev, out)
     told = ev.told("ECONNRESET")
-    if told == 0:
+    arrived = ev.resets_received()
+    if told == 0 and arrived is not None and arrived[0] == 0:
+        # The RSTs this host sent went to other hosts (none arrived here): their clients were
+        # told ECONNRESET, not this host's processes. A confirmed cause stands.
+        for v in out:
+            if v.verdict == CONFIRMED:
+                v.because += ("; the RSTs went to other hosts (none arrived here), whose "
+                              "applications were told ECONNRESET")
+    elif told == 0:
         # The errors probe watched this host's processes over the same window and none was
         # told ECONNRESET: whatever the kernel did here reached no local application.
         for v in out:
@@ -543,8 +551,12 @@ def _rst_sender_elsewhere(ev: Evidence, out: list[CauseVerdict]) -> None:
                       "; that rules it out on this host only: a peer on another host is not "
                       "seen here")
         v.evidence["rules_out_this_host_only"] = True
-        v.would_tell = ("run netdiag why ECONNRESET on the host that sent the RSTs (the "
-                        "peer), or give --peer IP when the peer is on this host")
+        v.would_tell = (
+            "run netdiag why ECONNRESET on the host that sent the RSTs (the peer)"
+            if elsewhere else
+            "run netdiag why ECONNRESET on the host that sent the RSTs; on this one, when it "
+            "is the sender, give --port of its service (or --peer IP for a peer on this "
+            "host), or --probe-seconds as root")
 
 
 def _econnreset_causes(ev: Evidence) -> list[CauseVerdict]:
@@ -573,11 +585,14 @@ def _econnreset_causes(ev: Evidence) -> list[CauseVerdict]:
         local = (ev.resets_sent() or (0, []))[0]
         foreign = received - local  # RSTs received that this host's own TCP did not send
         if foreign > 0:
-            out.append(_v("econnreset.no_socket", LIKELY,
-                          f"{received} RST(s) received, {local} sent by this host: a peer "
-                          "elsewhere sent the others; its socket may be gone",
+            # RSTs from another host: why it sent them (no socket, SO_LINGER 0, unread data
+            # at close...) is known on that host, not here.
+            out.append(_v("econnreset.no_socket", CANNOT_TELL,
+                          f"{received} RST(s) received, {local} sent by this host: another "
+                          "host sent the others, and its reasons are known there",
                           {"resets_received": rows},
-                          "run netdiag why ECONNRESET --probe-seconds 10 on the peer host"))
+                          "run netdiag why ECONNRESET --probe-seconds 10 on the host that "
+                          "sent them (the peer)"))
         else:
             out.append(_v("econnreset.no_socket", RULED_OUT,
                           "this host sent no NO_SOCKET RST to an established connection in "
@@ -1628,8 +1643,8 @@ def reword(symptom: Symptom, facts: Facts, text: str | None) -> str | None:
         elif not symptom.probes:
             text = text.replace(PROBE, RUN_WHILE)
     if facts.interval and RUN_WHILE in text:  # the run already judged counters by change
-        text = text.replace(RUN_WHILE, "run again while the errors happen (the counters did "
-                                       f"not show it over this run's {facts.interval:g} s)")
+        text = text.replace(RUN_WHILE, "run again while the errors happen (this run judged "
+                                       f"the counters over {facts.interval:.3g} s)")
     return text.replace("while the errors happen", when(symptom))
 
 

@@ -428,6 +428,19 @@ def _overflow(facts: Facts) -> Finding | None:
     verdict = judge(over, crit_rate=OVERFLOW_CRIT_RATE)
     title = "no listen overflow" if over.total == 0 else verdict.text
     detail = f"With tcp_abort_on_overflow={abort} the client sees {client_sees}."
+    if over.total and not over.growing:
+        # Segments, not connections; and a listener full now is worth naming.
+        title += " (handshake segments: each retried SYN or ACK counts)"
+        full_now = [lst for lst in (facts.census.listeners if facts.census else [])
+                    if lst.full]
+        if full_now:
+            title += "; full now: " + ", ".join(f"{lst.address}:{lst.port}"
+                                                for lst in full_now[:3])
+    recommendation = None
+    if over.baseline is not None:  # the run already measured the rate: no "run with --interval"
+        recommendation = OVERFLOW.recommendation.replace(
+            "Run with --interval to see the rate and which listeners fill up, then treat",
+            "Treat")
     if over.growing:
         blamed = _attribution(facts, samples, full_seen, evidence)
         # Segments, not connections: a client's retried SYNs each count.
@@ -443,7 +456,7 @@ def _overflow(facts: Facts) -> Finding | None:
                 "; counted for the whole namespace)"
         else:
             title += f" ({evidence['attribution']})"
-    return make(OVERFLOW, verdict.severity, title, evidence, detail)
+    return make(OVERFLOW, verdict.severity, title, evidence, detail, recommendation)
 
 
 def _attribution(facts: Facts, samples: list[ListenerSample] | None,
