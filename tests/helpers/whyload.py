@@ -161,8 +161,9 @@ def exhaust(args, seen: dict[str, int]) -> list:
 
 def emfile(args, seen: dict[str, int]) -> list:
     srv = _listener(args.port)
+    parent = os.getpid()
     child = os.fork()
-    if child == 0:  # the clients: connect one by one and hold
+    if child == 0:  # the clients: connect one by one and hold, while the server lives
         held = []
         for _ in range(args.count):
             try:
@@ -170,7 +171,9 @@ def emfile(args, seen: dict[str, int]) -> list:
             except OSError:
                 pass
             time.sleep(0.05)
-        time.sleep(args.hold)
+        deadline = time.monotonic() + args.hold
+        while time.monotonic() < deadline and os.getppid() == parent:
+            time.sleep(0.2)  # the test kills the server: leave with it, not after --hold
         os._exit(0)
     srv.settimeout(0.5)
     # A few descriptors above what the interpreter holds: accept() soon fails with EMFILE.
