@@ -15,13 +15,9 @@ int np_listen(void *ctx) {
     u64 sk = fd_sock(fd, &type);
     if (!sk || type != 1)                       /* SOCK_STREAM */
         return 0;
-    u16 family = sk_family(sk);
-    if (family != 2 && family != 10)
+    u16 family = 0;
+    if (!inet_sk_counted(sk, &family))  /* TCP/UDP over IPv4/IPv6, this namespace */
         return 0;
-#ifdef NETNS_INUM
-    if (!NS_OK(sk_netns(sk)))
-        return 0;
-#endif
     u64 ino = sk_inode(sk);
     struct listen_val v = {.backlog = (s64)(int)backlog,
                            .tgid = bpf_get_current_pid_tgid() >> 32, .family = family};

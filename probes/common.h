@@ -142,6 +142,18 @@ static inline u16 sk_family(u64 sk) {
     KREAD(fam, sk + SKC_FAMILY_OFF);
     return fam;
 }
+/* An IPv4 or IPv6 socket (not netlink, not unix) of the namespace being counted; its family
+ * in *family. */
+static inline int inet_sk_counted(u64 sk, u16 *family) {
+    *family = sk_family(sk);
+    if (*family != 2 && *family != 10)
+        return 0;
+#ifdef NETNS_INUM
+    if (!NS_OK(sk_netns(sk)))
+        return 0;
+#endif
+    return 1;
+}
 #endif
 
 #ifdef HAVE_SK_INODE

@@ -91,13 +91,9 @@ int np_sys_exit(struct bpf_raw_tracepoint_args *ctx) {
     u64 sk = fd_sock(fd, &type);
     if (!sk)
         return 0;
-    u16 family = sk_family(sk);
-    if (family != 2 && family != 10)
+    u16 family = 0;
+    if (!inet_sk_counted(sk, &family))  /* TCP/UDP over IPv4/IPv6, this namespace */
         return 0;
-#ifdef NETNS_INUM
-    if (!NS_OK(sk_netns(sk)))
-        return 0;
-#endif
     struct err_key k = {.tgid = bpf_get_current_pid_tgid() >> 32, .err = err, .nr = nr,
                         .family = family};
     if (nr == NR_CONNECT) {

@@ -59,13 +59,9 @@ int np_rcvbuf_grow(void *ctx) {
 #endif
 
 static inline int limit_hit(u64 sk, u8 kind) {
-    u16 family = sk_family(sk);
-    if (family != 2 && family != 10)
+    u16 family = 0;
+    if (!inet_sk_counted(sk, &family))  /* TCP/UDP over IPv4/IPv6, this namespace */
         return 0;
-#ifdef NETNS_INUM
-    if (!NS_OK(sk_netns(sk)))
-        return 0;
-#endif
     u16 num = 0;
     KREAD(num, sk + SKC_NUM_OFF);
     struct limit_key k = {.lport = local_shown(num), .kind = kind, .family = family};
@@ -101,13 +97,9 @@ int np_setsockopt(void *ctx) {
     u64 sk = fd_sock(fd, &type);
     if (!sk)
         return 0;
-    u16 family = sk_family(sk);
-    if (family != 2 && family != 10)  /* TCP/UDP over IPv4/IPv6 only: not netlink, not unix */
+    u16 family = 0;
+    if (!inet_sk_counted(sk, &family))  /* TCP/UDP over IPv4/IPv6, this namespace */
         return 0;
-#ifdef NETNS_INUM
-    if (!NS_OK(sk_netns(sk)))
-        return 0;
-#endif
     TP_READ(optval, sys_enter_setsockopt, optval);
     struct opt_key k = {.tgid = bpf_get_current_pid_tgid() >> 32, .optname = (u32)optname,
                         .family = family, .type = type};

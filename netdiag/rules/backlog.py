@@ -65,6 +65,9 @@ ACCEPT_FULL = RuleSpec(
                "exceeds it (the queue is full, drops are happening)",
 )
 
+# The first step of the overflow advice when the run measured no rate yet.
+_MEASURE_FIRST = "Run with --interval to see the rate and which listeners fill up. "
+
 OVERFLOW = RuleSpec(
     id="backlog.listen_overflow",
     topic=TOPIC,
@@ -93,7 +96,7 @@ OVERFLOW = RuleSpec(
         "memory)."
     ),
     recommendation=(
-        "Run with --interval to see the rate and which listeners fill up, then treat the "
+        _MEASURE_FIRST + "Treat the "
         "slow acceptor (backlog.accept_queue_full). For bursty load raise the number that "
         "bounds the full listener's queue: the application's listen() value when it is below "
         "net.core.somaxconn, somaxconn when it cuts a larger request (backlog.somaxconn_clamp "
@@ -438,9 +441,7 @@ def _overflow(facts: Facts) -> Finding | None:
                                                 for lst in full_now[:3])
     recommendation = None
     if over.baseline is not None:  # the run already measured the rate: no "run with --interval"
-        recommendation = OVERFLOW.recommendation.replace(
-            "Run with --interval to see the rate and which listeners fill up, then treat",
-            "Treat")
+        recommendation = OVERFLOW.recommendation[len(_MEASURE_FIRST):]
     if over.growing:
         blamed = _attribution(facts, samples, full_seen, evidence)
         # Segments, not connections: a client's retried SYNs each count.
