@@ -1,10 +1,12 @@
 /* Load generator for bench/probes.py, loopback only, bounded in time and count; built by
  * bench/probes.py with the system C compiler.
- *   conn_driver SECONDS            short TCP connections (one accepting thread, one
- *                                  connecting loop): prints connections per second
- *   conn_driver SECONDS pingpong   one byte back and forth over one TCP connection between
- *                                  two threads (every round trip: 2 writes, 2 reads, 2
- *                                  wake-ups): prints round trips per second */
+ *   conn_driver SECONDS [conn [PORT]]      short TCP connections (one accepting thread, one
+ *                                          connecting loop): prints connections per second
+ *   conn_driver SECONDS pingpong [PORT]    one byte back and forth over one TCP connection
+ *                                          between two threads (every round trip: 2 writes,
+ *                                          2 reads, 2 wake-ups): prints round trips per second
+ * The server listens on 127.0.0.1:PORT (default: a port the kernel picks), as a service on a
+ * fixed port does; its clients use ephemeral ports. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -46,7 +48,9 @@ static void *echo(void *arg) {
 int main(int argc, char **argv) {
     double seconds = argc > 1 ? atof(argv[1]) : 3.0;
     int pingpong = argc > 2 && argv[2][0] == 'p';
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int port = argc > 3 ? atoi(argv[3]) : 0;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+                            .sin_port = htons(port > 0 && port < 65536 ? port : 0)};
     socklen_t len = sizeof(a);
     int one = 1;
     srv = socket(AF_INET, SOCK_STREAM, 0);

@@ -37,7 +37,10 @@ from netdiag.ebpf.probes import PROBES  # noqa: E402
 
 from scenario import Namespace  # noqa: E402
 
-LOADS = (("conn/s", ()), ("round trips/s", ("pingpong",)))
+# The load's server listens on a fixed port, as a service does (outside any ephemeral range).
+SERVICE_PORT = 7001
+LOADS = (("conn/s", ("conn", str(SERVICE_PORT))),
+         ("round trips/s", ("pingpong", str(SERVICE_PORT))))
 
 
 def c_driver() -> str:
@@ -59,8 +62,19 @@ def drive(ns: str, seconds: float, driver: str, mode: tuple[str, ...]) -> float:
     return float(out.stdout.strip())
 
 
-def load_probe(name: str, inode: int):
-    """Load one probe as `netdiag probe` does (namespace filter, offsets, maps)."""
+def ns_port_range(ns: str) -> tuple[int, int]:
+    """The bench namespace's ip_local_port_range (not this process's: the probes aggregate the
+    namespace's ephemeral ports away, and a wrong range would key them one by one)."""
+    out = subprocess.run(["ip", "netns", "exec", ns, "cat",
+                          "/proc/sys/net/ipv4/ip_local_port_range"],
+                         capture_output=True, text=True, check=True)
+    lo, hi = (int(x) for x in out.stdout.split())
+    return lo, hi
+
+
+def load_probe(name: str, inode: int, ns: str):
+    """Load one probe as `netdiag probe --netns NS` does (namespace filter, offsets, maps, the
+    namespace's ephemeral range, the service port listed as listening)."""
     spec = PROBES[name]
     layout = kernel_layout()
     plan = runtime.plan_hooks(spec.hooks, layout=layout)
@@ -69,12 +83,16 @@ def load_probe(name: str, inode: int):
     kind, _ = session._filter_kind(spec, plan, layout)
     if kind != "host-wide":
         defines["NETNS_INUM"] = inode
-    rng = runtime.port_range()
-    if rng:
-        defines.update(EPH_LO=rng[0], EPH_HI=rng[1])
+    lo, hi = ns_port_range(ns)
+    defines.update(EPH_LO=lo, EPH_HI=hi)
     if spec.extra:
         defines.update(spec.extra()[0])
-    return runtime.Loaded(name, plan, defines)
+
+    def fill(bpf) -> None:
+        table = bpf["listening"]
+        table[table.Key(SERVICE_PORT)] = table.Leaf(1)
+
+    return runtime.Loaded(name, plan, defines, fill=fill)
 
 
 def cli_startup(name: str, ns: str, runs: int) -> dict[str, float]:
@@ -196,7 +214,7 @@ def main() -> None:
                   f"IQR {f['aa_iqr_percent']:.1f}%, at about {f['rate']} {label}", flush=True)
         for name in args.probes.split(","):
             row: dict = {"probe": name}
-            loaded = load_probe(name, inode)
+            loaded = load_probe(name, inode, ns.name)
             try:
                 loaded.detach()
                 for label, mode in LOADS:

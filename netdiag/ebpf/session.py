@@ -10,10 +10,12 @@ opened unloads what was loaded and ends the run (exit 3).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import signal
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +38,24 @@ class ProbeInterrupted(NetdiagError):
 class NetnsTarget:
     label: str  # default, a name, pid:N
     inode: int | None  # the namespace to count; None: count the whole host
+
+
+@contextlib.contextmanager
+def hold_netns(target: NetnsTarget) -> Iterator[None]:
+    """Hold the namespace being counted open for the whole window (nothing to hold for a
+    host-wide run). The programs remember that namespace's kernel address (counted_net in
+    probes/common.h); a namespace held open cannot be freed, so its address cannot be given
+    to another while they run. The namespace is this thread's own (current_netns)."""
+    if target.inode is None:
+        yield
+        return
+    fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if os.fstat(fd).st_ino != target.inode:
+            raise NetdiagError("the probe thread is no longer in the namespace it counts")
+        yield
+    finally:
+        os.close(fd)
 
 
 def current_netns(label: str) -> NetnsTarget:
@@ -225,7 +245,7 @@ def run(names: list[str], seconds: float, interval: float | None = None, on_tick
     running: dict[str, _Running] = {}
     errors: list[tuple[str, str]] = []
     results: dict[str, ProbeResult] = {}
-    with _Signals() as sig:
+    with hold_netns(target), _Signals() as sig:
         try:
             first = True
             for name in names:
