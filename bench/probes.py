@@ -1,17 +1,25 @@
 """Benchmark: what each eBPF probe costs, and what it costs to start.
 
-Two loads in a fresh namespace: short loopback connections (bench/conn_driver.c: connect,
-accept, close) and a one-byte ping-pong over one connection (2 writes, 2 reads and 2 wake-ups
-per round trip: the hot paths of the errors and wakeups probes). Each probe is compiled once;
-then, --pairs times, the load runs --seconds without the probe and --seconds with it attached
-(the order alternating, so drift cancels). The cost is 1 - the median of the per-pair ratios.
-The noise floor comes from the same pairs with no probe on either side (A/A): the spread
-(interquartile range) of their ratios. Because a shared machine makes throughput noisy, the
-kernel also times the probe's programs (BPF_ENABLE_STATS): their run time as a share of the
-CPU time the load used, and the time per run. Start-up is read from real `netdiag probe` runs
-(bcc import, BTF, compile, attach, and from exec to the window opening).
+Loads in a fresh namespace (--loads picks them):
+  conn, conn1          short loopback connections (bench/conn_driver.c: connect, accept,
+                       close); conn1 pins both threads to one CPU
+  pingpong, pingpong1  a one-byte ping-pong over one connection (2 writes, 2 reads and 2
+                       wake-ups per round trip: the hot paths of the errors and wakeups probes)
+  nginx                a real service: nginx (one worker) and wrk asking with a new connection
+                       per request (Connection: close)
+Unpinned, the driver's two threads mostly run on different CPUs and wait for each other:
+latency-bound, with idle gaps that hide part of a probe's cost. Pinned to one CPU the same
+load is CPU-bound and the kernel does the least work per event, so a probe's share of it is
+the largest: the worst case. Each probe is compiled once; then, --pairs times, each load runs
+--seconds without the probe and --seconds with it attached (the order alternating, so drift
+cancels). The cost is 1 - the median of the per-pair throughput ratios. The noise floor comes
+from the same pairs with no probe on either side (A/A): the spread (interquartile range) of
+their ratios. The kernel also times the probe's programs (BPF_ENABLE_STATS): their run time as
+a share of the CPU time the load used (steadier than throughput, but blind to the tracepoint
+dispatch around the programs), and the time per run. Start-up is read from real
+`netdiag probe` runs (bcc import, BTF, compile, attach, and from exec to the window opening).
 
-    sudo python3 bench/probes.py [--probes states,drops] [--seconds 1] [--pairs 9]
+    sudo python3 bench/probes.py [--probes states,drops] [--loads conn,nginx] [--pairs 9]
 
 Target: under 5% per probe. The machine may be shared: a cost inside the noise floor is no
 measurable cost, and the table says what the floor was.
@@ -37,10 +45,157 @@ from netdiag.ebpf.probes import PROBES  # noqa: E402
 
 from scenario import Namespace  # noqa: E402
 
-# The load's server listens on a fixed port, as a service does (outside any ephemeral range).
+# The loads' servers listen on fixed ports, as services do (outside any ephemeral range).
 SERVICE_PORT = 7001
-LOADS = (("conn/s", ("conn", str(SERVICE_PORT))),
-         ("round trips/s", ("pingpong", str(SERVICE_PORT))))
+NGINX_PORT = 7002
+
+
+class DriverLoad:
+    """bench/conn_driver.c in the bench namespace, optionally pinned to CPUs."""
+
+    def __init__(self, key: str, label: str, args: tuple[str, ...],
+                 cpus: str | None = None) -> None:
+        self.key, self.label, self.args, self.cpus = key, label, args, cpus
+        self.driver = ""
+
+    def start(self, ns: str) -> None:
+        self.driver = self.driver or c_driver()
+
+    def stop(self) -> None:
+        pass
+
+    def run(self, ns: str, seconds: float) -> tuple[float, float]:
+        """(rate, CPU seconds the load used: user + system of the driver, which includes the
+        loopback softirq work it triggers)."""
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        pin = ["taskset", "-c", self.cpus] if self.cpus else []
+        out = subprocess.run(["ip", "netns", "exec", ns, *pin, self.driver, str(seconds),
+                              *self.args], capture_output=True, text=True, check=True)
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return float(out.stdout.strip()), (r1.ru_utime + r1.ru_stime - r0.ru_utime -
+                                           r0.ru_stime)
+
+
+NGINX_CONF = """daemon off;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  server {{ listen 127.0.0.1:{port} backlog=4096; root {dir}; keepalive_timeout 0; }}
+}}
+"""
+
+
+class NginxLoad:
+    """A real service: nginx (one worker) serving a small file, wrk asking with a new
+    connection per request (Connection: close), as clients of many HTTP APIs do. Both ends are
+    on this host (loopback), so every request's ten state changes happen here."""
+
+    key = "nginx"
+    label = "HTTP requests/s (nginx, a connection each)"
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen | None = None
+        self.dir = ""
+
+    @staticmethod
+    def available() -> str | None:
+        import shutil
+
+        missing = [b for b in ("nginx", "wrk") if shutil.which(b) is None and
+                   not os.path.exists(f"/usr/sbin/{b}")]
+        return f"{' and '.join(missing)} not installed" if missing else None
+
+    def start(self, ns: str) -> None:
+        import tempfile
+        import time
+
+        self.dir = tempfile.mkdtemp(prefix="netdiag-bench-nginx-")
+        Path(self.dir, "index.html").write_text("hello\n")
+        conf = Path(self.dir, "nginx.conf")
+        conf.write_text(NGINX_CONF.format(dir=self.dir, port=NGINX_PORT))
+        self.proc = subprocess.Popen(["ip", "netns", "exec", ns, "nginx", "-c", str(conf),
+                                      "-p", self.dir], stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # until it answers (bounded)
+            if self._wrk(ns, 1)[0] > 0:
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        self.stop()
+        sys.exit("nginx did not start in the bench namespace")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def _wrk(self, ns: str, seconds: float) -> tuple[float, str]:
+        """Requests per second over whole seconds (wrk takes no fractions)."""
+        out = subprocess.run(["ip", "netns", "exec", ns, "wrk", "-t1", "-c8",
+                              f"-d{max(1, round(seconds))}s", "-H", "Connection: close",
+                              f"http://127.0.0.1:{NGINX_PORT}/"],
+                             capture_output=True, text=True)
+        for line in out.stdout.splitlines():
+            if line.startswith("Requests/sec:"):
+                return float(line.split()[1]), out.stdout
+        return 0.0, out.stdout
+
+    def _nginx_cpu(self) -> float:
+        """CPU seconds of the nginx master and its workers (/proc/PID/stat utime + stime)."""
+        assert self.proc is not None
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0.0
+        for pid in [self.proc.pid, *_children(self.proc.pid)]:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / tick
+        return total
+
+    def run(self, ns: str, seconds: float) -> tuple[float, float]:
+        c0 = self._nginx_cpu()
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        rate, _ = self._wrk(ns, seconds)
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return rate, (r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime +
+                      self._nginx_cpu() - c0)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(x) for x in
+                Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+# Unpinned, the two threads of a driver load mostly run on different CPUs and wait for each
+# other (cross-CPU wake-ups): latency-bound, with idle gaps that can hide a probe's cost.
+# Pinned to one CPU the same load is CPU-bound and does several times as many connections per
+# CPU second: the kernel does the least work per event there, so a probe's share of it is the
+# largest (the worst case). nginx + wrk is a real service with a connection per request.
+def loads(keys: list[str]) -> list:
+    port = str(SERVICE_PORT)
+    every = [DriverLoad("conn", "conn/s", ("conn", port)),
+             DriverLoad("conn1", "conn/s on one CPU", ("conn", port), "0"),
+             DriverLoad("pingpong", "round trips/s", ("pingpong", port)),
+             DriverLoad("pingpong1", "round trips/s on one CPU", ("pingpong", port), "0")]
+    why = NginxLoad.available()
+    if why is None:
+        every.append(NginxLoad())
+    elif "nginx" in keys:
+        sys.exit(f"the nginx load cannot run: {why}")
+    return [ld for ld in every if ld.key in keys]
 
 
 def c_driver() -> str:
@@ -54,12 +209,6 @@ def c_driver() -> str:
     src = str(Path(__file__).parent / "conn_driver.c")
     subprocess.run([cc, "-O2", "-pthread", "-o", out, src], check=True)
     return out
-
-
-def drive(ns: str, seconds: float, driver: str, mode: tuple[str, ...]) -> float:
-    out = subprocess.run(["ip", "netns", "exec", ns, driver, str(seconds), *mode],
-                         capture_output=True, text=True, check=True)
-    return float(out.stdout.strip())
 
 
 def ns_port_range(ns: str) -> tuple[int, int]:
@@ -90,7 +239,8 @@ def load_probe(name: str, inode: int, ns: str):
 
     def fill(bpf) -> None:
         table = bpf["listening"]
-        table[table.Key(SERVICE_PORT)] = table.Leaf(1)
+        for port in (SERVICE_PORT, NGINX_PORT):
+            table[table.Key(port)] = table.Leaf(1)
 
     return runtime.Loaded(name, plan, defines, fill=fill)
 
@@ -136,31 +286,25 @@ def run_time_ns(loaded) -> tuple[int, int]:
     return total, runs
 
 
-def cpu_share(ns: str, seconds: float, driver: str, mode: tuple[str, ...], loaded,
-              runs: int) -> dict:
-    """In-kernel time of the probe's programs against the CPU time the load itself used
-    (user + system of the driver, which includes the loopback softirq work it triggers):
+def cpu_share(ns: str, seconds: float, load, loaded, runs: int) -> dict:
+    """In-kernel time of the probe's programs against the CPU time the load itself used:
     robust where throughput is noisy, but blind to the tracepoint dispatch around them."""
     shares, per_run = [], []
     for _ in range(runs):
         loaded.attach()
         before_ns, before_runs = run_time_ns(loaded)
-        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         try:
-            drive(ns, seconds, driver, mode)
+            _, cpu = load.run(ns, seconds)
         finally:
             loaded.detach()
-        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         ns_used, n = (a - b for a, b in zip(run_time_ns(loaded), (before_ns, before_runs)))
-        cpu = (r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) * 1e9
-        shares.append(ns_used / cpu * 100 if cpu else 0.0)
+        shares.append(ns_used / (cpu * 1e9) * 100 if cpu else 0.0)
         per_run.append(ns_used / n if n else 0.0)
     return {"bpf_cpu_percent": round(statistics.median(shares), 2),
             "ns_per_run": round(statistics.median(per_run))}
 
 
-def pairs(ns: str, seconds: float, driver: str, mode: tuple[str, ...], n: int,
-          on=None, off=None) -> list[float]:
+def pairs(ns: str, seconds: float, load, n: int, on=None, off=None) -> list[float]:
     """Per-pair ratios with/without (or A/A when on/off are None), order alternating."""
     ratios = []
     for i in range(n):
@@ -169,7 +313,7 @@ def pairs(ns: str, seconds: float, driver: str, mode: tuple[str, ...], n: int,
             if side == "probe" and on:
                 on()
             try:
-                runs[side] = drive(ns, seconds, driver, mode)
+                runs[side] = load.run(ns, seconds)[0]
             finally:
                 if side == "probe" and off:
                     off()
@@ -185,6 +329,8 @@ def _quartiles(xs: list[float]) -> tuple[float, float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--probes", default=",".join(PROBES))
+    ap.add_argument("--loads", default="conn,conn1,pingpong,pingpong1,nginx",
+                    help="conn, conn1 (on one CPU), pingpong, pingpong1, nginx")
     ap.add_argument("--seconds", type=float, default=1.0)
     ap.add_argument("--pairs", type=int, default=9)
     ap.add_argument("--startup-runs", type=int, default=3)
@@ -194,7 +340,7 @@ def main() -> None:
     bad = [r for r in runtime.requirements().values() if not r.ok]
     if bad:
         sys.exit("probes cannot run: " + "; ".join(f"{r.reason} ({r.fix})" for r in bad))
-    driver = c_driver()
+    chosen = loads(args.loads.split(","))
     stats_fd = enable_run_time_stats()
     results = []
     floor = {}
@@ -204,31 +350,40 @@ def main() -> None:
         # cap the load at a few thousand connections/s. Back to the kernel default.
         ns.sysctl("net.ipv4.tcp_tw_reuse", "2")
         inode = os.stat(f"/run/netns/{ns.name}").st_ino
-        for label, mode in LOADS:
-            lo, med, hi = _quartiles(pairs(ns.name, args.seconds, driver, mode, args.pairs))
-            floor[label] = {"aa_median_percent": round((1 - med) * 100, 1),
-                            "aa_iqr_percent": round((hi - lo) * 100, 1),
-                            "rate": round(drive(ns.name, args.seconds, driver, mode))}
-            f = floor[label]
-            print(f"noise floor ({label}, A/A pairs): median {f['aa_median_percent']:+.1f}%, "
-                  f"IQR {f['aa_iqr_percent']:.1f}%, at about {f['rate']} {label}", flush=True)
-        for name in args.probes.split(","):
-            row: dict = {"probe": name}
-            loaded = load_probe(name, inode, ns.name)
-            try:
-                loaded.detach()
-                for label, mode in LOADS:
-                    lo, med, hi = _quartiles(pairs(ns.name, args.seconds, driver, mode,
-                                                   args.pairs, loaded.attach, loaded.detach))
-                    row[label] = {"cost_percent": round((1 - med) * 100, 1),
-                                  "iqr_percent": round((hi - lo) * 100, 1)}
-                    row[label].update(cpu_share(ns.name, args.seconds, driver, mode, loaded,
-                                                max(3, args.pairs // 3)))
-            finally:
-                loaded.close()
-            row["startup_s"] = cli_startup(name, ns.name, args.startup_runs)
-            results.append(row)
-            print(_line(row), flush=True)
+        try:
+            for load in chosen:
+                load.start(ns.name)
+            for load in chosen:
+                lo, med, hi = _quartiles(pairs(ns.name, args.seconds, load, args.pairs))
+                floor[load.label] = {"aa_median_percent": round((1 - med) * 100, 1),
+                                     "aa_iqr_percent": round((hi - lo) * 100, 1),
+                                     "rate": round(load.run(ns.name, args.seconds)[0])}
+                f = floor[load.label]
+                print(f"noise floor ({load.label}, A/A pairs): median "
+                      f"{f['aa_median_percent']:+.1f}%, IQR {f['aa_iqr_percent']:.1f}%, at "
+                      f"about {f['rate']} {load.label}", flush=True)
+            for name in args.probes.split(","):
+                row: dict = {"probe": name}
+                loaded = load_probe(name, inode, ns.name)
+                try:
+                    loaded.detach()
+                    for load in chosen:
+                        lo, med, hi = _quartiles(pairs(ns.name, args.seconds, load,
+                                                       args.pairs, loaded.attach,
+                                                       loaded.detach))
+                        row[load.label] = {"cost_percent": round((1 - med) * 100, 1),
+                                           "iqr_percent": round((hi - lo) * 100, 1)}
+                        row[load.label].update(cpu_share(ns.name, args.seconds, load, loaded,
+                                                         max(3, args.pairs // 3)))
+                finally:
+                    loaded.close()
+                if args.startup_runs:
+                    row["startup_s"] = cli_startup(name, ns.name, args.startup_runs)
+                results.append(row)
+                print(_line(row, chosen), flush=True)
+        finally:
+            for load in chosen:
+                load.stop()
     os.close(stats_fd)
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
@@ -237,14 +392,17 @@ def main() -> None:
          "results": results}, indent=2) + "\n")
 
 
-def _line(row: dict) -> str:
+def _line(row: dict, chosen: list) -> str:
     parts = [f"{row['probe']:<8}"]
-    for label, _ in LOADS:
+    for load in chosen:
+        label = load.label
         r = row[label]
         parts.append(f"{label}: {r['cost_percent']:+.1f}% (IQR {r['iqr_percent']:.1f}%), "
                      f"in BPF {r['bpf_cpu_percent']:.2f}% of the load's CPU "
                      f"({r['ns_per_run']} ns/run)")
-    s = row["startup_s"]
+    s = row.get("startup_s")
+    if s is None:
+        return "  ".join(parts)
     parts.append(f"start-up {s['since_process_start_s']:.2f} s from exec (bcc "
                  f"{s['imports_s']:.2f}, BTF {s['btf_s']:.2f}, compile {s['compile_s']:.2f}, "
                  f"attach {s['attach_s']:.2f})")

@@ -418,3 +418,37 @@ def test_softirq_imbalance_is_judged_over_the_probe_window():
            if f.id == "softirq.imbalance"]
     assert f.severity.label == "ok" and f.evidence["net_rx_per_cpu"] == [6000, 5500]
     assert f.evidence["window"] == "probe window (3 s)"
+
+
+def test_the_counted_namespace_is_held_open_for_the_window_and_only_it():
+    """The programs remember the counted namespace's kernel address (probes/common.h,
+    counted_net): the run must hold that namespace open, or a freed namespace's address could
+    be given to another while they count. The hold is the thread's own namespace, checked by
+    inode, and released after the window."""
+    import os
+
+    from netdiag.ebpf.session import NetnsTarget, current_netns, hold_netns
+    from netdiag.errors import NetdiagError
+
+    def open_ns_fds() -> int:
+        n = 0
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                n += os.readlink(f"/proc/self/fd/{fd}").startswith("net:[")
+            except OSError:
+                pass
+        return n
+
+    before = open_ns_fds()
+    target = current_netns("default")
+    assert target.inode is not None
+    with hold_netns(target):
+        assert open_ns_fds() == before + 1
+    assert open_ns_fds() == before
+    with hold_netns(NetnsTarget("host-wide", None)):  # nothing to hold when nothing is filtered
+        assert open_ns_fds() == before
+    with pytest.raises(NetdiagError, match="no longer in the namespace"):
+        with hold_netns(NetnsTarget("other", target.inode + 1)):
+            pass
+    assert open_ns_fds() == before
+
