@@ -36,10 +36,8 @@ int np_synack(void *ctx) {
     u16 sport = 0;
     u64 sk = 0;
     TP_READ(sk, tcp_retransmit_synack, skaddr);
-#ifdef NETNS_INUM
-    if (!NS_OK(sk_netns(sk)))
+    if (!SK_COUNTED(sk))
         return 0;
-#endif
     TP_READ(sport, tcp_retransmit_synack, sport);
     u32 port = sport;
     u64 z = 0, *v = synack.lookup_or_try_init(&port, &z);

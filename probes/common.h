@@ -82,6 +82,13 @@ static inline u32 sk_netns(u64 sk) {
 }
 #endif
 
+/* A socket of the namespace being counted (any socket when the run is host-wide). */
+#ifdef NETNS_INUM
+#define SK_COUNTED(sk) NS_OK(sk_netns(sk))
+#else
+#define SK_COUNTED(sk) 1
+#endif
+
 #ifdef NETNS_INUM
 #define NS_OK(inum) ((inum) == NETNS_INUM)
 #else
@@ -172,10 +179,8 @@ static inline int inet_sk_counted(u64 sk, u16 *family) {
     *family = sk_family(sk);
     if (*family != 2 && *family != 10)
         return 0;
-#ifdef NETNS_INUM
-    if (!NS_OK(sk_netns(sk)))
+    if (!SK_COUNTED(sk))
         return 0;
-#endif
     return 1;
 }
 #endif

@@ -17,10 +17,8 @@ int np_space_adjust(void *ctx) {
     u16 sport = 0;
     u64 sk = 0;
     TP_READ(sk, tcp_rcv_space_adjust, skaddr);
-#ifdef NETNS_INUM
-    if (!NS_OK(sk_netns(sk)))
+    if (!SK_COUNTED(sk))
         return 0;
-#endif
     TP_READ(sport, tcp_rcv_space_adjust, sport);
     u32 port = local_shown(sport);
     u64 z = 0, *v = adjust.lookup_or_try_init(&port, &z);
@@ -38,10 +36,8 @@ int np_rcvbuf_grow(void *ctx) {
     u32 rcvbuf = 0;
     u64 sk = 0;
     TP_READ(sk, tcp_rcvbuf_grow, skaddr);
-#ifdef NETNS_INUM
-    if (!NS_OK(sk_netns(sk)))
+    if (!SK_COUNTED(sk))
         return 0;
-#endif
     TP_READ(sport, tcp_rcvbuf_grow, sport);
     TP_READ(rcvbuf, tcp_rcvbuf_grow, rcvbuf);
     u32 port = local_shown(sport);

@@ -93,10 +93,8 @@ int np_receive_reset(void *ctx) {
     u16 sp = 0, dp = 0, family = 0;
     u64 sk = 0;
     TP_READ(sk, tcp_receive_reset, skaddr);
-#ifdef NETNS_INUM
-    if (!NS_OK(sk_netns(sk)))
+    if (!SK_COUNTED(sk))
         return 0;
-#endif
     TP_READ(sp, tcp_receive_reset, sport);
     TP_READ(dp, tcp_receive_reset, dport);
     TP_READ(family, tcp_receive_reset, family);

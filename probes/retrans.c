@@ -11,10 +11,8 @@ int np_retransmit(void *ctx) {
     u16 family = 0, sport = 0, dport = 0;
     u64 sk = 0;
     TP_READ(sk, tcp_retransmit_skb, skaddr);
-#ifdef NETNS_INUM
-    if (!NS_OK(sk_netns(sk)))
+    if (!SK_COUNTED(sk))
         return 0;
-#endif
     TP_READ(family, tcp_retransmit_skb, family);
     TP_READ(sport, tcp_retransmit_skb, sport);
     TP_READ(dport, tcp_retransmit_skb, dport);

@@ -41,10 +41,8 @@ int np_set_state(void *ctx) {
     if (protocol != 6)
         return 0;
     TP_READ(sk, inet_sock_set_state, skaddr);
-#ifdef NETNS_INUM
-    if (!NS_OK(sk_netns(sk)))
+    if (!SK_COUNTED(sk))
         return 0;
-#endif
     TP_READ(oldstate, inet_sock_set_state, oldstate);
     TP_READ(newstate, inet_sock_set_state, newstate);
     int pair = ((oldstate & 15) << 4) | (newstate & 15);

@@ -61,10 +61,8 @@ static inline struct lst_val *listener_of(u64 sk) {
 static inline int is_listener(u64 sk) {
     if (!sk || sk_state(sk) != TCP_LISTEN_)
         return 0;
-#ifdef NETNS_INUM
-    if (!NS_OK(sk_netns(sk)))
+    if (!SK_COUNTED(sk))
         return 0;
-#endif
     return 1;
 }
 

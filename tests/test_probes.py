@@ -229,3 +229,35 @@ def test_probe_without_privilege_is_one_line_and_exit_3():
     assert out.returncode == 3 and "Traceback" not in out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "not root" in lines[0] and "fix: run as root" in lines[0]
+
+
+def test_a_probe_run_holds_the_namespace_it_counts_open_while_attached(probe_ns):
+    """The programs compare a socket's namespace by kernel address after the first match
+    (probes/common.h, counted_net): while they are attached, netdiag must hold that namespace
+    open (an nsfs descriptor), so its address cannot be freed and given to another."""
+    inode = os.stat(f"/run/netns/{probe_ns.name}").st_ino
+
+    def holds() -> bool:
+        try:
+            fds = os.listdir(f"/proc/{proc.pid}/fd")
+        except OSError:
+            return False
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{proc.pid}/fd/{fd}") == f"net:[{inode}]":
+                    return True
+            except OSError:
+                continue
+        return False
+
+    proc = spawn("probe", "states", "--duration", "120", "--json", "--netns", probe_ns.name)
+    try:
+        wait_for(lambda: attachments(proc.pid) >= hook_count("states"), "states attached")
+        assert holds()  # setns() closes its own descriptor at once: this one is the hold
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert load_json(out)["facts"]["states"]["scope"]["filter"] == "exact"
