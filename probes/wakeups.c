@@ -83,19 +83,21 @@ static inline void clear_cur(void) {
 }
 
 #ifdef HOOK_np_data_ready
-int np_data_ready(void *ctx) {
+/* raw tracepoint sk_data_ready(const struct sock *sk): it fires for every socket that gets
+ * data, so the common case (not a listener) must cost one read: the state first, then the
+ * protocol (a unix or SCTP listener is in TCP_LISTEN too). */
+int np_data_ready(struct bpf_raw_tracepoint_args *ctx) {
     u16 protocol = 0;
-    u64 sk = 0;
+    u64 sk = ctx->args[0];
     int z = 0;
     struct cur_val *c = cur.lookup(&z);
     if (!c)
         return 0;
     c->sk = 0;
-    TP_READ(protocol, sk_data_ready, protocol);
-    if (protocol != 6)
+    if (!sk || sk_state(sk) != TCP_LISTEN_)
         return 0;
-    TP_READ(sk, sk_data_ready, skaddr);
-    if (!is_listener(sk))
+    KREAD(protocol, sk + SK_PROTOCOL_OFF);
+    if (protocol != 6 || !SK_COUNTED(sk))
         return 0;
     struct lst_val *l = listener_of(sk);
     if (!l)

@@ -398,3 +398,4 @@ tracepoint:syscalls:sys_enter_setsockopt /{TASK_NS} == {inum} && args->level == 
   @setsockopt[pid, args->optname] = count();
 }}
 """
+

@@ -198,6 +198,9 @@ class Recorded:
     def items(self, name: str) -> list:
         return [(self._ns(k), self._ns(v)) for k, v in self.doc["maps"].get(name, [])]
 
+    def per_cpu(self, name: str) -> list[tuple[int, int, int]]:
+        return [tuple(r) for r in self.doc.get("per_cpu", {}).get(name, [])]
+
     def values(self, name: str) -> list[int]:
         rows = sorted(self.doc["maps"].get(name, []), key=lambda kv: kv[0]["value"])
         return [v["value"] for _, v in rows]
@@ -207,7 +210,7 @@ def read_recorded(probe: str):
     doc = json.loads((RECORDED / f"{probe}.json").read_text())  # not netdiag output: maps
     ctx = readers.ReadContext(formats=doc["formats"], enabled=set(doc["enabled"]),
                               seconds=doc["seconds"], now_ns=doc["now_ns"],
-                              epoll_known=doc["epoll_known"])
+                              epoll_known=doc["epoll_known"], samples=doc.get("samples"))
     res = PROBES[probe].read(Recorded(doc), ctx)
     res.probe = probe
     res.window = Window("2026-11-27T20:00:00.000Z", "2026-11-27T20:00:01.500Z", doc["seconds"])

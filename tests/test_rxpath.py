@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from netdiag.collect.procfs import parse_snmp6, read_counters
-from netdiag.collect.rxpath import parse_proc_net_dev, parse_softirqs, parse_softnet_stat
+from netdiag.collect.rxpath import (
+    ksoftirqd_cpu,
+    parse_proc_net_dev,
+    parse_softirqs,
+    parse_softnet_stat,
+    read_ksoftirqd_ns,
+)
 from netdiag.collect.tcpinfo import decode_skmeminfo, decode_tcp_info
 from netdiag.context import Context
 from netdiag.errors import ParseError
@@ -90,3 +98,50 @@ def test_recorded_capture_carries_connection_details(host_root):
     assert details.with_info == 10
     # The helper holds idle connections without SO_KEEPALIVE: no timer at all.
     assert details.no_timer == 10 and details.keepalive_timer == 0
+
+
+# /proc/PID/stat of ksoftirqd/0 on this 6.18 machine (flags 0x4208040: PF_KTHREAD among
+# them), and of a user process that named itself the same (prctl PR_SET_NAME; 0x400000).
+KSOFTIRQD_STAT = ("14 (ksoftirqd/0) S 2 0 0 0 -1 69238848 0 0 0 0 5 6503 0 0 20 0 1 0 22 0 0 "
+                  "18446744073709551615 0 0 0 0 0 0 0 2147483647 0 1 0 0 17 0 0 0 0 0 0 0 0 0 "
+                  "0 0 0 0 0")
+IMPOSTOR_STAT = ("4242 (ksoftirqd/0) S 1 4242 4242 0 -1 4194304 90 0 0 0 0 0 0 0 20 0 1 0 "
+                 "900 4 1 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0")
+
+
+def test_ksoftirqd_is_told_by_the_kernel_thread_flag_not_by_its_name():
+    assert ksoftirqd_cpu(KSOFTIRQD_STAT) == 0
+    assert ksoftirqd_cpu(IMPOSTOR_STAT) is None
+    # A name holding ") S 2 ... " cannot pass for the fields after it: the last ")" ends it.
+    assert ksoftirqd_cpu("9 (ksoftirqd/3) S 2 0 0 0 -1 2129984) S 1 0 0 0 -1 0 0") is None
+    assert ksoftirqd_cpu("9 (ksoftirqd/x) S 2 0 0 0 -1 2129984") is None
+    assert ksoftirqd_cpu("9 (ksoftirqd/2) S 2") is None  # truncated: no flags field
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=300))
+def test_ksoftirqd_cpu_never_raises_on_any_stat_line(line):
+    cpu = ksoftirqd_cpu(line)
+    assert cpu is None or cpu >= 0
+
+
+def test_ksoftirqd_time_is_read_from_each_threads_schedstat(tmp_path):
+    """A /proc with a ksoftirqd thread, an impostor, a task that vanished between listing
+    and reading, and a FIFO where schedstat should be (never opened)."""
+    import os
+
+    def task(pid, stat, schedstat):
+        d = tmp_path / str(pid)
+        d.mkdir()
+        (d / "stat").write_text(stat)
+        if schedstat is not None:
+            (d / "schedstat").write_text(schedstat)
+        return d
+
+    task(14, KSOFTIRQD_STAT, "7351226 93113 410\n")
+    task(4242, IMPOSTOR_STAT, "999999999 0 1\n")
+    task(23, KSOFTIRQD_STAT.replace("ksoftirqd/0", "ksoftirqd/1"), None)  # exited
+    os.mkfifo(task(24, KSOFTIRQD_STAT.replace("ksoftirqd/0", "ksoftirqd/5"), None)
+              / "schedstat")
+    (tmp_path / "self").mkdir()
+    assert read_ksoftirqd_ns(str(tmp_path)) == {0: 7351226}

@@ -42,6 +42,9 @@ class ProbeSpec:
     extra: Callable[[], tuple[dict[str, int], str | None]] | None = None
     # Why this probe cannot run on this machine at all (None: it can), e.g. an architecture
     unsupported: Callable[[], str | None] | None = None
+    # A counter the kernel keeps itself, read at both ends of the window (no program needed);
+    # the reader gets both readings in ReadContext.samples
+    sample: Callable[[], Any] | None = None
 
     @property
     def host_wide_hooks(self) -> tuple[Hook, ...]:
@@ -58,6 +61,13 @@ def _wakeup_extra() -> tuple[dict[str, int], str | None]:
         return {}, ("epoll waiters cannot be told from accept() waiters: ep_poll_callback is "
                     "not in /proc/kallsyms")
     return {"EP_CALLBACK_ADDR": addr}, None
+
+
+def _ksoftirqd_ns() -> dict[int, int]:
+    """ksoftirqd/N time on CPU by CPU, from the scheduler's own accounting (schedstat)."""
+    from netdiag.collect.rxpath import read_ksoftirqd_ns
+
+    return read_ksoftirqd_ns()
 
 
 def _x86_64_only() -> str | None:
@@ -104,8 +114,8 @@ PROBES: dict[str, ProbeSpec] = {p.name: p for p in (
         "wakeups", "the thundering herd: tasks woken per connection on each listening socket, "
         "per thread, with accept() results, EPOLLEXCLUSIVE registrations and the listener's "
         "waiters",
-        (Hook("data-ready on listeners", "sock", "sk_data_ready", "np_data_ready",
-              ("skaddr", "protocol"), btf=("sk_ports",)),
+        (Hook("data-ready on listeners", "sock", "sk_data_ready", "np_data_ready", raw=True,
+              btf=("sk_ports", "sk_protocol")),
          Hook("tasks woken", "sched", "sched_waking", "np_waking", raw=True,
               btf=("task_ids",), netns="inherits"),
          Hook("packet boundary", "net", "netif_receive_skb", "np_rx_packet", raw=True,
@@ -165,18 +175,13 @@ PROBES: dict[str, ProbeSpec] = {p.name: p for p in (
     ProbeSpec(
         "softirq", "NET_RX/NET_TX softirq latency and run time per CPU (histograms), "
         "ksoftirqd CPU time (host-wide: softirqs belong to no namespace)",
-        (Hook("raise", "irq", "softirq_raise", "np_raise", ("vec",), netns="none"),
-         Hook("entry", "irq", "softirq_entry", "np_entry", ("vec",), netns="none"),
-         Hook("exit", "irq", "softirq_exit", "np_exit", ("vec",), netns="none"),
-         Hook("ksoftirqd", "sched", "sched_switch", "np_switch", ("prev_comm", "next_comm"),
-              netns="none")),
+        (Hook("raise", "irq", "softirq_raise", "np_raise", raw=True, netns="none"),
+         Hook("entry", "irq", "softirq_entry", "np_entry", raw=True, netns="none"),
+         Hook("exit", "irq", "softirq_exit", "np_exit", raw=True, netns="none")),
         readers.read_softirq,
-        "runs on every softirq and every context switch: measurable on busy hosts; use short "
-        "windows", topics=("softirq",), in_check=False,
-        maps=(MapDecl("latency_us", 32768, ("per_cpu",)),
-              MapDecl("runtime_us", 32768, ("per_cpu",)),
-              MapDecl("total_ns", 4096, ("per_cpu",)), MapDecl("count", 4096, ("per_cpu",)),
-              MapDecl("ksoft_ns", 4096, ("ksoftirqd",))),
+        "runs on every softirq of the host (per-CPU array slots, nothing that can fill): "
+        "measurable on busy hosts; use short windows",
+        topics=("softirq",), in_check=False, sample=_ksoftirqd_ns,
         metrics=("netdiag_probe_softirq_runs",)),
     ProbeSpec(
         "resets", "RSTs sent (with the kernel's reason where given) by reason, state and "

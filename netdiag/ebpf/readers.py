@@ -69,6 +69,7 @@ class ReadContext:
     seconds: float = 0.0
     now_ns: int = 0  # CLOCK_MONOTONIC now (bpf_ktime_get_ns's clock)
     epoll_known: bool = False  # the wakeups probe could tell epoll entries apart
+    samples: tuple[Any, Any] | None = None  # the probe's `sample` at the window's two ends
 
 
 def text(raw: Any) -> str:
@@ -260,19 +261,26 @@ def read_rcvbuf(maps, ctx: ReadContext) -> RcvbufResult:
 
 # ---- softirq ------------------------------------------------------------------------------
 
+SOFTIRQ_SLOTS = 64  # probes/softirq.c: histogram slots per softirq
+NET_TX = 2  # the first softirq vector counted
+
+
 def read_softirq(maps, ctx: ReadContext) -> SoftirqResult:
+    """Per-CPU arrays: histogram index (vec - NET_TX) * SLOTS + slot, totals by vec - NET_TX;
+    each CPU's value is that CPU's. ksoftirqd time: the scheduler's own per-thread
+    accounting read at both ends of the window (ctx.samples)."""
     res = SoftirqResult()
 
     def hist(name: str) -> dict[tuple[int, int], dict[int, int]]:
         out: dict[tuple[int, int], dict[int, int]] = {}
-        for k, v in maps.items(name):
-            slots = out.setdefault((k.vec, k.cpu), {})
-            slots[k.slot] = slots.get(k.slot, 0) + v.value
+        for index, cpu, value in maps.per_cpu(name):
+            vec, slot = divmod(index, SOFTIRQ_SLOTS)
+            out.setdefault((vec + NET_TX, cpu), {})[slot] = value
         return out
 
     lat, run = hist("latency_us"), hist("runtime_us")
-    totals = {(k.vec, k.cpu): v.value for k, v in maps.items("total_ns")}
-    counts = {(k.vec, k.cpu): v.value for k, v in maps.items("count")}
+    totals = {(i + NET_TX, cpu): v for i, cpu, v in maps.per_cpu("total_ns")}
+    counts = {(i + NET_TX, cpu): v for i, cpu, v in maps.per_cpu("count")}
     secs = max(ctx.seconds, 0.001)
     for key in sorted(set(lat) | set(run) | set(totals) | set(counts)):
         vec, cpu = key
@@ -281,8 +289,10 @@ def read_softirq(maps, ctx: ReadContext) -> SoftirqResult:
             time_ms=round(totals.get(key, 0) / 1e6, 2),
             cpu_share=round(totals.get(key, 0) / 1e9 / secs, 4),
             latency_us=buckets(lat.get(key, {})), runtime_us=buckets(run.get(key, {}))))
-    res.ksoftirqd = [KsoftirqdCpu(k.value, round(v.value / 1e6, 2))
-                     for k, v in sorted(maps.items("ksoft_ns"), key=lambda kv: kv[0].value)]
+    if ctx.samples is not None:  # ksoftirqd/N time on CPU (ns) at both ends, by CPU
+        start, end = ({int(k): int(v) for k, v in s.items()} for s in ctx.samples)
+        res.ksoftirqd = [KsoftirqdCpu(cpu, round(max(end[cpu] - start[cpu], 0) / 1e6, 2))
+                         for cpu in sorted(set(start) & set(end))]
     return res
 
 

@@ -13,10 +13,11 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import re
 import signal
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from netdiag.ebpf import runtime
@@ -187,6 +188,11 @@ class _Running:
     scope: Scope
     startup: Startup
     epoll_known: bool = False
+    samples: list = field(default_factory=list)  # the spec's `sample` at the window's ends
+
+    def take_sample(self) -> None:
+        if self.spec.sample is not None:
+            self.samples.append(_sample(self.spec.sample))
 
 
 class _Maps:
@@ -204,6 +210,12 @@ class _Maps:
         if hasattr(table, "total_cpu"):
             return [[_plain(k), {"value": table.sum(k).value}] for k in table.keys()]
         return [[_plain(k), _plain(v)] for k, v in table.items()]
+
+    def per_cpu(self, name: str) -> list[tuple[int, int, int]]:
+        """A per-CPU array's non-zero slots as (index, cpu, value)."""
+        table = self.bpf[name]
+        return [(k.value, cpu, v) for k, values in table.items()
+                for cpu, v in enumerate(values) if v]
 
     def values(self, name: str) -> list[int]:
         table = self.bpf[name]
@@ -310,8 +322,12 @@ def run(names: list[str], seconds: float, interval: float | None = None, on_tick
                     on_tick(read_all(elapsed, Window(opened, "", round(elapsed, 3))), elapsed)
             if edges is not None:
                 edges(True)
+            for r in running.values():
+                r.take_sample()
             waited = runtime.wait(seconds, interval, tick or (lambda e: None), poll,
                                   stopped=lambda: sig.count > 0)
+            for r in running.values():
+                r.take_sample()
             if edges is not None:
                 edges(False)
             closed = _utc_now()
@@ -331,10 +347,25 @@ def run(names: list[str], seconds: float, interval: float | None = None, on_tick
     return results, errors
 
 
+def _sample(read: Callable[[], Any]) -> Any:
+    """A probe's kernel counter, None when it cannot be read (the reader leaves it out)."""
+    try:
+        return read()
+    except (OSError, ValueError):
+        return None
+
+
 def _read(r: _Running, elapsed: float, window: Window) -> ProbeResult:
     spec, loaded = r.spec, r.loaded
+    samples = None
+    if r.spec.sample is not None and r.samples:
+        # both ends of a closed window; a tick mid-window reads the counter now
+        end = r.samples[1] if len(r.samples) > 1 else _sample(r.spec.sample)
+        if r.samples[0] is not None and end is not None:
+            samples = (r.samples[0], end)
     ctx = ReadContext(formats=loaded.plan.formats, enabled={h.fn for h in loaded.plan.enabled},
-                      seconds=elapsed, now_ns=time.monotonic_ns(), epoll_known=r.epoll_known)
+                      seconds=elapsed, now_ns=time.monotonic_ns(), epoll_known=r.epoll_known,
+                      samples=samples)
     maps = _Maps(loaded.bpf)
     if os.environ.get(RECORD_ENV) and window.ended_at:
         record(os.environ[RECORD_ENV], spec, maps, ctx)
@@ -411,8 +442,10 @@ def record(directory: str, spec: ProbeSpec, maps: _Maps, ctx: ReadContext) -> No
     names += [n for n in ("pairs", "cw_counts", "cw_ms", "unattributed") if f"({n}," in src]
     doc = {"probe": spec.name, "kernel": platform.release(),
            "formats": ctx.formats, "enabled": sorted(ctx.enabled), "seconds": ctx.seconds,
-           "now_ns": ctx.now_ns, "epoll_known": ctx.epoll_known,
-           "maps": {n: maps.rows(n) for n in names}}
+           "now_ns": ctx.now_ns, "epoll_known": ctx.epoll_known, "samples": ctx.samples,
+           "maps": {n: maps.rows(n) for n in names},
+           "per_cpu": {n: maps.per_cpu(n)
+                       for n in re.findall(r"BPF_PERCPU_ARRAY\((\w+),", src)}}
     os.makedirs(directory, exist_ok=True)
     with open(os.path.join(directory, f"{spec.name}.json"), "w") as fh:
         json.dump(doc, fh, indent=1)
