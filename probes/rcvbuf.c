@@ -4,7 +4,9 @@
  * known, and processes fixing SO_RCVBUF/SO_SNDBUF on TCP/UDP sockets
  * (syscalls:sys_enter_setsockopt: the fd is followed to its socket, so netlink and unix
  * sockets, like those of `ip` and `ss`, are left out), which turns autotuning off. */
-BPF_F_TABLE("hash", u32, u64, adjust, MAX_ADJUST, BPF_F_NO_PREALLOC);  /* local port */
+/* Adjustments by local port: the tracepoint runs on every TCP read, so an array slot (one
+ * load, 512 KiB, nothing that can fill), not a hash. */
+BPF_ARRAY(adjust, u64, 65536);
 struct grow_val { u64 count; u32 max_rcvbuf; u32 last_rcvbuf; };
 BPF_F_TABLE("hash", u32, struct grow_val, grow, MAX_GROW, BPF_F_NO_PREALLOC);
 struct limit_key { u16 lport; u8 kind; u8 family; };  /* kind 0 queue full, 1 memory limit */
@@ -13,6 +15,7 @@ struct opt_key { u32 tgid; u32 optname; s32 value; u16 family; u16 type; char co
 BPF_F_TABLE("hash", struct opt_key, u64, setopts, MAX_SETOPTS, BPF_F_NO_PREALLOC);
 
 #ifdef HOOK_np_space_adjust
+/* on every TCP read: an array slot by port (one load, nothing to hash, nothing can fill) */
 int np_space_adjust(void *ctx) {
     u16 sport = 0;
     u64 sk = 0;
@@ -21,11 +24,9 @@ int np_space_adjust(void *ctx) {
         return 0;
     TP_READ(sport, tcp_rcv_space_adjust, sport);
     u32 port = local_shown(sport);
-    u64 z = 0, *v = adjust.lookup_or_try_init(&port, &z);
+    u64 *v = adjust.lookup(&port);
     if (v)
         __sync_fetch_and_add(v, 1);
-    else
-        lost_inc(LOSS_ADJUST);
     return 0;
 }
 #endif

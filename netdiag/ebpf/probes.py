@@ -165,10 +165,10 @@ PROBES: dict[str, ProbeSpec] = {p.name: p for p in (
          Hook("setsockopt", "syscalls", "sys_enter_setsockopt", "np_setsockopt",
               ("fd", "level", "optname", "optval"), btf=FD)),
         readers.read_rcvbuf,
-        "one hash update per receive-space adjustment (per RTT of busy connections)",
+        "an array slot by port on every TCP read (tcp_rcv_space_adjust runs in each "
+        "recvmsg); a hash update only when a buffer grows, a queue fills or a limit is hit",
         topics=("buffers",),
-        maps=(MapDecl("adjust", 16384, ("space_adjust",)),
-              MapDecl("grow", 16384, ("rcvbuf_growth",)),
+        maps=(MapDecl("grow", 16384, ("rcvbuf_growth",)),
               MapDecl("limits", 16384, ("limits",)),
               MapDecl("setopts", 16384, ("buffer_fixed_by",))),
         metrics=("netdiag_probe_buffer_limits",)),

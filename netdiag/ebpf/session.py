@@ -202,14 +202,31 @@ class _Maps:
         self.bpf = bpf
 
     def items(self, name: str) -> list:
-        return list(self.bpf[name].items())
+        """A hash's entries; an array's non-zero slots (as if it were a hash by index), read
+        in one batch where the kernel can."""
+        table = self.bpf[name]
+        if type(table).__name__ != "Array":
+            return list(table.items())
+        try:
+            batch = list(table.items_lookup_batch())
+        except Exception:  # noqa: BLE001 - bcc raises plain Exception when batch is refused
+            return [(k, v) for k, v in table.items() if any(bytes(v))]
+        out = []
+        for k, v in batch:  # bcc gives integer keys and values as ints: back to its types
+            key = table.Key(k) if isinstance(k, int) else k
+            if isinstance(v, int):
+                if v:
+                    out.append((key, table.Leaf(v)))
+            elif any(bytes(v)):
+                out.append((key, v))
+        return out
 
     def rows(self, name: str) -> list:
         """A map's entries as plain data (for a recorded fixture); per-CPU values summed."""
         table = self.bpf[name]
         if hasattr(table, "total_cpu"):
             return [[_plain(k), {"value": table.sum(k).value}] for k in table.keys()]
-        return [[_plain(k), _plain(v)] for k, v in table.items()]
+        return [[_plain(k), _plain(v)] for k, v in self.items(name)]
 
     def per_cpu(self, name: str) -> list[tuple[int, int, int]]:
         """A per-CPU array's non-zero slots as (index, cpu, value)."""
@@ -439,7 +456,8 @@ def record(directory: str, spec: ProbeSpec, maps: _Maps, ctx: ReadContext) -> No
 
     names = ["lost", *(m.name for m in spec.maps)]
     src = (runtime.probe_sources() / f"{spec.name}.c").read_text()
-    names += [n for n in ("pairs", "cw_counts", "cw_ms", "unattributed") if f"({n}," in src]
+    names += [n for n in ("pairs", "cw_counts", "cw_ms", "unattributed", "adjust")
+              if f"({n}," in src]
     doc = {"probe": spec.name, "kernel": platform.release(),
            "formats": ctx.formats, "enabled": sorted(ctx.enabled), "seconds": ctx.seconds,
            "now_ns": ctx.now_ns, "epoll_known": ctx.epoll_known, "samples": ctx.samples,
