@@ -27,6 +27,8 @@ import subprocess
 import sys
 import time
 
+from lifeline import die_with_parent
+
 TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
@@ -109,6 +111,7 @@ def relay(fd_a: int, fd_b: int, delay: float, seconds: float) -> None:
 
 
 def main() -> None:
+    die_with_parent()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("ns_a")
     ap.add_argument("ns_b")

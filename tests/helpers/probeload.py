@@ -37,6 +37,8 @@ import sys
 import threading
 import time
 
+from lifeline import die_with_parent
+
 HOST = {socket.AF_INET: "127.0.0.1", socket.AF_INET6: "::1"}
 
 
@@ -201,6 +203,7 @@ class Herd(Workload):
                 pid = os.fork()
                 if pid == 0:
                     try:
+                        die_with_parent()
                         self.worker(s)
                     finally:
                         os._exit(0)
@@ -344,6 +347,7 @@ MODES = {"churn": Churn, "refused": Refused, "nbrefused": NbRefused, "closewait"
 
 
 def main() -> None:
+    die_with_parent()
     p = argparse.ArgumentParser()
     p.add_argument("mode", choices=sorted(MODES))
     p.add_argument("--port", type=int, default=9000)

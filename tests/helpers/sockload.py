@@ -26,6 +26,8 @@ import socket
 import sys
 import time
 
+from lifeline import die_with_parent
+
 
 def server(port: int, backlog: int = 4096, family: int = socket.AF_INET) -> socket.socket:
     s = socket.socket(family, socket.SOCK_STREAM)
@@ -146,6 +148,7 @@ def herd(args) -> str:
     for _ in range(args.workers):
         pid = os.fork()
         if pid == 0:  # a worker: epoll on the shared socket, accept when woken
+            die_with_parent()
             ep = select.epoll()
             ep.register(srv.fileno(), select.EPOLLIN)
             end = time.monotonic() + args.hold
@@ -194,6 +197,7 @@ def linger(args) -> str:
 
 
 def main() -> None:
+    die_with_parent()
     p = argparse.ArgumentParser()
     p.add_argument("mode", choices=["closewait", "churn", "listen", "hold", "rcvbuf",
                                     "keepalive", "herd", "refused", "linger"])

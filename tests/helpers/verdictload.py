@@ -21,6 +21,8 @@ import socket
 import sys
 import time
 
+from lifeline import alive, die_with_parent
+
 
 def closewait_fork(args) -> tuple[str, list]:
     srv = socket.socket()
@@ -33,10 +35,12 @@ def closewait_fork(args) -> tuple[str, list]:
         a, _ = srv.accept()
         held.append(a)
         c.close()  # the peer closes: the accepted socket goes to CLOSE_WAIT
+    test = os.getppid()
     child = os.fork()
     if child == 0:  # the child inherits every fd and never closes them
+        # It outlives its parent on purpose (the test kills the parent), not the test.
         end = time.monotonic() + args.hold
-        while time.monotonic() < end:
+        while time.monotonic() < end and alive(test):
             time.sleep(0.2)
         os._exit(0)
     return f"pid={os.getpid()} child={child} port={args.port} count={args.count}", [srv, *held]
@@ -68,6 +72,7 @@ def pusher(args) -> tuple[str, list]:
 
 
 def main() -> None:
+    die_with_parent()
     p = argparse.ArgumentParser()
     p.add_argument("mode", choices=["closewait-fork", "idle", "pusher"])
     p.add_argument("--host", default="127.0.0.1")

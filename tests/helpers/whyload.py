@@ -35,6 +35,8 @@ import sys
 import threading
 import time
 
+from lifeline import die_with_parent
+
 
 def _listener(port: int, backlog: int = 128) -> socket.socket:
     s = socket.socket()
@@ -254,6 +256,7 @@ def slowread(args, seen: dict[str, int]) -> list:
 
 
 def main() -> None:
+    die_with_parent()
     p = argparse.ArgumentParser()
     p.add_argument("mode", choices=["refused", "timeout", "abort", "linger", "exhaust",
                                     "emfile", "unacked", "slowread"])
