@@ -27,6 +27,10 @@
  * because bcc rewrites map calls in the source text, not inside macros. */
 BPF_ARRAY(lost, u64, 16);
 
+/* BPF_F_MMAPABLE (include/uapi/linux/bpf.h): a counter array netdiag reads through one
+ * mapping of its memory instead of a lookup per slot (netdiag/ebpf/session.py _Maps). */
+#define MMAPABLE (1U << 10)
+
 static inline void lost_inc(int slot) {
     u64 *x = lost.lookup(&slot);
     if (x)

@@ -5,8 +5,8 @@
  * (syscalls:sys_enter_setsockopt: the fd is followed to its socket, so netlink and unix
  * sockets, like those of `ip` and `ss`, are left out), which turns autotuning off. */
 /* Adjustments by local port: the tracepoint runs on every TCP read, so an array slot (one
- * load, 512 KiB, nothing that can fill), not a hash. */
-BPF_ARRAY(adjust, u64, 65536);
+ * load, 512 KiB, nothing that can fill), not a hash; read through a mapping. */
+BPF_F_TABLE("array", u32, u64, adjust, 65536, MMAPABLE);
 struct grow_val { u64 count; u32 max_rcvbuf; u32 last_rcvbuf; };
 BPF_F_TABLE("hash", u32, struct grow_val, grow, MAX_GROW, BPF_F_NO_PREALLOC);
 struct limit_key { u16 lport; u8 kind; u8 family; };  /* kind 0 queue full, 1 memory limit */

@@ -1,15 +1,16 @@
 /* wakeups: the thundering herd, counted from the kernel's side.
  *
  * A connection ready on a listening socket calls the listener's sk_data_ready
- * (sock:sk_data_ready), which walks the socket's wait queue and wakes waiters: blocking
- * accept() callers (exclusive: one), epoll instances (each non-exclusive entry is called;
- * EPOLLEXCLUSIVE entries stop the walk once one woke). Every task woken from that walk fires
- * sched:sched_waking in the same context, on the same CPU, right after the data_ready event.
- * So: a per-CPU "current listener" is set at the listener's data_ready and cleared at the
- * next packet (net:netif_receive_skb), the end of the softirq (irq:softirq_exit), the next
- * data_ready, or the return of the accept() that processed the listener's backlog;
- * sched_waking events in between, by the same task context and at most as many as the wait
- * queue has entries, are that connection's wake-ups.
+ * (sock:sk_data_ready), which takes the lock of the socket's wait queue and, holding it,
+ * walks the queue and wakes waiters: blocking accept() callers (exclusive: one), epoll
+ * instances (each non-exclusive entry is called; EPOLLEXCLUSIVE entries stop the walk once
+ * one woke). Every task woken from that walk fires sched:sched_waking in the same context,
+ * on the same CPU, while that lock is held. So: a per-CPU "current listener" is set at the
+ * listener's data_ready (with the address of its wait-queue lock); a sched_waking by the same
+ * task context while the lock is held, at most as many as the queue has entries, is that
+ * connection's wake-up; the first one that finds the lock released ends the walk (as do the
+ * next data_ready on the CPU and the return of the accept() that processed the backlog).
+ * No program runs per packet or per softirq: the lock is the walk's boundary.
  * accept() results (syscalls:sys_enter/exit_accept4, accept) and EPOLL_CTL_ADD/MOD on the
  * listening fd (syscalls:sys_enter_epoll_ctl: EPOLLEXCLUSIVE or not) are kept per listener
  * (by socket, so SO_REUSEPORT members stay apart) and per thread. */
@@ -32,7 +33,7 @@ BPF_F_TABLE("hash", struct reg_key, struct reg_val, epoll_regs, MAX_EPOLL_REGS,
 
 BPF_F_TABLE("hash", u32, u64, inflight, MAX_INFLIGHT, BPF_F_NO_PREALLOC); /* tid -> listener */
 
-struct cur_val { u64 sk; u32 tid; u32 budget; };
+struct cur_val { u64 sk; u64 lock; u32 tid; u32 budget; };
 BPF_PERCPU_ARRAY(cur, struct cur_val, 1);
 
 #define TCP_LISTEN_ 10
@@ -75,13 +76,6 @@ static inline struct worker_val *worker_of(u64 sk, u32 tid, u32 tgid) {
     return w;
 }
 
-static inline void clear_cur(void) {
-    int z = 0;
-    struct cur_val *c = cur.lookup(&z);
-    if (c)
-        c->sk = 0;
-}
-
 #ifdef HOOK_np_data_ready
 /* raw tracepoint sk_data_ready(const struct sock *sk): it fires for every socket that gets
  * data, so the common case (not a listener) must cost one read: the state first, then the
@@ -103,39 +97,39 @@ int np_data_ready(struct bpf_raw_tracepoint_args *ctx) {
     if (!l)
         return 0;
     __sync_fetch_and_add(&l->ready, 1);
-    u32 budget = WALK_MAX;
-#ifdef HAVE_WAITQUEUE
     /* Who waits on this listener now: sk->sk_wq->wait.head, entries by flags and function. */
     u64 wq = 0, head, pos = 0;
     u32 n = 0, excl = 0, ep = 0;
     KREAD(wq, sk + SK_WQ_OFF);
-    if (wq) {
-        head = wq + SOCKWQ_WAIT_OFF + WQH_HEAD_OFF;
-        KREAD(pos, head);
-        for (int i = 0; i < WALK_MAX; i++) {
-            if (!pos || pos == head)
-                break;
-            u64 entry = pos - WQE_ENTRY_OFF, func = 0;
-            u32 flags = 0;
-            KREAD(flags, entry + WQE_FLAGS_OFF);
-            n++;
-            if (flags & WQ_FLAG_EXCLUSIVE_)
-                excl++;
+    if (!wq)
+        return 0;               /* no wait queue: nobody can be woken */
+    head = wq + SOCKWQ_WAIT_OFF + WQH_HEAD_OFF;
+    KREAD(pos, head);
+    for (int i = 0; i < WALK_MAX; i++) {
+        if (!pos || pos == head)
+            break;
+        u64 entry = pos - WQE_ENTRY_OFF, func = 0;
+        u32 flags = 0;
+        KREAD(flags, entry + WQE_FLAGS_OFF);
+        n++;
+        if (flags & WQ_FLAG_EXCLUSIVE_)
+            excl++;
 #ifdef EP_CALLBACK_ADDR
-            KREAD(func, entry + WQE_FUNC_OFF);
-            if (func == EP_CALLBACK_ADDR)
-                ep++;
+        KREAD(func, entry + WQE_FUNC_OFF);
+        if (func == EP_CALLBACK_ADDR)
+            ep++;
 #endif
-            KREAD(pos, pos);
-        }
+        KREAD(pos, pos);
     }
     l->waiters_last = n;
     if (n > l->waiters_max) l->waiters_max = n;
     if (ep > l->epoll_max) l->epoll_max = ep;
     if (excl > l->exclusive_max) l->exclusive_max = excl;
-    budget = n;
-#endif
+    if (!n)
+        return 0;
+    u32 budget = n;
     c->sk = sk;
+    c->lock = wq + SOCKWQ_WAIT_OFF + WQH_LOCK_OFF + SPINLOCK_RLOCK_OFF + RAWLOCK_LOCK_OFF;
     c->tid = (u32)bpf_get_current_pid_tgid();
     c->budget = budget;
     return 0;
@@ -149,8 +143,10 @@ int np_waking(struct bpf_raw_tracepoint_args *ctx) {
     struct cur_val *c = cur.lookup(&z);
     if (!c || !c->sk)
         return 0;
-    if (c->tid != (u32)bpf_get_current_pid_tgid() || c->budget == 0) {
-        c->sk = 0;
+    u32 held = 0;
+    KREAD(held, c->lock);       /* the qspinlock word: non-zero while the walk holds it */
+    if (!held || c->tid != (u32)bpf_get_current_pid_tgid() || c->budget == 0) {
+        c->sk = 0;              /* the walk is over: this wake-up is not the listener's */
         return 0;
     }
     c->budget--;
@@ -167,22 +163,6 @@ int np_waking(struct bpf_raw_tracepoint_args *ctx) {
         if (w->comm[0] == 0)
             bpf_probe_read_kernel(&w->comm, sizeof(w->comm), (void *)(p + TASK_COMM_OFF));
     }
-    return 0;
-}
-#endif
-
-#ifdef HOOK_np_rx_packet
-/* raw tracepoint netif_receive_skb: a new packet, so the wake-up walk of the last one is over */
-int np_rx_packet(struct bpf_raw_tracepoint_args *ctx) {
-    clear_cur();
-    return 0;
-}
-#endif
-#ifdef HOOK_np_softirq_done
-/* raw tracepoint softirq_exit: the softirq that queued the connection is over; what the
- * interrupted task does next is not the listener's wake-up walk */
-int np_softirq_done(struct bpf_raw_tracepoint_args *ctx) {
-    clear_cur();
     return 0;
 }
 #endif

@@ -335,8 +335,9 @@ tracepoint:syscalls:sys_exit_{call} /{TASK_NS} == {inum} && args->ret < 0 && {ER
 
 def wakeups_program(inum: int) -> str:
     """The wake-up attribution of probes/wakeups.c, written again in bpftrace (with the
-    tracepoints where netdiag uses raw ones): tasks woken between a listener's data_ready and
-    the next packet, softirq end, data_ready or accept return."""
+    tracepoints where netdiag uses raw ones): tasks woken after a listener's data_ready, in
+    the same context, while the listener's wait-queue lock is held (the walk); the first
+    wake-up without it, the next data_ready or the accept return ends the walk."""
     return f"""
 tracepoint:sock:sk_data_ready {{
   @cur[cpu] = (uint64)0;
@@ -349,10 +350,15 @@ tracepoint:sock:sk_data_ready {{
   }}
 }}
 tracepoint:sched:sched_waking {{
-  if (@cur[cpu] != 0 && @curtid[cpu] == tid) {{ @woken[args->pid] = count(); }}
+  if (@cur[cpu] != 0) {{
+    $l = (struct sock *)@cur[cpu];
+    if (@curtid[cpu] == tid && $l->sk_wq->wait.lock.rlock.raw_lock.val.counter != 0) {{
+      @woken[args->pid] = count();
+    }} else {{
+      @cur[cpu] = (uint64)0;
+    }}
+  }}
 }}
-tracepoint:net:netif_receive_skb {{ @cur[cpu] = (uint64)0; }}
-tracepoint:irq:softirq_exit {{ @cur[cpu] = (uint64)0; }}
 tracepoint:syscalls:sys_enter_accept4 /{TASK_NS} == {inum}/ {{ @in[tid] = 1; }}
 tracepoint:syscalls:sys_exit_accept4 /@in[tid]/ {{
   if (@curtid[cpu] == tid) {{ @cur[cpu] = (uint64)0; }}

@@ -311,7 +311,7 @@ def test_thundering_herd_counted_per_connection_and_per_thread(probe_ns):
     process (the old rule counted processes). Counted per listening socket and thread,
     equal to bpftrace, and the verdict names the port, the processes and the fix."""
     inum = netns_inode(probe_ns)
-    with Window(probe_ns, "wakeups", wakeups_program(inum), 6) as w:
+    with Window(probe_ns, "wakeups", wakeups_program(inum), 4) as w:
         for i, style in enumerate(HERD_STYLES):
             out = w.load("herd", "--style", style, "--port", str(9450 + i), "--count", "40")
             assert out == "DONE answered=40"
@@ -339,7 +339,7 @@ def test_no_herd_with_epollexclusive_reuseport_or_blocking_accept(probe_ns):
     into one false herd when the workers exited), blocking accept(): about one task per
     connection, judged OK, and the group is told from one shared socket."""
     inum = netns_inode(probe_ns)
-    with Window(probe_ns, "wakeups", wakeups_program(inum), 6) as w:
+    with Window(probe_ns, "wakeups", wakeups_program(inum), 4) as w:
         for i, style in enumerate(CALM_STYLES):
             out = w.load("herd", "--style", style, "--port", str(9460 + i), "--count", "40")
             assert out == "DONE answered=40"
@@ -462,9 +462,9 @@ def test_ksoftirqd_time_is_what_the_scheduler_accounted_in_the_window(probe_ns):
     time on CPU over its window from the scheduler's accounting (schedstat), not from
     context-switch tracing: bracketing runs between sched_switch events (as bpftrace or an
     earlier probe did) gave a quarter to a half of it on this kernel. The test reads the same
-    threads just inside the window (after attach, before the load; after ksoftirqd went
-    quiet): netdiag's window holds that interval, so it reports at least that, and at most
-    what the edges add."""
+    threads around the load (after attach, before the load; after ksoftirqd went quiet):
+    netdiag's readings are taken at about the same moments (its first just after attach),
+    so the two agree within what ksoftirqd may run between them."""
     with Window(probe_ns, "softirq", None) as w:
         before = ksoftirqd_ns()
         server = subprocess.Popen(["ip", "netns", "exec", probe_ns.name, "iperf3", "-s",
@@ -481,4 +481,4 @@ def test_ksoftirqd_time_is_what_the_scheduler_accounted_in_the_window(probe_ns):
     assert sum(inside.values()) > 0, "the bulk load never woke ksoftirqd: the test proves nothing"
     assert set(got) == set(inside)
     for cpu, ms in inside.items():
-        assert ms - 0.01 <= got[cpu] <= ms + max(0.1 * ms, 1.0), (got, inside)
+        assert abs(got[cpu] - ms) <= max(0.1 * ms, 1.0), (got, inside)

@@ -261,3 +261,27 @@ def test_a_probe_run_holds_the_namespace_it_counts_open_while_attached(probe_ns)
             proc.kill()
             proc.communicate()
     assert load_json(out)["facts"]["states"]["scope"]["filter"] == "exact"
+
+
+def test_every_probe_records_its_maps_as_a_fixture_the_readers_accept(probe_ns, tmp_path):
+    """NETDIAG_PROBE_RECORD writes each probe's raw maps (how tests/fixtures/probes/ are
+    made): every probe's recording is complete JSON (per-CPU scratch structs left out, a
+    mappable counter array as its non-zero slots) and reads back into the same facts."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from test_ebpf_units import Recorded  # the fixtures' reader interface
+
+    from netdiag.ebpf import readers
+    from netdiag.ebpf.probes import PROBES
+
+    for name in PROBES:
+        proc = run_netdiag("probe", name, "--duration", "0.3", "--json", "--netns",
+                           probe_ns.name, env={"NETDIAG_PROBE_RECORD": str(tmp_path)},
+                           timeout=120)
+        assert proc.returncode in (0, 1), (name, proc.stderr[-3000:])
+        assert name in load_json(proc.stdout)["facts"], name
+        doc = json.loads((tmp_path / f"{name}.json").read_text())  # not netdiag output: maps
+        ctx = readers.ReadContext(formats=doc["formats"], enabled=set(doc["enabled"]),
+                                  seconds=doc["seconds"], now_ns=doc["now_ns"],
+                                  epoll_known=doc["epoll_known"], samples=doc.get("samples"))
+        assert len(doc["maps"]["lost"]) == 16, name  # every slot: read by position
+        PROBES[name].read(Recorded(doc), ctx)

@@ -12,6 +12,7 @@ from netdiag.collect.rxpath import (
     parse_proc_net_dev,
     parse_softirqs,
     parse_softnet_stat,
+    read_ksoftirqd,
     read_ksoftirqd_ns,
 )
 from netdiag.collect.tcpinfo import decode_skmeminfo, decode_tcp_info
@@ -145,3 +146,7 @@ def test_ksoftirqd_time_is_read_from_each_threads_schedstat(tmp_path):
               / "schedstat")
     (tmp_path / "self").mkdir()
     assert read_ksoftirqd_ns(str(tmp_path)) == {0: 7351226}
+    # `netdiag softirq`'s totals (user + system ticks of /proc/PID/stat: the tasks whose
+    # schedstat is missing or a FIFO have their stat) skip the impostor too
+    secs = round((5 + 6503) / os.sysconf("SC_CLK_TCK"), 2)
+    assert read_ksoftirqd(str(tmp_path)) == {0: secs, 1: secs, 5: secs}

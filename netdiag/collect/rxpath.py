@@ -79,24 +79,6 @@ def read_softirqs(ctx: Context) -> SoftirqFacts:
     return parse_softirqs(read_text(ctx, rel), ctx.display(rel))
 
 
-def read_ksoftirqd() -> dict[int, float]:
-    """CPU seconds (user + system) of each ksoftirqd/N kernel thread, by CPU."""
-    import psutil
-
-    out: dict[int, float] = {}
-    for proc in psutil.process_iter(["name", "cpu_times"]):
-        name = proc.info.get("name") or ""
-        if name.startswith("ksoftirqd/"):
-            try:
-                cpu = int(name.split("/", 1)[1])
-            except ValueError:
-                continue
-            times = proc.info.get("cpu_times")
-            if times is not None:
-                out[cpu] = round(times.user + times.system, 2)
-    return out
-
-
 PF_KTHREAD = 0x00200000  # include/linux/sched.h: a kernel thread
 
 
@@ -119,25 +101,52 @@ def ksoftirqd_cpu(stat: str) -> int | None:
     return cpu
 
 
-def read_ksoftirqd_ns(proc: str = "/proc") -> dict[int, int]:
-    """Time on CPU (ns, the scheduler's own accounting: the first value of
-    /proc/PID/schedstat) of each ksoftirqd/N thread, by CPU. Read at both ends of a probe
-    window, the difference is what ksoftirqd ran in it, at nanosecond resolution and with no
-    program on every context switch."""
-    out: dict[int, int] = {}
+def ksoftirqd_threads(proc: str = "/proc") -> dict[int, str]:
+    """The ksoftirqd/N kernel threads visible in `proc`: CPU -> the thread's /proc directory.
+    None are visible from a container's PID namespace or under hidepid."""
+    out: dict[int, str] = {}
     for entry in os.scandir(proc):
         if not entry.name.isdigit():
             continue
         try:
             cpu = ksoftirqd_cpu(readfile.read_text(f"{entry.path}/stat", f"{entry.path}/stat",
                                                    limit=readfile.MAX_SMALL))
-            if cpu is None:
-                continue
-            sched = readfile.read_text(f"{entry.path}/schedstat", f"{entry.path}/schedstat",
+        except (SourceMissing, OSError):
+            continue  # the task exited, or /proc hides it
+        if cpu is not None:
+            out[cpu] = entry.path
+    return out
+
+
+def read_ksoftirqd(proc: str = "/proc") -> dict[int, float]:
+    """CPU seconds (user + system, clock ticks) of each ksoftirqd/N kernel thread, by CPU:
+    fields 14 and 15 of /proc/PID/stat."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    out: dict[int, float] = {}
+    for cpu, path in ksoftirqd_threads(proc).items():
+        try:
+            stat = readfile.read_text(f"{path}/stat", f"{path}/stat", limit=readfile.MAX_SMALL)
+            fields = stat.rpartition(")")[2].split()
+            out[cpu] = round((int(fields[11]) + int(fields[12])) / ticks, 2)
+        except (SourceMissing, OSError, IndexError, ValueError):
+            continue
+    return out
+
+
+def read_ksoftirqd_ns(proc: str = "/proc") -> dict[int, int]:
+    """Time on CPU (ns, the scheduler's own accounting: the first value of
+    /proc/PID/schedstat) of each ksoftirqd/N thread, by CPU. Read at both ends of a probe
+    window, the difference is what ksoftirqd ran in it, at nanosecond resolution and with no
+    program on every context switch (a thread on a CPU at the reading has its current run
+    counted up to the last scheduler tick)."""
+    out: dict[int, int] = {}
+    for cpu, path in ksoftirqd_threads(proc).items():
+        try:
+            sched = readfile.read_text(f"{path}/schedstat", f"{path}/schedstat",
                                        limit=readfile.MAX_SMALL)
             out[cpu] = int(sched.split()[0])
         except (SourceMissing, OSError, IndexError, ValueError):
-            continue  # the task exited, /proc hides it, or the line is not the kernel's
+            continue  # the task exited, or the line is not the kernel's
     return out
 
 

@@ -140,6 +140,11 @@ MEMBERS: dict[str, tuple[str, str]] = {
     "WQE_FLAGS_OFF": ("wait_queue_entry", "flags"),
     "WQE_FUNC_OFF": ("wait_queue_entry", "func"),
     "WQE_ENTRY_OFF": ("wait_queue_entry", "entry"),
+    # its lock, held by the kernel for the whole wake-up walk (not a plain spinlock word on a
+    # PREEMPT_RT kernel: there spinlock has no rlock, and the group is missing)
+    "WQH_LOCK_OFF": ("wait_queue_head", "lock"),
+    "SPINLOCK_RLOCK_OFF": ("spinlock", "rlock"),
+    "RAWLOCK_LOCK_OFF": ("raw_spinlock", "raw_lock"),
     # a packet: its device's namespace, its headers
     "SKB_DEV_OFF": ("sk_buff", "dev"),
     "SKB_SK_OFF": ("sk_buff", "sk"),
@@ -173,6 +178,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "task_ids": ("TASK_PID_OFF", "TASK_TGID_OFF", "TASK_COMM_OFF"),
     "waitqueue": ("SK_WQ_OFF", "SOCKWQ_WAIT_OFF", "WQH_HEAD_OFF", "WQE_FLAGS_OFF",
                   "WQE_FUNC_OFF", "WQE_ENTRY_OFF"),
+    "wq_lock": ("WQH_LOCK_OFF", "SPINLOCK_RLOCK_OFF", "RAWLOCK_LOCK_OFF"),
     "skb_netns": ("SKB_DEV_OFF", "SKB_SK_OFF", "DEV_NET_OFF"),
     "skb_headers": ("SKB_HEAD_OFF", "SKB_NH_OFF", "SKB_TH_OFF"),
     "syscall_regs": ("REGS_NR_OFF", "REGS_ARG0_OFF", "REGS_ARG1_OFF", "REGS_ARG2_OFF",

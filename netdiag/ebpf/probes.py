@@ -43,8 +43,10 @@ class ProbeSpec:
     # Why this probe cannot run on this machine at all (None: it can), e.g. an architecture
     unsupported: Callable[[], str | None] | None = None
     # A counter the kernel keeps itself, read at both ends of the window (no program needed);
-    # the reader gets both readings in ReadContext.samples
+    # the reader gets both readings in ReadContext.samples. An empty reading is reported as
+    # a missing part, with sample_missing saying why it may be empty.
     sample: Callable[[], Any] | None = None
+    sample_missing: str = ""
 
     @property
     def host_wide_hooks(self) -> tuple[Hook, ...]:
@@ -115,13 +117,9 @@ PROBES: dict[str, ProbeSpec] = {p.name: p for p in (
         "per thread, with accept() results, EPOLLEXCLUSIVE registrations and the listener's "
         "waiters",
         (Hook("data-ready on listeners", "sock", "sk_data_ready", "np_data_ready", raw=True,
-              btf=("sk_ports", "sk_protocol")),
+              btf=("sk_ports", "sk_protocol", "waitqueue", "wq_lock")),
          Hook("tasks woken", "sched", "sched_waking", "np_waking", raw=True,
               btf=("task_ids",), netns="inherits"),
-         Hook("packet boundary", "net", "netif_receive_skb", "np_rx_packet", raw=True,
-              netns="inherits"),
-         Hook("softirq boundary", "irq", "softirq_exit", "np_softirq_done", raw=True,
-              netns="inherits"),
          Hook("accept4 entry", "syscalls", "sys_enter_accept4", "np_enter_accept4", ("fd",),
               btf=FD),
          Hook("accept4 result", "syscalls", "sys_exit_accept4", "np_exit_accept4", ("ret",),
@@ -133,8 +131,8 @@ PROBES: dict[str, ProbeSpec] = {p.name: p for p in (
          Hook("epoll registrations", "syscalls", "sys_enter_epoll_ctl", "np_epoll_ctl",
               ("op", "fd", "event"), btf=FD)),
         readers.read_wakeups,
-        "a per-CPU array read on every task wake-up, received packet and softirq; the "
-        "wait-queue walk and map updates only per connection on a listener",
+        "a per-CPU array read on every task wake-up and socket data-ready; the wait-queue "
+        "walk and map updates only per connection on a listener",
         topics=("wakeups",),
         maps=(MapDecl("listeners", 16384, ("listeners",)),
               MapDecl("workers", 65536, ("listeners",)),
@@ -182,6 +180,8 @@ PROBES: dict[str, ProbeSpec] = {p.name: p for p in (
         "runs on every softirq of the host (per-CPU array slots, nothing that can fill): "
         "measurable on busy hosts; use short windows",
         topics=("softirq",), in_check=False, sample=_ksoftirqd_ns,
+        sample_missing="ksoftirqd time: no ksoftirqd/N kernel thread could be read in /proc "
+                       "(a container's PID namespace or hidepid hides them)",
         metrics=("netdiag_probe_softirq_runs",)),
     ProbeSpec(
         "resets", "RSTs sent (with the kernel's reason where given) by reason, state and "
