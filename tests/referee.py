@@ -101,6 +101,18 @@ class Window:
 
     # -- start: both attached before any load runs
     def __enter__(self) -> Window:
+        try:
+            return self._start()
+        except BaseException:
+            # __exit__ does not run when __enter__ fails: a bpftrace left attached to every
+            # wake-up would slow this host down for good.
+            for p in self.procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait(timeout=30)
+            raise
+
+    def _start(self) -> Window:
         env = dict(os.environ, PYTHONPATH=str(REPO), **self.env)
         self.nd = None
         if self.probe or self.cmd:
