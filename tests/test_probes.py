@@ -285,3 +285,19 @@ def test_every_probe_records_its_maps_as_a_fixture_the_readers_accept(probe_ns, 
                                   epoll_known=doc["epoll_known"], samples=doc.get("samples"))
         assert len(doc["maps"]["lost"]) == 16, name  # every slot: read by position
         PROBES[name].read(Recorded(doc), ctx)
+
+
+def test_softirq_says_when_proc_hides_ksoftirqd():
+    """In a PID namespace with its own /proc (a container) no ksoftirqd thread is visible:
+    the run says ksoftirqd time is missing and why, instead of an empty table that reads as
+    'ksoftirqd never ran'."""
+    require_probes()
+    proc = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-m",
+                           "netdiag", "probe", "softirq", "--duration", "0.3", "--json"],
+                          capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=str(REPO)), cwd="/")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    facts = load_json(proc.stdout)["facts"]["softirq"]
+    assert facts["ksoftirqd"] == []
+    assert any(p.startswith("ksoftirqd time: no ksoftirqd/N kernel thread")
+               for p in facts["missing_parts"]), facts["missing_parts"]
