@@ -15,13 +15,19 @@ struct flow_key {
 BPF_PERCPU_ARRAY(pairs, u64, 256);  /* index: oldstate << 4 | newstate */
 BPF_F_TABLE("hash", struct flow_key, u64, flows, MAX_FLOWS, BPF_F_NO_PREALLOC);
 
-struct cw_val { u64 since; u32 lport; u32 pad; };
-/* Preallocated (about 7 MB at 131072 entries): every connection a server closes passively
- * inserts and deletes an entry, and allocating each one costs more than the rest of the
- * program (measured with bench/probes.py). */
-BPF_F_TABLE("hash", u64, struct cw_val, cw_since, MAX_CW_SINCE, 0);
-BPF_ARRAY(cw_ms, u64, 64);      /* log2(ms) spent in CLOSE_WAIT, by those that left it */
-BPF_ARRAY(cw_counts, u64, 4);   /* [0] entered, [1] left (tracked), [2] left, entered before */
+/* CLOSE_WAIT entry time by socket: every connection closed passively enters and leaves it,
+ * so this must not cost a hash insert and delete each time (they were a third of the
+ * program's cost, bench/probes.py). An open-addressed array: a socket's slot is found from
+ * its address among CW_PROBES consecutive slots, claimed with a compare-and-swap; a socket
+ * that finds all of them taken is counted as lost (untracked), never dropped silently.
+ * Mapped (MMAPABLE) so netdiag reads those still waiting in one pass. */
+struct cw_val { u64 sk; u64 since; u32 lport; u32 pad; };
+BPF_F_TABLE("array", u32, struct cw_val, cw_since, MAX_CW_SINCE, MMAPABLE);
+#define CW_PROBES 8
+/* Per-CPU (summed when read): plain increments, no locked instruction per close. */
+BPF_PERCPU_ARRAY(cw_ms, u64, 64);     /* log2(ms) spent in CLOSE_WAIT, by those that left */
+BPF_PERCPU_ARRAY(cw_counts, u64, 4);  /* [0] entered, [1] left (tracked), [2] left, entered
+                                       * before */
 
 #define TCP_ESTABLISHED_ 1
 #define TCP_CLOSE_WAIT_ 8
@@ -29,7 +35,7 @@ BPF_ARRAY(cw_counts, u64, 4);   /* [0] entered, [1] left (tracked), [2] left, en
 static inline void cw_count(int i) {
     u64 *c = cw_counts.lookup(&i);
     if (c)
-        __sync_fetch_and_add(c, 1);
+        *c += 1;  /* this CPU's slot; a tracepoint program does not nest on its CPU */
 }
 
 #ifdef HOOK_np_set_state
@@ -75,23 +81,45 @@ int np_set_state(void *ctx) {
     }
     if (newstate == TCP_CLOSE_WAIT_) {
         TP_READ(sport, inet_sock_set_state, sport);
-        struct cw_val cv = {.since = bpf_ktime_get_ns(), .lport = sport};
+        u64 now = bpf_ktime_get_ns();
+        u32 home = (u32)((sk * 0x9E3779B97F4A7C15ULL) >> 32);
+        int tracked = 0;
         cw_count(0);
-        if (cw_since.update(&sk, &cv) != 0)
+        for (int j = 0; j < CW_PROBES; j++) {
+            u32 i = (home + j) % MAX_CW_SINCE;
+            struct cw_val *slot = cw_since.lookup(&i);
+            if (!slot)
+                break;
+            if (slot->sk == 0 && __sync_val_compare_and_swap(&slot->sk, 0, sk) == 0) {
+                slot->lport = sport;
+                slot->since = now;
+                tracked = 1;
+                break;
+            }
+        }
+        if (!tracked)
             lost_inc(LOSS_CW_SINCE);
     } else if (oldstate == TCP_CLOSE_WAIT_) {
-        struct cw_val *since = cw_since.lookup(&sk);
-        if (since) {
-            u64 ms = (bpf_ktime_get_ns() - since->since) / 1000000;
-            int slot = slot_of(ms);
-            u64 *h = cw_ms.lookup(&slot);
-            if (h)
-                __sync_fetch_and_add(h, 1);
-            cw_since.delete(&sk);
-            cw_count(1);
-        } else {
-            cw_count(2);
+        u32 home = (u32)((sk * 0x9E3779B97F4A7C15ULL) >> 32);
+        int found = 0;
+        for (int j = 0; j < CW_PROBES; j++) {
+            u32 i = (home + j) % MAX_CW_SINCE;
+            struct cw_val *slot = cw_since.lookup(&i);
+            if (!slot)
+                break;
+            if (slot->sk == sk) {
+                u64 ms = (bpf_ktime_get_ns() - slot->since) / 1000000;
+                int h = slot_of(ms);
+                u64 *c = cw_ms.lookup(&h);
+                if (c)
+                    *c += 1;
+                slot->since = 0;
+                slot->sk = 0;   /* free: after since, so a reader never sees a stale time */
+                found = 1;
+                break;
+            }
         }
+        cw_count(found ? 1 : 2);
     }
     return 0;
 }

@@ -165,7 +165,7 @@ def test_a_hook_missing_a_field_or_offsets_is_skipped(tmp_path):
 def test_defines_caps_and_large_values(monkeypatch):
     maps = PROBES["states"].maps
     d = map_defines(maps)
-    assert d == {"MAX_FLOWS": 65536, "LOSS_FLOWS": 0, "MAX_CW_SINCE": 131072,
+    assert d == {"MAX_FLOWS": 65536, "LOSS_FLOWS": 0, "MAX_CW_SINCE": 262144,
                  "LOSS_CW_SINCE": 1}
     monkeypatch.setenv("NETDIAG_PROBE_MAP_ENTRIES", "4")
     assert map_defines(maps)["MAX_FLOWS"] == 4

@@ -93,11 +93,12 @@ PROBES: dict[str, ProbeSpec] = {p.name: p for p in (
         (Hook("transitions", "sock", "inet_sock_set_state", "np_set_state", SOCK_FIELDS),),
         readers.read_states, "a per-CPU counter per TCP state change (about ten per "
         "connection), a hash update for the five changes shown by port or destination, and "
-        "one entry per socket while it is in CLOSE_WAIT",
+        "an array slot per socket while it is in CLOSE_WAIT (262,144 slots, 6 MiB; a socket "
+        "whose 8 candidate slots are all taken is counted as untracked)",
         topics=("closewait", "timewait"),
         maps=(MapDecl("flows", 65536, ("active_closes", "passive_closes", "connects",
                                        "failed_connects", "accepted")),
-              MapDecl("cw_since", 131072, ("close_wait",))),
+              MapDecl("cw_since", 262144, ("close_wait",))),
         metrics=("netdiag_probe_state_changes", "netdiag_probe_active_closes",
                  "netdiag_probe_close_wait_waiting")),
     ProbeSpec(

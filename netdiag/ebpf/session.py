@@ -208,33 +208,36 @@ class _Maps:
         self._cpus: list[int] | None = None
 
     def items(self, name: str) -> list:
-        """A hash's entries. A counter array created mappable (probes/common.h MMAPABLE) is
-        read through one mapping of its memory, and only its non-zero slots come back (as
-        if it were a hash by index): tens of thousands of lookups cost 0.15 s; the mapping,
-        a few ms. (bcc's batch read of arrays is not used: in bcc 0.26 it shares one
-        variable between the batch cursor and the count, and overruns its buffers.)"""
+        """A hash's entries. An array created mappable (probes/common.h MMAPABLE) is read
+        through one mapping of its memory, and only its slots in use come back (first eight
+        bytes non-zero: a counter, or a socket address), as if it were a hash by index:
+        hundreds of thousands of lookups would cost a second; the mapping, milliseconds.
+        (bcc's batch read of arrays is not used: in bcc 0.26 it shares one variable between
+        the batch cursor and the count, and overruns its buffers.)"""
         table = self.bpf[name]
-        counters = self._mapped_counters(table)
-        if counters is not None:
-            return [(table.Key(i), table.Leaf(v)) for i, v in counters]
+        slots = self._mapped(table)
+        if slots is not None:
+            return slots
         return list(table.items())
 
     @staticmethod
-    def _mapped_counters(table) -> list[tuple[int, int]] | None:
-        if type(table).__name__ != "Array" or not int(table.flags) & MAP_MMAPABLE or \
-                ctypes.sizeof(table.Leaf) != 8:
+    def _mapped(table) -> list | None:
+        if type(table).__name__ != "Array" or not int(table.flags) & MAP_MMAPABLE:
             return None
-        size = table.max_entries * 8
+        size = ctypes.sizeof(table.Leaf)
+        stride = (size + 7) & ~7  # the kernel's element size
         try:
-            m = mmap.mmap(table.map_fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
+            m = mmap.mmap(table.map_fd, table.max_entries * stride, mmap.MAP_SHARED,
+                          mmap.PROT_READ)
         except (OSError, ValueError):
             return None
         try:
-            view = memoryview(m).cast("Q")
+            words = memoryview(m).cast("Q")
             try:
-                return [(i, v) for i, v in enumerate(view) if v]
+                used = [i for i, w in enumerate(words[::stride // 8]) if w]
             finally:
-                view.release()
+                words.release()
+            return [(table.Key(i), table.Leaf.from_buffer_copy(m, i * stride)) for i in used]
         finally:
             m.close()
 
