@@ -24,6 +24,11 @@ BPF_F_TABLE("hash", struct flow_key, u64, flows, MAX_FLOWS, BPF_F_NO_PREALLOC);
 struct cw_val { u64 sk; u64 since; u32 lport; u32 pad; };
 BPF_F_TABLE("array", u32, struct cw_val, cw_since, MAX_CW_SINCE, MMAPABLE);
 #define CW_PROBES 8
+/* The first of a socket's candidate slots: its address, multiplied by 2^64/phi (Fibonacci
+ * hashing), top half; the next CW_PROBES - 1 slots follow it. */
+static inline u32 cw_home(u64 sk) {
+    return (u32)((sk * 0x9E3779B97F4A7C15ULL) >> 32);
+}
 /* Per-CPU (summed when read): plain increments, no locked instruction per close. */
 BPF_PERCPU_ARRAY(cw_ms, u64, 64);     /* log2(ms) spent in CLOSE_WAIT, by those that left */
 BPF_PERCPU_ARRAY(cw_counts, u64, 4);  /* [0] entered, [1] left (tracked), [2] left, entered
@@ -82,7 +87,7 @@ int np_set_state(void *ctx) {
     if (newstate == TCP_CLOSE_WAIT_) {
         TP_READ(sport, inet_sock_set_state, sport);
         u64 now = bpf_ktime_get_ns();
-        u32 home = (u32)((sk * 0x9E3779B97F4A7C15ULL) >> 32);
+        u32 home = cw_home(sk);
         int tracked = 0;
         cw_count(0);
         for (int j = 0; j < CW_PROBES; j++) {
@@ -100,7 +105,7 @@ int np_set_state(void *ctx) {
         if (!tracked)
             lost_inc(LOSS_CW_SINCE);
     } else if (oldstate == TCP_CLOSE_WAIT_) {
-        u32 home = (u32)((sk * 0x9E3779B97F4A7C15ULL) >> 32);
+        u32 home = cw_home(sk);
         int found = 0;
         for (int j = 0; j < CW_PROBES; j++) {
             u32 i = (home + j) % MAX_CW_SINCE;
