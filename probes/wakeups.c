@@ -127,11 +127,10 @@ int np_data_ready(struct bpf_raw_tracepoint_args *ctx) {
     if (excl > l->exclusive_max) l->exclusive_max = excl;
     if (!n)
         return 0;
-    u32 budget = n;
     c->sk = sk;
     c->lock = wq + SOCKWQ_WAIT_OFF + WQH_LOCK_OFF + SPINLOCK_RLOCK_OFF + RAWLOCK_LOCK_OFF;
     c->tid = (u32)bpf_get_current_pid_tgid();
-    c->budget = budget;
+    c->budget = n;              /* at most one wake-up per waiter */
     return 0;
 }
 #endif

@@ -132,6 +132,19 @@ def finding(report: dict, fid: str) -> dict | None:
     return next((f for f in report["findings"] if f["id"] == fid), None)
 
 
+def judge_symptom(symptom: str, facts, scope=None, extra=None) -> dict:
+    """`netdiag why SYMPTOM` on facts, without the CLI: every rule's findings (plus `extra`)
+    judged for the symptom's causes, {cause id: verdict}."""
+    from netdiag.diagnose import judge
+    from netdiag.diagnose.judge import Scope
+    from netdiag.diagnose.symptoms import find
+    from netdiag.rules import TOPICS, evaluate
+
+    findings = evaluate(facts, list(TOPICS)).findings + list(extra or [])
+    return {v.cause.id: v for v in judge.diagnose(find(symptom), facts, findings,
+                                                   scope or Scope())}
+
+
 def host_wide(f: dict) -> bool:
     """A finding about the host, not the namespace: per-CPU softirq counters, processes and
     their fd limits, global TCP memory. Other work on this machine may set them off."""

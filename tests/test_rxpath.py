@@ -150,3 +150,8 @@ def test_ksoftirqd_time_is_read_from_each_threads_schedstat(tmp_path):
     # schedstat is missing or a FIFO have their stat) skip the impostor too
     secs = round((5 + 6503) / os.sysconf("SC_CLK_TCK"), 2)
     assert read_ksoftirqd(str(tmp_path)) == {0: secs, 1: secs, 5: secs}
+    # Where kthreadd lists its children, only they are read (a kernel thread is always one).
+    kids = tmp_path / "2" / "task" / "2"
+    kids.mkdir(parents=True)
+    (kids / "children").write_text("14 23 ")
+    assert read_ksoftirqd(str(tmp_path)) == {0: secs, 1: secs}

@@ -20,16 +20,12 @@ from netdiag.facts import (
     SysctlFacts,
     TopCounts,
 )
-from netdiag.model import Finding
 from netdiag.probefacts import ErrorsResult, Failure, Retransmits, RetransResult
 from netdiag.rules import TOPICS, evaluate
 
+from conftest import judge_symptom
 
-def run(symptom: str, facts: Facts, scope: Scope | None = None,
-        extra: list[Finding] | None = None) -> dict[str, judge.CauseVerdict]:
-    findings = evaluate(facts, list(TOPICS)).findings + list(extra or [])
-    return {v.cause.id: v for v in judge.diagnose(find(symptom), facts, findings,
-                                                   scope or Scope())}
+run = judge_symptom
 
 
 def ranked(symptom: str, facts: Facts, scope: Scope) -> list[judge.CauseVerdict]:

@@ -31,14 +31,11 @@ from netdiag.probefacts import (
     SentReset,
     Window,
 )
-from netdiag.rules import TOPICS, drops, evaluate
+from netdiag.rules import drops, evaluate
 
+from conftest import judge_symptom
 
-def run(symptom: str, facts: Facts, scope: Scope | None = None,
-        extra: list[Finding] | None = None) -> dict[str, judge.CauseVerdict]:
-    findings = evaluate(facts, list(TOPICS)).findings + list(extra or [])
-    return {v.cause.id: v for v in judge.diagnose(find(symptom), facts, findings,
-                                                   scope or Scope())}
+run = judge_symptom
 
 
 def _counters(**tcpext) -> CounterFacts:

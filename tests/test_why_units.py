@@ -17,7 +17,7 @@ from netdiag.facts import CounterFacts, Facts, Listener, ProcessFacts, ProcessIn
 from netdiag.probefacts import ErrorsResult, Failure, ResetsResult, SentReset
 from netdiag.rules import TOPICS, evaluate
 
-from conftest import HOSTS, REPO, load_json, run_netdiag
+from conftest import HOSTS, REPO, judge_symptom, load_json, run_netdiag
 
 FIXTURES = ("linux-6.18-busy", "linux-4.19-layout", "linux-rx-pressure")
 
@@ -27,10 +27,7 @@ def fixture_facts(name: str) -> Facts:
     return facts
 
 
-def run(symptom: str, facts: Facts, scope: Scope | None = None) -> dict[str, judge.CauseVerdict]:
-    s = find(symptom)
-    findings = evaluate(facts, list(TOPICS)).findings
-    return {v.cause.id: v for v in judge.diagnose(s, facts, findings, scope or Scope())}
+run = judge_symptom
 
 
 # ---- names ---------------------------------------------------------------------------------

@@ -103,18 +103,26 @@ def ksoftirqd_cpu(stat: str) -> int | None:
 
 def ksoftirqd_threads(proc: str = "/proc") -> dict[int, str]:
     """The ksoftirqd/N kernel threads visible in `proc`: CPU -> the thread's /proc directory.
-    None are visible from a container's PID namespace or under hidepid."""
+    Kernel threads are children of kthreadd (PID 2): where /proc lists them
+    (/proc/2/task/2/children) only those few dozen are read, not every process of a host
+    that may run a hundred thousand. None are visible from a container's PID namespace or
+    under hidepid."""
+    try:
+        kids = readfile.read_text(f"{proc}/2/task/2/children", "/proc/2/task/2/children",
+                                  limit=readfile.MAX_SMALL).split()
+        pids = [k for k in kids if k.isdigit()]
+    except (SourceMissing, OSError):
+        pids = [e.name for e in os.scandir(proc) if e.name.isdigit()]
     out: dict[int, str] = {}
-    for entry in os.scandir(proc):
-        if not entry.name.isdigit():
-            continue
+    for pid in pids:
+        path = f"{proc}/{pid}"
         try:
-            cpu = ksoftirqd_cpu(readfile.read_text(f"{entry.path}/stat", f"{entry.path}/stat",
+            cpu = ksoftirqd_cpu(readfile.read_text(f"{path}/stat", f"{path}/stat",
                                                    limit=readfile.MAX_SMALL))
         except (SourceMissing, OSError):
             continue  # the task exited, or /proc hides it
         if cpu is not None:
-            out[cpu] = entry.path
+            out[cpu] = path
     return out
 
 
