@@ -22,16 +22,24 @@ def ns():
 def test_connections_closing_normally_are_not_drops(ns):
     """200 ordinary connections opened and closed: the kernel frees each one's purged queue
     with reason QUEUE_PURGE (hundreds per second). That is teardown: no warning, shown
-    apart, and the drop count is of network drops only."""
+    apart, and the drop count is of network drops only.
+    Now and then (about one run in eight here) a late segment reaches a connection already in
+    TIME_WAIT and tcp_v4_rcv frees it with reason NOT_SPECIFIED (bpftrace: kfree_skb from
+    tcp_v4_rcv): a real kernel drop, reported as info and never a warning."""
     with Window(ns, "drops", None) as w:
         done = w.load("churn", "--port", "9401", "--count", "200")
     assert done == "DONE made=200"
     f = finding(w.report, "drops.kernel_drops")
-    assert f["severity"] == "ok", f["title"]
-    assert f["title"].startswith("no network drop") and "QUEUE_PURGE" in f["title"]
-    assert f["evidence"]["network_drops"] == 0
+    network = f["evidence"]["network_drops"]
+    if network == 0:
+        assert f["severity"] == "ok", f["title"]
+        assert f["title"].startswith("no network drop") and "QUEUE_PURGE" in f["title"]
+    else:
+        assert f["severity"] == "info" and network <= 3, f["title"]
+        assert "top reason NOT_SPECIFIED" in f["title"], f["title"]
+        assert "freed at socket teardown (QUEUE_PURGE" in f["title"], f["title"]
     teardown = f["evidence"]["socket_teardown"]
-    assert teardown["packets"] >= 200
+    assert teardown["packets"] + network >= 200  # one each; a late one is the TIME_WAIT drop
     assert {r["reason"] for r in teardown["reasons"]} <= {"QUEUE_PURGE", "SOCKET_CLOSE",
                                                           "TCP_CLOSE", "UNIX_DISCONNECT"}
     assert w.returncode == 0
