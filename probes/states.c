@@ -1,10 +1,12 @@
 /* states: TCP state transitions (sock:inet_sock_set_state).
  * Every change is counted by its state pair in a per-CPU array (no hashing, no shared cache
  * line, nothing that can fill). The changes the report shows by port or destination
- * (connects, failed connects, accepted, active and passive closes) are also aggregated in a
- * hash by what the report shows: the local port (0 for a client's ephemeral port), the remote
- * port (0 for a client's ephemeral port) and, for a service destination, its address. A
- * server's peers are not in the key (they are unbounded); a client's destinations are.
+ * (connects, failed connects, accepted, active and passive closes) are also aggregated by
+ * what the report shows: the local port (0 for a client's ephemeral port), the remote port
+ * (0 for a client's ephemeral port) and, for a service destination, its address. A server's
+ * peers are not in the key (they are unbounded): its rows (accepted, closed actively or
+ * passively, by local port) count in an array slot by port, no hashing; a client's
+ * destinations are in the key, so its rows count in a hash.
  * Also: how long sockets stay in CLOSE_WAIT (per-socket entry time, tracked until they leave),
  * as a log2 histogram in ms, and those still waiting when the window closes. */
 struct flow_key {
@@ -14,6 +16,11 @@ struct flow_key {
 };
 BPF_PERCPU_ARRAY(pairs, u64, 256);  /* index: oldstate << 4 | newstate */
 BPF_F_TABLE("hash", struct flow_key, u64, flows, MAX_FLOWS, BPF_F_NO_PREALLOC);
+/* A server's rows by local port: connections accepted (SYN_RECV->ESTABLISHED), closed
+ * passively (ESTABLISHED->CLOSE_WAIT) and actively (ESTABLISHED->FIN_WAIT1); 32 bytes a port,
+ * 2 MiB, mapped (netdiag reads the slots in use in one pass). Cannot fill. */
+struct port_rows { u64 accepted; u64 passive_closes; u64 active_closes; u64 unused; };
+BPF_F_TABLE("array", u32, struct port_rows, by_port, 65536, MMAPABLE);
 
 /* CLOSE_WAIT entry time by socket: every connection closed passively enters and leaves it,
  * so this must not cost a hash insert and delete each time (they were a third of the
@@ -43,48 +50,11 @@ static inline void cw_count(int i) {
         *c += 1;  /* this CPU's slot; a tracepoint program does not nest on its CPU */
 }
 
-#ifdef HOOK_np_set_state
-int np_set_state(void *ctx) {
-    u16 protocol = 0, family = 0, sport = 0, dport = 0;
-    int oldstate = 0, newstate = 0;
-    u64 sk = 0;
-    TP_READ(protocol, inet_sock_set_state, protocol);
-    if (protocol != 6)
-        return 0;
-    TP_READ(sk, inet_sock_set_state, skaddr);
-    if (!SK_COUNTED(sk))
-        return 0;
-    TP_READ(oldstate, inet_sock_set_state, oldstate);
-    TP_READ(newstate, inet_sock_set_state, newstate);
-    int pair = ((oldstate & 15) << 4) | (newstate & 15);
-    u64 *n = pairs.lookup(&pair);
-    if (n)
-        *n += 1;  /* this CPU's slot; a tracepoint program does not nest on its CPU */
-    /* ESTABLISHED->FIN_WAIT1, ESTABLISHED->CLOSE_WAIT, SYN_SENT->ESTABLISHED,
-     * SYN_SENT->CLOSE, SYN_RECV->ESTABLISHED: the pairs shown by port or destination */
-    if (pair == 0x14 || pair == 0x18 || pair == 0x21 || pair == 0x27 || pair == 0x31) {
-        TP_READ(family, inet_sock_set_state, family);
-        TP_READ(sport, inet_sock_set_state, sport);
-        TP_READ(dport, inet_sock_set_state, dport);
-        struct flow_key k = {};
-        k.family = family; k.oldstate = oldstate; k.newstate = newstate;
-        k.lport = local_shown(sport);
-        k.rport = remote_shown(dport);
-        if (k.rport) {
-            if (family == 2)
-                bpf_probe_read_kernel(&k.daddr, 4,
-                                      (char *)ctx + OFF_inet_sock_set_state_daddr);
-            else
-                bpf_probe_read_kernel(&k.daddr, 16,
-                                      (char *)ctx + OFF_inet_sock_set_state_daddr_v6);
-        }
-        u64 z = 0, *v = flows.lookup_or_try_init(&k, &z);
-        if (v)
-            __sync_fetch_and_add(v, 1);
-        else
-            lost_inc(LOSS_FLOWS);
-    }
+/* CLOSE_WAIT entry and exit of one socket: its entry time claimed in a slot, and freed (the
+ * time spent counted in the histogram) when it leaves. */
+static inline int cw_change(void *ctx, u64 sk, int oldstate, int newstate) {
     if (newstate == TCP_CLOSE_WAIT_) {
+        u16 sport = 0;
         TP_READ(sport, inet_sock_set_state, sport);
         u64 now = bpf_ktime_get_ns();
         u32 home = cw_home(sk);
@@ -119,7 +89,8 @@ int np_set_state(void *ctx) {
                 if (c)
                     *c += 1;
                 slot->since = 0;
-                slot->sk = 0;   /* free: after since, so a reader never sees a stale time */
+                slot->lport = 0;
+                slot->sk = 0;   /* free: last, so a reader never sees a stale time */
                 found = 1;
                 break;
             }
@@ -127,5 +98,77 @@ int np_set_state(void *ctx) {
         cw_count(found ? 1 : 2);
     }
     return 0;
+}
+
+#ifdef HOOK_np_set_state
+int np_set_state(void *ctx) {
+    u16 protocol = 0, family = 0, sport = 0, dport = 0;
+    int oldstate = 0, newstate = 0;
+    u64 sk = 0;
+    TP_READ(protocol, inet_sock_set_state, protocol);
+    if (protocol != 6)
+        return 0;
+    TP_READ(sk, inet_sock_set_state, skaddr);
+    if (!SK_COUNTED(sk))
+        return 0;
+    TP_READ(oldstate, inet_sock_set_state, oldstate);
+    TP_READ(newstate, inet_sock_set_state, newstate);
+    int pair = ((oldstate & 15) << 4) | (newstate & 15);
+    u64 *n = pairs.lookup(&pair);
+    if (n)
+        *n += 1;  /* this CPU's slot; a tracepoint program does not nest on its CPU */
+    /* ESTABLISHED->FIN_WAIT1, ESTABLISHED->CLOSE_WAIT, SYN_SENT->ESTABLISHED,
+     * SYN_SENT->CLOSE, SYN_RECV->ESTABLISHED: the pairs shown by port or destination */
+    if (pair == 0x14 || pair == 0x18 || pair == 0x21 || pair == 0x27 || pair == 0x31) {
+        TP_READ(family, inet_sock_set_state, family);
+        TP_READ(sport, inet_sock_set_state, sport);
+        TP_READ(dport, inet_sock_set_state, dport);
+        u16 lport = local_shown(sport), rport = remote_shown(dport);
+        if (!rport && (pair == 0x31 || pair == 0x18 || pair == 0x14)) {
+            int p = lport;
+            struct port_rows *r = by_port.lookup(&p);
+            if (r) {
+                if (pair == 0x31)
+                    __sync_fetch_and_add(&r->accepted, 1);
+                else if (pair == 0x18)
+                    __sync_fetch_and_add(&r->passive_closes, 1);
+                else
+                    __sync_fetch_and_add(&r->active_closes, 1);
+            }
+            return cw_change(ctx, sk, oldstate, newstate);
+        }
+        struct flow_key k = {};
+        k.family = family; k.oldstate = oldstate; k.newstate = newstate;
+        k.lport = lport;
+        k.rport = rport;
+        if (k.rport) {
+#if OFF_inet_sock_set_state_daddr % 4 == 0 && OFF_inet_sock_set_state_daddr_v6 % 8 == 0
+            /* loaded from the record like any field (aligned, as the verifier wants): no
+             * helper call per client row */
+            if (family == 2) {
+                u32 a = *(u32 *)((char *)ctx + OFF_inet_sock_set_state_daddr);
+                __builtin_memcpy(k.daddr, &a, 4);
+            } else {
+                u64 a[2];
+                a[0] = *(u64 *)((char *)ctx + OFF_inet_sock_set_state_daddr_v6);
+                a[1] = *(u64 *)((char *)ctx + OFF_inet_sock_set_state_daddr_v6 + 8);
+                __builtin_memcpy(k.daddr, a, 16);
+            }
+#else
+            if (family == 2)
+                bpf_probe_read_kernel(&k.daddr, 4,
+                                      (char *)ctx + OFF_inet_sock_set_state_daddr);
+            else
+                bpf_probe_read_kernel(&k.daddr, 16,
+                                      (char *)ctx + OFF_inet_sock_set_state_daddr_v6);
+#endif
+        }
+        u64 z = 0, *v = flows.lookup_or_try_init(&k, &z);
+        if (v)
+            __sync_fetch_and_add(v, 1);
+        else
+            lost_inc(LOSS_FLOWS);
+    }
+    return cw_change(ctx, sk, oldstate, newstate);
 }
 #endif

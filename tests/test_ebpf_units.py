@@ -14,11 +14,13 @@ from types import SimpleNamespace as NS
 
 import jsonschema
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from netdiag.ebpf import btf, readers, tracefs
 from netdiag.ebpf.probes import PROBES
 from netdiag.ebpf.runtime import Hook, c_source, map_defines, plan_hooks
-from netdiag.ebpf.session import mark_approximate
+from netdiag.ebpf.session import mark_approximate, used_slots
 from netdiag.facts import Facts
 from netdiag.probefacts import (
     Completeness,
@@ -455,3 +457,22 @@ def test_the_counted_namespace_is_held_open_for_the_window_and_only_it():
             pass
     assert open_ns_fds() == before
 
+
+
+# ---- mapped arrays: the slots in use ------------------------------------------------------
+
+@settings(max_examples=200, deadline=None)
+@given(stride=st.sampled_from([8, 24, 32]), count=st.integers(0, 700),
+       marks=st.lists(st.tuples(st.integers(0, 699), st.integers(0, 31), st.integers(1, 255)),
+                      max_size=40))
+def test_used_slots_finds_every_slot_with_any_byte_set(stride, count, marks):
+    """A slot is in use when any of its bytes is non-zero (a server's row may have counted
+    only closes, its first counter zero): found whatever the group boundaries."""
+    buf = bytearray(count * stride)
+    want = set()
+    for slot, offset, value in marks:
+        if slot < count:
+            buf[slot * stride + offset % stride] = value
+            want.add(slot)
+    assert used_slots(bytes(buf), stride, count, group=16) == sorted(want)
+    assert used_slots(bytes(buf), stride, count) == sorted(want)

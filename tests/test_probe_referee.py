@@ -131,11 +131,14 @@ def test_states_counts_only_its_namespace_while_another_runs_the_same_ports(prob
 
 def test_loss_is_counted_said_and_marked(probe_ns):
     """Maps capped at 4 entries (a testing knob): every event is either counted or counted as
-    lost, the rows say they are lower bounds, an error and a warning say by how much."""
+    lost, the rows say they are lower bounds, an error and a warning say by how much. Six
+    destinations give a client twelve rows (connects and closes toward each), more than fit;
+    a server's rows are in an array by port, which cannot fill."""
     inum = netns_inode(probe_ns)
     with Window(probe_ns, "states", states_program(inum, *EPH), 1,
                 env={"NETDIAG_PROBE_MAP_ENTRIES": "4"}) as w:
-        w.load("churn", "--port", "9420", "--count", "100")
+        for port in range(9422, 9428):
+            w.load("churn", "--port", str(port), "--count", "20")
         w.load("closewait", "--port", "9421", "--count", "8")
     f = w.facts()
     validate_facts(w.report)
@@ -150,6 +153,7 @@ def test_loss_is_counted_said_and_marked(probe_ns):
     lost = {m["map"]: m for m in f["completeness"]["lost"]}
     assert counted < total and counted + lost["flows"]["events_lost"] == total
     assert lost["flows"]["capacity"] == 4 and "active_closes" in lost["flows"]["tables"]
+    assert f["accepted_total"] == 6 * 20 + 8 == ref_pairs[(3, 1)]
     # CLOSE_WAIT tracking: the 8 held sockets need 8 entries at once; 4 fit, 4 are said.
     assert lost["cw_since"]["events_lost"] == 4 and f["close_wait"]["untracked"] == 4
     assert f["close_wait"]["approximate"] and f["close_wait"]["still_waiting_total"] == 4

@@ -111,6 +111,8 @@ def _sorted_flows(counts: dict[tuple, int], secs: float) -> list[FlowCount]:
 
 FLOW_PAIRS = {(1, 4): "active_closes", (1, 8): "passive_closes", (2, 1): "connects",
               (2, 7): "failed_connects", (3, 1): "accepted"}
+# probes/states.c by_port: a server's rows by local port, one counter each
+SERVER_ROWS = ("accepted", "passive_closes", "active_closes")
 
 
 def read_states(maps, ctx: ReadContext) -> StatesResult:
@@ -127,6 +129,12 @@ def read_states(maps, ctx: ReadContext) -> StatesResult:
             key = (port_or_none(k.lport), address(k.family, k.daddr) if k.rport else None,
                    port_or_none(k.rport))
             flows[table][key] = flows[table].get(key, 0) + v.value
+    for k, v in maps.items("by_port"):  # a server's rows: local port, no peer
+        for table in SERVER_ROWS:
+            n = getattr(v, table)
+            if n:
+                key = (port_or_none(k.value), None, None)
+                flows[table][key] = flows[table].get(key, 0) + n
     res.transitions = [Transition(state_name(a), state_name(b), n)
                        for (a, b), n in sorted(pairs.items(), key=lambda kv: -kv[1])]
     for table, counts in flows.items():

@@ -200,6 +200,23 @@ class _Running:
 MAP_MMAPABLE = 1 << 10  # BPF_F_MMAPABLE (include/uapi/linux/bpf.h)
 
 
+def used_slots(buf, stride: int, count: int, group: int = 256) -> list[int]:
+    """The indexes of the slots of `buf` (count slots of stride bytes) with any byte
+    non-zero. Compared a group of slots at a time against zeros, so that a mostly empty
+    array of megabytes costs a few thousand comparisons, not one per slot."""
+    used: list[int] = []
+    zero_group, zero_slot = bytes(group * stride), bytes(stride)
+    for first in range(0, count, group):
+        n = min(group, count - first)
+        start = first * stride
+        if buf[start:start + n * stride] == zero_group[:n * stride]:
+            continue
+        for i in range(first, first + n):
+            if buf[i * stride:(i + 1) * stride] != zero_slot:
+                used.append(i)
+    return used
+
+
 class _Maps:
     """The reader interface over a loaded bcc object."""
 
@@ -209,8 +226,8 @@ class _Maps:
 
     def items(self, name: str) -> list:
         """A hash's entries. An array created mappable (probes/common.h MMAPABLE) is read
-        through one mapping of its memory, and only its slots in use come back (first eight
-        bytes non-zero: a counter, or a socket address), as if it were a hash by index:
+        through one mapping of its memory, and only its slots in use come back (any byte
+        non-zero: a probe frees a slot by zeroing all of it), as if it were a hash by index:
         hundreds of thousands of lookups would cost a second; the mapping, milliseconds.
         (bcc's batch read of arrays is not used: in bcc 0.26 it shares one variable between
         the batch cursor and the count, and overruns its buffers.)"""
@@ -232,12 +249,8 @@ class _Maps:
         except (OSError, ValueError):
             return None
         try:
-            words = memoryview(m).cast("Q")
-            try:
-                used = [i for i, w in enumerate(words[::stride // 8]) if w]
-            finally:
-                words.release()
-            return [(table.Key(i), table.Leaf.from_buffer_copy(m, i * stride)) for i in used]
+            return [(table.Key(i), table.Leaf.from_buffer_copy(m, i * stride))
+                    for i in used_slots(m, stride, table.max_entries)]
         finally:
             m.close()
 
