@@ -20,6 +20,11 @@ dispatch around the programs), and the time per run. Start-up is read from real
 `netdiag probe` runs (bcc import, BTF, compile, attach, and from exec to the window opening).
 
     sudo python3 bench/probes.py [--probes states,drops] [--loads conn,nginx] [--pairs 9]
+                                 [--hooks-alone]
+
+--hooks-alone also measures each probe's hooks with programs that return at once: what the
+kernel charges for the tracepoints before a probe runs its first instruction, the part of the
+cost no program can save.
 
 Target: under 5% per probe. The machine may be shared: a cost inside the noise floor is no
 measurable cost, and the table says what the floor was.
@@ -221,9 +226,11 @@ def ns_port_range(ns: str) -> tuple[int, int]:
     return lo, hi
 
 
-def load_probe(name: str, inode: int, ns: str):
+def load_probe(name: str, inode: int, ns: str, hooks_alone: bool = False):
     """Load one probe as `netdiag probe --netns NS` does (namespace filter, offsets, maps, the
-    namespace's ephemeral range, the service port listed as listening)."""
+    namespace's ephemeral range, the service port listed as listening). hooks_alone: the same
+    hooks with programs that return at once, what the kernel charges before a probe's first
+    instruction (the tracepoint, its trace record, the program call)."""
     spec = PROBES[name]
     layout = kernel_layout()
     plan = runtime.plan_hooks(spec.hooks, layout=layout)
@@ -242,7 +249,13 @@ def load_probe(name: str, inode: int, ns: str):
         for port in (SERVICE_PORT, NGINX_PORT):
             table[table.Key(port)] = table.Leaf(1)
 
-    return runtime.Loaded(name, plan, defines, fill=fill)
+    source = None
+    if hooks_alone:
+        source = "\n".join(["#include <uapi/linux/ptrace.h>",
+                            "BPF_ARRAY(listening, u8, 65536);"] +
+                           [f"int {hook.fn}(void *ctx) {{ return 0; }}"
+                            for hook in plan.enabled])
+    return runtime.Loaded(name, plan, defines, fill=fill, source=source)
 
 
 def cli_startup(name: str, ns: str, runs: int) -> dict[str, float]:
@@ -340,6 +353,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=1.0)
     ap.add_argument("--pairs", type=int, default=9)
     ap.add_argument("--startup-runs", type=int, default=3)
+    ap.add_argument("--hooks-alone", action="store_true",
+                    help="also measure each probe's hooks with programs that return at once "
+                    "(the part of the cost no program can save)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench/probes.py needs root")
@@ -382,6 +398,17 @@ def main() -> None:
                                                          max(3, args.pairs // 3)))
                 finally:
                     loaded.close()
+                if args.hooks_alone:
+                    bare = load_probe(name, inode, ns.name, hooks_alone=True)
+                    try:
+                        bare.detach()
+                        for load in chosen:
+                            _, med, _ = _quartiles(pairs(ns.name, args.seconds, load,
+                                                         args.pairs, bare.attach,
+                                                         bare.detach))
+                            row[load.label]["hooks_alone_percent"] = round((1 - med) * 100, 1)
+                    finally:
+                        bare.close()
                 if args.startup_runs:
                     row["startup_s"] = cli_startup(name, ns.name, args.startup_runs)
                 results.append(row)
@@ -403,7 +430,9 @@ def _line(row: dict, chosen: list) -> str:
         r = row[label]
         parts.append(f"{label}: {r['cost_percent']:+.1f}% (IQR {r['iqr_percent']:.1f}%), "
                      f"in BPF {r['bpf_cpu_percent']:.2f}% of the load's CPU "
-                     f"({r['ns_per_run']} ns/run)")
+                     f"({r['ns_per_run']} ns/run)" +
+                     (f", hooks alone {r['hooks_alone_percent']:+.1f}%"
+                      if "hooks_alone_percent" in r else ""))
     s = row.get("startup_s")
     if s is None:
         return "  ".join(parts)
