@@ -126,18 +126,21 @@ static inline u32 skb_netns(u64 skb, u64 rx_sk) {
  * port: one load, no hashing, on the hot path of every client-side event. */
 BPF_ARRAY(listening, u8, 65536);
 
+/* A port that had a listener in the namespace when the window opened. */
+static inline int is_listening(u16 port) {
+    int p = port;
+    u8 *l = listening.lookup(&p);
+    return l && *l;
+}
+
 #ifdef EPH_LO
 static inline int is_ephemeral(u16 port) {
     return port >= EPH_LO && port <= EPH_HI;
 }
 /* A local port as the report shows it: 0 for a client's ephemeral port. */
 static inline u16 local_shown(u16 port) {
-    if (is_ephemeral(port)) {
-        int p = port;
-        u8 *l = listening.lookup(&p);
-        if (!l || !*l)
-            return 0;
-    }
+    if (is_ephemeral(port) && !is_listening(port))
+        return 0;
     return port;
 }
 /* A remote port as the report shows it: 0 when it is a client's ephemeral port. */

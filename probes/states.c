@@ -5,8 +5,8 @@
  * what the report shows: the local port (0 for a client's ephemeral port), the remote port
  * (0 for a client's ephemeral port) and, for a service destination, its address. A server's
  * peers are not in the key (they are unbounded): its rows (accepted, closed actively or
- * passively, by local port) count in an array slot by port, no hashing; a client's
- * destinations are in the key, so its rows count in a hash.
+ * passively, by local port) count in an array slot by port, no hashing, nothing that can
+ * fill; a client's destinations are in the key, so its rows count in a hash.
  * Also: how long sockets stay in CLOSE_WAIT (per-socket entry time, tracked until they leave),
  * as a log2 histogram in ms, and those still waiting when the window closes. */
 struct flow_key {
@@ -124,7 +124,11 @@ int np_set_state(void *ctx) {
         TP_READ(sport, inet_sock_set_state, sport);
         TP_READ(dport, inet_sock_set_state, dport);
         u16 lport = local_shown(sport), rport = remote_shown(dport);
-        if (!rport && (pair == 0x31 || pair == 0x18 || pair == 0x14)) {
+        /* A server's row: every passive open, and a close on a socket whose peer's port is
+         * ephemeral or whose own port had a listener (a client outside this host's port
+         * range, or behind NAT, is still a server's peer: not kept). */
+        if (pair == 0x31 || ((pair == 0x18 || pair == 0x14) &&
+                             (!rport || is_listening(sport)))) {
             int p = lport;
             struct port_rows *r = by_port.lookup(&p);
             if (r) {

@@ -78,6 +78,18 @@ def netns_inode(ns: NetNS) -> int:
     return os.stat(f"/run/netns/{ns.name}").st_ino
 
 
+def ready_load(ns: NetNS, mode: str, *args: str) -> subprocess.Popen:
+    """A workload set up inside the namespace (its listeners bound: READY), waiting for go:
+    made ready before a window opens, its listeners are listening when the probe starts."""
+    p = subprocess.Popen(["ip", "netns", "exec", ns.name, sys.executable,
+                          str(PROBELOAD), mode, *args], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ns.procs.append(p)
+    line = p.stdout.readline()
+    assert line.startswith("READY"), (line, p.stderr.read() if p.poll() is not None else "")
+    return p
+
+
 class Window:
     def __init__(self, ns: NetNS, probe: str | None, program: str | None, attached: int = 0,
                  *netdiag_args: str, netdiag_cmd: list[str] | None = None,
@@ -93,7 +105,7 @@ class Window:
         self.cmd = netdiag_cmd
         self.hooks = hooks
         self.procs: list[subprocess.Popen] = []
-        self.loads: list[tuple[subprocess.Popen, str]] = []
+        self.loads: list[subprocess.Popen] = []
         self.report: dict = {}
         self.referee: dict = {}
         self.netdiag_stderr = ""
@@ -147,16 +159,13 @@ class Window:
     def load(self, mode: str, *args: str, wait: bool = True, ns: NetNS | None = None) -> str:
         """Run a workload to completion (DONE) inside the namespace (the window's, or `ns`);
         returns its DONE line."""
-        ns = ns or self.ns
-        p = subprocess.Popen(["ip", "netns", "exec", ns.name, sys.executable,
-                              str(PROBELOAD), mode, *args], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        ns.procs.append(p)
-        line = p.stdout.readline()
-        assert line.startswith("READY"), (line, p.stderr.read() if p.poll() is not None else "")
+        return self.run_load(ready_load(ns or self.ns, mode, *args), wait)
+
+    def run_load(self, p: subprocess.Popen, wait: bool = True) -> str:
+        """Let a workload made ready (ready_load) run; returns its DONE line."""
         p.stdin.write("go\n")
         p.stdin.flush()
-        self.loads.append((p, line))
+        self.loads.append(p)
         if not wait:
             return ""
         return self.finish_load(p)
@@ -202,7 +211,7 @@ class Window:
             for p in self.procs:
                 if p.poll() is None:
                     p.kill()
-            for p, _ in self.loads:
+            for p in self.loads:
                 if p.poll() is None:
                     try:
                         p.stdin.close()
@@ -255,13 +264,19 @@ SK_NS = "((struct sock *){sk})->__sk_common.skc_net.net->ns.inum"
 TASK_NS = "curtask->nsproxy->net_ns->ns.inum"
 
 
-def states_program(inum: int, lo: int, hi: int) -> str:
+def states_program(inum: int, lo: int, hi: int, listening: tuple[int, ...] = ()) -> str:
+    """A server's rows (every passive open; a close on a socket whose peer's port is
+    ephemeral or whose own port is one of `listening`) are keyed by local port alone."""
     ns = SK_NS.format(sk="args->skaddr")
+    server_port = " || ".join(f"$lp == {p}" for p in listening) or "0"
     return f"""
 tracepoint:sock:inet_sock_set_state /args->protocol == 6 && {ns} == {inum}/ {{
   $lp = (uint64)args->sport; $rp = (uint64)args->dport;
   if ($lp >= {lo} && $lp <= {hi}) {{ $lp = 0; }}
   if ($rp >= {lo} && $rp <= {hi}) {{ $rp = 0; }}
+  if (args->oldstate == 3 && args->newstate == 1) {{ $rp = 0; }}
+  if (args->oldstate == 1 && (args->newstate == 4 || args->newstate == 8) &&
+      ({server_port})) {{ $rp = 0; }}
   @pairs[args->oldstate, args->newstate] = count();
   @flows[args->oldstate, args->newstate, $lp, $rp] = count();
   if (args->newstate == 8) {{ @cw[args->skaddr] = nsecs; @entered = count(); }}

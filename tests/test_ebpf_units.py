@@ -227,15 +227,22 @@ def test_recorded_maps_read_into_results_that_match_the_schema(probe):
 
 
 def test_recorded_states():
+    """Recorded: clients closing first toward 9600, 9601 (CLOSE_WAIT, two held), 9603 (IPv6),
+    a server on 9604 closing first, three refused connects to 9602. A client's rows come from
+    the hash, a server's from the array by port (by_port)."""
     res = read_recorded("states")
     closes = {(r.peer, r.remote_port, r.local_port): r.count for r in res.active_closes}
     assert closes == {("127.0.0.1", 9600, None): 20, ("::1", 9603, None): 3,
-                      ("127.0.0.1", 9601, None): 4}
+                      ("127.0.0.1", 9601, None): 4, (None, None, 9604): 5}
+    passive = {(r.peer, r.remote_port, r.local_port): r.count for r in res.passive_closes}
+    assert passive == {(None, None, 9600): 20, (None, None, 9601): 4, (None, None, 9603): 3,
+                       ("127.0.0.1", 9604, None): 5}
     assert {(r.peer, r.remote_port): r.count for r in res.failed_connects} == \
         {("127.0.0.1", 9602): 3}
-    assert {r.local_port: r.count for r in res.accepted} == {9600: 20, 9601: 4, 9603: 3}
+    assert {r.local_port: r.count for r in res.accepted} == \
+        {9600: 20, 9601: 4, 9603: 3, 9604: 5}
     cw = res.close_wait
-    assert (cw.entered, cw.left, cw.still_waiting_total) == (27, 25, 2)
+    assert (cw.entered, cw.left, cw.still_waiting_total) == (32, 30, 2)
     assert cw.still_waiting[0].local_port == 9601 and cw.still_waiting[0].sockets == 2
     assert {(b.low, b.high) for b in cw.left_after_ms} >= {(0, 0), (256, 511)}
 
@@ -261,11 +268,18 @@ def test_recorded_errors_and_resets():
     assert {(r.reason, r.local_port): r.resets for r in rs.sent}[("NO_SOCKET", 9660)] == 4
 
 
-def test_loss_marks_the_tables_fed_by_the_map():
+def test_loss_marks_the_rows_fed_by_the_map():
+    """A full flows hash makes a client's rows lower bounds; a server's rows by port come
+    from an array that cannot fill and stay exact."""
     res = read_recorded("states")
-    mark_approximate(res, PROBES["states"].maps[0].tables + ("close_wait",))
-    assert all(r.approximate for r in res.active_closes) and res.close_wait.approximate
-    assert all(r.approximate for r in res.accepted)
+    flows = PROBES["states"].maps[0]
+    mark_approximate(res, flows.tables, flows.rows)
+    mark_approximate(res, ("close_wait",))
+    client = [r for r in res.active_closes + res.passive_closes if r.remote_port]
+    server = [r for r in res.active_closes + res.passive_closes if not r.remote_port]
+    assert client and server and res.accepted and res.connects
+    assert all(r.approximate for r in client + res.connects) and res.close_wait.approximate
+    assert not any(r.approximate for r in server + res.accepted)
     # The state-pair totals come from a per-CPU array that cannot fill: never marked.
     assert res.transitions and not any(t.approximate for t in res.transitions)
 
@@ -396,8 +410,9 @@ def test_incomplete_probe_results_are_a_warning_that_says_by_how_much():
         MapLoss("retrans", 65536, 77, ["by_flow"])])
     [f] = probes.check(_facts(retrans=res))
     assert f.severity.label == "warning"
-    assert "77 events lost in map retrans (full at 65536 entries: by_flow are lower bounds)" \
-        in f.title and "3 runs skipped by the kernel" in f.title
+    assert ("77 events lost in map retrans (full at 65536 entries: the rows marked approximate "
+            "in by_flow are lower bounds)") in f.title
+    assert "3 runs skipped by the kernel" in f.title
     assert f.evidence["probes"][0]["maps"][0]["events_lost"] == 77
 
 

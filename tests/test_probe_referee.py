@@ -25,6 +25,7 @@ from referee import (
     netns_inode,
     probe_namespace,
     rcvbuf_program,
+    ready_load,
     resets_program,
     retrans_program,
     states_program,
@@ -110,6 +111,31 @@ def test_states_equal_bpftrace_under_a_load_that_overflowed_the_old_maps(probe_n
         st["total_s"] > 0
 
 
+def test_states_keeps_no_peer_of_a_server_whose_clients_use_ports_outside_the_range(
+        probe_ns):
+    """Clients bound to ports outside this host's ephemeral range (NAT, macOS's range): the
+    server's rows (accepted, closed by the client first or by the server first) are still
+    keyed by its own port alone, in the array by port that cannot fill, equal to bpftrace
+    with the same rule; the clients' rows keep their fixed ports and destination."""
+    inum = netns_inode(probe_ns)
+    # Their listeners are up before the window opens, as a service's are.
+    first = ready_load(probe_ns, "churn", "--port", "9430", "--count", "20",
+                       "--client-port", "20000")
+    second = ready_load(probe_ns, "churn", "--port", "9431", "--count", "20",
+                        "--client-port", "20100", "--server-closes")
+    with Window(probe_ns, "states", states_program(inum, *EPH, listening=(9430, 9431)),
+                1) as w:
+        assert w.run_load(first) == w.run_load(second) == "DONE made=20"
+    f = check_states(w)
+    assert {r["local_port"]: r["count"] for r in f["accepted"]} == {9430: 20, 9431: 20}
+    server = {(r["local_port"], r["peer"], r["remote_port"]): r["count"]
+              for table in ("passive_closes", "active_closes") for r in f[table]
+              if r["local_port"] in (9430, 9431)}
+    assert server == {(9430, None, None): 20, (9431, None, None): 20}
+    clients = [r for r in f["active_closes"] if r["remote_port"] == 9430]
+    assert len(clients) == 20 and {r["local_port"] for r in clients} == set(range(20000, 20020))
+
+
 def test_states_counts_only_its_namespace_while_another_runs_the_same_ports(probe_ns):
     """Two namespaces, the same ports (127.0.0.1:9410 is in both), at the same time: the
     probe for one counts exactly that one's connections, like bpftrace filtered on it."""
@@ -119,7 +145,7 @@ def test_states_counts_only_its_namespace_while_another_runs_the_same_ports(prob
             w.load("churn", "--port", "9410", "--count", "500", ns=other, wait=False)
             mine = w.load("churn", "--port", "9410", "--count", "300")
             w.load("closewait", "--port", "9411", "--count", "3", ns=other)
-            theirs = w.finish_load(w.loads[0][0])
+            theirs = w.finish_load(w.loads[0])
         assert mine == "DONE made=300" and theirs == "DONE made=500"
     f = check_states(w)
     assert {(r["peer"], r["remote_port"]): r["count"] for r in f["active_closes"]} == \
@@ -154,6 +180,8 @@ def test_loss_is_counted_said_and_marked(probe_ns):
     assert counted < total and counted + lost["flows"]["events_lost"] == total
     assert lost["flows"]["capacity"] == 4 and "active_closes" in lost["flows"]["tables"]
     assert f["accepted_total"] == 6 * 20 + 8 == ref_pairs[(3, 1)]
+    server = f["accepted"] + [r for r in f["passive_closes"] if r["peer"] is None]
+    assert server and not any(r["approximate"] for r in server)  # exact: said so
     # CLOSE_WAIT tracking: the 8 held sockets need 8 entries at once; 4 fit, 4 are said.
     assert lost["cw_since"]["events_lost"] == 4 and f["close_wait"]["untracked"] == 4
     assert f["close_wait"]["approximate"] and f["close_wait"]["still_waiting_total"] == 4
@@ -184,7 +212,7 @@ def test_resets_and_drops_equal_bpftrace_with_sockets_and_without(probe_ns):
             r.load("refused", "--port", "9430", "--count", "400", ns=other, wait=False)
             assert r.load("refused", "--port", "9430", "--count", "300") == "DONE refused=300"
             assert r.load("linger", "--port", "9431", "--count", "40") == "DONE econnreset=40"
-            r.finish_load(r.loads[0][0])
+            r.finish_load(r.loads[0])
     for w in (r, d):
         validate_facts(w.report)
         assert w.facts()["completeness"]["complete"]
@@ -238,7 +266,7 @@ def test_errors_equal_bpftrace_and_name_what_applications_were_told(probe_ns):
             assert w.load("nbrefused", "--port", "9441", "--count", "7") == "DONE refused=7"
             assert w.load("linger", "--port", "9442", "--count", "9") == "DONE econnreset=9"
             assert w.load("emfile", "--port", "9443", "--count", "5") == "DONE emfile=5"
-            w.finish_load(w.loads[0][0])
+            w.finish_load(w.loads[0])
     validate_facts(w.report)
     f = w.facts()
     assert f["completeness"]["complete"]

@@ -9,6 +9,7 @@ skipping.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -284,7 +285,12 @@ def test_every_probe_records_its_maps_as_a_fixture_the_readers_accept(probe_ns, 
                                   seconds=doc["seconds"], now_ns=doc["now_ns"],
                                   epoll_known=doc["epoll_known"], samples=doc.get("samples"))
         assert len(doc["maps"]["lost"]) == 16, name  # every slot: read by position
-        PROBES[name].read(Recorded(doc), ctx)
+        again = dataclasses.asdict(PROBES[name].read(Recorded(doc), ctx))
+        live = load_json(proc.stdout)["facts"][name]
+        session = {"probe", "window", "startup", "scope", "completeness", "hooks",
+                   "missing_parts"}
+        assert {k: v for k, v in again.items() if k not in session} == \
+            {k: v for k, v in live.items() if k not in session}, name
 
 
 def test_softirq_says_when_proc_hides_ksoftirqd():

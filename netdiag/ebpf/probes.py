@@ -19,12 +19,14 @@ from netdiag.ebpf.runtime import Hook
 
 @dataclass(frozen=True)
 class MapDecl:
-    """A map that can fill: its capacity and the result tables it feeds (which become lower
-    bounds when it lost events)."""
+    """A map that can fill: its capacity and the result tables it feeds (whose rows become
+    lower bounds, marked approximate, when it lost events). rows(table, row) says which rows
+    of those tables the map feeds when others come from a map that cannot fill (None: all)."""
 
     name: str
     capacity: int
     tables: tuple[str, ...]
+    rows: Callable[[str, Any], bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,7 @@ PROBES: dict[str, ProbeSpec] = {p.name: p for p in (
         "6 MiB; a socket whose 8 candidate slots are all taken is counted as untracked)",
         topics=("closewait", "timewait"),
         maps=(MapDecl("flows", 65536, ("active_closes", "passive_closes", "connects",
-                                       "failed_connects", "accepted")),
+                                       "failed_connects"), readers.from_flows_hash),
               MapDecl("cw_since", 262144, ("close_wait",))),
         metrics=("netdiag_probe_state_changes", "netdiag_probe_active_closes",
                  "netdiag_probe_close_wait_waiting")),

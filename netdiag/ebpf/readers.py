@@ -115,6 +115,13 @@ FLOW_PAIRS = {(1, 4): "active_closes", (1, 8): "passive_closes", (2, 1): "connec
 SERVER_ROWS = ("accepted", "passive_closes", "active_closes")
 
 
+def from_flows_hash(table: str, row: FlowCount) -> bool:
+    """The rows probes/states.c counts in its hash (the others, a server's rows by local
+    port, are in an array that cannot fill): every connect and failed connect, and a close
+    toward a destination."""
+    return table in ("connects", "failed_connects") or row.remote_port is not None
+
+
 def read_states(maps, ctx: ReadContext) -> StatesResult:
     res = StatesResult()
     secs = max(ctx.seconds, 0.001)
@@ -144,6 +151,8 @@ def read_states(maps, ctx: ReadContext) -> StatesResult:
     cw = CloseWait(entered=counts[0], left=counts[1], left_entered_before=counts[2])
     waiting: dict[int, list[float]] = {}
     for _sk, v in maps.items("cw_since"):
+        if not v.sk or not v.since:
+            continue  # claimed or freed while a live view read it: not yet (or no longer) one
         age = max(ctx.now_ns - v.since, 0) / 1e9
         waiting.setdefault(v.lport, []).append(age)
     cw.still_waiting = [WaitingPort(p, len(ages), round(max(ages), 1))

@@ -260,8 +260,19 @@ class _Maps:
         take the values by position)."""
         table = self.bpf[name]
         if hasattr(table, "total_cpu"):
+            leaf = getattr(table, "sLeaf", table.Leaf)
+            if issubclass(leaf, ctypes.Structure):
+                return []  # per-CPU scratch state, not counters
             return [[_plain(k), {"value": table.sum(k).value}] for k in table.keys()]
         return [[_plain(k), _plain(v)] for k, v in self.items(name)]
+
+    def has(self, name: str) -> bool:
+        """Whether the loaded object has this map (one under a hook compiled out has not)."""
+        try:
+            self.bpf[name]
+        except KeyError:
+            return False
+        return True
 
     def cpus(self) -> list[int]:
         """The possible CPUs, in the order the kernel lays out per-CPU values."""
@@ -451,7 +462,7 @@ def _read(r: _Running, elapsed: float, window: Window) -> ProbeResult:
         if n:
             cap = runtime.map_defines(spec.maps)[f"MAX_{m.name.upper()}"]
             res.completeness.lost.append(MapLoss(m.name, cap, n, list(m.tables)))
-            mark_approximate(res, m.tables)
+            mark_approximate(res, m.tables, m.rows)
             if m.name == "cw_since":
                 res.close_wait.untracked = n  # type: ignore[attr-defined]
     res.completeness.events_lost = sum(m.events_lost for m in res.completeness.lost)
@@ -459,13 +470,14 @@ def _read(r: _Running, elapsed: float, window: Window) -> ProbeResult:
     return res
 
 
-def mark_approximate(res: ProbeResult, tables) -> None:
-    """Rows of tables fed by a map that lost events are lower bounds: say so on each row."""
+def mark_approximate(res: ProbeResult, tables, fed=None) -> None:
+    """Rows of tables fed by a map that lost events are lower bounds: say so on each row
+    (fed(table, row): the rows that map feeds, when others come from one that cannot fill)."""
     for table in tables:
         value = getattr(res, table, None)
         rows = value if isinstance(value, list) else [value]
         for row in rows:
-            if hasattr(row, "approximate"):
+            if hasattr(row, "approximate") and (fed is None or fed(table, row)):
                 row.approximate = True
 
 
@@ -477,7 +489,8 @@ def _judge_completeness(res: ProbeResult) -> None:
 def _loss_text(res: ProbeResult) -> str:
     c = res.completeness
     parts = [f"{m.events_lost} events not counted: map {m.map} full ({m.capacity} entries); "
-             f"{', '.join(m.tables)} are lower bounds" for m in c.lost]
+             f"the rows marked approximate in {', '.join(m.tables)} are lower bounds"
+             for m in c.lost]
     if c.skipped_runs:
         parts.append(f"the kernel skipped {c.skipped_runs} program runs (another BPF program "
                      "was running on that CPU); counts are lower bounds")
@@ -504,14 +517,14 @@ def record(directory: str, spec: ProbeSpec, maps: _Maps, ctx: ReadContext) -> No
     import json
     import platform
 
-    names = ["lost", *(m.name for m in spec.maps)]
     src = (runtime.probe_sources() / f"{spec.name}.c").read_text()
-    names += [n for n in ("pairs", "cw_counts", "cw_ms", "unattributed", "adjust")
-              if f"({n}," in src]
+    declared = (re.findall(r"BPF_(?:PERCPU_ARRAY|ARRAY|HASH)\((\w+),", src) +
+                re.findall(r"BPF_F_TABLE\(\"\w+\",\s*[^,]+,\s*[^,]+,\s*(\w+),", src))
+    names = list(dict.fromkeys(["lost", *declared]))  # every map of the probe's own source
     doc = {"probe": spec.name, "kernel": platform.release(),
            "formats": ctx.formats, "enabled": sorted(ctx.enabled), "seconds": ctx.seconds,
            "now_ns": ctx.now_ns, "epoll_known": ctx.epoll_known, "samples": ctx.samples,
-           "maps": {n: maps.rows(n) for n in names},
+           "maps": {n: maps.rows(n) for n in names if maps.has(n)},
            "per_cpu": {n: maps.per_cpu(n)
                        for n in re.findall(r"BPF_PERCPU_ARRAY\((\w+),", src)}}
     os.makedirs(directory, exist_ok=True)

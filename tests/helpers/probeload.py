@@ -85,15 +85,22 @@ class Churn(Workload):
     def run(self) -> str:
         made = 0
         deadline = time.monotonic() + self.args.seconds
-        for _ in range(self.args.count):
+        for i in range(self.args.count):
             if time.monotonic() > deadline:
                 break
             c = socket.socket(self.family, socket.SOCK_STREAM)
+            if self.args.client_port:  # a client port outside the ephemeral range (NAT, macOS)
+                c.bind((HOST[self.family], self.args.client_port + i))
             c.connect((HOST[self.family], self.args.port))
             a, _ = self.srv.accept()
-            c.close()  # the client closes first: FIN_WAIT1 here, CLOSE_WAIT on the server
-            a.recv(1)
-            a.close()
+            if self.args.server_closes:
+                a.close()  # the server closes first: FIN_WAIT1 on the server
+                c.recv(1)
+                c.close()
+            else:
+                c.close()  # the client closes first: FIN_WAIT1 here, CLOSE_WAIT on the server
+                a.recv(1)
+                a.close()
             made += 1
         return f"made={made}"
 
@@ -361,6 +368,9 @@ def main() -> None:
     p.add_argument("--rcvbuf", type=int, default=65536)
     p.add_argument("--backlog", type=int, default=1)
     p.add_argument("--ipv6", action="store_true")
+    p.add_argument("--client-port", type=int, default=0,
+                   help="churn: bind the i-th client to this port + i")
+    p.add_argument("--server-closes", action="store_true", help="churn: the server closes first")
     p.add_argument("--seconds", type=float, default=60.0, help="time bound for loops")
     p.add_argument("--hold", type=float, default=120.0, help="hold at most this long")
     args = p.parse_args()
