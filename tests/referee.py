@@ -268,11 +268,11 @@ def states_program(inum: int, lo: int, hi: int, listening: tuple[int, ...] = ())
     """A server's rows (every passive open; a close on a socket whose peer's port is
     ephemeral or whose own port is one of `listening`) are keyed by local port alone."""
     ns = SK_NS.format(sk="args->skaddr")
-    server_port = " || ".join(f"$lp == {p}" for p in listening) or "0"
+    server_port = " || ".join(f"args->sport == {p}" for p in listening) or "0"
     return f"""
 tracepoint:sock:inet_sock_set_state /args->protocol == 6 && {ns} == {inum}/ {{
   $lp = (uint64)args->sport; $rp = (uint64)args->dport;
-  if ($lp >= {lo} && $lp <= {hi}) {{ $lp = 0; }}
+  if ($lp >= {lo} && $lp <= {hi} && !({server_port})) {{ $lp = 0; }}
   if ($rp >= {lo} && $rp <= {hi}) {{ $rp = 0; }}
   if (args->oldstate == 3 && args->newstate == 1) {{ $rp = 0; }}
   if (args->oldstate == 1 && (args->newstate == 4 || args->newstate == 8) &&

@@ -30,9 +30,12 @@ RESULT_OF = {"states": probefacts.StatesResult, "backlog": probefacts.BacklogRes
 FIELD_DOCS = {
     "local_port": "Local port; null: any ephemeral port (a client's port from "
                   "ip_local_port_range, aggregated away in the kernel).",
-    "remote_port": "Remote port; null: a client's ephemeral port (seen from the server).",
+    "remote_port": "Remote port; null: a client's ephemeral port (seen from the server), or "
+                   "any row of a server (states: connections accepted, and closes on a port "
+                   "that had a listener).",
     "peer": "Remote address, kept only for a service destination (the remote port is not "
-            "ephemeral); null for a server's clients, which are unbounded.",
+            "ephemeral); null for a server's clients, which are unbounded, whatever their "
+            "port.",
     "approximate": "True when the map feeding this row lost events: the count is a lower "
                    "bound (see completeness).",
     "per_s": "Count divided by the window's seconds.",

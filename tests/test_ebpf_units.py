@@ -411,7 +411,7 @@ def test_incomplete_probe_results_are_a_warning_that_says_by_how_much():
     [f] = probes.check(_facts(retrans=res))
     assert f.severity.label == "warning"
     assert ("77 events lost in map retrans (full at 65536 entries: the rows marked approximate "
-            "in by_flow are lower bounds)") in f.title
+            "in by_flow, and their totals, are lower bounds)") in f.title
     assert "3 runs skipped by the kernel" in f.title
     assert f.evidence["probes"][0]["maps"][0]["events_lost"] == 77
 
@@ -491,3 +491,24 @@ def test_used_slots_finds_every_slot_with_any_byte_set(stride, count, marks):
             want.add(slot)
     assert used_slots(bytes(buf), stride, count, group=16) == sorted(want)
     assert used_slots(bytes(buf), stride, count) == sorted(want)
+
+
+def test_recordings_find_every_map_a_probe_uses():
+    """NETDIAG_PROBE_RECORD keeps the maps a probe's source declares: every map its code
+    reads or writes (NAME.lookup(...), .update, ...) is found among them, and nothing else."""
+    from netdiag.ebpf.runtime import probe_sources
+    from netdiag.ebpf.session import declared_maps
+
+    common = set(declared_maps((probe_sources() / "common.h").read_text()))
+    assert {"lost", "listening"} <= common
+    for name in PROBES:
+        src = (probe_sources() / f"{name}.c").read_text()
+        used = set(re.findall(r"\b(\w+)\.(?:lookup|lookup_or_try_init|update|delete|"
+                              r"increment|atomic_increment)\(", src)) - common
+        found = declared_maps(src)
+        assert used and used <= set(found), (name, used - set(found))
+        assert all(re.search(rf"\b{m}\b", src) for m in found), name
+    src = ('BPF_PERCPU_HASH(a);\nBPF_TABLE("lru_hash", u32, struct x, b, 8);\n'
+           'BPF_F_TABLE("hash", struct k, struct v, c,\n  MAX_C, BPF_F_NO_PREALLOC);\n'
+           'BPF_ARRAY(d, u64, 1);')
+    assert declared_maps(src) == ["a", "b", "c", "d"]

@@ -266,6 +266,9 @@ class _Maps:
             return [[_plain(k), {"value": table.sum(k).value}] for k in table.keys()]
         return [[_plain(k), _plain(v)] for k, v in self.items(name)]
 
+    def is_per_cpu(self, name: str) -> bool:
+        return hasattr(self.bpf[name], "total_cpu")
+
     def has(self, name: str) -> bool:
         """Whether the loaded object has this map (one under a hook compiled out has not)."""
         try:
@@ -489,8 +492,8 @@ def _judge_completeness(res: ProbeResult) -> None:
 def _loss_text(res: ProbeResult) -> str:
     c = res.completeness
     parts = [f"{m.events_lost} events not counted: map {m.map} full ({m.capacity} entries); "
-             f"the rows marked approximate in {', '.join(m.tables)} are lower bounds"
-             for m in c.lost]
+             f"the rows marked approximate in {', '.join(m.tables)}, and their totals, are "
+             "lower bounds (a destination may be missing)" for m in c.lost]
     if c.skipped_runs:
         parts.append(f"the kernel skipped {c.skipped_runs} program runs (another BPF program "
                      "was running on that CPU); counts are lower bounds")
@@ -512,21 +515,29 @@ def _plain(obj) -> Any:
     return obj
 
 
+# bcc's map declarations: BPF_ARRAY(name, ...), BPF_PERCPU_HASH(name), BPF_F_TABLE("hash",
+# key type, leaf type, name, ...), BPF_TABLE(...) (types never contain a comma).
+_MAP_DECL = re.compile(r"\bBPF_(?:[A-Z_]*ARRAY|[A-Z_]*HASH)\(\s*(\w+)\s*[,)]"
+                       r"|\bBPF_(?:F_)?TABLE\(\s*\"\w+\"\s*,\s*[^,]+,\s*[^,]+,\s*(\w+)\s*,")
+
+
+def declared_maps(src: str) -> list[str]:
+    """The maps a probe's C source declares, in order."""
+    return list(dict.fromkeys(a or b for a, b in _MAP_DECL.findall(src)))
+
+
 def record(directory: str, spec: ProbeSpec, maps: _Maps, ctx: ReadContext) -> None:
     """The raw maps a reader saw, with what it needs beside them, as a test fixture."""
     import json
     import platform
 
     src = (runtime.probe_sources() / f"{spec.name}.c").read_text()
-    declared = (re.findall(r"BPF_(?:PERCPU_ARRAY|ARRAY|HASH)\((\w+),", src) +
-                re.findall(r"BPF_F_TABLE\(\"\w+\",\s*[^,]+,\s*[^,]+,\s*(\w+),", src))
-    names = list(dict.fromkeys(["lost", *declared]))  # every map of the probe's own source
+    names = [n for n in ["lost", *declared_maps(src)] if maps.has(n)]
     doc = {"probe": spec.name, "kernel": platform.release(),
            "formats": ctx.formats, "enabled": sorted(ctx.enabled), "seconds": ctx.seconds,
            "now_ns": ctx.now_ns, "epoll_known": ctx.epoll_known, "samples": ctx.samples,
-           "maps": {n: maps.rows(n) for n in names if maps.has(n)},
-           "per_cpu": {n: maps.per_cpu(n)
-                       for n in re.findall(r"BPF_PERCPU_ARRAY\((\w+),", src)}}
+           "maps": {n: maps.rows(n) for n in names},
+           "per_cpu": {n: maps.per_cpu(n) for n in names if maps.is_per_cpu(n)}}
     os.makedirs(directory, exist_ok=True)
     with open(os.path.join(directory, f"{spec.name}.json"), "w") as fh:
         json.dump(doc, fh, indent=1)

@@ -33,8 +33,10 @@ INCOMPLETE = RuleSpec(
                "(trace_call_bpf); include/uapi/linux/bpf.h (struct bpf_prog_info)",
     ),
     explanation=(
-        "The tables named in the evidence are lower bounds: their rows are marked "
-        "approximate, and the totals derived from them are short by about the events lost."
+        "The rows the full map fed are lower bounds: they are marked approximate (rows kept "
+        "in arrays that cannot fill, such as a server's rows by port, stay exact), the totals "
+        "of the tables named in the evidence are short by about the events lost, and a key "
+        "whose every event was lost has no row at all."
     ),
     recommendation=(
         "Probe for a shorter window (--duration, --probe-seconds), or in one namespace "
@@ -68,7 +70,8 @@ def check(facts: Facts) -> list[Finding]:
     for r in bad:
         c = r.completeness
         what = [f"{m.events_lost} events lost in map {m.map} (full at {m.capacity} entries: "
-                f"the rows marked approximate in {', '.join(m.tables)} are lower bounds)"
+                f"the rows marked approximate in {', '.join(m.tables)}, and their totals, are "
+                "lower bounds)"
                 for m in c.lost]
         if c.skipped_runs:
             what.append(f"{c.skipped_runs} runs skipped by the kernel")
