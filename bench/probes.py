@@ -342,6 +342,11 @@ def pairs(ns: str, seconds: float, load, n: int, on=None, off=None) -> list[floa
     return ratios
 
 
+def _with_and_without(ns: str, args, load, loaded) -> tuple[float, float, float]:
+    """Quartiles of the throughput ratios, attached over detached, in alternating pairs."""
+    return _quartiles(pairs(ns, args.seconds, load, args.pairs, loaded.attach, loaded.detach))
+
+
 def _quartiles(xs: list[float]) -> tuple[float, float, float]:
     q = statistics.quantiles(xs, n=4)
     return q[0], statistics.median(xs), q[2]
@@ -391,9 +396,7 @@ def main() -> None:
                 try:
                     loaded.detach()
                     for load in chosen:
-                        lo, med, hi = _quartiles(pairs(ns.name, args.seconds, load,
-                                                       args.pairs, loaded.attach,
-                                                       loaded.detach))
+                        lo, med, hi = _with_and_without(ns.name, args, load, loaded)
                         row[load.label] = {"cost_percent": round((1 - med) * 100, 1),
                                            "iqr_percent": round((hi - lo) * 100, 1)}
                         row[load.label].update(cpu_share(ns.name, args.seconds, load, loaded,
@@ -405,9 +408,7 @@ def main() -> None:
                     try:
                         bare.detach()
                         for load in chosen:
-                            _, med, _ = _quartiles(pairs(ns.name, args.seconds, load,
-                                                         args.pairs, bare.attach,
-                                                         bare.detach))
+                            _, med, _ = _with_and_without(ns.name, args, load, bare)
                             row[load.label]["hooks_alone_percent"] = round((1 - med) * 100, 1)
                     finally:
                         bare.close()

@@ -95,8 +95,8 @@ PROBES: dict[str, ProbeSpec] = {p.name: p for p in (
         (Hook("transitions", "sock", "inet_sock_set_state", "np_set_state", SOCK_FIELDS),),
         readers.read_states, "a per-CPU counter per TCP state change (about ten per "
         "connection); for the five changes shown by port or destination, an array slot by "
-        "local port for a server's or a hash update for a client's (its destination is in "
-        "the key); and an array slot per socket while it is in CLOSE_WAIT (262,144 slots, "
+        "local port for a server's (2 MiB) or a hash update for a client's (its destination "
+        "is in the key); and an array slot per socket while it is in CLOSE_WAIT (262,144 slots, "
         "6 MiB; a socket whose 8 candidate slots are all taken is counted as untracked)",
         topics=("closewait", "timewait"),
         maps=(MapDecl("flows", 65536, ("active_closes", "passive_closes", "connects",
