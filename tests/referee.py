@@ -78,6 +78,22 @@ def netns_inode(ns: NetNS) -> int:
     return os.stat(f"/run/netns/{ns.name}").st_ino
 
 
+def stop_bpftrace(bt: subprocess.Popen, patience: float = 20.0,
+                  tries: int = 4) -> tuple[str, str]:
+    """bpftrace's output once it has exited on SIGINT (sent already). It polls for the
+    signal every 100 ms; once in a CI run it was still attached a minute later, so the signal
+    is sent again rather than waiting on one that may have been lost."""
+    for _ in range(tries):
+        try:
+            return bt.communicate(timeout=patience)
+        except subprocess.TimeoutExpired:
+            bt.send_signal(signal.SIGINT)
+    bt.kill()
+    out, err = bt.communicate()
+    raise AssertionError(f"bpftrace did not exit on SIGINT within {patience * tries:g} s: "
+                         f"{err[-2000:]}")
+
+
 def ready_load(ns: NetNS, mode: str, *args: str) -> subprocess.Popen:
     """A workload set up inside the namespace (its listeners bound: READY), waiting for go:
     made ready before a window opens, its listeners are listening when the probe starts."""
@@ -204,7 +220,7 @@ class Window:
                     assert "Traceback" not in err, err[-3000:]
                     self.report = load_json(out)
             if self.bt is not None:
-                out, err = self.bt.communicate(timeout=60)
+                out, err = stop_bpftrace(self.bt)
                 if exc_type is None:
                     self.referee = parse_bpftrace(out)
         finally:
