@@ -58,6 +58,12 @@ class MapLoss:
     events_lost: int
     tables: list[str] = field(default_factory=list)  # result tables that are lower bounds
 
+    @property
+    def bounds(self) -> str:
+        """What the loss makes a lower bound, in words (the error entry and the finding)."""
+        return (f"the rows marked approximate in {', '.join(self.tables)}, and their totals, "
+                "are lower bounds (a row may be missing altogether)")
+
 
 @dataclass
 class Completeness:

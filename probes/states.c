@@ -139,39 +139,39 @@ int np_set_state(void *ctx) {
                 else
                     __sync_fetch_and_add(&r->active_closes, 1);
             }
-            return cw_change(ctx, sk, oldstate, newstate);
-        }
-        struct flow_key k = {};
-        k.family = family; k.oldstate = oldstate; k.newstate = newstate;
-        k.lport = lport;
-        k.rport = rport;
-        if (k.rport) {
+        } else {
+            struct flow_key k = {};
+            k.family = family; k.oldstate = oldstate; k.newstate = newstate;
+            k.lport = lport;
+            k.rport = rport;
+            if (k.rport) {
 #if OFF_inet_sock_set_state_daddr % 4 == 0 && OFF_inet_sock_set_state_daddr_v6 % 8 == 0
-            /* loaded from the record like any field (aligned, as the verifier wants): no
-             * helper call per client row */
-            if (family == 2) {
-                u32 a = *(u32 *)((char *)ctx + OFF_inet_sock_set_state_daddr);
-                __builtin_memcpy(k.daddr, &a, 4);
-            } else {
-                u64 a[2];
-                a[0] = *(u64 *)((char *)ctx + OFF_inet_sock_set_state_daddr_v6);
-                a[1] = *(u64 *)((char *)ctx + OFF_inet_sock_set_state_daddr_v6 + 8);
-                __builtin_memcpy(k.daddr, a, 16);
-            }
+                /* loaded from the record like any field (aligned, as the verifier wants): no
+                 * helper call per client row */
+                if (family == 2) {
+                    u32 a = *(u32 *)((char *)ctx + OFF_inet_sock_set_state_daddr);
+                    __builtin_memcpy(k.daddr, &a, 4);
+                } else {
+                    u64 a[2];
+                    a[0] = *(u64 *)((char *)ctx + OFF_inet_sock_set_state_daddr_v6);
+                    a[1] = *(u64 *)((char *)ctx + OFF_inet_sock_set_state_daddr_v6 + 8);
+                    __builtin_memcpy(k.daddr, a, 16);
+                }
 #else
-            if (family == 2)
-                bpf_probe_read_kernel(&k.daddr, 4,
-                                      (char *)ctx + OFF_inet_sock_set_state_daddr);
-            else
-                bpf_probe_read_kernel(&k.daddr, 16,
-                                      (char *)ctx + OFF_inet_sock_set_state_daddr_v6);
+                if (family == 2)
+                    bpf_probe_read_kernel(&k.daddr, 4,
+                                          (char *)ctx + OFF_inet_sock_set_state_daddr);
+                else
+                    bpf_probe_read_kernel(&k.daddr, 16,
+                                          (char *)ctx + OFF_inet_sock_set_state_daddr_v6);
 #endif
+            }
+            u64 z = 0, *v = flows.lookup_or_try_init(&k, &z);
+            if (v)
+                __sync_fetch_and_add(v, 1);
+            else
+                lost_inc(LOSS_FLOWS);
         }
-        u64 z = 0, *v = flows.lookup_or_try_init(&k, &z);
-        if (v)
-            __sync_fetch_and_add(v, 1);
-        else
-            lost_inc(LOSS_FLOWS);
     }
     return cw_change(ctx, sk, oldstate, newstate);
 }

@@ -411,7 +411,8 @@ def test_incomplete_probe_results_are_a_warning_that_says_by_how_much():
     [f] = probes.check(_facts(retrans=res))
     assert f.severity.label == "warning"
     assert ("77 events lost in map retrans (full at 65536 entries: the rows marked approximate "
-            "in by_flow, and their totals, are lower bounds)") in f.title
+            "in by_flow, and their totals, are lower bounds (a row may be missing "
+            "altogether))") in f.title
     assert "3 runs skipped by the kernel" in f.title
     assert f.evidence["probes"][0]["maps"][0]["events_lost"] == 77
 

@@ -492,8 +492,7 @@ def _judge_completeness(res: ProbeResult) -> None:
 def _loss_text(res: ProbeResult) -> str:
     c = res.completeness
     parts = [f"{m.events_lost} events not counted: map {m.map} full ({m.capacity} entries); "
-             f"the rows marked approximate in {', '.join(m.tables)}, and their totals, are "
-             "lower bounds (a destination may be missing)" for m in c.lost]
+             f"{m.bounds}" for m in c.lost]
     if c.skipped_runs:
         parts.append(f"the kernel skipped {c.skipped_runs} program runs (another BPF program "
                      "was running on that CPU); counts are lower bounds")

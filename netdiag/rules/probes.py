@@ -70,9 +70,7 @@ def check(facts: Facts) -> list[Finding]:
     for r in bad:
         c = r.completeness
         what = [f"{m.events_lost} events lost in map {m.map} (full at {m.capacity} entries: "
-                f"the rows marked approximate in {', '.join(m.tables)}, and their totals, are "
-                "lower bounds)"
-                for m in c.lost]
+                f"{m.bounds})" for m in c.lost]
         if c.skipped_runs:
             what.append(f"{c.skipped_runs} runs skipped by the kernel")
         parts.append(f"probe {r.probe}: " + "; ".join(what))
