@@ -268,7 +268,12 @@ def cli_startup(name: str, ns: str, runs: int) -> dict[str, float]:
         out = subprocess.run([sys.executable, "-m", "netdiag", "probe", name, "--duration",
                               "0.1", "--json", "--netns", ns], capture_output=True, text=True,
                              env=env)
-        seen.append(json.loads(out.stdout)["facts"][name]["startup"])
+        try:
+            seen.append(json.loads(out.stdout)["facts"][name]["startup"])
+        except (ValueError, KeyError) as exc:
+            tail = (out.stderr.strip().splitlines() or ["no output"])[-1]
+            sys.exit(f"`netdiag probe {name}` under {sys.executable} gave no start-up "
+                     f"figures ({exc.__class__.__name__}): {tail}")
     return {k: round(statistics.median(s[k] for s in seen), 3) for k in seen[0]}
 
 
@@ -282,47 +287,62 @@ def enable_run_time_stats():
     return fd
 
 
-def run_time_ns(loaded) -> tuple[int, int]:
-    """Total run time (ns) and runs of a loaded probe's programs (bpf_prog_info)."""
+def run_time_ns(loaded) -> dict[str, tuple[int, int]]:
+    """Per program of a loaded probe: total run time (ns) and runs (bpf_prog_info)."""
     from bcc.libbcc import lib
 
     layout = BTF(Path("/sys/kernel/btf/vmlinux").read_bytes())
     off = layout.offsets("bpf_prog_info", ("run_time_ns", "run_cnt"))
     size = max(off.values()) + 8
-    total = runs = 0
+    out = {}
     for hook in loaded.plan.enabled:
         fn = loaded.bpf.funcs[hook.fn.encode()]
         buf = ctypes.create_string_buffer(size)
         n = ctypes.c_uint32(size)
         if lib.bpf_obj_get_info(ctypes.c_int(fn.fd), buf, ctypes.byref(n)) != 0:
             continue
-        total += int.from_bytes(buf.raw[off["run_time_ns"]:off["run_time_ns"] + 8], "little")
-        runs += int.from_bytes(buf.raw[off["run_cnt"]:off["run_cnt"] + 8], "little")
-    return total, runs
+        out[hook.fn] = (
+            int.from_bytes(buf.raw[off["run_time_ns"]:off["run_time_ns"] + 8], "little"),
+            int.from_bytes(buf.raw[off["run_cnt"]:off["run_cnt"] + 8], "little"))
+    return out
 
 
 def cpu_share(ns: str, seconds: float, load, loaded, runs: int) -> dict:
     """In-kernel time of the probe's programs against the CPU time the load itself used:
-    robust where throughput is noisy, but blind to the tracepoint dispatch around them."""
+    robust where throughput is noisy, but blind to the tracepoint dispatch around them. Per
+    program: runs per unit of the load (connection, round trip, request) and time per run,
+    which say where a probe's cost is (each run's figure includes the two clock reads that
+    time it)."""
     shares, per_run = [], []
+    hooks: dict[str, list[tuple[float, float]]] = {}
     # Timing every program run costs two clock reads per run: switched on only for these
     # runs, never while throughput is measured (the probe would be charged for it).
     stats_fd = enable_run_time_stats()
     try:
         for _ in range(runs):
             loaded.attach()
-            before_ns, before_runs = run_time_ns(loaded)
+            before = run_time_ns(loaded)
             try:
-                _, cpu = load.run(ns, seconds)
+                rate, cpu = load.run(ns, seconds)
             finally:
                 loaded.detach()
-            ns_used, n = (a - b for a, b in zip(run_time_ns(loaded), (before_ns, before_runs)))
+            after = run_time_ns(loaded)
+            used = {fn: (after[fn][0] - t, after[fn][1] - n) for fn, (t, n) in before.items()
+                    if fn in after}
+            ns_used = sum(t for t, _ in used.values())
+            n = sum(c for _, c in used.values())
             shares.append(ns_used / (cpu * 1e9) * 100 if cpu else 0.0)
             per_run.append(ns_used / n if n else 0.0)
+            units = rate * seconds
+            for fn, (t, c) in used.items():
+                hooks.setdefault(fn, []).append((c / units if units else 0.0, t / c if c else 0.0))
     finally:
         os.close(stats_fd)
     return {"bpf_cpu_percent": round(statistics.median(shares), 2),
-            "ns_per_run": round(statistics.median(per_run))}
+            "ns_per_run": round(statistics.median(per_run)),
+            "hooks": {fn: {"runs_per_unit": round(statistics.median(r for r, _ in seen), 2),
+                           "ns_per_run": round(statistics.median(t for _, t in seen))}
+                      for fn, seen in hooks.items()}}
 
 
 def pairs(ns: str, seconds: float, load, n: int, on=None, off=None) -> list[float]:
@@ -436,13 +456,21 @@ def _line(row: dict, chosen: list) -> str:
                      f"({r['ns_per_run']} ns/run)" +
                      (f", hooks alone {r['hooks_alone_percent']:+.1f}%"
                       if "hooks_alone_percent" in r else ""))
+    # Where the time in BPF goes: each program that ran, by its share.
+    hooks = []
+    for load in chosen:
+        ran = {fn: h for fn, h in row[load.label].get("hooks", {}).items() if h["runs_per_unit"]}
+        if len(ran) > 1:
+            hooks.append(f"\n    {load.key}: " + ", ".join(
+                f"{fn} {h['runs_per_unit']:g}/unit x {h['ns_per_run']} ns"
+                for fn, h in sorted(ran.items(), key=lambda kv: -kv[1]["runs_per_unit"] *
+                                    kv[1]["ns_per_run"])))
     s = row.get("startup_s")
-    if s is None:
-        return "  ".join(parts)
-    parts.append(f"start-up {s['since_process_start_s']:.2f} s from exec (bcc "
-                 f"{s['imports_s']:.2f}, BTF {s['btf_s']:.2f}, compile {s['compile_s']:.2f}, "
-                 f"attach {s['attach_s']:.2f})")
-    return "  ".join(parts)
+    if s is not None:
+        parts.append(f"start-up {s['since_process_start_s']:.2f} s from exec (bcc "
+                     f"{s['imports_s']:.2f}, BTF {s['btf_s']:.2f}, compile "
+                     f"{s['compile_s']:.2f}, attach {s['attach_s']:.2f})")
+    return "  ".join(parts) + "".join(hooks)
 
 
 if __name__ == "__main__":

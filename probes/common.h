@@ -205,9 +205,22 @@ static inline u64 sk_inode(u64 sk) {
 #endif
 
 #ifdef HAVE_FD_SOCKET
+/* Members of one struct that lie close together are copied in one read (one helper call
+ * instead of one per member): [LO, HI) of the struct, at most 64 bytes, else one read each. */
+#define MIN2_(a, b) ((a) < (b) ? (a) : (b))
+#define MAX2_(a, b) ((a) > (b) ? (a) : (b))
+#define FDT_LO_ MIN2_(FDT_MAX_OFF, FDT_FD_OFF)
+#define FDT_HI_ MAX2_(FDT_MAX_OFF + 4, FDT_FD_OFF + 8)
+#define SOCKET_LO_ MIN2_(SOCKET_TYPE_OFF, MIN2_(SOCKET_FILE_OFF, SOCKET_SK_OFF))
+#define SOCKET_HI_ MAX2_(SOCKET_TYPE_OFF + 2, MAX2_(SOCKET_FILE_OFF + 8, SOCKET_SK_OFF + 8))
+/* A member of a block copied from [LO, HI) of its struct. */
+#define FROM_BLOCK(var, block, lo, off) __builtin_memcpy(&(var), (char *)(block) + (off) - (lo), \
+                                                         sizeof(var))
+
 /* The socket behind a file descriptor of the current task, or 0: fd -> file -> struct socket,
  * whose back-pointer must lead to the same file (a file that is not a socket is refused).
- * *type gets the socket type (SOCK_STREAM 1, SOCK_DGRAM 2). */
+ * *type gets the socket type (SOCK_STREAM 1, SOCK_DGRAM 2). It runs on every epoll_ctl and
+ * accept of the host (wakeups), so fdtable and struct socket are read a block each. */
 static inline u64 fd_sock(u64 fd, u16 *type) {
     u64 task = bpf_get_current_task(), files = 0, fdt = 0, arr = 0, file = 0, sock = 0;
     u64 back = 0, sk = 0;
@@ -218,11 +231,16 @@ static inline u64 fd_sock(u64 fd, u16 *type) {
     KREAD(fdt, files + FILES_FDT_OFF);
     if (!fdt)
         return 0;
+#if FDT_HI_ - FDT_LO_ <= 64
+    u64 fb[8] = {};
+    bpf_probe_read_kernel(fb, FDT_HI_ - FDT_LO_, (void *)(fdt + FDT_LO_));
+    FROM_BLOCK(max, fb, FDT_LO_, FDT_MAX_OFF);
+    FROM_BLOCK(arr, fb, FDT_LO_, FDT_FD_OFF);
+#else
     KREAD(max, fdt + FDT_MAX_OFF);
-    if (fd >= max)
-        return 0;
     KREAD(arr, fdt + FDT_FD_OFF);
-    if (!arr)
+#endif
+    if (fd >= max || !arr)
         return 0;
     KREAD(file, arr + fd * 8);
     if (!file)
@@ -230,11 +248,21 @@ static inline u64 fd_sock(u64 fd, u16 *type) {
     KREAD(sock, file + FILE_PRIV_OFF);
     if (!sock)
         return 0;
+#if SOCKET_HI_ - SOCKET_LO_ <= 64
+    u64 sb[8] = {};
+    bpf_probe_read_kernel(sb, SOCKET_HI_ - SOCKET_LO_, (void *)(sock + SOCKET_LO_));
+    FROM_BLOCK(back, sb, SOCKET_LO_, SOCKET_FILE_OFF);
+    if (back != file)
+        return 0;
+    FROM_BLOCK(*type, sb, SOCKET_LO_, SOCKET_TYPE_OFF);
+    FROM_BLOCK(sk, sb, SOCKET_LO_, SOCKET_SK_OFF);
+#else
     KREAD(back, sock + SOCKET_FILE_OFF);
     if (back != file)
         return 0;
     KREAD(*type, sock + SOCKET_TYPE_OFF);
     KREAD(sk, sock + SOCKET_SK_OFF);
+#endif
     return sk;
 }
 #endif
