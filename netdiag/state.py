@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from netdiag import safepath
 from netdiag.errors import NetdiagError
 from netdiag.facts import CounterFacts, Facts, SoftnetCpu, SoftnetFacts
 
@@ -46,6 +47,7 @@ KEEP_SECONDS = 30 * 86400
 KEEP_RUNS = 5000  # per series
 CANDIDATES = 20  # stored runs tried, newest first, before giving up on a baseline
 SCHEMA_VERSION = 2
+LAST_TIME = 253402300799  # 9999-12-31T23:59:59Z: a stored time past it cannot be shown
 FILE = "history.sqlite"
 # include/uapi/asm-generic/socket.h: SO_NETNS_COOKIE (kernel 5.14)
 SO_NETNS_COOKIE = 71
@@ -164,6 +166,8 @@ def decode_row(r) -> Run:
     if isinstance(taken_at, bool) or not isinstance(taken_at, (int, float)) or \
             not math.isfinite(taken_at):
         raise BadRow("time is not a number")
+    if not 0 <= taken_at <= LAST_TIME:
+        raise BadRow("time is not between 1970 and 9999")
     for name, value in (("inode", inode), ("cookie", cookie)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             raise BadRow(f"{name} is not a number")
@@ -192,7 +196,10 @@ def decode_row(r) -> Run:
 
 
 def _int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    """A value as the kernel keeps them: an integer in [-2^63, 2^64) (Tcp MaxConn is -1; a
+    stored 10^400 is no counter and would overflow every rate)."""
+    return isinstance(value, int) and not isinstance(value, bool) and \
+        -(1 << 63) <= value < 1 << 64
 
 
 def _code(exc: sqlite3.Error) -> int | None:
@@ -226,18 +233,34 @@ class Store:
 
     def __init__(self, directory: Path, read_only: bool = False) -> None:
         self.dir = directory
-        self.path = directory / FILE
+        self.path = directory / FILE  # as shown; opened through the held directory (_at)
         self.notes: list[str] = []
         self.read_only: str | None = None  # why this store cannot be written
         self.db: sqlite3.Connection | None = None
         self.columns: tuple[str, ...] = COLUMNS
+        self.dfd = -1
+        # The directory is walked without another user's links and held open; SQLite and
+        # the lock open their files through /proc/self/fd/N, so a path component swapped
+        # later changes nothing. A directory to write in must be root's or this user's and
+        # writable by nobody else: no one else can plant a link or a file in it.
+        try:
+            self.dfd = (safepath.open_dir(directory) if read_only else
+                        safepath.trusted_dir(directory, create=True, mode=0o750))
+        except FileNotFoundError:
+            raise StoreError(f"no history in {safepath.show(directory)}") from None
+        except OSError as exc:
+            raise StoreError(f"state directory {safepath.show(directory)}: "
+                             f"{exc.strerror or exc}"
+                             + ("" if read_only else "; refusing to keep history there")) \
+                from None
+        try:
+            self._refuse_links()
+        except StoreError:
+            self._close_dir()
+            raise
         if read_only:
             self._open_read_only()
             return
-        try:
-            directory.mkdir(mode=0o750, parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"state directory {directory}: {exc.strerror}") from None
         try:
             self._open()
         except sqlite3.Error as exc:
@@ -247,7 +270,7 @@ class Store:
                     self._open()
                 except sqlite3.Error as again:
                     raise StoreError(f"history {self.path}: {again}") from None
-            elif _cannot_write(exc) and self.path.exists():
+            elif _cannot_write(exc) and self._exists():
                 self._open_read_only()
                 self.read_only = f"{exc}"
             else:
@@ -255,13 +278,41 @@ class Store:
 
     # -- opening
 
+    def _at(self, name: str = FILE) -> str:
+        """`name` in the held state directory, as a path anyone (SQLite) can open."""
+        return f"/proc/self/fd/{self.dfd}/{name}"
+
+    def _exists(self, name: str = FILE) -> bool:
+        try:
+            os.stat(name, dir_fd=self.dfd, follow_symlinks=False)
+            return True
+        except OSError:
+            return False
+
+    def _refuse_links(self) -> None:
+        """netdiag's files in the state directory are regular files it made: a link or
+        anything else there is refused, never followed."""
+        import stat
+
+        for name in (FILE, FILE + "-wal", FILE + "-shm", "history.lock"):
+            try:
+                st = os.stat(name, dir_fd=self.dfd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise StoreError(f"history {self.dir / name}: {exc.strerror}") from None
+            if not stat.S_ISREG(st.st_mode):
+                what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a regular file"
+                raise StoreError(f"state directory {safepath.show(self.dir)}: {name} is "
+                                 f"{what}; refusing to use it")
+
     def _open(self) -> None:
         self.close()
         # A shared lock while opening: a run moving a damaged store aside holds it exclusively
         # until the store and its -wal/-shm files are all gone, so no run opens a new store
         # beside the old journal (which would look damaged in turn and be moved aside twice).
         with self._lock(exclusive=False):
-            self.db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
+            self.db = sqlite3.connect(self._at(), timeout=30, isolation_level=None)
             self.ino = self._inode()
             self.db.execute("PRAGMA busy_timeout = 30000")
             self.db.execute("PRAGMA journal_mode = WAL")
@@ -288,9 +339,10 @@ class Store:
         journal when its shared-memory file can be used), else immutable (cannot see runs
         still in the journal)."""
         self.close()
-        if not self.path.exists():
+        if not self._exists():
+            self._close_dir()
             raise StoreError(f"no history in {self.dir}")
-        uri = "file:" + _uri_path(self.path)
+        uri = "file:" + _uri_path(Path(self._at()))
         last: sqlite3.Error | None = None
         for mode, note in (("?mode=ro", None),
                            ("?immutable=1", "read as immutable: runs still in its WAL journal "
@@ -300,8 +352,7 @@ class Store:
                                           isolation_level=None)
                 self.db.execute("PRAGMA busy_timeout = 30000")
                 self._check_columns()
-                wal = Path(str(self.path) + "-wal")
-                if note and wal.exists() and wal.stat().st_size > 0:
+                if note and self._size(FILE + "-wal"):
                     self.notes.append(f"history {self.path}: {note}")
                 self.ino = self._inode()
                 return
@@ -310,6 +361,7 @@ class Store:
                 self.close()
                 if damaged(exc):
                     break
+        self._close_dir()
         raise StoreError(f"history {self.path}: cannot read it ({last})")
 
     def _check_columns(self) -> None:
@@ -322,7 +374,7 @@ class Store:
 
     def _inode(self) -> tuple[int, int] | None:
         try:
-            st = os.stat(self.path)
+            st = os.stat(FILE, dir_fd=self.dfd, follow_symlinks=False)
             return st.st_dev, st.st_ino
         except OSError:
             return None
@@ -334,7 +386,7 @@ class Store:
         seen = getattr(self, "ino", None) or self._inode()
         self.close()
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        dest = self.path.with_name(f"{FILE}.damaged-{stamp}-{os.getpid()}")
+        dest = f"{FILE}.damaged-{stamp}-{os.getpid()}"
         try:
             with self._lock(exclusive=True, exc=exc):
                 if self._inode() != seen:  # another run moved it aside already
@@ -342,14 +394,14 @@ class Store:
                                       "moved it aside; a new history starts")
                     return
                 for suffix in ("-wal", "-shm", ""):  # the journal first, the store last
-                    side = Path(str(self.path) + suffix)
-                    if suffix == "" or side.exists():
-                        os.rename(side, Path(str(dest) + suffix))
+                    if suffix == "" or self._exists(FILE + suffix):
+                        os.rename(FILE + suffix, dest + suffix, src_dir_fd=self.dfd,
+                                  dst_dir_fd=self.dfd)
         except OSError as err:
             raise StoreError(f"history {self.path} is damaged ({exc}) and cannot be moved "
                              f"aside ({err.strerror})") from None
         self.notes.append(f"history {self.path} was damaged ({exc}); moved aside to "
-                          f"{dest.name}; a new history starts with this run")
+                          f"{dest}; a new history starts with this run")
 
     @contextlib.contextmanager
     def _lock(self, exclusive: bool, exc: Exception | None = None):
@@ -359,7 +411,9 @@ class Store:
         import fcntl
 
         try:
-            fh = open(self.dir / "history.lock", "a")  # noqa: SIM115 (closed below)
+            fd = os.open("history.lock", os.O_WRONLY | os.O_APPEND | os.O_CREAT |
+                         os.O_NOFOLLOW | os.O_CLOEXEC, 0o640, dir_fd=self.dfd)
+            fh = os.fdopen(fd, "a")
         except OSError:
             if exclusive:
                 raise
@@ -383,12 +437,27 @@ class Store:
             fh.close()
 
     def close(self) -> None:
+        """The connection (the held directory stays for a reopen: _close_dir ends it)."""
         if self.db is not None:
             try:
                 self.db.close()
             except sqlite3.Error:
                 pass
             self.db = None
+
+    def _close_dir(self) -> None:
+        if self.dfd >= 0:
+            os.close(self.dfd)
+            self.dfd = -1
+
+    def __del__(self) -> None:
+        self._close_dir()
+
+    def _size(self, name: str) -> int:
+        try:
+            return os.stat(name, dir_fd=self.dfd, follow_symlinks=False).st_size
+        except OSError:
+            return 0
 
     # -- reading
 

@@ -45,6 +45,10 @@ def text(option: str, value: str | None, longest: int) -> str | None:
         raise UsageError(f"{option}: too long ({len(value)} characters; at most {longest})")
     if "\0" in value:
         raise UsageError(f"{option}: contains a NUL byte")
+    if any("\udc80" <= c <= "\udcff" for c in value):
+        from netdiag.render._safe import clean
+
+        raise UsageError(f"{option}: {clean(value)[:80]} is not UTF-8 text")
     return value
 
 

@@ -100,6 +100,30 @@ def test_bad_newest_rows_are_skipped_not_fatal(tmp_path):
     assert len(_rows(state)) == 7
 
 
+def test_rows_out_of_range_are_skipped_by_runs_and_by_history(tmp_path):
+    """A time no calendar shows (1e308) or a counter no kernel keeps (10^400) is a bad row:
+    skipped and said by a run and by `history`, never an OverflowError."""
+    state = tmp_path / "state"
+    _backlog(state)
+    good_id = _rows(state)[-1][0]
+    with sqlite3.connect(str(state / "history.sqlite")) as db:
+        row = db.execute("SELECT netns, series, netns_inode, netns_cookie, boot_id, taken_at, "
+                         "counters FROM runs WHERE id = ?", (good_id,)).fetchone()
+        insert = ("INSERT INTO runs (netns, series, netns_inode, netns_cookie, boot_id, "
+                  "taken_at, status, counters) VALUES (?, ?, ?, ?, ?, ?, 'ok', ?)")
+        db.execute(insert, (*row[:5], 1e308, row[6]))
+        db.execute(insert, (*row[:6], '{"TcpExt": {"ListenOverflows": 1' + "0" * 400 + "}}"))
+    report, _ = _backlog(state)
+    assert not [e for e in report["errors"] if e["collector"] != "history"], report["errors"]
+    [note] = _history_errors(report)
+    assert "skipped 2 unreadable stored run(s)" in note and "1970 and 9999" in note, note
+    assert _overflow(report)["since"] == "previous run"
+    for fmt in ("table", "json"):
+        shown = run_netdiag("history", "--state-dir", str(state), "--format", fmt)
+        assert shown.returncode == 0 and "Traceback" not in shown.stderr, shown.stderr
+        assert "internal error" not in shown.stderr and "unreadable" in shown.stderr
+
+
 def test_a_run_stored_in_the_future_is_a_reset_once(tmp_path):
     state = tmp_path / "state"
     _backlog(state)
@@ -134,7 +158,7 @@ def test_full_disk_still_reports_and_says_history_was_not_kept(tmp_path):
     state = tmp_path / "state"
     state.mkdir()
     out = _in_private_mounts(
-        'mount -t tmpfs -o size=1m netdiag-full "$STATE"\n'
+        'mount -t tmpfs -o size=1m,mode=0750 netdiag-full "$STATE"\n'
         '"$PY" -m netdiag backlog --json --state-dir "$STATE" > /dev/null\n'
         'dd if=/dev/zero of="$STATE/fill" bs=4k 2>/dev/null || true\n'
         '"$PY" -m netdiag backlog --json --state-dir "$STATE" || true\n', state)
@@ -145,7 +169,7 @@ def test_full_disk_still_reports_and_says_history_was_not_kept(tmp_path):
     assert _overflow(report)["since"] == "previous run"  # the stored baseline still served
     # An empty full disk: no store can be made at all; the report still comes.
     out = _in_private_mounts(
-        'mount -t tmpfs -o size=64k netdiag-full "$STATE"\n'
+        'mount -t tmpfs -o size=64k,mode=0750 netdiag-full "$STATE"\n'
         'dd if=/dev/zero of="$STATE/fill" bs=4k 2>/dev/null || true\n'
         '"$PY" -m netdiag backlog --json --state-dir "$STATE/sub" || true\n', state)
     report = load_json(out.stdout)
@@ -210,3 +234,59 @@ def test_all_netns_keeps_history_per_namespace_and_follows_renames(tmp_path):
                 p.kill()
             subprocess.run(["ip", "netns", "del", new], check=False)
             busy.name = new
+
+
+def _planted(tmp_path: Path) -> tuple[Path, Path, int]:
+    """A sticky, world-writable directory (like /tmp) and a file only root may write."""
+    import pwd
+
+    nobody = pwd.getpwnam("nobody").pw_uid
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    victim = tmp_path / "victim"
+    victim.write_text("")
+    os.chmod(victim, 0o600)
+    return shared, victim, nobody
+
+
+def test_another_users_state_directory_or_links_are_not_written_through(tmp_path):
+    """fs.protected_symlinks may be off (it is on this test machine): another user's state
+    directory, links in it, or a link to a directory only root may write are refused, the
+    report still comes, and nothing is written where the links point."""
+    require_root("files owned by another user")
+    shared, victim, nobody = _planted(tmp_path)
+    rootonly = tmp_path / "rootonly"
+    rootonly.mkdir(mode=0o700)
+    theirs = shared / "state"  # their directory, with their links at netdiag's names
+    theirs.mkdir()
+    os.symlink(victim, theirs / "history.sqlite")
+    os.symlink(rootonly / "made-by-root", theirs / "history.lock")
+    for p in (theirs / "history.sqlite", theirs / "history.lock", theirs):
+        os.lchown(p, nobody, nobody)
+    link = shared / "statelink"  # their link to a directory only root may write
+    os.symlink(rootonly, link)
+    os.lchown(link, nobody, nobody)
+    open_dir = shared / "open"  # a directory anybody may write in (no planted link yet)
+    open_dir.mkdir()
+    os.chmod(open_dir, 0o777)
+    for state, needle in ((theirs, "owned by uid"), (link, "statelink is a symbolic link"),
+                          (open_dir, "writable by others (mode 0777)")):
+        report, rc = run_json("backlog", "--state-dir", str(state))
+        assert rc in (0, 1, 2) and report["findings"], report["errors"]
+        [note] = _history_errors(report)
+        assert needle in note and "history was not kept" in note, note
+    assert victim.read_text() == "" and os.listdir(rootonly) == []
+    assert os.listdir(open_dir) == []
+    # A link among netdiag's own names in a directory of root's is refused too.
+    mine = tmp_path / "mine"
+    mine.mkdir(mode=0o700)
+    os.symlink(victim, mine / "history.sqlite")
+    report, _ = run_json("backlog", "--state-dir", str(mine))
+    [note] = _history_errors(report)
+    assert "history.sqlite is a symbolic link; refusing" in note, note
+    assert victim.read_text() == ""
+    _backlog(rootonly)  # root's own history there: not shown through their link either
+    shown = run_netdiag("history", "--state-dir", str(link))
+    assert shown.returncode == 3 and "statelink is a symbolic link" in shown.stderr
+    assert "Traceback" not in shown.stderr

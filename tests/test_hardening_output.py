@@ -131,6 +131,26 @@ def test_temporary_names_are_unpredictable(cases):
     assert c["victim"] == "precious\n"
 
 
+def test_another_users_link_in_the_directories_is_not_followed(cases):
+    c = cases["foreign_parent_link"]
+    refused(c, "linkdir is a symbolic link owned by uid")
+    assert c["rootonly"] == [] and c["shared"] == ["linkdir"]
+
+
+@pytest.mark.parametrize("how,needle", [("symlink", "became a symbolic link"),
+                                        ("hardlink", "was replaced while the report was made")])
+def test_a_fifo_swapped_while_the_report_is_made_is_not_written(cases, how, needle):
+    c = cases["swapped_fifo"][how]
+    assert c["victim"] == "precious\n"
+    assert c["error"] is not None and needle in c["error"], c["error"]
+
+
+def test_own_standard_output_through_a_link(cases):
+    c = cases["own_descriptor"]
+    assert c["rc"] == 1 and c["kind"] == "link", c["stderr"]
+    report_of(c["stdout"])
+
+
 def test_nothing_else_is_written(cases):
     for name, c in cases.items():
         assert c["elsewhere_changed"] == [], name

@@ -20,7 +20,7 @@ from conftest import HERE, load_json, require_root, run_netdiag
 HOSTILE = b"\xff[/]\x1b[2J"
 SHOWN = "\\xff[/]\x1b[2J"  # how facts hold it (JSON escapes the ESC as \u001b)
 ON_TERMINAL = "\\xff[/]\\x1b[2J"  # how a table shows it
-JUNK_ARG = b"\xfe[bold]\x1b]0;pwned\x07\n[/]"
+JUNK_ARG = b"\xfe[bold]\x1b]0;pwned\x07\n[/]\r# HELP x"  # \r kept as \r, not \n
 PORT = 8191
 COUNT = 3
 ENCODINGS = [{}, {"PYTHONIOENCODING": "ascii", "LC_ALL": "C"}]
@@ -31,6 +31,8 @@ def test_text_escapes_undecodable_bytes():
     assert text(os.fsdecode(HOSTILE)) == SHOWN  # surrogateescape'd, as os.listdir gives
     assert text("plain") == "plain"
     assert clean(SHOWN) == ON_TERMINAL
+    # text that reorders or hides itself on a terminal (bidi override, zero-width, BOM)
+    assert clean("a\u202eb\u200bc\ufeffd\u2028e") == "a\\u202eb\\u200bc\\ufeffd\\u2028e"
 
 
 @pytest.fixture(scope="module")
@@ -139,3 +141,13 @@ def test_nagios_lines_cannot_be_forged(hostile):
     assert lines[0].startswith("NETDIAG ")
     assert all(line.startswith("[") for line in lines[1:]), lines
     assert "\x1b" not in out and ON_TERMINAL in out
+
+
+def test_prometheus_labels_carry_no_raw_escape(hostile):
+    """The namespace's label holds the holder's name: escaped as on a terminal, then by the
+    exposition format (a backslash doubled), so `cat` or curl of the metrics shows no raw
+    escape sequence."""
+    pid, _ = hostile
+    out = run("check", "--all-netns", "--format", "prometheus", env={}).stdout
+    assert "\x1b" not in out and "\x07" not in out
+    assert f'netns="pid:{pid} (' + ON_TERMINAL.replace("\\", "\\\\") + ')"' in out

@@ -336,6 +336,19 @@ def _probe_sockets(dirfd: int, nfds: int) -> bool | None:
     return None
 
 
+def _cmdline(pid: int) -> str:
+    """/proc/PID/cmdline as bytes (psutil reads it as text with newline translation: a
+    carriage return in an argument came out as a newline), arguments joined by spaces, the
+    first 200 characters; "" when it cannot be read (a zombie, a kernel thread)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            raw = fh.read(1024)
+    except OSError:
+        return ""
+    args = raw.rstrip(b"\0").replace(b"\0", b" ")
+    return text(args)[:200]
+
+
 def fill_details(facts: ProcessFacts, pids: set[int]) -> None:
     """Command, command line and user for the given pids, via psutil."""
     if not pids:
@@ -352,10 +365,7 @@ def fill_details(facts: ProcessFacts, pids: set[int]) -> None:
             # included. psutil keeps undecodable bytes as surrogates; facts hold escapes.
             with proc.oneshot():
                 info.command = text(proc.name())
-                try:
-                    info.cmdline = text(" ".join(proc.cmdline())[:200])
-                except (psutil.AccessDenied, psutil.ZombieProcess):
-                    info.cmdline = ""
+                info.cmdline = _cmdline(pid)
                 try:
                     info.user = text(proc.username())
                 except (psutil.AccessDenied, KeyError):

@@ -8,9 +8,13 @@ import errno
 import re
 from typing import Any
 
-# C0 controls (tab and newline included: a cell is one line), DEL, C1 controls, and lone
-# surrogates (bytes that were not valid UTF-8, kept by surrogateescape).
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# C0 controls (tab and newline included: a cell is one line), DEL, C1 controls, lone
+# surrogates (bytes that were not valid UTF-8, kept by surrogateescape), and the invisible
+# characters that reorder or hide text (bidi embeddings, overrides and isolates such as
+# U+202E, zero-width characters, line and paragraph separators, the byte-order mark,
+# interlinear annotation): a name must read as what it is.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\u061c\u200b-\u200f\u2028-\u202e"
+                     "\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]")
 
 
 def _escape(m: re.Match) -> str:

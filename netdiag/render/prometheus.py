@@ -7,16 +7,20 @@ import re
 from typing import TextIO
 
 from netdiag.model import Report
+from netdiag.render._safe import clean
 
 _NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 
 
 def _escape_label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    """A label value: control, bidi and format characters and undecodable bytes shown as
+    escapes (clean: a process name reaches whoever `cat`s the file or curls /metrics), then
+    the exposition format's own escapes."""
+    return clean(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
 def _escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
+    return clean(text).replace("\\", "\\\\").replace("\n", "\\n")
 
 
 def _value(v: float) -> str:

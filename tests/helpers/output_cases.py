@@ -258,6 +258,66 @@ def case_temp_names(d: str, fixture: str) -> dict:
     return {"names": names, "pid": os.getpid(), "left": left, "victim": victim_text}
 
 
+def case_foreign_parent_link(d: str, fixture: str, user: pwd.struct_passwd) -> dict:
+    """Another user's link as a directory of the path (in a sticky shared directory, pointing
+    at a directory only root may write): refused, nothing written through it."""
+    shared = os.path.join(d, "shared")
+    os.mkdir(shared)
+    os.chmod(shared, 0o1777)
+    rootonly = os.path.join(d, "rootonly")
+    os.mkdir(rootonly, 0o700)
+    link = os.path.join(shared, "linkdir")
+    os.symlink(rootonly, link)
+    os.lchown(link, user.pw_uid, user.pw_gid)
+    res = run(os.path.join(link, "report.json"), fixture)
+    res.update(rootonly=sorted(os.listdir(rootonly)), shared=sorted(os.listdir(shared)))
+    return res
+
+
+def case_swapped_fifo(d: str, fixture: str) -> dict:
+    """The FIFO at the target is swapped, while the report is made, for a link to a file
+    root owns, or for a hard link to it: neither is written."""
+    sys.path.insert(0, os.environ["NETDIAG_REPO"])
+    from netdiag.errors import UsageError
+    from netdiag.output import write_report
+
+    victim = os.path.join(d, "victim")
+    out = {}
+    for how in ("symlink", "hardlink"):
+        with open(victim, "w") as fh:
+            fh.write("precious\n")
+        fifo = os.path.join(d, f"fifo-{how}")
+        os.mkfifo(fifo, 0o666)
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a reader: the open would pass
+
+        def write(fh, fifo=fifo, how=how) -> None:
+            os.unlink(fifo)
+            (os.symlink if how == "symlink" else os.link)(victim, fifo)
+            fh.write("netdiag_status 2\n")
+
+        try:
+            write_report(fifo, write)
+            error = None
+        except UsageError as exc:
+            error = str(exc)
+        finally:
+            os.close(reader)
+        with open(victim) as fh:
+            out[how] = {"error": error, "victim": fh.read()}
+        os.unlink(fifo)
+    return out
+
+
+def case_own_descriptor(d: str, fixture: str) -> dict:
+    """root's link to /proc/self/fd/1 (what /dev/stdout is): the report goes to this
+    process's standard output (a pipe here); the link stays a link."""
+    link = os.path.join(d, "stdout")
+    os.symlink("/proc/self/fd/1", link)
+    res = run(link, fixture)
+    res["kind"] = kind(link)
+    return res
+
+
 def main() -> None:
     mnt, fixture = sys.argv[1], sys.argv[2]
     subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755,size=64m", "netdiag-test", mnt],
@@ -272,7 +332,9 @@ def main() -> None:
              ("replaced_file", lambda d, f: case_replaced_file(d, f, user)),
              ("new_file", case_new_file),
              ("foreign_symlink", lambda d, f: case_foreign_symlink(d, f, user)),
-             ("own_symlink", case_own_symlink), ("temp_names", case_temp_names)]
+             ("own_symlink", case_own_symlink), ("temp_names", case_temp_names),
+             ("foreign_parent_link", lambda d, f: case_foreign_parent_link(d, f, user)),
+             ("swapped_fifo", case_swapped_fifo), ("own_descriptor", case_own_descriptor)]
     for name, fn in cases:
         d = os.path.join(mnt, name)
         os.mkdir(d)
