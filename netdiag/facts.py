@@ -170,6 +170,7 @@ class Census:
     close_wait_inodes_truncated: bool = False
     ephemeral_range: tuple[int, int] | None = None
     skipped_lines: int = 0
+    filtered: bool = False  # only some states or one port were counted (a topic's census)
 
 
 @dataclass

@@ -571,7 +571,10 @@ class Store:
             raise StoreError(f"history {self.path} cannot be written ({self.read_only})")
         softnet = [[c.cpu, c.processed, c.dropped, c.time_squeeze]
                    for c in facts.softnet.cpus] if facts.softnet else None
-        sockets = facts.census.by_state if facts.census else None
+        # Socket counts only from a census of every socket: `backlog` or `closewait` count
+        # some states, and a history row of theirs would read as the namespace's.
+        sockets = facts.census.by_state if facts.census and not facts.census.filtered \
+            else None
         now = facts.counters.taken_at or time.time()
         values = (label, series, ident.inode, ident.cookie, ident.boot_id, now, status,
                   json.dumps(facts.counters.counters), json.dumps(softnet) if softnet else None,

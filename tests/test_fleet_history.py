@@ -290,3 +290,16 @@ def test_another_users_state_directory_or_links_are_not_written_through(tmp_path
     shown = run_netdiag("history", "--state-dir", str(link))
     assert shown.returncode == 3 and "statelink is a symbolic link" in shown.stderr
     assert "Traceback" not in shown.stderr
+
+
+def test_history_shows_socket_counts_only_from_a_census_of_every_socket(tmp_path):
+    """`backlog` counts listeners only (and `closewait` one state): a row of theirs would read
+    as the namespace's socket counts; its sockets are not stored (shown as unknown)."""
+    state = tmp_path / "state"
+    _backlog(state)
+    report, rc = run_json("check", "--state-dir", str(state))
+    assert rc in (0, 1, 2), report["errors"]
+    hist = load_json(run_netdiag("history", "--state-dir", str(state), "--json").stdout)
+    first, second = hist["runs"][-2:]
+    assert first["sockets"] is None and first["TIME_WAIT"] is None
+    assert isinstance(second["sockets"], int)  # a census of every socket: stored

@@ -820,7 +820,18 @@ def read_census(ctx: Context, ephemeral: tuple[int, int] | None,
                 ) -> tuple[Census, ConnectionDetails | None, list[str]]:
     """The census of the current network namespace, with per-connection details (tcp_info,
     skmeminfo) when asked. Returns both and any warnings to report. With `resample` seconds,
-    the active flows among the details are looked at again after that wait."""
+    the active flows among the details are looked at again after that wait. A census of some
+    states or of one port says so (`filtered`): its counts are not the namespace's."""
+    census, result, warnings = _read_census(ctx, ephemeral, owners, states, port, top,
+                                            details, resample)
+    census.filtered = bool(states) or port is not None
+    return census, result, warnings
+
+
+def _read_census(ctx: Context, ephemeral: tuple[int, int] | None,
+                 owners: dict[int, int] | None, states: set[int] | None, port: int | None,
+                 top: int, details: bool, resample: float,
+                 ) -> tuple[Census, ConnectionDetails | None, list[str]]:
     warnings: list[str] = []
     detail = DetailBuilder() if details else None
     capture = ctx.path("sockdiag.bin")
