@@ -92,6 +92,10 @@ def test_nagios_grammar_and_exit_code(root, word):
     assert proc.returncode == WORD_CODE[word]
     assert len(first.split(" | ")[0]) <= 90
     assert any(line.startswith("[WARNING] ") for line in rest)
+    # finding lines most severe first, as the status line names the worst
+    order = {"CRITICAL": 0, "WARNING": 1, "INFO": 2}
+    ranks = [order[line[1:line.index("]")]] for line in rest if not line.startswith("[ERROR]")]
+    assert ranks == sorted(ranks), rest
 
 
 def perf_labels(status_line: str) -> list[str]:

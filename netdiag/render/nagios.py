@@ -74,7 +74,8 @@ def render_nagios(report: Report, out: TextIO) -> None:
     if len(summary) > MAX_SUMMARY:
         summary = summary[: MAX_SUMMARY - 1] + "…"
     out.write(f"NETDIAG {status} - {summary} | {_perf(report)}\n")
-    for f in report.findings:
+    # Most severe first (stable: the report's order within a severity), as the status line.
+    for f in sorted(report.findings, key=lambda f: -f.severity):
         if f.severity >= Severity.INFO:
             ns = f" [{clean(f.netns)}]" if f.netns else ""
             out.write(f"[{f.severity.label.upper()}] {f.id}{ns}: "
