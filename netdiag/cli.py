@@ -19,6 +19,7 @@ from netdiag import __version__, commands
 from netdiag.entry import fail
 from netdiag.entry import main as main  # the console script's entry point (netdiag.entry)
 from netdiag.errors import UsageError
+from netdiag.render._safe import quoted
 
 app = typer.Typer(
     name="netdiag",
@@ -180,7 +181,7 @@ def probe(
         print_status("json" if as_json else fmt.value, sys.stdout)
         raise typer.Exit(0)
     if name not in PROBES:
-        raise UsageError(f"unknown probe {name!r}; known: {', '.join(PROBES)}, list")
+        raise UsageError(f"unknown probe {quoted(name)}; known: {', '.join(PROBES)}, list")
     plan = commands.plan(details=False, rxpath=name == "softirq", sysctl_conf=False,
                          processes="targeted")
     raise typer.Exit(commands.report(

@@ -11,6 +11,7 @@ from functools import partial
 from typing import Any, Callable
 
 from netdiag.errors import UsageError
+from netdiag.render._safe import quoted
 
 # Each topic asks sock_diag only for the states its rules read (LISTEN: to tell accepted
 # connections from outgoing ones, and for the listener facts).
@@ -58,7 +59,7 @@ def parse_states(names: list[str]) -> set[int] | None:
         for part in name.split(","):
             key = _STATE_ALIASES.get(part.strip().lower(), part.strip().upper().replace("-", "_"))
             if key not in STATE_BY_NAME:
-                raise UsageError(f"unknown TCP state {part!r} (e.g. established, time-wait, "
+                raise UsageError(f"unknown TCP state {quoted(part)} (e.g. established, time-wait, "
                                  "close-wait, listen)")
             out.add(STATE_BY_NAME[key])
     return out
@@ -168,7 +169,7 @@ def why(symptom: str | None, *, port: int | None = None, peer: str | None = None
     found = diagnose.find(symptom)
     if found is None:
         near = diagnose.nearest(symptom)
-        raise UsageError(f"unknown symptom {symptom!r}"
+        raise UsageError(f"unknown symptom {quoted(symptom)}"
                          + (f"; did you mean {', '.join(near)}?" if near else "")
                          + " (`netdiag why` lists them)")
     scope = diagnose.Scope(port=port, pid=pid, **validate.peer(peer))

@@ -7,6 +7,7 @@ import difflib
 from typing import Any, TextIO
 
 from netdiag.errors import UsageError
+from netdiag.render._safe import quoted
 from netdiag.rules import SPECS, TOPICS
 
 
@@ -76,10 +77,10 @@ def explain_data(what: str) -> dict:
         causes = ", ".join(f"why.{c.id}" for c in symptom.causes[:3])
         more = ", ..." if len(symptom.causes) > 3 else ""
         raise UsageError(
-            f"{what!r} is a symptom ({symptom.name}: {symptom.title}): `netdiag why "
+            f"{quoted(what)} is a symptom ({symptom.name}: {symptom.title}): `netdiag why "
             f"{symptom.name}` weighs its causes on this host; `netdiag explain why.CAUSE` "
             f"explains one ({causes}{more}); `netdiag explain errno` what the calls return")
-    raise UsageError(f"unknown topic, finding id or concept {what!r}{_suggest(what)} "
+    raise UsageError(f"unknown topic, finding id or concept {quoted(what)}{_suggest(what)} "
                      "(`netdiag explain` lists them)")
 
 

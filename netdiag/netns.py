@@ -15,6 +15,7 @@ from typing import Any
 
 from netdiag import readfile
 from netdiag.errors import SourceMissing, UsageError
+from netdiag.render._safe import quoted
 
 CLONE_NEWNET = 0x40000000
 NETNS_RUN_DIR = "/run/netns"
@@ -55,10 +56,10 @@ def namespace_path(name: str | None, pid: int | None) -> tuple[str, str]:
     """Resolve --netns / --pid to a path under /run/netns or /proc/PID/ns; label for reports."""
     if name is not None:
         if "/" in name or name in (".", ".."):
-            raise UsageError(f"invalid namespace name {readfile.text(name)!r}")
+            raise UsageError(f"invalid namespace name {quoted(name)}")
         path = os.path.join(NETNS_RUN_DIR, name)
         if not os.path.exists(path):
-            raise UsageError(f"network namespace {readfile.text(name)!r} not found under "
+            raise UsageError(f"network namespace {quoted(name)} not found under "
                              f"{NETNS_RUN_DIR}")
         return path, readfile.text(name)
     assert pid is not None

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from netdiag.errors import UsageError
+from netdiag.render._safe import quoted
 
 # Longest path accepted on the command line (PATH_MAX on Linux).
 MAX_PATH = 4096
@@ -69,17 +70,17 @@ def listen_address(text: str) -> tuple[str, int]:
     """ADDR:PORT, [V6ADDR]:PORT -> (host, port) with 1 <= port <= 65535."""
     host, sep, port_text = text.rpartition(":")
     if not sep or not host or not port_text.isdigit():
-        raise UsageError(f"--listen {text!r}: expected ADDR:PORT, e.g. 127.0.0.1:9877 or "
+        raise UsageError(f"--listen {quoted(text)}: expected ADDR:PORT, e.g. 127.0.0.1:9877 or "
                          "[::1]:9877")
     port = int(port_text)
     if not 1 <= port <= 65535:
-        raise UsageError(f"--listen {text!r}: port must be between 1 and 65535")
+        raise UsageError(f"--listen {quoted(text)}: port must be between 1 and 65535")
     if host.startswith("["):
         if not host.endswith("]") or len(host) < 3:
-            raise UsageError(f"--listen {text!r}: unbalanced brackets")
+            raise UsageError(f"--listen {quoted(text)}: unbalanced brackets")
         host = host[1:-1]
     elif ":" in host:
-        raise UsageError(f"--listen {text!r}: write IPv6 addresses in brackets, "
+        raise UsageError(f"--listen {quoted(text)}: write IPv6 addresses in brackets, "
                          "e.g. [::1]:9877")
     return host, port
 
@@ -100,7 +101,7 @@ def peer(text: str | None) -> dict:
     if raw.startswith("["):
         addr, sep, rest = raw[1:].partition("]")
         if not sep or (rest and not rest.startswith(":")):
-            raise UsageError(f"--peer {text!r}: expected IP, IP:PORT or [IPV6]:PORT")
+            raise UsageError(f"--peer {quoted(text)}: expected IP, IP:PORT or [IPV6]:PORT")
         port_text = rest[1:] or None
     elif raw.count(":") == 1:
         addr, _, port_text = raw.partition(":")
@@ -109,11 +110,11 @@ def peer(text: str | None) -> dict:
     try:
         ip = ipaddress.ip_address(addr)
     except ValueError:
-        raise UsageError(f"--peer {text!r}: not an IP address") from None
+        raise UsageError(f"--peer {quoted(text)}: not an IP address") from None
     port = None
     if port_text is not None:
         if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-            raise UsageError(f"--peer {text!r}: the port must be between 1 and 65535")
+            raise UsageError(f"--peer {quoted(text)}: the port must be between 1 and 65535")
         port = int(port_text)
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped

@@ -153,3 +153,15 @@ def test_output_file_is_written_atomically(tmp_path):
 def test_python_dash_m_and_version():
     proc = run_netdiag("--version")
     assert proc.returncode == 0 and proc.stdout.startswith("netdiag ")
+
+
+@pytest.mark.parametrize("args", [("sockets", "-s", "\udcff"), ("why", "\udcff"),
+                                  ("explain", "\udcff"), ("probe", "\udcff"),
+                                  ("history", "--netns", "\udcff")])
+def test_undecodable_words_are_shown_as_bytes(args):
+    """A word that is not UTF-8 (\\xff on the command line) is named as \\xff in a one-line
+    usage error, never as Python's '\\udcff' or a traceback."""
+    proc = run_netdiag(*args)
+    assert proc.returncode == 3 and proc.stdout == ""
+    [line] = proc.stderr.splitlines()
+    assert line.startswith("netdiag: error: ") and "\\xff" in line and "udc" not in line, line

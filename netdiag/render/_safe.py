@@ -67,6 +67,12 @@ def clean(value: object) -> str:
     return _UNSAFE.sub(_escape, text)
 
 
+def quoted(value: object) -> str:
+    """A user's word in a message, in quotes: undecodable bytes as \\xNN (not repr's
+    '\\udcff'), control and bidi characters escaped."""
+    return f"'{clean(value)}'"
+
+
 def safe(value: object, style: str = "") -> Any:
     """A rich Text (never parsed as markup) of the cleaned string."""
     from rich.text import Text  # here, so that clean() costs no rich import (nagios)
