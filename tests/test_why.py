@@ -262,6 +262,36 @@ def test_port_exhaustion_toward_one_destination(ns):
     assert verdict(r, "eaddrnotavail.bind_before_connect") != "likely"
 
 
+def test_port_exhaustion_by_churn_within_the_reuse_delay(ns):
+    """Trial item 1: ip_local_port_range narrowed to 200 ports; a client without bind()
+    opens and closes connections to 127.0.0.1:9944 faster than 200 per second, so every port
+    sits in TIME_WAIT younger than tcp_tw_reuse_delay (1 s) and connect() fails with
+    EADDRNOTAVAIL (ss: 200 TIME-WAIT toward 127.0.0.1:9944), although tcp_tw_reuse=2 applies
+    on loopback. Exhaustion is confirmed by the ports held, bind() is not blamed, and the
+    advice does not ask for tcp_tw_reuse."""
+    ns.sysctl("net.ipv4.ip_local_port_range", "40000 40199")
+    ns.sysctl("net.ipv4.tcp_tw_reuse", "2")
+    if os.path.exists("/proc/sys/net/ipv4/tcp_tw_reuse_delay"):  # 6.14+
+        ns.sysctl("net.ipv4.tcp_tw_reuse_delay", "1000")
+    with Why(ns, "EADDRNOTAVAIL", "--peer", "127.0.0.1:9944", probes=("errors",)) as w:
+        done = w.load("churn", "--port", "9944", "--count", "200", "--seconds", "20")
+    assert count(done, "EADDRNOTAVAIL") == 200, done
+    r = w.report
+    cause = causes(r)["why.eaddrnotavail.port_exhaustion"]
+    assert cause["verdict"] == "confirmed" and cause["severity"] == "critical", cause
+    assert w.returncode == 2
+    # tcp_tw_reuse=2 already applies on loopback: the advice is about the rate.
+    assert "tcp_tw_reuse=1" not in cause["recommendation"], cause["recommendation"]
+    assert "already applies" in cause["recommendation"]
+    assert "bind" not in cause["title"] and "IP_BIND_ADDRESS_NO_PORT" not in \
+        cause["recommendation"]
+    assert "127.0.0.1:9944" in cause["title"] and "of the 200 usable" in cause["title"]
+    row = cause["evidence"]["destinations"][0]
+    assert row["tw_reuse_applies"] is True and row["share"] >= 0.9, row
+    assert verdict(r, "eaddrnotavail.bind_before_connect") == "ruled_out"
+    assert seen(r, "EADDRNOTAVAIL") == 200
+
+
 def test_accept_out_of_descriptors(ns):
     with Why(ns, "Too many open files", probes=("errors",)) as w:
         done = w.load("emfile", "--port", "9935", "--count", "20")

@@ -25,7 +25,15 @@ from netdiag.facts import Facts, Listener
 from netdiag.model import Finding, Severity
 from netdiag.rules import backlog as backlog_rules
 from netdiag.rules import buffers as buffers_rules
+from netdiag.rules import ports as ports_rules
 from netdiag.rules._policy import Change, change
+from netdiag.rules._util import (
+    DestinationPorts,
+    destination_ports,
+    outgoing_advice,
+    port_budget,
+    rates,
+)
 
 CONFIRMED, LIKELY, RULED_OUT, CANNOT_TELL = "confirmed", "likely", "ruled_out", "cannot_tell"
 RANK = {CONFIRMED: 0, LIKELY: 1, CANNOT_TELL: 2, RULED_OUT: 3}
@@ -891,59 +899,164 @@ def _retransmits(ev: Evidence) -> list[dict[str, Any]]:
 
 # ---- EADDRNOTAVAIL / EADDRINUSE ----------------------------------------------------------
 
-def _destinations(ev: Evidence) -> list[dict[str, Any]]:
-    f = ev.finding("ports.ephemeral_exhaustion")
-    rows = (f.evidence.get("destinations") or []) if f is not None else []
-    return [r for r in rows if ev.scope.peer_matches(r.get("destination"), r.get("port"))
-            and (ev.scope.port is None or r.get("port") == ev.scope.port)]
+def _port_budgets(ev: Evidence) -> list[DestinationPorts] | None:
+    """The source ports toward each destination in scope (symptoms-and-limits.md §3.3), from
+    the rules' own helper so that `why` and ports.ephemeral_exhaustion count alike; None when
+    the socket table or ip_local_port_range was not read."""
+    facts = ev.facts
+    census = facts.census
+    if census is None or census.by_destination is None or port_budget(facts) is None:
+        return None
+    tw = dict(census.timewait_by_destination.items) if census.timewait_by_destination else {}
+    all_tw = census.by_state.get("TIME_WAIT", 0) or sum(tw.values())
+    rate = rates(facts)
+    out = []
+    for key, used in census.by_destination.items:
+        _src, dst, dport = key
+        if not ev.scope.peer_matches(dst, dport) or not (ev.scope.port is None
+                                                          or dport == ev.scope.port):
+            continue
+        dp = destination_ports(facts, key, used, tw.get(key, 0), all_tw, rate)
+        if dp is not None:
+            out.append(dp)
+    return out
+
+
+def _budget_row(dp: DestinationPorts) -> dict[str, Any]:
+    """One destination's ports as `why` judges them: every port with a socket toward it
+    (TIME_WAIT included) against the usable ports, and what tcp_tw_reuse gives back."""
+    return {"source": dp.source, "destination": dp.destination, "port": dp.port,
+            "usable_ports": dp.usable, "ports_in_use": dp.in_use + dp.time_wait,
+            "connected": dp.in_use, "time_wait": dp.time_wait,
+            "listening_in_range": dp.bound_in_range, "share": round(dp.occupied_share, 3),
+            "tw_reuse_applies": dp.reuse.applies, "tw_reuse": dp.reuse.why,
+            "tw_reuse_delay_ms": dp.reuse.delay_ms,
+            "sustainable_conn_per_s": round(dp.sustainable_per_s, 1)}
+
+
+def _held_how(dp: DestinationPorts) -> str:
+    """Why the ports toward a destination stay taken, by the kernel's reuse rule
+    (tcp_twsk_unique())."""
+    if dp.reuse.applies:
+        return (f"{dp.reuse.why}; younger ones keep theirs, so connect() fails once more "
+                f"than {dp.burst_room} connections are opened toward it within "
+                f"{dp.reuse.delay_ms} ms (faster than about {dp.sustainable_per_s:.0f}/s)")
+    if dp.time_wait:
+        return (f"each TIME_WAIT keeps its port for 60 s ({dp.reuse.why}): at most about "
+                f"{dp.sustainable_per_s:.0f} new connections/s fit")
+    return "the connections in use hold them"
 
 
 def _eaddrnotavail(ev: Evidence) -> list[CauseVerdict]:
+    """connect() fails with EADDRNOTAVAIL when no port of the range is free for the
+    destination's four-tuple. Every judgement here counts the ports with a socket toward the
+    destination now (TIME_WAIT included): the share of them still held depends on their ages,
+    which sock_diag does not give, so the census alone never rules out a burst that found
+    them all younger than tcp_tw_reuse_delay."""
     out = []
+    cid = "eaddrnotavail.port_exhaustion"
     fails = ev.failures("connect", "EADDRNOTAVAIL")
-    rows = _destinations(ev)
-    fin = ev.finding("ports.ephemeral_exhaustion")
-    evidence: dict[str, Any] = {"destinations": rows[:5]}
+    told = sum(f.count for f in fails)
+    probed = ev.probe("errors") is not None
+    budgets = _port_budgets(ev)
+    # The destination the failures name (when the probe knows it), else the busiest one.
+    failed_to = {(f.peer, f.remote_port) for f in fails if f.peer is not None}
+    pool = [d for d in budgets or [] if (d.destination, d.port) in failed_to] \
+        if failed_to else budgets or []
+    dp = max(pool, key=lambda d: d.occupied, default=None)
+    evidence: dict[str, Any] = {"destinations": [
+        _budget_row(d) for d in sorted(budgets or [], key=lambda d: -d.occupied)[:5]]}
     if fails:
         evidence["connect_failed"] = [{"peer": f.peer, "port": f.remote_port, "pid": f.pid,
                                        "command": f.command, "count": f.count}
                                       for f in fails[:5]]
-    worst = max(rows, key=lambda r: r.get("share", 0), default=None)
-    if fails and worst is not None and worst.get("share", 0) >= 0.4:
-        out.append(_v("eaddrnotavail.port_exhaustion", CONFIRMED,
-                      f"connect() failed with EADDRNOTAVAIL {sum(f.count for f in fails)} "
-                      f"time(s), and toward {worst['destination']}:{worst['port']} "
-                      f"{worst.get('share', 0):.0%} of the usable ports are taken", evidence,
-                      severity=Severity.CRITICAL))
-    elif fin is not None and fin.severity >= Severity.WARNING and worst is not None:
-        out.append(_v("eaddrnotavail.port_exhaustion", CONFIRMED
-                      if fin.severity >= Severity.CRITICAL else LIKELY, fin.title, evidence,
-                      None if fin.severity >= Severity.CRITICAL else PROBE,
-                      fin.severity))
-    elif worst is not None or fin is not None:
-        share = worst.get("share", 0) if worst else 0
-        out.append(_v("eaddrnotavail.port_exhaustion", RULED_OUT if not fails else LIKELY,
-                      f"the busiest destination uses {share:.0%} of the usable ports now"
-                      + ("; yet connect() failed: ports may be held by bind() (next cause)"
-                         if fails else ""), evidence))
+    where = f"{dp.destination}:{dp.port}" if dp is not None else ""
+    taken = (f"{dp.occupied} of the {dp.usable} usable source ports have a socket toward "
+             f"{where} ({dp.in_use} connected, {dp.time_wait} in TIME_WAIT"
+             + (f", {dp.bound_in_range} listening" if dp.bound_in_range else "") + ")"
+             ) if dp is not None else ""
+    share = dp.occupied_share if dp is not None else 0.0
+    # The ports surely held whatever their age: connected, listening, and TIME_WAIT when
+    # connect() may not take it back.
+    held = (dp.in_use + dp.bound_in_range + (0 if dp.reuse.applies else dp.time_wait)) / \
+        dp.usable if dp is not None and dp.usable else share
+    got: CauseVerdict
+    if fails and dp is not None and share >= ports_rules.EXHAUST_WARN_SHARE:
+        got = _v(cid, CONFIRMED, f"connect() failed with EADDRNOTAVAIL {told} time(s), and "
+                                 f"{taken}; {_held_how(dp)}", evidence,
+                 severity=Severity.CRITICAL)
+    elif fails:
+        f = fails[0]
+        got = _v(cid, LIKELY,
+                 f"connect() failed with EADDRNOTAVAIL {told} time(s) (toward {f.peer}:"
+                 f"{f.remote_port}, pid {f.pid}, {f.command}): no source port was free for it"
+                 + (f"; yet only {taken} now" if dp is not None else
+                    "; the socket table was not read" if budgets is None else
+                    "; the socket table shows no connection toward it now"),
+                 evidence, "ss -tan: which sockets hold the ports of ip_local_port_range")
+    elif budgets is None:
+        got = _v(cid, CANNOT_TELL, "the socket table or ip_local_port_range was not read",
+                 evidence, RUN_WHILE)
+    elif dp is None:
+        got = _v(cid, RULED_OUT, f"no outgoing connection in scope ({ev.scope.text()}) holds "
+                                 "a source port now"
+                 + ("; no connect() failed with EADDRNOTAVAIL in the probe window"
+                    if probed else ""), evidence)
+    elif held >= ports_rules.EXHAUST_CRIT_SHARE:
+        got = _v(cid, CONFIRMED, f"{taken}; {_held_how(dp)}", evidence,
+                 severity=Severity.CRITICAL)
+    elif share >= ports_rules.EXHAUST_WARN_SHARE:
+        got = _v(cid, LIKELY, f"{taken}; {_held_how(dp)}"
+                 + ("; no connect() failed with EADDRNOTAVAIL in the probe window"
+                    if probed else ""), evidence, PROBE)
     else:
-        out.append(_v("eaddrnotavail.port_exhaustion", CANNOT_TELL,
-                      "no outgoing connection in the census", evidence, RUN_WHILE))
-    if fails and (worst is None or worst.get("share", 0) < 0.4):
-        out.append(_v("eaddrnotavail.bind_before_connect", LIKELY,
-                      "connect() fails with EADDRNOTAVAIL while no single destination uses "
-                      "much of the range: ports held by bind() are skipped for every "
-                      "destination", evidence,
-                      "ss -tanp: many sockets bound to ports in ip_local_port_range"))
-    else:
-        out.append(_v("eaddrnotavail.bind_before_connect", CANNOT_TELL,
-                      "sock_diag cannot tell a port bound before connect() from one chosen by "
-                      "connect()", would_tell="look for bind() before connect() in the client "
-                                              "(or IP_BIND_ADDRESS_NO_PORT unset)"))
+        got = _v(cid, RULED_OUT, f"{taken} ({share:.0%}), far from all of them", evidence)
+    if dp is not None and got.verdict in (CONFIRMED, LIKELY):
+        got.action = outgoing_advice(dp, bind_hint=bool(_bind_evidence(ev)))
+    out.append(got)
+    out.append(_bind_before_connect(ev, fails, dp))
     out.append(_v("eaddrnotavail.nonlocal_address", CANNOT_TELL,
                   "bind() is not traced; an address missing from the host fails there",
                   would_tell="ip -br addr: is the address the client binds configured?"))
     return out
+
+
+def _bind_evidence(ev: Evidence) -> list[Any]:
+    """bind() calls the errors probe saw fail for want of a port or an address."""
+    return ev.failures("bind", "EADDRINUSE", "EADDRNOTAVAIL")
+
+
+def _bind_before_connect(ev: Evidence, fails: list[Any], dp: DestinationPorts | None
+                         ) -> CauseVerdict:
+    """Ports bound before connect() are skipped by every connect(). Said only on evidence of
+    bind(): failed bind() calls. sock_diag here does not list sockets bound without a
+    connection, nor tell a port bound before connect() from one connect() chose."""
+    cid = "eaddrnotavail.bind_before_connect"
+    binds = _bind_evidence(ev)
+    if binds:
+        f = binds[0]
+        return _v(cid, LIKELY, f"bind() failed with {f.error} {sum(x.count for x in binds)} "
+                               f"time(s) (pid {f.pid}, {f.command}): a process binds before "
+                               "connect(), and each bound port is taken from every "
+                               "destination",
+                  {"bind_failed": [{"error": x.error, "pid": x.pid, "command": x.command,
+                                    "count": x.count} for x in binds[:5]]},
+                  "ss -tanp: that process's sockets and their local ports")
+    tell = ("look for bind() before connect() in the client (strace -f -e trace=bind,connect), "
+            "without IP_BIND_ADDRESS_NO_PORT")
+    if dp is not None and dp.occupied_share >= ports_rules.EXHAUST_CRIT_SHARE:
+        return _v(cid, RULED_OUT,
+                  f"the connections toward {dp.destination}:{dp.port} themselves have "
+                  f"{dp.occupied} of the {dp.usable} usable ports: they alone fill the "
+                  "range, and nothing shows a port bound before connect()",
+                  {"ports_toward_destination": dp.occupied, "usable_ports": dp.usable})
+    if fails:
+        return _v(cid, CANNOT_TELL,
+                  "connect() failed while the connections toward its destination hold few "
+                  "ports: something else holds them, and sock_diag here shows neither sockets "
+                  "bound without a connection nor which ports bind() chose", would_tell=tell)
+    return _v(cid, CANNOT_TELL, "sock_diag cannot tell a port bound before connect() from one "
+                                "chosen by connect()", would_tell=tell)
 
 
 def _eaddrinuse(ev: Evidence) -> list[CauseVerdict]:

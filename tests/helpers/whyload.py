@@ -18,6 +18,11 @@ Modes (run inside the test's own network namespace):
              client's read gets ECONNRESET
   exhaust    a listener and clients that hold connections until connect() fails: with a
              narrowed ip_local_port_range, EADDRNOTAVAIL
+  churn      a client that opens and closes connections (socket.create_connection, no
+             bind()) to a listener on 127.0.0.1 as fast as it can: with a narrowed
+             ip_local_port_range every port ends in TIME_WAIT younger than
+             tcp_tw_reuse_delay, and connect() fails with EADDRNOTAVAIL until --count
+             failures (tcp_tw_reuse=2 applies on loopback, and does not help a burst)
   emfile     a server whose RLIMIT_NOFILE is tiny accepts until accept() fails: EMFILE
   unacked    a client that keeps writing to a peer whose packets the test drops (nftables):
              the data stays unacknowledged and retransmits
@@ -161,6 +166,25 @@ def exhaust(args, seen: dict[str, int]) -> list:
     return keep
 
 
+def churn(args, seen: dict[str, int]) -> list:
+    srv = _listener(args.port, backlog=4096)
+    print(f"READY pid={os.getpid()}", flush=True)
+    deadline = time.monotonic() + args.seconds
+    failures = opened = 0
+    while time.monotonic() < deadline and failures < args.count and opened < 100_000:
+        try:
+            c = socket.create_connection(("127.0.0.1", args.port), timeout=2)
+        except OSError as exc:
+            _count(seen, exc)
+            failures += 1
+            continue
+        opened += 1
+        a, _ = srv.accept()
+        c.close()  # the client closes first: its port stays in TIME_WAIT
+        a.close()
+    return [srv]
+
+
 def emfile(args, seen: dict[str, int]) -> list:
     srv = _listener(args.port)
     parent = os.getpid()
@@ -259,7 +283,7 @@ def main() -> None:
     die_with_parent()
     p = argparse.ArgumentParser()
     p.add_argument("mode", choices=["refused", "timeout", "abort", "linger", "exhaust",
-                                    "emfile", "unacked", "slowread"])
+                                    "churn", "emfile", "unacked", "slowread"])
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--count", type=int, default=10)
     p.add_argument("--seconds", type=float, default=20.0, help="time bound for loops")
