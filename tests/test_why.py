@@ -177,6 +177,22 @@ def test_refused_connects(ns):
     assert seen(r, "ECONNREFUSED") == 20
 
 
+def test_refused_on_a_scoped_port_rules_out_a_firewall(ns):
+    """Trial item 3: `why refused --port 9938` while a client's connects to it are refused
+    (nothing listens): every RST the client received was sent by this namespace's own kernel
+    (tcp_send_reset NO_SOCKET answering SYNs), so no firewall made them; and nothing
+    listening is a warning (exit 1), as it is without the probes."""
+    with Why(ns, "ECONNREFUSED", "--port", "9938", probes=("resets", "errors", "drops")) as w:
+        done = w.load("refused", "--port", "9938", "--count", "20")
+    assert count(done, "ECONNREFUSED") == 20
+    r = w.report
+    fw = causes(r)["why.econnrefused.firewall_reset"]
+    assert fw["verdict"] == "ruled_out" and "own TCP" in fw["title"], fw
+    cause = causes(r)["why.econnrefused.no_listener"]
+    assert cause["verdict"] == "confirmed" and cause["severity"] == "warning", cause
+    assert w.returncode == 1
+
+
 def test_reset_by_a_full_queue_with_abort_on_overflow(ns):
     """tcp_abort_on_overflow=1 and a listener (backlog 4) that never accepts, its accept queue
     partly full: four clients connect while their final ACKs are held back (nftables), so the

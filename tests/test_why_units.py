@@ -382,3 +382,61 @@ def test_bind_is_blamed_only_on_evidence_of_bind():
     facts.probes["errors"].failures.append(_addrnotavail(7, call="bind", error="EADDRINUSE"))
     bind = run("EADDRNOTAVAIL", facts)["eaddrnotavail.bind_before_connect"]
     assert bind.verdict == LIKELY and "7 time(s)" in bind.because, bind.because
+
+
+# ---- ECONNREFUSED: where the RSTs came from, and how grave nothing listening is -----------
+
+def _refused_here(received: int = 40, sent: int = 40, probes: bool = True) -> Facts:
+    """connect() to 127.0.0.1:8081 where nothing listens (ss: no LISTEN on 8081): this host's
+    kernel answers each SYN with a RST (reason NO_SOCKET) and the client receives it."""
+    from netdiag.facts import Census
+    from netdiag.probefacts import ReceivedReset
+
+    facts = Facts(census=Census(source="netlink", listeners=[
+        Listener(2, "0.0.0.0", 22, 0, 128, 5)]))
+    if probes:
+        facts.probes = {
+            "resets": ResetsResult(
+                sent=[SentReset("NO_SOCKET", "none", 8081, sent, answers_syn=True)],
+                sent_total=sent,
+                received=[ReceivedReset(None, "127.0.0.1", 8081, received)],
+                received_total=received),
+            "errors": ErrorsResult(failures=[Failure("connect", 111, "ECONNREFUSED", 700,
+                                                     "client", received, None, "127.0.0.1",
+                                                     8081)])}
+    return facts
+
+
+def test_resets_made_by_this_hosts_tcp_rule_out_a_firewall_for_refused_too():
+    """Trial item 3: the resets probe ran and every RST received was sent by this host's own
+    kernel (NO_SOCKET, answering SYNs): the firewall reset is ruled out, as ECONNRESET rules
+    out a middlebox on the same evidence; the would_tell no longer asks for that probe."""
+    got = run("ECONNREFUSED", _refused_here(), Scope(port=8081))
+    fw = got["econnrefused.firewall_reset"]
+    assert fw.verdict == RULED_OUT, fw.because
+    assert "this host's own TCP" in fw.because and "NO_SOCKET" in fw.because
+    assert fw.evidence["resets_sent"][0]["answers_syn"] is True
+    reset = run("ECONNRESET", _refused_here(), Scope(port=8081))["econnreset.middlebox"]
+    assert reset.verdict == RULED_OUT
+    # More RSTs received than this host sent: the server's kernel or the path; not here.
+    remote = run("ECONNREFUSED", _refused_here(received=40, sent=0), Scope(port=8081))[
+        "econnrefused.firewall_reset"]
+    assert remote.verdict == CANNOT_TELL and "on the server" in remote.would_tell
+    assert "probe resets on the server" in remote.would_tell
+    # Without the probe: cannot tell, and the probe is what would tell.
+    plain = run("ECONNREFUSED", _refused_here(probes=False), Scope(port=8081))[
+        "econnrefused.firewall_reset"]
+    assert plain.verdict == CANNOT_TELL and "--probe-seconds" in plain.would_tell
+
+
+def test_nothing_listening_is_a_warning_with_or_without_the_probe():
+    """The contract's critical evidence is a full queue resetting clients, ports or
+    descriptors run out; a closed port is a warning, whatever the probes add."""
+    from netdiag.diagnose import to_finding
+    from netdiag.model import Severity
+
+    for probes in (False, True):
+        v = run("ECONNREFUSED", _refused_here(probes=probes), Scope(port=8081))[
+            "econnrefused.no_listener"]
+        assert v.verdict == CONFIRMED
+        assert to_finding(v).severity == Severity.WARNING, (probes, v.severity)

@@ -674,29 +674,40 @@ def _econnreset_causes(ev: Evidence) -> list[CauseVerdict]:
     if mem is not None and got.verdict in (RULED_OUT, CANNOT_TELL):
         got.verdict, got.because = LIKELY, f"{mem.title} (buffers.memory_pressure)"
     out.append(got)
-    recv = ev.resets_received()
-    if recv is not None:
-        n, rows = recv
-        local = (ev.resets_sent() or (0, []))[0]
-        if n > local:
-            out.append(_v("econnreset.middlebox", CANNOT_TELL,
-                          f"{n} RST(s) received, {n - local} more than this host's TCP sent: "
-                          "the peer's kernel or a box on the path sent them",
-                          {"resets_received": rows},
-                          "run netdiag probe resets on the peer: RSTs its TCP did not send "
-                          "came from the path"))
-        elif not n:
-            out.append(_v("econnreset.middlebox", RULED_OUT,
-                          "no RST was received in the window", {"resets_received": rows}))
-        else:
-            out.append(_v("econnreset.middlebox", RULED_OUT,
-                          f"every RST received here ({n}) was sent by this host's own TCP",
-                          {"resets_received": rows}))
-    else:
-        out.append(_v("econnreset.middlebox", CANNOT_TELL,
-                      "only RSTs seen on both hosts tell a middlebox apart",
-                      would_tell=PROBE + " here and on the peer"))
+    out.append(_reset_from_the_path(
+        ev, "econnreset.middlebox", "the peer's kernel or a box on the path sent them",
+        "run netdiag probe resets on the peer: RSTs its TCP did not send came from the path",
+        PROBE + " here and on the peer"))
     return out
+
+
+def _reset_from_the_path(ev: Evidence, cid: str, others: str, elsewhere_tell: str,
+                         unprobed_tell: str) -> CauseVerdict:
+    """A RST made on the path (netfilter's reject with tcp-reset, a load balancer, NAT) fires
+    tcp_receive_reset where it arrives and no tcp_send_reset on any host's TCP
+    (symptoms-and-limits.md §1.1). So RSTs received here that this host's own TCP sent
+    (loopback, or a local peer) rule the path out for the probe window; more received than
+    sent here were sent by the peer's kernel or the path, which this host cannot tell apart.
+    ECONNRESET's middlebox and ECONNREFUSED's firewall reset are both judged so."""
+    recv = ev.resets_received()
+    if recv is None:
+        return _v(cid, CANNOT_TELL, "only RSTs seen on both hosts tell a RST made on the path "
+                                    "apart", would_tell=unprobed_tell)
+    n, rows = recv
+    sent, sent_rows = ev.resets_sent() or (0, [])
+    evidence = {"resets_received": rows, "resets_sent": sent_rows}
+    if n > sent:
+        return _v(cid, CANNOT_TELL, f"{n} RST(s) received, {n - sent} more than this host's "
+                                    f"TCP sent: {others}", evidence, elsewhere_tell)
+    if not n:
+        return _v(cid, RULED_OUT, "no RST was received in the probe window", evidence)
+    reasons = "/".join(sorted({r["reason"] for r in sent_rows}))
+    syn = sum(r["resets"] for r in sent_rows if r["answers_syn"])
+    how = ", all answering a SYN" if syn and syn == sent else \
+        f", {syn} answering a SYN" if syn else ""
+    return _v(cid, RULED_OUT, f"every RST received here ({n}) was sent by this host's own TCP, "
+                              f"which sent {sent} in the window (reason {reasons}{how})",
+              evidence)
 
 
 # ---- ECONNREFUSED ------------------------------------------------------------------------
@@ -722,9 +733,11 @@ def _econnrefused(ev: Evidence) -> list[CauseVerdict]:
         if dests:
             evidence["connect_refused"] = dests
         if not listening:
+            # A warning with or without the probe's refusals: nothing listening is not
+            # among the critical evidence (a full queue resetting clients, ports or
+            # descriptors run out).
             out.append(_v("econnrefused.no_listener", CONFIRMED,
-                          f"nothing listens on port {port} in this namespace", evidence,
-                          severity=Severity.CRITICAL if refused else None))
+                          f"nothing listens on port {port} in this namespace", evidence))
         else:
             lst = listening[0]
             out.append(_v("econnrefused.no_listener", RULED_OUT,
@@ -758,11 +771,12 @@ def _econnrefused(ev: Evidence) -> list[CauseVerdict]:
                       "which port is refused is not known",
                       would_tell="give --port PORT (the port clients connect to), or "
                                  + PROBE))
-    out.append(_v("econnrefused.firewall_reset", CANNOT_TELL,
-                  "a firewall's RST is not made by TCP: no tracepoint or counter shows it",
-                  would_tell="nft list ruleset / iptables -S on the path and on the server; "
-                             "an RST received with no RST sent by the server's TCP "
-                             "(netdiag probe resets on both) is a firewall's"))
+    out.append(_reset_from_the_path(
+        ev, "econnrefused.firewall_reset", "the server's kernel or a firewall on the path "
+        "sent them",
+        "netdiag probe resets on the server: RSTs its TCP did not send are a firewall's; nft "
+        "list ruleset / iptables -S here, on the path and on the server",
+        PROBE + "; nft list ruleset / iptables -S on the path and on the server"))
     out.append(_counter_verdict(ev, "econnrefused.icmp_unreachable", "Icmp", "InDestUnreachs",
                                 what="ICMP destination-unreachable messages received",
                                 decisive=False))
