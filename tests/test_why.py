@@ -155,6 +155,27 @@ def test_eaddrinuse_names_the_holder(netns):
     assert f"pid {pid}" in causes(report)["why.eaddrinuse.listener_holds_port"]["title"]
 
 
+def test_hang_keepalive_is_judged_on_the_scoped_ports_sockets(netns):
+    """Trial item 2: three idle connections to 9945 without keepalive (like redis with
+    `tcp-keepalive 0`) and three to 9946 whose clients set SO_KEEPALIVE (ss -tno:
+    timer:(keepalive,119min...)). On 9945 keepalive at the defaults does not apply; on 9946
+    it does, and the evidence is the port's."""
+    p = subprocess.Popen(["ip", "netns", "exec", netns.name, sys.executable, str(WHYLOAD),
+                          "idle", "--port", "9945", "--count", "3", "--hold", "60"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    netns.procs.append(p)
+    ready = p.stdout.readline()
+    assert ready.startswith("READY"), (ready, p.stderr.read() if p.poll() else "")
+    report, _rc = run_json("why", "hang", "--port", "9945", netns=netns.name)
+    ka = causes(report)["why.hang.keepalive_defaults"]
+    assert ka["verdict"] == "ruled_out" and "uses keepalive" in ka["title"], ka
+    assert ka["evidence"]["keepalive_sockets_in_scope"] == 0
+    alive, _rc = run_json("why", "hang", "--port", "9946", netns=netns.name)
+    ka = causes(alive)["why.hang.keepalive_defaults"]
+    assert ka["verdict"] == "likely", ka
+    assert ka["evidence"]["keepalive_sockets_in_scope"] == 3
+
+
 # ---- with probes: the errno seen for real --------------------------------------------------
 
 @pytest.fixture

@@ -440,3 +440,66 @@ def test_nothing_listening_is_a_warning_with_or_without_the_probe():
             "econnrefused.no_listener"]
         assert v.verdict == CONFIRMED
         assert to_finding(v).severity == Severity.WARNING, (probes, v.severity)
+
+
+# ---- hang: keepalive judged on the scope's own sockets ---------------------------------
+
+def _redis_facts() -> Facts:
+    """redis on 6379 with `tcp-keepalive 0`: 5 accepted connections idle an hour, none with
+    keepalive (ss -tno: no timer); elsewhere in the namespace 11 more idle connections on
+    port 7000 without keepalive, and 4 outgoing connections to 10.0.0.5:5432 with
+    SO_KEEPALIVE on the sysctls' timers (timer:(keepalive,...)). sysctls at the defaults."""
+    from netdiag.facts import Census, Connection, ConnectionDetails, KeepaliveGroup, SysctlFacts
+
+    def idle(sport: int, peer_port: int, inode: int) -> Connection:
+        return Connection("10.0.0.1", sport, "10.0.0.9", peer_port, inode, "off",
+                          {"last_data_recv": 3_600_000, "last_data_sent": 3_600_000}, {})
+
+    named = [idle(6379, 50000 + n, 100 + n) for n in range(5)] + \
+        [idle(7000, 51000 + n, 200 + n) for n in range(5)]
+    census = Census(source="netlink", by_state={"ESTABLISHED": 20, "LISTEN": 2},
+                    listeners=[Listener(2, "0.0.0.0", 6379, 0, 511, 63),
+                               Listener(2, "0.0.0.0", 7000, 0, 511, 70)],
+                    by_local_port=_tops([((6379, "ESTABLISHED"), 5),
+                                         ((7000, "ESTABLISHED"), 11)]),
+                    outgoing_timers=_tops([(("10.0.0.5", 5432, "ESTABLISHED", "keepalive"),
+                                            4)]),
+                    ephemeral_range=(32768, 60999))
+    details = ConnectionDetails(
+        established=20, with_info=20, keepalive_timer=4, no_timer=16,
+        long_idle_without_keepalive=16, idle_without_keepalive=named,
+        keepalive_groups=[KeepaliveGroup("remote_port", 5432, 4, 0, 7_200_000, 7_190_000,
+                                         [300, 301, 302, 303])])
+    return Facts(census=census, details=details, sysctl=SysctlFacts(values={
+        "net.ipv4.tcp_keepalive_time": "7200", "net.ipv4.tcp_keepalive_intvl": "75",
+        "net.ipv4.tcp_keepalive_probes": "9"}))
+
+
+def test_keepalive_at_the_defaults_needs_a_keepalive_socket_in_scope():
+    """Trial item 2: `why hang --port 6379` said keepalive at the defaults was likely, with
+    the namespace's evidence, although no socket on 6379 uses keepalive."""
+    got = run("hang", _redis_facts(), Scope(port=6379))
+    ka = got["hang.keepalive_defaults"]
+    assert ka.verdict == RULED_OUT, ka.because
+    assert "uses keepalive" in ka.because
+    assert ka.evidence["keepalive_sockets_in_scope"] == 0
+    assert "idle over 10 min" not in str(ka.evidence)  # no namespace-wide finding title
+    # The port whose connections do use keepalive on the sysctls' timers: likely.
+    pg = run("hang", _redis_facts(), Scope(port=5432))["hang.keepalive_defaults"]
+    assert pg.verdict == LIKELY and pg.evidence["keepalive_sockets_on_the_sysctls"] == 4
+    assert "7875 s" in pg.because
+    whole = run("hang", _redis_facts())["hang.keepalive_defaults"]
+    assert whole.verdict == LIKELY, whole.because
+
+
+def test_idle_without_keepalive_evidence_is_scoped_like_its_title():
+    """The title said 5 connections in scope while the evidence said 16 (the namespace's
+    count): the evidence counts the scope's, and says when that is a lower bound."""
+    idle = run("hang", _redis_facts(), Scope(port=6379))["hang.idle_no_keepalive"]
+    assert idle.verdict == CONFIRMED
+    assert idle.evidence["long_idle_without_keepalive"] == 5, idle.evidence
+    assert "5 connection(s) in scope" in idle.because
+    assert idle.evidence["lower_bound"] is True and "at least 5" in idle.because
+    assert all(r["local_port"] == 6379 for r in idle.evidence["examples"])
+    whole = run("hang", _redis_facts())["hang.idle_no_keepalive"]
+    assert whole.evidence["long_idle_without_keepalive"] == 16 and "16" in whole.because

@@ -21,15 +21,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from netdiag.diagnose.symptoms import CAUSES, CauseSpec, Symptom
-from netdiag.facts import Facts, Listener
+from netdiag.facts import Facts, KeepaliveGroup, Listener
 from netdiag.model import Finding, Severity
 from netdiag.rules import backlog as backlog_rules
 from netdiag.rules import buffers as buffers_rules
+from netdiag.rules import keepalive as keepalive_rules
 from netdiag.rules import ports as ports_rules
 from netdiag.rules._policy import Change, change
 from netdiag.rules._util import (
     DestinationPorts,
     destination_ports,
+    duration,
     outgoing_advice,
     port_budget,
     rates,
@@ -1361,31 +1363,46 @@ def _hang(ev: Evidence) -> list[CauseVerdict]:
     d = ev.facts.details
     ka = ev.finding("keepalive.slow_detection")
     if d is not None:
+        scoped = ev.scoped
         idle = [c for c in d.idle_without_keepalive
                 if ev.scope.port_matches(c.sport, c.dport)
-                and ev.scope.peer_matches(c.destination, c.dport)]
-        evidence = {"long_idle_without_keepalive": d.long_idle_without_keepalive,
-                    "examples": [{"local_address": c.source, "local_port": c.sport,
-                                  "peer_address": c.destination, "peer_port": c.dport,
-                                  "idle_s": c.idle_ms // 1000,
-                                  "holders": ev.holder_rows(c.inode)} for c in idle[:5]]}
-        scoped = ev.scope.port is not None or ev.scope.peer is not None
+                and ev.scope.peer_matches(c.destination, c.dport)
+                and (ev.scope.pid is None or ev.scope.pid in ev.holders(c.inode))]
+        # The connections named are the longest idle few: under a scope their count is all
+        # that is known of it, and only a lower bound when the namespace has more.
+        partial = scoped and d.long_idle_without_keepalive > len(d.idle_without_keepalive)
         n = len(idle) if scoped else d.long_idle_without_keepalive
+        evidence: dict[str, Any] = {
+            "long_idle_without_keepalive": n,
+            "examples": [{"local_address": c.source, "local_port": c.sport,
+                          "peer_address": c.destination, "peer_port": c.dport,
+                          "idle_s": c.idle_ms // 1000,
+                          "holders": ev.holder_rows(c.inode)} for c in idle[:5]]}
+        if scoped:
+            evidence["scope"] = ev.scope.text()
+            if partial:
+                evidence["lower_bound"] = True
         where = f" in scope ({ev.scope.text()})" if scoped else ""
         if n:
             out.append(_v("hang.idle_no_keepalive", CONFIRMED,
-                          f"{n} connection(s){where} idle over 10 min without keepalive: a "
-                          "dead peer is never noticed", evidence))
+                          ("at least " if partial else "") + f"{n} connection(s){where} idle "
+                          "over 10 min without keepalive: a dead peer is never noticed",
+                          evidence))
         elif not scoped and not d.no_timer:
             out.append(_v("hang.idle_no_keepalive", RULED_OUT,
                           "every established connection has keepalive or traffic", evidence))
         else:
             # Connections without keepalive exist (in the namespace), but none has been idle
             # long: nothing shows a dead peer yet.
-            if scoped and ev.scope.port is not None:
+            if ev.scope.port is not None:
                 est = ev.local_port_states(ev.scope.port).get("ESTABLISHED", 0)
                 evidence["established_on_port"] = est
                 now = f"{est} established connection(s) on local port {ev.scope.port}"
+            elif scoped and d.idle_without_keepalive:
+                now = ("the longest idle ones of the namespace are outside it"
+                       + ("; only those are named, not all" if partial else ""))
+            elif scoped:
+                now = "none in the namespace either"
             else:
                 now = f"{d.no_timer} established connection(s) without keepalive"
             out.append(_v("hang.idle_no_keepalive", CANNOT_TELL,
@@ -1464,17 +1481,62 @@ def _in_scope_established(ev: Evidence) -> tuple[int | None, int]:
     return est, retr
 
 
+def _keepalive_in_scope(ev: Evidence) -> list[KeepaliveGroup] | None:
+    """The keepalive sockets (their timer shows, grouped by service port) in scope; None when
+    the scope cannot be told apart in them: per-connection timers not read, a scope by peer
+    address alone (groups are by port), a --pid whose sockets are not all named. Under
+    --peer IP:PORT the groups toward PORT may hold other peers' connections too."""
+    d = ev.facts.details
+    if d is None:
+        return None
+    groups = d.keepalive_groups
+    complete = sum(g.sockets for g in groups) >= d.keepalive_timer
+    s = ev.scope
+    if s.port is not None:
+        groups = [g for g in groups if g.port == s.port]
+    if s.peer_port is not None:
+        groups = [g for g in groups if g.side == "remote_port" and g.port == s.peer_port]
+    elif s.peer is not None and groups:
+        return None
+    if s.pid is not None and groups:
+        if not all(len(g.inodes) >= g.sockets for g in groups):
+            return None
+        groups = [g for g in groups if any(s.pid in ev.holders(i) for i in g.inodes)]
+    if not groups and not complete:
+        return None  # the groups were capped: the scope's may be among those dropped
+    return groups
+
+
 def _keepalive_defaults(ev: Evidence, ka: Finding | None, unacked: CauseVerdict
                         ) -> CauseVerdict:
     """Keepalive at the defaults explains a hang only on established connections that sit
-    idle: keepalive does not run while data is unacknowledged (tcp_retries2 bounds those)."""
+    idle with SO_KEEPALIVE on and the sysctls' timers: keepalive does not run while data is
+    unacknowledged (tcp_retries2 bounds those), nor on a socket without SO_KEEPALIVE (the
+    cause idle_no_keepalive), nor on the sysctls for a socket that sets its own TCP_KEEPIDLE.
+    Its evidence is the scope's: the sysctls, and the scope's connections and keepalive
+    sockets, never the namespace's counts."""
     cid = "hang.keepalive_defaults"
     if ka is None or ka.severity < Severity.INFO:
         return _v(cid, RULED_OUT, ka.title if ka is not None else "no keepalive finding")
+    t = ev.sysctl("net.ipv4.tcp_keepalive_time") or 0
+    i = ev.sysctl("net.ipv4.tcp_keepalive_intvl") or 0
+    p = ev.sysctl("net.ipv4.tcp_keepalive_probes") or 0
+    detect = f"{t} + {i} × {p} = {t + i * p} s ({duration(t + i * p)})"
     est, retr = _in_scope_established(ev)
-    evidence: dict[str, Any] = {"keepalive": ka.title, "established_in_scope": est,
+    groups = _keepalive_in_scope(ev)
+    evidence: dict[str, Any] = {"tcp_keepalive_time": t, "tcp_keepalive_intvl": i,
+                                "tcp_keepalive_probes": p, "detection_seconds": t + i * p,
+                                "established_in_scope": est,
                                 "established_with_unacked_data": retr}
     where = f" in scope ({ev.scope.text()})" if ev.scoped else ""
+    if ev.scoped:
+        evidence["scope"] = ev.scope.text()
+    on_sysctl: list[KeepaliveGroup] = []
+    if groups is not None:
+        settings = [(g, keepalive_rules.group_setting(g, t)) for g in groups]
+        on_sysctl = [g for g, how in settings if how != "own" and how != "own (longer)"]
+        evidence["keepalive_sockets_in_scope"] = sum(g.sockets for g in groups)
+        evidence["keepalive_sockets_on_the_sysctls"] = sum(g.sockets for g in on_sysctl)
     if est == 0:
         return _v(cid, RULED_OUT, f"no established connection{where}: keepalive applies to "
                                   "established connections only", evidence)
@@ -1482,18 +1544,33 @@ def _keepalive_defaults(ev: Evidence, ka: Finding | None, unacked: CauseVerdict
         return _v(cid, RULED_OUT, f"each of the {est} established connection(s){where} has "
                                   "unacknowledged data: keepalive does not run while data is "
                                   "in flight (tcp_retries2 bounds them)", evidence)
+    if groups is not None and not groups:
+        return _v(cid, RULED_OUT, f"no connection{where} uses keepalive (none shows its timer: "
+                                  "SO_KEEPALIVE is off), so its timers do not apply; idle "
+                                  "connections without it are the cause above", evidence)
+    if groups and not on_sysctl:
+        own = groups[0]
+        return _v(cid, RULED_OUT, f"the {sum(g.sockets for g in groups)} keepalive socket(s)"
+                                  f"{where} set their own TCP_KEEPIDLE (about "
+                                  f"{own.idle_estimate_max_ms / 1000:.0f} s), not the "
+                                  f"sysctls' {t} s", evidence)
     if ev.scoped and unacked.verdict in (CONFIRMED, LIKELY):
-        return _v(cid, CANNOT_TELL, f"{ka.title}; yet connection(s){where} have "
-                                    "unacknowledged data on the retransmit timer, which "
-                                    "keepalive does not cover (see that cause)", evidence,
+        return _v(cid, CANNOT_TELL, f"keepalive at the sysctls takes {detect}; yet "
+                                    f"connection(s){where} have unacknowledged data on the "
+                                    "retransmit timer, which keepalive does not cover (see "
+                                    "that cause)", evidence,
                   "once no data is in flight: a connection idle on a dead peer for longer "
                   "than the keepalive time")
-    if est is None:
-        return _v(cid, CANNOT_TELL, f"{ka.title}; whether an established connection{where} "
-                                    "relies on it is not known here", evidence,
-                  "ss -tno: the connections in scope and their timers")
-    return _v(cid, LIKELY, f"{ka.title}; {est} established connection(s){where}"
-              + (f", {retr} of them with unacknowledged data" if retr else ""), evidence)
+    if groups is None:
+        return _v(cid, CANNOT_TELL, f"keepalive at the sysctls takes {detect}; whether a "
+                                    f"connection{where} uses keepalive is not known here",
+                  evidence, "ss -tno: the connections in scope and their timers "
+                            "(timer:(keepalive,...) means SO_KEEPALIVE is on)")
+    n = sum(g.sockets for g in on_sysctl)
+    return _v(cid, LIKELY, f"{n} keepalive socket(s){where} run on the sysctls' timers: a dead "
+                           f"peer is noticed after {detect}"
+              + (f"; {retr} connection(s) have unacknowledged data" if retr else ""),
+              evidence)
 
 
 def _unacked(ev: Evidence) -> CauseVerdict:

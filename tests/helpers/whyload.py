@@ -24,6 +24,8 @@ Modes (run inside the test's own network namespace):
              tcp_tw_reuse_delay, and connect() fails with EADDRNOTAVAIL until --count
              failures (tcp_tw_reuse=2 applies on loopback, and does not help a burst)
   emfile     a server whose RLIMIT_NOFILE is tiny accepts until accept() fails: EMFILE
+  idle       --count idle connections to --port without keepalive, and --count to --port + 1
+             whose clients set SO_KEEPALIVE (the sysctls' timers); no error, they are held
   unacked    a client that keeps writing to a peer whose packets the test drops (nftables):
              the data stays unacknowledged and retransmits
 """
@@ -185,6 +187,21 @@ def churn(args, seen: dict[str, int]) -> list:
     return [srv]
 
 
+def idle(args, seen: dict[str, int]) -> list:
+    plain, alive = _listener(args.port), _listener(args.port + 1)
+    keep = [plain, alive]
+    for _ in range(args.count):
+        c = socket.create_connection(("127.0.0.1", args.port), timeout=2)
+        keep += [c, plain.accept()[0]]
+        k = socket.socket()
+        k.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        k.settimeout(2)
+        k.connect(("127.0.0.1", args.port + 1))
+        keep += [k, alive.accept()[0]]
+    print(f"READY pid={os.getpid()}", flush=True)
+    return keep
+
+
 def emfile(args, seen: dict[str, int]) -> list:
     srv = _listener(args.port)
     parent = os.getpid()
@@ -283,7 +300,7 @@ def main() -> None:
     die_with_parent()
     p = argparse.ArgumentParser()
     p.add_argument("mode", choices=["refused", "timeout", "abort", "linger", "exhaust",
-                                    "churn", "emfile", "unacked", "slowread"])
+                                    "churn", "idle", "emfile", "unacked", "slowread"])
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--count", type=int, default=10)
     p.add_argument("--seconds", type=float, default=20.0, help="time bound for loops")
