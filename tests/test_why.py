@@ -329,6 +329,27 @@ def test_port_exhaustion_by_churn_within_the_reuse_delay(ns):
     assert seen(r, "EADDRNOTAVAIL") == 200
 
 
+def test_bind_before_connect_is_said_on_evidence_of_bind(ns):
+    """ip_local_port_range narrowed to 50 ports, all bound to 127.0.0.1 port 0 without a
+    connection (ss does not list them): the next bind(0) fails with EADDRINUSE, and a plain
+    connect() to 127.0.0.1:9947 fails with EADDRNOTAVAIL although no connection holds a port
+    toward it; a bind() to 192.0.2.1 fails with EADDRNOTAVAIL. The errors probe sees the
+    failed bind() calls: they are the evidence of bind() before connect() and of an address
+    not on the host."""
+    ns.sysctl("net.ipv4.ip_local_port_range", "40000 40049")
+    with Why(ns, "EADDRNOTAVAIL", probes=("errors",)) as w:
+        done = w.load("bindhold", "--port", "9947", "--count", "3")
+    assert count(done, "EADDRINUSE") == 3 and count(done, "EADDRNOTAVAIL") == 4, done
+    r = w.report
+    bind = causes(r)["why.eaddrnotavail.bind_before_connect"]
+    assert bind["verdict"] == "likely" and "bind() failed with EADDRINUSE 3" in bind["title"]
+    nonlocal_ = causes(r)["why.eaddrnotavail.nonlocal_address"]
+    assert nonlocal_["verdict"] == "confirmed" and "1 time(s)" in nonlocal_["title"]
+    exhausted = causes(r)["why.eaddrnotavail.port_exhaustion"]
+    assert exhausted["verdict"] == "likely" and "127.0.0.1:9947" in exhausted["title"]
+    assert "IP_BIND_ADDRESS_NO_PORT" in exhausted["recommendation"]  # bind() was seen
+
+
 def test_accept_out_of_descriptors(ns):
     with Why(ns, "Too many open files", probes=("errors",)) as w:
         done = w.load("emfile", "--port", "9935", "--count", "20")

@@ -503,3 +503,23 @@ def test_idle_without_keepalive_evidence_is_scoped_like_its_title():
     assert all(r["local_port"] == 6379 for r in idle.evidence["examples"])
     whole = run("hang", _redis_facts())["hang.idle_no_keepalive"]
     assert whole.evidence["long_idle_without_keepalive"] == 16 and "16" in whole.because
+
+
+def test_failed_binds_tell_the_bind_causes_apart():
+    """The errors probe sees bind() fail: EADDRNOTAVAIL is an address not on the host;
+    EADDRINUSE on bind(0) is a port wanted for every destination (bind before connect); a
+    bind() to a port it names fails for whoever holds that port, which is no evidence here."""
+    facts = _churn_facts(failures=(_addrnotavail(2, call="bind"),))
+    got = run("EADDRNOTAVAIL", facts)
+    assert got["eaddrnotavail.nonlocal_address"].verdict == CONFIRMED
+    assert got["eaddrnotavail.bind_before_connect"].verdict != LIKELY
+    named = Failure("bind", 98, "EADDRINUSE", 4242, "server", 5, 8080)
+    facts = _churn_facts(failures=(_addrnotavail(3), named))
+    facts.census.by_destination = _tops([(("127.0.0.1", "127.0.0.1", 80), 20)])
+    facts.census.timewait_by_destination = _tops([(("127.0.0.1", "127.0.0.1", 80), 20)])
+    got = run("EADDRNOTAVAIL", facts)
+    assert got["eaddrnotavail.bind_before_connect"].verdict == CANNOT_TELL
+    # The errors probe watched and saw no bind() fail with EADDRNOTAVAIL: not that cause.
+    assert got["eaddrnotavail.nonlocal_address"].verdict == RULED_OUT
+    assert run("EADDRNOTAVAIL", _churn_facts())["eaddrnotavail.nonlocal_address"].verdict == \
+        CANNOT_TELL

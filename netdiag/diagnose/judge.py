@@ -1027,26 +1027,51 @@ def _eaddrnotavail(ev: Evidence) -> list[CauseVerdict]:
                     if probed else ""), evidence, PROBE)
     else:
         got = _v(cid, RULED_OUT, f"{taken} ({share:.0%}), far from all of them", evidence)
+    bound = bool(_bind_evidence(ev))
     if dp is not None and got.verdict in (CONFIRMED, LIKELY):
-        got.action = outgoing_advice(dp, bind_hint=bool(_bind_evidence(ev)))
+        got.action = outgoing_advice(dp, bind_hint=bound)
+    elif bound and got.verdict in (CONFIRMED, LIKELY):
+        got.action = (f"{got.cause.action} bind() failed here for want of a port: set "
+                      "IP_BIND_ADDRESS_NO_PORT before bind() when choosing a source address.")
     out.append(got)
     out.append(_bind_before_connect(ev, fails, dp))
-    out.append(_v("eaddrnotavail.nonlocal_address", CANNOT_TELL,
-                  "bind() is not traced; an address missing from the host fails there",
-                  would_tell="ip -br addr: is the address the client binds configured?"))
+    out.append(_nonlocal_address(ev))
     return out
 
 
+def _nonlocal_address(ev: Evidence) -> CauseVerdict:
+    """bind() to an address the host does not have: the errors probe sees bind() itself
+    fail with EADDRNOTAVAIL (inet_bind_sk())."""
+    cid = "eaddrnotavail.nonlocal_address"
+    tell = "ip -br addr: is the address the client binds configured?"
+    if ev.probe("errors") is None:
+        return _v(cid, CANNOT_TELL, "only a failed bind() shows it, which the errors probe "
+                                    "sees", would_tell=PROBE + "; " + tell)
+    binds = ev.failures("bind", "EADDRNOTAVAIL")
+    if not binds:
+        return _v(cid, RULED_OUT, "no bind() failed with EADDRNOTAVAIL in the probe window")
+    f = binds[0]
+    return _v(cid, CONFIRMED, f"bind() failed with EADDRNOTAVAIL {sum(x.count for x in binds)} "
+                              f"time(s) (pid {f.pid}, {f.command}): the address it binds is "
+                              "not on this host",
+              {"bind_failed": [{"error": x.error, "pid": x.pid, "command": x.command,
+                                "count": x.count} for x in binds[:5]]}, tell)
+
+
 def _bind_evidence(ev: Evidence) -> list[Any]:
-    """bind() calls the errors probe saw fail for want of a port or an address."""
-    return ev.failures("bind", "EADDRINUSE", "EADDRNOTAVAIL")
+    """bind() calls the errors probe saw fail for want of a port: bind(0) with EADDRINUSE
+    (no port free for every destination), the failure a client that binds before connect()
+    meets first when the range runs out. A bind() to a port it names fails for whoever
+    holds that port instead (EADDRINUSE's causes), so those do not count here."""
+    return [f for f in ev.failures("bind", "EADDRINUSE") if f.local_port is None]
 
 
 def _bind_before_connect(ev: Evidence, fails: list[Any], dp: DestinationPorts | None
                          ) -> CauseVerdict:
     """Ports bound before connect() are skipped by every connect(). Said only on evidence of
-    bind(): failed bind() calls. sock_diag here does not list sockets bound without a
-    connection, nor tell a port bound before connect() from one connect() chose."""
+    bind(): bind(0) failing for want of a port (the errors probe). sock_diag here does not
+    list sockets bound without a connection, nor tell a port bound before connect() from one
+    connect() chose."""
     cid = "eaddrnotavail.bind_before_connect"
     binds = _bind_evidence(ev)
     if binds:
