@@ -1,6 +1,7 @@
-/* errors: what applications are told. Failed socket system calls (connect, accept/accept4,
- * read/readv/recvfrom/recvmsg/recvmmsg, write/writev/sendto/sendmsg/sendmmsg) counted by
- * errno, process and, for connect, destination; plus the errors non-blocking clients learn
+/* errors: what applications are told. Failed socket system calls (connect, bind,
+ * accept/accept4, read/readv/recvfrom/recvmsg/recvmmsg, write/writev/sendto/sendmsg/sendmmsg)
+ * counted by errno, process and, for connect, destination (for bind, the port asked for);
+ * plus the errors non-blocking clients learn
  * from getsockopt(SO_ERROR) after EINPROGRESS (that is how a refused or timed-out
  * asynchronous connect() reaches the application).
  *
@@ -21,6 +22,7 @@
 #define NR_RECVFROM 45
 #define NR_SENDMSG 46
 #define NR_RECVMSG 47
+#define NR_BIND 49
 #define NR_GETSOCKOPT 55
 #define NR_ACCEPT4 288
 #define NR_RECVMMSG 299
@@ -42,7 +44,7 @@ static inline int tracked(u64 nr) {
     switch (nr) {
     case NR_READ: case NR_WRITE: case NR_READV: case NR_WRITEV: case NR_CONNECT:
     case NR_ACCEPT: case NR_SENDTO: case NR_RECVFROM: case NR_SENDMSG: case NR_RECVMSG:
-    case NR_ACCEPT4: case NR_RECVMMSG: case NR_SENDMMSG: case NR_GETSOCKOPT:
+    case NR_ACCEPT4: case NR_RECVMMSG: case NR_SENDMMSG: case NR_GETSOCKOPT: case NR_BIND:
         return 1;
     }
     return 0;
@@ -117,6 +119,11 @@ int np_sys_exit(struct bpf_raw_tracepoint_args *ctx) {
             bpf_probe_read_kernel(&k.daddr, 4, (void *)(sk + SKC_DADDR_OFF));
         else
             bpf_probe_read_kernel(&k.daddr, 16, (void *)(sk + SKC_V6_DADDR_OFF));
+    } else if (nr == NR_BIND) {
+        /* the local port the application asked for (0: any, the kernel chooses) */
+        u16 port = 0;
+        bpf_probe_read_user(&port, 2, (void *)(arg1 + 2));
+        k.lport = ntohs(port);
     } else if (nr == NR_ACCEPT || nr == NR_ACCEPT4) {
         u16 num = 0;
         KREAD(num, sk + SKC_NUM_OFF);

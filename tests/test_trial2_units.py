@@ -301,10 +301,20 @@ def test_a_truncated_socket_table_does_not_rule_out_the_scope():
 
 
 def test_keepalive_counts_a_peers_incoming_connections():
+    from netdiag.facts import KeepaliveGroup
+
     facts = _hang_facts()
     facts.census.by_peer = _tops([(("10.0.0.7", "ESTABLISHED"), 3)])
+    # No socket of the namespace shows the keepalive timer: keepalive applies to none.
     v = run("hang", facts, Scope(peer="10.0.0.7"))["hang.keepalive_defaults"]
-    assert v.verdict == LIKELY and v.evidence["established_in_scope"] == 3, v.because
+    assert v.verdict == RULED_OUT and v.evidence["established_in_scope"] == 3, v.because
+    # Keepalive sockets on the sysctls' timers, grouped by port: a peer's are not told apart.
+    facts.details.keepalive_timer = 3
+    facts.details.keepalive_groups = [KeepaliveGroup("local_port", 6400, 3, 0, 7_200_000,
+                                                     7_150_000, [64])]
+    v = run("hang", facts, Scope(peer="10.0.0.7"))["hang.keepalive_defaults"]
+    assert v.verdict == CANNOT_TELL and v.evidence["established_in_scope"] == 3, v.because
+    assert "timer:(keepalive" in v.would_tell
     none = run("hang", facts, Scope(peer="10.0.0.8"))["hang.keepalive_defaults"]
     assert none.verdict == RULED_OUT, none.because
     # Its incoming connections' timers are not split by peer: not ruled out from outgoing ones.

@@ -155,6 +155,27 @@ def test_eaddrinuse_names_the_holder(netns):
     assert f"pid {pid}" in causes(report)["why.eaddrinuse.listener_holds_port"]["title"]
 
 
+def test_hang_keepalive_is_judged_on_the_scoped_ports_sockets(netns):
+    """Trial item 2: three idle connections to 9945 without keepalive (like redis with
+    `tcp-keepalive 0`) and three to 9946 whose clients set SO_KEEPALIVE (ss -tno:
+    timer:(keepalive,119min...)). On 9945 keepalive at the defaults does not apply; on 9946
+    it does, and the evidence is the port's."""
+    p = subprocess.Popen(["ip", "netns", "exec", netns.name, sys.executable, str(WHYLOAD),
+                          "idle", "--port", "9945", "--count", "3", "--hold", "60"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    netns.procs.append(p)
+    ready = p.stdout.readline()
+    assert ready.startswith("READY"), (ready, p.stderr.read() if p.poll() else "")
+    report, _rc = run_json("why", "hang", "--port", "9945", netns=netns.name)
+    ka = causes(report)["why.hang.keepalive_defaults"]
+    assert ka["verdict"] == "ruled_out" and "uses keepalive" in ka["title"], ka
+    assert ka["evidence"]["keepalive_sockets_in_scope"] == 0
+    alive, _rc = run_json("why", "hang", "--port", "9946", netns=netns.name)
+    ka = causes(alive)["why.hang.keepalive_defaults"]
+    assert ka["verdict"] == "likely", ka
+    assert ka["evidence"]["keepalive_sockets_in_scope"] == 3
+
+
 # ---- with probes: the errno seen for real --------------------------------------------------
 
 @pytest.fixture
@@ -175,6 +196,22 @@ def test_refused_connects(ns):
     assert verdict(r, "econnrefused.icmp_unreachable") == "ruled_out"
     assert r["facts"]["evidence_window"] == "probe window"
     assert seen(r, "ECONNREFUSED") == 20
+
+
+def test_refused_on_a_scoped_port_rules_out_a_firewall(ns):
+    """Trial item 3: `why refused --port 9938` while a client's connects to it are refused
+    (nothing listens): every RST the client received was sent by this namespace's own kernel
+    (tcp_send_reset NO_SOCKET answering SYNs), so no firewall made them; and nothing
+    listening is a warning (exit 1), as it is without the probes."""
+    with Why(ns, "ECONNREFUSED", "--port", "9938", probes=("resets", "errors", "drops")) as w:
+        done = w.load("refused", "--port", "9938", "--count", "20")
+    assert count(done, "ECONNREFUSED") == 20
+    r = w.report
+    fw = causes(r)["why.econnrefused.firewall_reset"]
+    assert fw["verdict"] == "ruled_out" and "own TCP" in fw["title"], fw
+    cause = causes(r)["why.econnrefused.no_listener"]
+    assert cause["verdict"] == "confirmed" and cause["severity"] == "warning", cause
+    assert w.returncode == 1
 
 
 def test_reset_by_a_full_queue_with_abort_on_overflow(ns):
@@ -260,6 +297,57 @@ def test_port_exhaustion_toward_one_destination(ns):
     assert "127.0.0.1:9934" in cause["title"]
     assert seen(r, "EADDRNOTAVAIL") == 5
     assert verdict(r, "eaddrnotavail.bind_before_connect") != "likely"
+
+
+def test_port_exhaustion_by_churn_within_the_reuse_delay(ns):
+    """Trial item 1: ip_local_port_range narrowed to 200 ports; a client without bind()
+    opens and closes connections to 127.0.0.1:9944 faster than 200 per second, so every port
+    sits in TIME_WAIT younger than tcp_tw_reuse_delay (1 s) and connect() fails with
+    EADDRNOTAVAIL (ss: 200 TIME-WAIT toward 127.0.0.1:9944), although tcp_tw_reuse=2 applies
+    on loopback. Exhaustion is confirmed by the ports held, bind() is not blamed, and the
+    advice does not ask for tcp_tw_reuse."""
+    ns.sysctl("net.ipv4.ip_local_port_range", "40000 40199")
+    ns.sysctl("net.ipv4.tcp_tw_reuse", "2")
+    if os.path.exists("/proc/sys/net/ipv4/tcp_tw_reuse_delay"):  # 6.14+
+        ns.sysctl("net.ipv4.tcp_tw_reuse_delay", "1000")
+    with Why(ns, "EADDRNOTAVAIL", "--peer", "127.0.0.1:9944", probes=("errors",)) as w:
+        done = w.load("churn", "--port", "9944", "--count", "200", "--seconds", "20")
+    assert count(done, "EADDRNOTAVAIL") == 200, done
+    r = w.report
+    cause = causes(r)["why.eaddrnotavail.port_exhaustion"]
+    assert cause["verdict"] == "confirmed" and cause["severity"] == "critical", cause
+    assert w.returncode == 2
+    # tcp_tw_reuse=2 already applies on loopback: the advice is about the rate.
+    assert "tcp_tw_reuse=1" not in cause["recommendation"], cause["recommendation"]
+    assert "already applies" in cause["recommendation"]
+    assert "bind" not in cause["title"] and "IP_BIND_ADDRESS_NO_PORT" not in \
+        cause["recommendation"]
+    assert "127.0.0.1:9944" in cause["title"] and "of the 200 usable" in cause["title"]
+    row = cause["evidence"]["destinations"][0]
+    assert row["tw_reuse_applies"] is True and row["share"] >= 0.9, row
+    assert verdict(r, "eaddrnotavail.bind_before_connect") == "ruled_out"
+    assert seen(r, "EADDRNOTAVAIL") == 200
+
+
+def test_bind_before_connect_is_said_on_evidence_of_bind(ns):
+    """ip_local_port_range narrowed to 50 ports, all bound to 127.0.0.1 port 0 without a
+    connection (ss does not list them): the next bind(0) fails with EADDRINUSE, and a plain
+    connect() to 127.0.0.1:9947 fails with EADDRNOTAVAIL although no connection holds a port
+    toward it; a bind() to 192.0.2.1 fails with EADDRNOTAVAIL. The errors probe sees the
+    failed bind() calls: they are the evidence of bind() before connect() and of an address
+    not on the host."""
+    ns.sysctl("net.ipv4.ip_local_port_range", "40000 40049")
+    with Why(ns, "EADDRNOTAVAIL", probes=("errors",)) as w:
+        done = w.load("bindhold", "--port", "9947", "--count", "3")
+    assert count(done, "EADDRINUSE") == 3 and count(done, "EADDRNOTAVAIL") == 4, done
+    r = w.report
+    bind = causes(r)["why.eaddrnotavail.bind_before_connect"]
+    assert bind["verdict"] == "likely" and "bind() failed with EADDRINUSE 3" in bind["title"]
+    nonlocal_ = causes(r)["why.eaddrnotavail.nonlocal_address"]
+    assert nonlocal_["verdict"] == "confirmed" and "1 time(s)" in nonlocal_["title"]
+    exhausted = causes(r)["why.eaddrnotavail.port_exhaustion"]
+    assert exhausted["verdict"] == "likely" and "127.0.0.1:9947" in exhausted["title"]
+    assert "IP_BIND_ADDRESS_NO_PORT" in exhausted["recommendation"]  # bind() was seen
 
 
 def test_accept_out_of_descriptors(ns):

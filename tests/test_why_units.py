@@ -284,3 +284,242 @@ def test_advice_never_asks_for_the_interval_the_run_already_had():
     assert "--interval 10" in plain
     had = judge.reword(s, Facts(interval=5.0), judge.RUN_WHILE)
     assert "--interval" not in had and "this run judged the counters over 5 s" in had
+
+
+# ---- EADDRNOTAVAIL: the ports toward one destination, counted one way --------------------
+
+def _tops(items):
+    from netdiag.facts import TopCounts
+
+    return TopCounts(list(items), len(items), 0, False)
+
+
+def _churn_facts(dest: str = "127.0.0.1", reuse: str = "2", window: bool = False,
+                 failures: tuple = ()) -> Facts:
+    """A client that opens and closes connections toward DEST:80 in bursts faster than the
+    range allows: ip_local_port_range 40000-42000 (2001 ports), every one of them in
+    TIME_WAIT toward DEST:80 (ss: 2001 TIME-WAIT). `window`: counters over an 8 s probe
+    window in which 6000 connections entered TIME_WAIT. `failures`: what the errors probe
+    saw."""
+    from netdiag.facts import Census, SysctlFacts
+
+    key = ("127.0.0.1" if dest.startswith("127.") else "10.0.0.1", dest, 80)
+    census = Census(source="netlink", total=2001, by_state={"TIME_WAIT": 2001},
+                    by_destination=_tops([(key, 2001)]),
+                    timewait_by_destination=_tops([(key, 2001)]),
+                    ephemeral_range=(40000, 42000))
+    facts = Facts(census=census, sysctl=SysctlFacts(values={
+        "net.ipv4.ip_local_port_range": "40000\t42000", "net.ipv4.ip_local_reserved_ports": "",
+        "net.ipv4.tcp_tw_reuse": reuse, "net.ipv4.tcp_timestamps": "1",
+        "net.ipv4.tcp_tw_reuse_delay": "1000"}),
+        counters=CounterFacts({"Tcp": {"ActiveOpens": 8000}, "TcpExt": {"TW": 8000}},
+                              taken_at=18.0))
+    if window:
+        facts.counters_before = CounterFacts({"Tcp": {"ActiveOpens": 2000},
+                                              "TcpExt": {"TW": 2000}}, taken_at=10.0)
+        facts.baseline = "probe window"
+    if failures or window:
+        facts.probes = {"errors": ErrorsResult(failures=list(failures))}
+    return facts
+
+
+def _addrnotavail(count: int, peer: str = "127.0.0.1", call: str = "connect",
+                  error: str = "EADDRNOTAVAIL") -> Failure:
+    return Failure(call, 99 if error == "EADDRNOTAVAIL" else 98, error, 4242, "client", count,
+                   None, peer if call == "connect" else None, 80 if call == "connect" else None)
+
+
+def test_every_port_in_time_wait_is_exhaustion_with_or_without_a_window():
+    """Trial: 2001 of 2001 usable ports in TIME_WAIT toward 127.0.0.1:80 (tcp_tw_reuse=2
+    applies on loopback). The ports are counted the same way with and without the probe's
+    window (the steady-state estimate of the ports rule said 2% without it and 38% with it):
+    never ruled out, confirmed once connect() is seen failing, and nothing blames bind()."""
+    scope = Scope(peer="127.0.0.1", peer_port=80)
+    alone = run("EADDRNOTAVAIL", _churn_facts(), scope)
+    v = alone["eaddrnotavail.port_exhaustion"]
+    assert v.verdict == LIKELY, v.because
+    assert "2001 of the 2001 usable" in v.because and "1000 ms" in v.because
+    failing = _churn_facts(window=True, failures=(_addrnotavail(1999),))
+    got = run("EADDRNOTAVAIL", failing, scope)
+    v = got["eaddrnotavail.port_exhaustion"]
+    assert v.verdict == CONFIRMED and v.severity is not None and v.severity.name == "CRITICAL"
+    assert "1999 time(s)" in v.because and "2001 of the 2001 usable" in v.because
+    assert "younger" in v.because and "2001/s" in v.because
+    assert v.evidence["destinations"][0]["share"] == \
+        alone["eaddrnotavail.port_exhaustion"].evidence["destinations"][0]["share"] == 1.0
+    for verdicts in (alone, got):
+        cause = verdicts["eaddrnotavail.port_exhaustion"]
+        assert "bind" not in cause.because
+        assert "bind" not in cause.action and "IP_BIND_ADDRESS_NO_PORT" not in cause.action
+        # tcp_tw_reuse=2 already applies to loopback: never asked for, the rate is the advice.
+        assert "tcp_tw_reuse=1" not in cause.action and "already applies" in cause.action
+        bind = verdicts["eaddrnotavail.bind_before_connect"]
+        assert bind.verdict == RULED_OUT, bind.because
+
+
+def test_tw_reuse_is_advised_only_where_it_does_not_apply():
+    remote = run("EADDRNOTAVAIL", _churn_facts("10.0.0.2", failures=(
+        _addrnotavail(5, "10.0.0.2"),)))["eaddrnotavail.port_exhaustion"]
+    assert remote.verdict == CONFIRMED, remote.because
+    assert "net.ipv4.tcp_tw_reuse=1" in remote.action  # 2 covers loopback only
+    assert "60 s" in remote.because
+    anywhere = run("EADDRNOTAVAIL", _churn_facts("10.0.0.2", reuse="1", failures=(
+        _addrnotavail(5, "10.0.0.2"),)))["eaddrnotavail.port_exhaustion"]
+    assert "set net.ipv4.tcp_tw_reuse" not in anywhere.action.lower()
+    assert "already applies" in anywhere.action
+
+
+def test_bind_is_blamed_only_on_evidence_of_bind():
+    """connect() failing while the destination's own sockets hold few ports does not show
+    bind(): cannot tell, not likely. bind() failing (the errors probe) does."""
+    facts = _churn_facts(failures=(_addrnotavail(3),))
+    facts.census.by_destination = _tops([(("127.0.0.1", "127.0.0.1", 80), 20)])
+    facts.census.timewait_by_destination = _tops([(("127.0.0.1", "127.0.0.1", 80), 20)])
+    got = run("EADDRNOTAVAIL", facts)
+    assert got["eaddrnotavail.bind_before_connect"].verdict == CANNOT_TELL
+    exhausted = got["eaddrnotavail.port_exhaustion"]
+    assert exhausted.verdict == LIKELY and "bind" not in exhausted.because
+    facts.probes["errors"].failures.append(_addrnotavail(7, call="bind", error="EADDRINUSE"))
+    bind = run("EADDRNOTAVAIL", facts)["eaddrnotavail.bind_before_connect"]
+    assert bind.verdict == LIKELY and "7 time(s)" in bind.because, bind.because
+
+
+# ---- ECONNREFUSED: where the RSTs came from, and how grave nothing listening is -----------
+
+def _refused_here(received: int = 40, sent: int = 40, probes: bool = True) -> Facts:
+    """connect() to 127.0.0.1:8081 where nothing listens (ss: no LISTEN on 8081): this host's
+    kernel answers each SYN with a RST (reason NO_SOCKET) and the client receives it."""
+    from netdiag.facts import Census
+    from netdiag.probefacts import ReceivedReset
+
+    facts = Facts(census=Census(source="netlink", listeners=[
+        Listener(2, "0.0.0.0", 22, 0, 128, 5)]))
+    if probes:
+        facts.probes = {
+            "resets": ResetsResult(
+                sent=[SentReset("NO_SOCKET", "none", 8081, sent, answers_syn=True)],
+                sent_total=sent,
+                received=[ReceivedReset(None, "127.0.0.1", 8081, received)],
+                received_total=received),
+            "errors": ErrorsResult(failures=[Failure("connect", 111, "ECONNREFUSED", 700,
+                                                     "client", received, None, "127.0.0.1",
+                                                     8081)])}
+    return facts
+
+
+def test_resets_made_by_this_hosts_tcp_rule_out_a_firewall_for_refused_too():
+    """Trial item 3: the resets probe ran and every RST received was sent by this host's own
+    kernel (NO_SOCKET, answering SYNs): the firewall reset is ruled out, as ECONNRESET rules
+    out a middlebox on the same evidence; the would_tell no longer asks for that probe."""
+    got = run("ECONNREFUSED", _refused_here(), Scope(port=8081))
+    fw = got["econnrefused.firewall_reset"]
+    assert fw.verdict == RULED_OUT, fw.because
+    assert "this host's own TCP" in fw.because and "NO_SOCKET" in fw.because
+    assert fw.evidence["resets_sent"][0]["answers_syn"] is True
+    reset = run("ECONNRESET", _refused_here(), Scope(port=8081))["econnreset.middlebox"]
+    assert reset.verdict == RULED_OUT
+    # More RSTs received than this host sent: the server's kernel or the path; not here.
+    remote = run("ECONNREFUSED", _refused_here(received=40, sent=0), Scope(port=8081))[
+        "econnrefused.firewall_reset"]
+    assert remote.verdict == CANNOT_TELL and "on the server" in remote.would_tell
+    assert "probe resets on the server" in remote.would_tell
+    # Without the probe: cannot tell, and the probe is what would tell.
+    plain = run("ECONNREFUSED", _refused_here(probes=False), Scope(port=8081))[
+        "econnrefused.firewall_reset"]
+    assert plain.verdict == CANNOT_TELL and "--probe-seconds" in plain.would_tell
+
+
+def test_nothing_listening_is_a_warning_with_or_without_the_probe():
+    """The contract's critical evidence is a full queue resetting clients, ports or
+    descriptors run out; a closed port is a warning, whatever the probes add."""
+    from netdiag.diagnose import to_finding
+    from netdiag.model import Severity
+
+    for probes in (False, True):
+        v = run("ECONNREFUSED", _refused_here(probes=probes), Scope(port=8081))[
+            "econnrefused.no_listener"]
+        assert v.verdict == CONFIRMED
+        assert to_finding(v).severity == Severity.WARNING, (probes, v.severity)
+
+
+# ---- hang: keepalive judged on the scope's own sockets ---------------------------------
+
+def _redis_facts() -> Facts:
+    """redis on 6379 with `tcp-keepalive 0`: 5 accepted connections idle an hour, none with
+    keepalive (ss -tno: no timer); elsewhere in the namespace 11 more idle connections on
+    port 7000 without keepalive, and 4 outgoing connections to 10.0.0.5:5432 with
+    SO_KEEPALIVE on the sysctls' timers (timer:(keepalive,...)). sysctls at the defaults."""
+    from netdiag.facts import Census, Connection, ConnectionDetails, KeepaliveGroup, SysctlFacts
+
+    def idle(sport: int, peer_port: int, inode: int) -> Connection:
+        return Connection("10.0.0.1", sport, "10.0.0.9", peer_port, inode, "off",
+                          {"last_data_recv": 3_600_000, "last_data_sent": 3_600_000}, {})
+
+    named = [idle(6379, 50000 + n, 100 + n) for n in range(5)] + \
+        [idle(7000, 51000 + n, 200 + n) for n in range(5)]
+    census = Census(source="netlink", by_state={"ESTABLISHED": 20, "LISTEN": 2},
+                    listeners=[Listener(2, "0.0.0.0", 6379, 0, 511, 63),
+                               Listener(2, "0.0.0.0", 7000, 0, 511, 70)],
+                    by_local_port=_tops([((6379, "ESTABLISHED"), 5),
+                                         ((7000, "ESTABLISHED"), 11)]),
+                    outgoing_timers=_tops([(("10.0.0.5", 5432, "ESTABLISHED", "keepalive"),
+                                            4)]),
+                    ephemeral_range=(32768, 60999))
+    details = ConnectionDetails(
+        established=20, with_info=20, keepalive_timer=4, no_timer=16,
+        long_idle_without_keepalive=16, idle_without_keepalive=named,
+        keepalive_groups=[KeepaliveGroup("remote_port", 5432, 4, 0, 7_200_000, 7_190_000,
+                                         [300, 301, 302, 303])])
+    return Facts(census=census, details=details, sysctl=SysctlFacts(values={
+        "net.ipv4.tcp_keepalive_time": "7200", "net.ipv4.tcp_keepalive_intvl": "75",
+        "net.ipv4.tcp_keepalive_probes": "9"}))
+
+
+def test_keepalive_at_the_defaults_needs_a_keepalive_socket_in_scope():
+    """Trial item 2: `why hang --port 6379` said keepalive at the defaults was likely, with
+    the namespace's evidence, although no socket on 6379 uses keepalive."""
+    got = run("hang", _redis_facts(), Scope(port=6379))
+    ka = got["hang.keepalive_defaults"]
+    assert ka.verdict == RULED_OUT, ka.because
+    assert "uses keepalive" in ka.because
+    assert ka.evidence["keepalive_sockets_in_scope"] == 0
+    assert "idle over 10 min" not in str(ka.evidence)  # no namespace-wide finding title
+    # The port whose connections do use keepalive on the sysctls' timers: likely.
+    pg = run("hang", _redis_facts(), Scope(port=5432))["hang.keepalive_defaults"]
+    assert pg.verdict == LIKELY and pg.evidence["keepalive_sockets_on_the_sysctls"] == 4
+    assert "7875 s" in pg.because
+    whole = run("hang", _redis_facts())["hang.keepalive_defaults"]
+    assert whole.verdict == LIKELY, whole.because
+
+
+def test_idle_without_keepalive_evidence_is_scoped_like_its_title():
+    """The title said 5 connections in scope while the evidence said 16 (the namespace's
+    count): the evidence counts the scope's, and says when that is a lower bound."""
+    idle = run("hang", _redis_facts(), Scope(port=6379))["hang.idle_no_keepalive"]
+    assert idle.verdict == CONFIRMED
+    assert idle.evidence["long_idle_without_keepalive"] == 5, idle.evidence
+    assert "5 connection(s) in scope" in idle.because
+    assert idle.evidence["lower_bound"] is True and "at least 5" in idle.because
+    assert all(r["local_port"] == 6379 for r in idle.evidence["examples"])
+    whole = run("hang", _redis_facts())["hang.idle_no_keepalive"]
+    assert whole.evidence["long_idle_without_keepalive"] == 16 and "16" in whole.because
+
+
+def test_failed_binds_tell_the_bind_causes_apart():
+    """The errors probe sees bind() fail: EADDRNOTAVAIL is an address not on the host;
+    EADDRINUSE on bind(0) is a port wanted for every destination (bind before connect); a
+    bind() to a port it names fails for whoever holds that port, which is no evidence here."""
+    facts = _churn_facts(failures=(_addrnotavail(2, call="bind"),))
+    got = run("EADDRNOTAVAIL", facts)
+    assert got["eaddrnotavail.nonlocal_address"].verdict == CONFIRMED
+    assert got["eaddrnotavail.bind_before_connect"].verdict != LIKELY
+    named = Failure("bind", 98, "EADDRINUSE", 4242, "server", 5, 8080)
+    facts = _churn_facts(failures=(_addrnotavail(3), named))
+    facts.census.by_destination = _tops([(("127.0.0.1", "127.0.0.1", 80), 20)])
+    facts.census.timewait_by_destination = _tops([(("127.0.0.1", "127.0.0.1", 80), 20)])
+    got = run("EADDRNOTAVAIL", facts)
+    assert got["eaddrnotavail.bind_before_connect"].verdict == CANNOT_TELL
+    # The errors probe watched and saw no bind() fail with EADDRNOTAVAIL: not that cause.
+    assert got["eaddrnotavail.nonlocal_address"].verdict == RULED_OUT
+    assert run("EADDRNOTAVAIL", _churn_facts())["eaddrnotavail.nonlocal_address"].verdict == \
+        CANNOT_TELL

@@ -21,11 +21,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from netdiag.diagnose.symptoms import CAUSES, CauseSpec, Symptom
-from netdiag.facts import Facts, Listener
+from netdiag.facts import Facts, KeepaliveGroup, Listener
 from netdiag.model import Finding, Severity
 from netdiag.rules import backlog as backlog_rules
 from netdiag.rules import buffers as buffers_rules
+from netdiag.rules import keepalive as keepalive_rules
+from netdiag.rules import ports as ports_rules
 from netdiag.rules._policy import Change, change
+from netdiag.rules._util import (
+    DestinationPorts,
+    destination_ports,
+    duration,
+    outgoing_advice,
+    port_budget,
+    rates,
+)
 
 CONFIRMED, LIKELY, RULED_OUT, CANNOT_TELL = "confirmed", "likely", "ruled_out", "cannot_tell"
 RANK = {CONFIRMED: 0, LIKELY: 1, CANNOT_TELL: 2, RULED_OUT: 3}
@@ -666,29 +676,40 @@ def _econnreset_causes(ev: Evidence) -> list[CauseVerdict]:
     if mem is not None and got.verdict in (RULED_OUT, CANNOT_TELL):
         got.verdict, got.because = LIKELY, f"{mem.title} (buffers.memory_pressure)"
     out.append(got)
-    recv = ev.resets_received()
-    if recv is not None:
-        n, rows = recv
-        local = (ev.resets_sent() or (0, []))[0]
-        if n > local:
-            out.append(_v("econnreset.middlebox", CANNOT_TELL,
-                          f"{n} RST(s) received, {n - local} more than this host's TCP sent: "
-                          "the peer's kernel or a box on the path sent them",
-                          {"resets_received": rows},
-                          "run netdiag probe resets on the peer: RSTs its TCP did not send "
-                          "came from the path"))
-        elif not n:
-            out.append(_v("econnreset.middlebox", RULED_OUT,
-                          "no RST was received in the window", {"resets_received": rows}))
-        else:
-            out.append(_v("econnreset.middlebox", RULED_OUT,
-                          f"every RST received here ({n}) was sent by this host's own TCP",
-                          {"resets_received": rows}))
-    else:
-        out.append(_v("econnreset.middlebox", CANNOT_TELL,
-                      "only RSTs seen on both hosts tell a middlebox apart",
-                      would_tell=PROBE + " here and on the peer"))
+    out.append(_reset_from_the_path(
+        ev, "econnreset.middlebox", "the peer's kernel or a box on the path sent them",
+        "run netdiag probe resets on the peer: RSTs its TCP did not send came from the path",
+        PROBE + " here and on the peer"))
     return out
+
+
+def _reset_from_the_path(ev: Evidence, cid: str, others: str, elsewhere_tell: str,
+                         unprobed_tell: str) -> CauseVerdict:
+    """A RST made on the path (netfilter's reject with tcp-reset, a load balancer, NAT) fires
+    tcp_receive_reset where it arrives and no tcp_send_reset on any host's TCP
+    (symptoms-and-limits.md §1.1). So RSTs received here that this host's own TCP sent
+    (loopback, or a local peer) rule the path out for the probe window; more received than
+    sent here were sent by the peer's kernel or the path, which this host cannot tell apart.
+    ECONNRESET's middlebox and ECONNREFUSED's firewall reset are both judged so."""
+    recv = ev.resets_received()
+    if recv is None:
+        return _v(cid, CANNOT_TELL, "only RSTs seen on both hosts tell a RST made on the path "
+                                    "apart", would_tell=unprobed_tell)
+    n, rows = recv
+    sent, sent_rows = ev.resets_sent() or (0, [])
+    evidence = {"resets_received": rows, "resets_sent": sent_rows}
+    if n > sent:
+        return _v(cid, CANNOT_TELL, f"{n} RST(s) received, {n - sent} more than this host's "
+                                    f"TCP sent: {others}", evidence, elsewhere_tell)
+    if not n:
+        return _v(cid, RULED_OUT, "no RST was received in the probe window", evidence)
+    reasons = "/".join(sorted({r["reason"] for r in sent_rows}))
+    syn = sum(r["resets"] for r in sent_rows if r["answers_syn"])
+    how = ", all answering a SYN" if syn and syn == sent else \
+        f", {syn} answering a SYN" if syn else ""
+    return _v(cid, RULED_OUT, f"every RST received here ({n}) was sent by this host's own TCP, "
+                              f"which sent {sent} in the window (reason {reasons}{how})",
+              evidence)
 
 
 # ---- ECONNREFUSED ------------------------------------------------------------------------
@@ -714,9 +735,11 @@ def _econnrefused(ev: Evidence) -> list[CauseVerdict]:
         if dests:
             evidence["connect_refused"] = dests
         if not listening:
+            # A warning with or without the probe's refusals: nothing listening is not
+            # among the critical evidence (a full queue resetting clients, ports or
+            # descriptors run out).
             out.append(_v("econnrefused.no_listener", CONFIRMED,
-                          f"nothing listens on port {port} in this namespace", evidence,
-                          severity=Severity.CRITICAL if refused else None))
+                          f"nothing listens on port {port} in this namespace", evidence))
         else:
             lst = listening[0]
             out.append(_v("econnrefused.no_listener", RULED_OUT,
@@ -750,11 +773,12 @@ def _econnrefused(ev: Evidence) -> list[CauseVerdict]:
                       "which port is refused is not known",
                       would_tell="give --port PORT (the port clients connect to), or "
                                  + PROBE))
-    out.append(_v("econnrefused.firewall_reset", CANNOT_TELL,
-                  "a firewall's RST is not made by TCP: no tracepoint or counter shows it",
-                  would_tell="nft list ruleset / iptables -S on the path and on the server; "
-                             "an RST received with no RST sent by the server's TCP "
-                             "(netdiag probe resets on both) is a firewall's"))
+    out.append(_reset_from_the_path(
+        ev, "econnrefused.firewall_reset", "the server's kernel or a firewall on the path "
+        "sent them",
+        "netdiag probe resets on the server: RSTs its TCP did not send are a firewall's; nft "
+        "list ruleset / iptables -S here, on the path and on the server",
+        PROBE + "; nft list ruleset / iptables -S on the path and on the server"))
     out.append(_counter_verdict(ev, "econnrefused.icmp_unreachable", "Icmp", "InDestUnreachs",
                                 what="ICMP destination-unreachable messages received",
                                 decisive=False))
@@ -891,59 +915,189 @@ def _retransmits(ev: Evidence) -> list[dict[str, Any]]:
 
 # ---- EADDRNOTAVAIL / EADDRINUSE ----------------------------------------------------------
 
-def _destinations(ev: Evidence) -> list[dict[str, Any]]:
-    f = ev.finding("ports.ephemeral_exhaustion")
-    rows = (f.evidence.get("destinations") or []) if f is not None else []
-    return [r for r in rows if ev.scope.peer_matches(r.get("destination"), r.get("port"))
-            and (ev.scope.port is None or r.get("port") == ev.scope.port)]
+def _port_budgets(ev: Evidence) -> list[DestinationPorts] | None:
+    """The source ports toward each destination in scope (symptoms-and-limits.md §3.3), from
+    the rules' own helper so that `why` and ports.ephemeral_exhaustion count alike; None when
+    the socket table or ip_local_port_range was not read."""
+    facts = ev.facts
+    census = facts.census
+    if census is None or census.by_destination is None or port_budget(facts) is None:
+        return None
+    tw = dict(census.timewait_by_destination.items) if census.timewait_by_destination else {}
+    all_tw = census.by_state.get("TIME_WAIT", 0) or sum(tw.values())
+    rate = rates(facts)
+    out = []
+    for key, used in census.by_destination.items:
+        _src, dst, dport = key
+        if not ev.scope.peer_matches(dst, dport) or not (ev.scope.port is None
+                                                          or dport == ev.scope.port):
+            continue
+        dp = destination_ports(facts, key, used, tw.get(key, 0), all_tw, rate)
+        if dp is not None:
+            out.append(dp)
+    return out
+
+
+def _budget_row(dp: DestinationPorts) -> dict[str, Any]:
+    """One destination's ports as `why` judges them: every port with a socket toward it
+    (TIME_WAIT included) against the usable ports, and what tcp_tw_reuse gives back."""
+    return {"source": dp.source, "destination": dp.destination, "port": dp.port,
+            "usable_ports": dp.usable, "ports_in_use": dp.in_use + dp.time_wait,
+            "connected": dp.in_use, "time_wait": dp.time_wait,
+            "listening_in_range": dp.bound_in_range, "share": round(dp.occupied_share, 3),
+            "tw_reuse_applies": dp.reuse.applies, "tw_reuse": dp.reuse.why,
+            "tw_reuse_delay_ms": dp.reuse.delay_ms,
+            "sustainable_conn_per_s": round(dp.sustainable_per_s, 1)}
+
+
+def _held_how(dp: DestinationPorts) -> str:
+    """Why the ports toward a destination stay taken, by the kernel's reuse rule
+    (tcp_twsk_unique())."""
+    if dp.reuse.applies:
+        return (f"{dp.reuse.why}; younger ones keep theirs, so connect() fails once more "
+                f"than {dp.burst_room} connections are opened toward it within "
+                f"{dp.reuse.delay_ms} ms (faster than about {dp.sustainable_per_s:.0f}/s)")
+    if dp.time_wait:
+        return (f"each TIME_WAIT keeps its port for 60 s ({dp.reuse.why}): at most about "
+                f"{dp.sustainable_per_s:.0f} new connections/s fit")
+    return "the connections in use hold them"
 
 
 def _eaddrnotavail(ev: Evidence) -> list[CauseVerdict]:
+    """connect() fails with EADDRNOTAVAIL when no port of the range is free for the
+    destination's four-tuple. Every judgement here counts the ports with a socket toward the
+    destination now (TIME_WAIT included): the share of them still held depends on their ages,
+    which sock_diag does not give, so the census alone never rules out a burst that found
+    them all younger than tcp_tw_reuse_delay."""
     out = []
+    cid = "eaddrnotavail.port_exhaustion"
     fails = ev.failures("connect", "EADDRNOTAVAIL")
-    rows = _destinations(ev)
-    fin = ev.finding("ports.ephemeral_exhaustion")
-    evidence: dict[str, Any] = {"destinations": rows[:5]}
+    told = sum(f.count for f in fails)
+    probed = ev.probe("errors") is not None
+    budgets = _port_budgets(ev)
+    # The destination the failures name (when the probe knows it), else the busiest one.
+    failed_to = {(f.peer, f.remote_port) for f in fails if f.peer is not None}
+    pool = [d for d in budgets or [] if (d.destination, d.port) in failed_to] \
+        if failed_to else budgets or []
+    dp = max(pool, key=lambda d: d.occupied, default=None)
+    evidence: dict[str, Any] = {"destinations": [
+        _budget_row(d) for d in sorted(budgets or [], key=lambda d: -d.occupied)[:5]]}
     if fails:
         evidence["connect_failed"] = [{"peer": f.peer, "port": f.remote_port, "pid": f.pid,
                                        "command": f.command, "count": f.count}
                                       for f in fails[:5]]
-    worst = max(rows, key=lambda r: r.get("share", 0), default=None)
-    if fails and worst is not None and worst.get("share", 0) >= 0.4:
-        out.append(_v("eaddrnotavail.port_exhaustion", CONFIRMED,
-                      f"connect() failed with EADDRNOTAVAIL {sum(f.count for f in fails)} "
-                      f"time(s), and toward {worst['destination']}:{worst['port']} "
-                      f"{worst.get('share', 0):.0%} of the usable ports are taken", evidence,
-                      severity=Severity.CRITICAL))
-    elif fin is not None and fin.severity >= Severity.WARNING and worst is not None:
-        out.append(_v("eaddrnotavail.port_exhaustion", CONFIRMED
-                      if fin.severity >= Severity.CRITICAL else LIKELY, fin.title, evidence,
-                      None if fin.severity >= Severity.CRITICAL else PROBE,
-                      fin.severity))
-    elif worst is not None or fin is not None:
-        share = worst.get("share", 0) if worst else 0
-        out.append(_v("eaddrnotavail.port_exhaustion", RULED_OUT if not fails else LIKELY,
-                      f"the busiest destination uses {share:.0%} of the usable ports now"
-                      + ("; yet connect() failed: ports may be held by bind() (next cause)"
-                         if fails else ""), evidence))
+    where = f"{dp.destination}:{dp.port}" if dp is not None else ""
+    taken = (f"{dp.occupied} of the {dp.usable} usable source ports have a socket toward "
+             f"{where} ({dp.in_use} connected, {dp.time_wait} in TIME_WAIT"
+             + (f", {dp.bound_in_range} listening" if dp.bound_in_range else "") + ")"
+             ) if dp is not None else ""
+    share = dp.occupied_share if dp is not None else 0.0
+    # The ports surely held whatever their age: connected, listening, and TIME_WAIT when
+    # connect() may not take it back.
+    held = (dp.in_use + dp.bound_in_range + (0 if dp.reuse.applies else dp.time_wait)) / \
+        dp.usable if dp is not None and dp.usable else share
+    got: CauseVerdict
+    if fails and dp is not None and share >= ports_rules.EXHAUST_WARN_SHARE:
+        got = _v(cid, CONFIRMED, f"connect() failed with EADDRNOTAVAIL {told} time(s), and "
+                                 f"{taken}; {_held_how(dp)}", evidence,
+                 severity=Severity.CRITICAL)
+    elif fails:
+        f = fails[0]
+        got = _v(cid, LIKELY,
+                 f"connect() failed with EADDRNOTAVAIL {told} time(s) (toward {f.peer}:"
+                 f"{f.remote_port}, pid {f.pid}, {f.command}): no source port was free for it"
+                 + (f"; yet only {taken} now" if dp is not None else
+                    "; the socket table was not read" if budgets is None else
+                    "; the socket table shows no connection toward it now"),
+                 evidence, "ss -tan: which sockets hold the ports of ip_local_port_range")
+    elif budgets is None:
+        got = _v(cid, CANNOT_TELL, "the socket table or ip_local_port_range was not read",
+                 evidence, RUN_WHILE)
+    elif dp is None:
+        got = _v(cid, RULED_OUT, f"no outgoing connection in scope ({ev.scope.text()}) holds "
+                                 "a source port now"
+                 + ("; no connect() failed with EADDRNOTAVAIL in the probe window"
+                    if probed else ""), evidence)
+    elif held >= ports_rules.EXHAUST_CRIT_SHARE:
+        got = _v(cid, CONFIRMED, f"{taken}; {_held_how(dp)}", evidence,
+                 severity=Severity.CRITICAL)
+    elif share >= ports_rules.EXHAUST_WARN_SHARE:
+        got = _v(cid, LIKELY, f"{taken}; {_held_how(dp)}"
+                 + ("; no connect() failed with EADDRNOTAVAIL in the probe window"
+                    if probed else ""), evidence, PROBE)
     else:
-        out.append(_v("eaddrnotavail.port_exhaustion", CANNOT_TELL,
-                      "no outgoing connection in the census", evidence, RUN_WHILE))
-    if fails and (worst is None or worst.get("share", 0) < 0.4):
-        out.append(_v("eaddrnotavail.bind_before_connect", LIKELY,
-                      "connect() fails with EADDRNOTAVAIL while no single destination uses "
-                      "much of the range: ports held by bind() are skipped for every "
-                      "destination", evidence,
-                      "ss -tanp: many sockets bound to ports in ip_local_port_range"))
-    else:
-        out.append(_v("eaddrnotavail.bind_before_connect", CANNOT_TELL,
-                      "sock_diag cannot tell a port bound before connect() from one chosen by "
-                      "connect()", would_tell="look for bind() before connect() in the client "
-                                              "(or IP_BIND_ADDRESS_NO_PORT unset)"))
-    out.append(_v("eaddrnotavail.nonlocal_address", CANNOT_TELL,
-                  "bind() is not traced; an address missing from the host fails there",
-                  would_tell="ip -br addr: is the address the client binds configured?"))
+        got = _v(cid, RULED_OUT, f"{taken} ({share:.0%}), far from all of them", evidence)
+    bound = bool(_bind_evidence(ev))
+    if dp is not None and got.verdict in (CONFIRMED, LIKELY):
+        got.action = outgoing_advice(dp, bind_hint=bound)
+    elif bound and got.verdict in (CONFIRMED, LIKELY):
+        got.action = (f"{got.cause.action} bind() failed here for want of a port: set "
+                      "IP_BIND_ADDRESS_NO_PORT before bind() when choosing a source address.")
+    out.append(got)
+    out.append(_bind_before_connect(ev, fails, dp))
+    out.append(_nonlocal_address(ev))
     return out
+
+
+def _nonlocal_address(ev: Evidence) -> CauseVerdict:
+    """bind() to an address the host does not have: the errors probe sees bind() itself
+    fail with EADDRNOTAVAIL (inet_bind_sk())."""
+    cid = "eaddrnotavail.nonlocal_address"
+    tell = "ip -br addr: is the address the client binds configured?"
+    if ev.probe("errors") is None:
+        return _v(cid, CANNOT_TELL, "only a failed bind() shows it, which the errors probe "
+                                    "sees", would_tell=PROBE + "; " + tell)
+    binds = ev.failures("bind", "EADDRNOTAVAIL")
+    if not binds:
+        return _v(cid, RULED_OUT, "no bind() failed with EADDRNOTAVAIL in the probe window")
+    f = binds[0]
+    return _v(cid, CONFIRMED, f"bind() failed with EADDRNOTAVAIL {sum(x.count for x in binds)} "
+                              f"time(s) (pid {f.pid}, {f.command}): the address it binds is "
+                              "not on this host",
+              {"bind_failed": [{"error": x.error, "pid": x.pid, "command": x.command,
+                                "count": x.count} for x in binds[:5]]}, tell)
+
+
+def _bind_evidence(ev: Evidence) -> list[Any]:
+    """bind() calls the errors probe saw fail for want of a port: bind(0) with EADDRINUSE
+    (no port free for every destination), the failure a client that binds before connect()
+    meets first when the range runs out. A bind() to a port it names fails for whoever
+    holds that port instead (EADDRINUSE's causes), so those do not count here."""
+    return [f for f in ev.failures("bind", "EADDRINUSE") if f.local_port is None]
+
+
+def _bind_before_connect(ev: Evidence, fails: list[Any], dp: DestinationPorts | None
+                         ) -> CauseVerdict:
+    """Ports bound before connect() are skipped by every connect(). Said only on evidence of
+    bind(): bind(0) failing for want of a port (the errors probe). sock_diag here does not
+    list sockets bound without a connection, nor tell a port bound before connect() from one
+    connect() chose."""
+    cid = "eaddrnotavail.bind_before_connect"
+    binds = _bind_evidence(ev)
+    if binds:
+        f = binds[0]
+        return _v(cid, LIKELY, f"bind() failed with {f.error} {sum(x.count for x in binds)} "
+                               f"time(s) (pid {f.pid}, {f.command}): a process binds before "
+                               "connect(), and each bound port is taken from every "
+                               "destination",
+                  {"bind_failed": [{"error": x.error, "pid": x.pid, "command": x.command,
+                                    "count": x.count} for x in binds[:5]]},
+                  "ss -tanp: that process's sockets and their local ports")
+    tell = ("look for bind() before connect() in the client (strace -f -e trace=bind,connect), "
+            "without IP_BIND_ADDRESS_NO_PORT")
+    if dp is not None and dp.occupied_share >= ports_rules.EXHAUST_CRIT_SHARE:
+        return _v(cid, RULED_OUT,
+                  f"the connections toward {dp.destination}:{dp.port} themselves have "
+                  f"{dp.occupied} of the {dp.usable} usable ports: they alone fill the "
+                  "range, and nothing shows a port bound before connect()",
+                  {"ports_toward_destination": dp.occupied, "usable_ports": dp.usable})
+    if fails:
+        return _v(cid, CANNOT_TELL,
+                  "connect() failed while the connections toward its destination hold few "
+                  "ports: something else holds them, and sock_diag here shows neither sockets "
+                  "bound without a connection nor which ports bind() chose", would_tell=tell)
+    return _v(cid, CANNOT_TELL, "sock_diag cannot tell a port bound before connect() from one "
+                                "chosen by connect()", would_tell=tell)
 
 
 def _eaddrinuse(ev: Evidence) -> list[CauseVerdict]:
@@ -1234,31 +1388,46 @@ def _hang(ev: Evidence) -> list[CauseVerdict]:
     d = ev.facts.details
     ka = ev.finding("keepalive.slow_detection")
     if d is not None:
+        scoped = ev.scoped
         idle = [c for c in d.idle_without_keepalive
                 if ev.scope.port_matches(c.sport, c.dport)
-                and ev.scope.peer_matches(c.destination, c.dport)]
-        evidence = {"long_idle_without_keepalive": d.long_idle_without_keepalive,
-                    "examples": [{"local_address": c.source, "local_port": c.sport,
-                                  "peer_address": c.destination, "peer_port": c.dport,
-                                  "idle_s": c.idle_ms // 1000,
-                                  "holders": ev.holder_rows(c.inode)} for c in idle[:5]]}
-        scoped = ev.scope.port is not None or ev.scope.peer is not None
+                and ev.scope.peer_matches(c.destination, c.dport)
+                and (ev.scope.pid is None or ev.scope.pid in ev.holders(c.inode))]
+        # The connections named are the longest idle few: under a scope their count is all
+        # that is known of it, and only a lower bound when the namespace has more.
+        partial = scoped and d.long_idle_without_keepalive > len(d.idle_without_keepalive)
         n = len(idle) if scoped else d.long_idle_without_keepalive
+        evidence: dict[str, Any] = {
+            "long_idle_without_keepalive": n,
+            "examples": [{"local_address": c.source, "local_port": c.sport,
+                          "peer_address": c.destination, "peer_port": c.dport,
+                          "idle_s": c.idle_ms // 1000,
+                          "holders": ev.holder_rows(c.inode)} for c in idle[:5]]}
+        if scoped:
+            evidence["scope"] = ev.scope.text()
+            if partial:
+                evidence["lower_bound"] = True
         where = f" in scope ({ev.scope.text()})" if scoped else ""
         if n:
             out.append(_v("hang.idle_no_keepalive", CONFIRMED,
-                          f"{n} connection(s){where} idle over 10 min without keepalive: a "
-                          "dead peer is never noticed", evidence))
+                          ("at least " if partial else "") + f"{n} connection(s){where} idle "
+                          "over 10 min without keepalive: a dead peer is never noticed",
+                          evidence))
         elif not scoped and not d.no_timer:
             out.append(_v("hang.idle_no_keepalive", RULED_OUT,
                           "every established connection has keepalive or traffic", evidence))
         else:
             # Connections without keepalive exist (in the namespace), but none has been idle
             # long: nothing shows a dead peer yet.
-            if scoped and ev.scope.port is not None:
+            if ev.scope.port is not None:
                 est = ev.local_port_states(ev.scope.port).get("ESTABLISHED", 0)
                 evidence["established_on_port"] = est
                 now = f"{est} established connection(s) on local port {ev.scope.port}"
+            elif scoped and d.idle_without_keepalive:
+                now = ("the longest idle ones of the namespace are outside it"
+                       + ("; only those are named, not all" if partial else ""))
+            elif scoped:
+                now = "none in the namespace either"
             else:
                 now = f"{d.no_timer} established connection(s) without keepalive"
             out.append(_v("hang.idle_no_keepalive", CANNOT_TELL,
@@ -1337,17 +1506,62 @@ def _in_scope_established(ev: Evidence) -> tuple[int | None, int]:
     return est, retr
 
 
+def _keepalive_in_scope(ev: Evidence) -> list[KeepaliveGroup] | None:
+    """The keepalive sockets (their timer shows, grouped by service port) in scope; None when
+    the scope cannot be told apart in them: per-connection timers not read, a scope by peer
+    address alone (groups are by port), a --pid whose sockets are not all named. Under
+    --peer IP:PORT the groups toward PORT may hold other peers' connections too."""
+    d = ev.facts.details
+    if d is None:
+        return None
+    groups = d.keepalive_groups
+    complete = sum(g.sockets for g in groups) >= d.keepalive_timer
+    s = ev.scope
+    if s.port is not None:
+        groups = [g for g in groups if g.port == s.port]
+    if s.peer_port is not None:
+        groups = [g for g in groups if g.side == "remote_port" and g.port == s.peer_port]
+    elif s.peer is not None and groups:
+        return None
+    if s.pid is not None and groups:
+        if not all(len(g.inodes) >= g.sockets for g in groups):
+            return None
+        groups = [g for g in groups if any(s.pid in ev.holders(i) for i in g.inodes)]
+    if not groups and not complete:
+        return None  # the groups were capped: the scope's may be among those dropped
+    return groups
+
+
 def _keepalive_defaults(ev: Evidence, ka: Finding | None, unacked: CauseVerdict
                         ) -> CauseVerdict:
     """Keepalive at the defaults explains a hang only on established connections that sit
-    idle: keepalive does not run while data is unacknowledged (tcp_retries2 bounds those)."""
+    idle with SO_KEEPALIVE on and the sysctls' timers: keepalive does not run while data is
+    unacknowledged (tcp_retries2 bounds those), nor on a socket without SO_KEEPALIVE (the
+    cause idle_no_keepalive), nor on the sysctls for a socket that sets its own TCP_KEEPIDLE.
+    Its evidence is the scope's: the sysctls, and the scope's connections and keepalive
+    sockets, never the namespace's counts."""
     cid = "hang.keepalive_defaults"
     if ka is None or ka.severity < Severity.INFO:
         return _v(cid, RULED_OUT, ka.title if ka is not None else "no keepalive finding")
+    t = ev.sysctl("net.ipv4.tcp_keepalive_time") or 0
+    i = ev.sysctl("net.ipv4.tcp_keepalive_intvl") or 0
+    p = ev.sysctl("net.ipv4.tcp_keepalive_probes") or 0
+    detect = f"{t} + {i} × {p} = {t + i * p} s ({duration(t + i * p)})"
     est, retr = _in_scope_established(ev)
-    evidence: dict[str, Any] = {"keepalive": ka.title, "established_in_scope": est,
+    groups = _keepalive_in_scope(ev)
+    evidence: dict[str, Any] = {"tcp_keepalive_time": t, "tcp_keepalive_intvl": i,
+                                "tcp_keepalive_probes": p, "detection_seconds": t + i * p,
+                                "established_in_scope": est,
                                 "established_with_unacked_data": retr}
     where = f" in scope ({ev.scope.text()})" if ev.scoped else ""
+    if ev.scoped:
+        evidence["scope"] = ev.scope.text()
+    on_sysctl: list[KeepaliveGroup] = []
+    if groups is not None:
+        settings = [(g, keepalive_rules.group_setting(g, t)) for g in groups]
+        on_sysctl = [g for g, how in settings if how != "own" and how != "own (longer)"]
+        evidence["keepalive_sockets_in_scope"] = sum(g.sockets for g in groups)
+        evidence["keepalive_sockets_on_the_sysctls"] = sum(g.sockets for g in on_sysctl)
     if est == 0:
         return _v(cid, RULED_OUT, f"no established connection{where}: keepalive applies to "
                                   "established connections only", evidence)
@@ -1355,18 +1569,33 @@ def _keepalive_defaults(ev: Evidence, ka: Finding | None, unacked: CauseVerdict
         return _v(cid, RULED_OUT, f"each of the {est} established connection(s){where} has "
                                   "unacknowledged data: keepalive does not run while data is "
                                   "in flight (tcp_retries2 bounds them)", evidence)
+    if groups is not None and not groups:
+        return _v(cid, RULED_OUT, f"no connection{where} uses keepalive (none shows its timer: "
+                                  "SO_KEEPALIVE is off), so its timers do not apply; idle "
+                                  "connections without it are the cause above", evidence)
+    if groups and not on_sysctl:
+        own = groups[0]
+        return _v(cid, RULED_OUT, f"the {sum(g.sockets for g in groups)} keepalive socket(s)"
+                                  f"{where} set their own TCP_KEEPIDLE (about "
+                                  f"{own.idle_estimate_max_ms / 1000:.0f} s), not the "
+                                  f"sysctls' {t} s", evidence)
     if ev.scoped and unacked.verdict in (CONFIRMED, LIKELY):
-        return _v(cid, CANNOT_TELL, f"{ka.title}; yet connection(s){where} have "
-                                    "unacknowledged data on the retransmit timer, which "
-                                    "keepalive does not cover (see that cause)", evidence,
+        return _v(cid, CANNOT_TELL, f"keepalive at the sysctls takes {detect}; yet "
+                                    f"connection(s){where} have unacknowledged data on the "
+                                    "retransmit timer, which keepalive does not cover (see "
+                                    "that cause)", evidence,
                   "once no data is in flight: a connection idle on a dead peer for longer "
                   "than the keepalive time")
-    if est is None:
-        return _v(cid, CANNOT_TELL, f"{ka.title}; whether an established connection{where} "
-                                    "relies on it is not known here", evidence,
-                  "ss -tno: the connections in scope and their timers")
-    return _v(cid, LIKELY, f"{ka.title}; {est} established connection(s){where}"
-              + (f", {retr} of them with unacknowledged data" if retr else ""), evidence)
+    if groups is None:
+        return _v(cid, CANNOT_TELL, f"keepalive at the sysctls takes {detect}; whether a "
+                                    f"connection{where} uses keepalive is not known here",
+                  evidence, "ss -tno: the connections in scope and their timers "
+                            "(timer:(keepalive,...) means SO_KEEPALIVE is on)")
+    n = sum(g.sockets for g in on_sysctl)
+    return _v(cid, LIKELY, f"{n} keepalive socket(s){where} run on the sysctls' timers: a dead "
+                           f"peer is noticed after {detect}"
+              + (f"; {retr} connection(s) have unacknowledged data" if retr else ""),
+              evidence)
 
 
 def _unacked(ev: Evidence) -> CauseVerdict:

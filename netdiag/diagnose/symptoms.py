@@ -245,14 +245,19 @@ EADDRNOTAVAIL = Symptom(
            "connect() needs a local port that is free for the four-tuple (source IP, "
            "destination IP, destination port); __inet_hash_connect() scans "
            "ip_local_port_range (both parities) and fails with EADDRNOTAVAIL when every port "
-           "is in use or in TIME_WAIT that cannot be reused.",
+           "is in use or in TIME_WAIT that cannot be reused. A TIME_WAIT port comes back "
+           "after 60 s or, where tcp_tw_reuse applies to the destination (1: any; 2, the "
+           "default: loopback only) and timestamps are on, once older than "
+           "tcp_tw_reuse_delay (1 s): connections opened faster than the usable ports per "
+           "delay fail even then.",
            "ip_local_port_range defines the local port range used by TCP and UDP to choose "
            "the local port.",
            "Documentation/networking/ip-sysctl.rst: ip_local_port_range, tcp_tw_reuse; "
            "net/ipv4/inet_hashtables.c __inet_hash_connect()",
-           "Reuse connections (pooling, keep-alive); with churn, tcp_tw_reuse=1 lets connect() "
-           "take TIME_WAIT ports after 1 s; widen ip_local_port_range; spread over more "
-           "source IPs or destination ports."),
+           "Reuse connections (pooling, keep-alive) and spread bursts out; where tcp_tw_reuse "
+           "does not already apply to the destination (2 covers loopback only), "
+           "tcp_tw_reuse=1 lets connect() take TIME_WAIT ports older than tcp_tw_reuse_delay; "
+           "widen ip_local_port_range; spread over more source IPs or destination ports."),
         _c(_A, "bind_before_connect", "bind() before connect() holds ports for every destination",
            "A socket that binds a source address before connect() without "
            "IP_BIND_ADDRESS_NO_PORT reserves a port for all destinations; such ports are "

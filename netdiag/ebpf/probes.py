@@ -208,8 +208,9 @@ PROBES: dict[str, ProbeSpec] = {p.name: p for p in (
         maps=(MapDecl("retrans", 65536, ("by_flow",)),),
         metrics=("netdiag_probe_retransmits", "netdiag_probe_retransmit_failures")),
     ProbeSpec(
-        "errors", "socket system calls that failed (connect, accept, read/recv, write/send) "
-        "and asynchronous connect errors (SO_ERROR), by errno, process and destination",
+        "errors", "socket system calls that failed (connect, bind, accept, read/recv, "
+        "write/send) and asynchronous connect errors (SO_ERROR), by errno, process and "
+        "destination",
         (Hook("system call results", "raw_syscalls", "sys_exit", "np_sys_exit", raw=True,
               btf=FD + ("syscall_regs",)),),
         readers.read_errors,

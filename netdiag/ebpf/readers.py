@@ -57,7 +57,8 @@ OPTNAMES = {7: "SO_SNDBUF", 8: "SO_RCVBUF", 32: "SO_SNDBUFFORCE", 33: "SO_RCVBUF
 SOFTIRQ_VEC = {2: "NET_TX", 3: "NET_RX"}
 # x86-64 system call numbers the errors probe follows (arch/x86/entry/syscalls/syscall_64.tbl)
 SYSCALLS = {0: "read", 1: "write", 19: "readv", 20: "writev", 42: "connect", 43: "accept",
-            44: "sendto", 45: "recvfrom", 46: "sendmsg", 47: "recvmsg", 55: "getsockopt",
+            44: "sendto", 45: "recvfrom", 46: "sendmsg", 47: "recvmsg", 49: "bind",
+            55: "getsockopt",
             288: "accept4", 299: "recvmmsg", 307: "sendmmsg"}
 NR_GETSOCKOPT = 55
 

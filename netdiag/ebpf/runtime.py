@@ -279,8 +279,12 @@ class Loaded:
             self.attached.append(hook)
 
     def detach(self) -> None:
-        """Stop every hook (the maps stay readable until close())."""
-        for hook in list(self.attached):
+        """Stop every hook (the maps stay readable until close()), last attached first: each
+        hook's window then lies inside the windows of the hooks declared before it, so an
+        event seen by a later hook (a RST received) is never missing from an earlier one
+        that precedes it in the kernel (the same RST sent by this host) at the window's
+        end."""
+        for hook in reversed(list(self.attached)):
             try:
                 if hook.raw:
                     self.bpf.detach_raw_tracepoint(tp=hook.event.encode())

@@ -198,12 +198,28 @@ class DestinationPorts:
         return self.held / self.usable if self.usable else 1.0
 
     @property
+    def occupied(self) -> int:
+        """Ports with a socket toward the destination now, TIME_WAIT included whether or not
+        connect() could take it back, plus the listening ports inside the range: the ports a
+        burst of connect() calls within tcp_tw_reuse_delay finds taken."""
+        return self.in_use + self.time_wait + self.bound_in_range
+
+    @property
+    def occupied_share(self) -> float:
+        return self.occupied / self.usable if self.usable else 1.0
+
+    @property
+    def burst_room(self) -> int:
+        """New connections toward the destination that fit within one hold time (the reuse
+        delay with reuse, 60 s without): the ports no connected socket or listener holds."""
+        return max(self.usable - self.bound_in_range - self.in_use, 0)
+
+    @property
     def sustainable_per_s(self) -> float:
         """New connections per second this destination can take when this host closes
         first: the free ports over how long each stays taken."""
-        free = max(self.usable - self.bound_in_range - self.in_use, 0)
         hold = self.reuse.delay_ms / 1000 if self.reuse.applies else TIME_WAIT_SECONDS
-        return free / hold
+        return self.burst_room / hold
 
     def evidence(self) -> dict[str, Any]:
         return {"source": self.source, "destination": self.destination, "port": self.port,
@@ -247,17 +263,20 @@ def destination_ports(facts: Facts, key: tuple[str, str, int], used: int, time_w
                             time_wait, bound, reuse, closes, source, holding)
 
 
-def outgoing_advice(dp: DestinationPorts) -> str:
+def outgoing_advice(dp: DestinationPorts, bind_hint: bool = True) -> str:
     """What helps a client that runs short of source ports toward one destination: true for
-    the reuse setting it already has."""
+    the reuse setting it already has. `bind_hint`: also the advice for clients that bind()
+    a source address before connect() (leave it out where nothing shows they do)."""
     where = f"{dp.destination}:{dp.port}"
     out = [f"Reuse connections toward {where} (keep-alive, pooling) so that fewer are opened "
            "and closed."]
     r = dp.reuse
     if r.applies:
         out.append(f"tcp_tw_reuse (now {r.setting}) already applies to this destination: "
-                   f"TIME_WAIT ports come back after {r.delay_ms} ms; what remains is the rate "
-                   "of new connections itself.")
+                   f"TIME_WAIT ports come back after {r.delay_ms} ms, so at most about "
+                   f"{dp.sustainable_per_s:.0f} new connections/s fit "
+                   f"({dp.burst_room} per {r.delay_ms} ms); what remains is the rate of new "
+                   "connections itself: spread bursts out, or open fewer.")
     elif r.setting is not None and "tcp_timestamps=0" in r.why:
         out.append("tcp_tw_reuse needs timestamps: set net.ipv4.tcp_timestamps=1 (it is 0), "
                    "on both ends.")
@@ -270,6 +289,8 @@ def outgoing_advice(dp: DestinationPorts) -> str:
                    f"connect() may take over TIME_WAIT ports once they are {r.delay_ms} ms old "
                    "(timestamps on at both ends).")
     out.append("Widen net.ipv4.ip_local_port_range (keep listening ports reserved), or spread "
-               "over more source IPs or destination ports: each multiplies the budget. Use "
-               "IP_BIND_ADDRESS_NO_PORT when binding a source address before connect().")
+               "over more source IPs or destination ports: each multiplies the budget.")
+    if bind_hint:
+        out.append("Use IP_BIND_ADDRESS_NO_PORT when binding a source address before "
+                   "connect().")
     return " ".join(out)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from netdiag.facts import Facts
+from netdiag.facts import Facts, KeepaliveGroup
 from netdiag.model import Finding, Rule, RuleSpec, Severity
 from netdiag.rules._util import duration, make
 
@@ -71,6 +71,20 @@ SLOW = RuleSpec(
 SPECS = (SLOW,)
 
 
+def group_setting(g: KeepaliveGroup, sysctl_time: int) -> str:
+    """Whose keepalive idle time a group's sockets run on, from their timers: "sysctl",
+    "own", "own (longer)", or "unknown (all probing)" (symptoms-and-limits.md §5)."""
+    if g.idle_estimate_min_ms is None:
+        return "unknown (all probing)"
+    est = g.idle_estimate_max_ms / 1000
+    margin = sysctl_time * OWN_SETTING_SHARE + OWN_SETTING_MARGIN_S
+    if est < sysctl_time - margin:
+        return "own"
+    if est > sysctl_time + margin:
+        return "own (longer)"
+    return "sysctl"
+
+
 def keepalive_groups(facts: Facts, sysctl_time: int) -> list[dict[str, Any]]:
     """Keepalive sockets per service with the idle time their timers show, and whether that
     is the sysctl's or the application's own (symptoms-and-limits.md §5)."""
@@ -83,17 +97,8 @@ def keepalive_groups(facts: Facts, sysctl_time: int) -> list[dict[str, Any]]:
         row: dict[str, Any] = {g.side: g.port, "sockets": g.sockets,
                                "probing_unanswered": g.probing}
         if g.idle_estimate_min_ms is not None:
-            est = g.idle_estimate_max_ms / 1000
-            row["keepalive_idle_s"] = round(est, 1)
-            margin = sysctl_time * OWN_SETTING_SHARE + OWN_SETTING_MARGIN_S
-            if est < sysctl_time - margin:
-                row["setting"] = "own"
-            elif est > sysctl_time + margin:
-                row["setting"] = "own (longer)"
-            else:
-                row["setting"] = "sysctl"
-        else:
-            row["setting"] = "unknown (all probing)"
+            row["keepalive_idle_s"] = round(g.idle_estimate_max_ms / 1000, 1)
+        row["setting"] = group_setting(g, sysctl_time)
         holders = [pid for inode in g.inodes for pid in
                    (procs.holders_of(inode) if procs is not None else [])]
         if holders:

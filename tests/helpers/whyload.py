@@ -18,7 +18,18 @@ Modes (run inside the test's own network namespace):
              client's read gets ECONNRESET
   exhaust    a listener and clients that hold connections until connect() fails: with a
              narrowed ip_local_port_range, EADDRNOTAVAIL
+  churn      a client that opens and closes connections (socket.create_connection, no
+             bind()) to a listener on 127.0.0.1 as fast as it can: with a narrowed
+             ip_local_port_range every port ends in TIME_WAIT younger than
+             tcp_tw_reuse_delay, and connect() fails with EADDRNOTAVAIL until --count
+             failures (tcp_tw_reuse=2 applies on loopback, and does not help a burst)
+  bindhold   sockets bound to 127.0.0.1 port 0 (no connect()) until bind() fails with
+             EADDRINUSE (--count times), then plain connect()s to a listener on --port, which
+             fail with EADDRNOTAVAIL: the bound ports are taken from every destination; then
+             a bind() to 192.0.2.1 (TEST-NET-1, on no host): EADDRNOTAVAIL from bind()
   emfile     a server whose RLIMIT_NOFILE is tiny accepts until accept() fails: EMFILE
+  idle       --count idle connections to --port without keepalive, and --count to --port + 1
+             whose clients set SO_KEEPALIVE (the sysctls' timers); no error, they are held
   unacked    a client that keeps writing to a peer whose packets the test drops (nftables):
              the data stays unacknowledged and retransmits
 """
@@ -161,6 +172,71 @@ def exhaust(args, seen: dict[str, int]) -> list:
     return keep
 
 
+def churn(args, seen: dict[str, int]) -> list:
+    srv = _listener(args.port, backlog=4096)
+    print(f"READY pid={os.getpid()}", flush=True)
+    deadline = time.monotonic() + args.seconds
+    failures = opened = 0
+    while time.monotonic() < deadline and failures < args.count and opened < 100_000:
+        try:
+            c = socket.create_connection(("127.0.0.1", args.port), timeout=2)
+        except OSError as exc:
+            _count(seen, exc)
+            failures += 1
+            continue
+        opened += 1
+        a, _ = srv.accept()
+        c.close()  # the client closes first: its port stays in TIME_WAIT
+        a.close()
+    return [srv]
+
+
+def idle(args, seen: dict[str, int]) -> list:
+    plain, alive = _listener(args.port), _listener(args.port + 1)
+    keep = [plain, alive]
+    for _ in range(args.count):
+        c = socket.create_connection(("127.0.0.1", args.port), timeout=2)
+        keep += [c, plain.accept()[0]]
+        k = socket.socket()
+        k.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        k.settimeout(2)
+        k.connect(("127.0.0.1", args.port + 1))
+        keep += [k, alive.accept()[0]]
+    print(f"READY pid={os.getpid()}", flush=True)
+    return keep
+
+
+def bindhold(args, seen: dict[str, int]) -> list:
+    srv = _listener(args.port)
+    keep = [srv]
+    print(f"READY pid={os.getpid()}", flush=True)
+    bind_failures = 0
+    while bind_failures < args.count and len(keep) < 70_000:
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", 0))
+            keep.append(s)
+        except OSError as exc:
+            _count(seen, exc)
+            bind_failures += 1
+            s.close()
+    for _ in range(args.count):
+        c = socket.socket()
+        try:
+            c.connect(("127.0.0.1", args.port))
+            keep.append(c)
+        except OSError as exc:
+            _count(seen, exc)
+            c.close()
+    s = socket.socket()
+    try:
+        s.bind(("192.0.2.1", 0))
+    except OSError as exc:
+        _count(seen, exc)
+    s.close()
+    return keep
+
+
 def emfile(args, seen: dict[str, int]) -> list:
     srv = _listener(args.port)
     parent = os.getpid()
@@ -259,7 +335,8 @@ def main() -> None:
     die_with_parent()
     p = argparse.ArgumentParser()
     p.add_argument("mode", choices=["refused", "timeout", "abort", "linger", "exhaust",
-                                    "emfile", "unacked", "slowread"])
+                                    "churn", "idle", "bindhold", "emfile", "unacked",
+                                    "slowread"])
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--count", type=int, default=10)
     p.add_argument("--seconds", type=float, default=20.0, help="time bound for loops")
