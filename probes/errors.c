@@ -122,7 +122,10 @@ int np_sys_exit(struct bpf_raw_tracepoint_args *ctx) {
     } else if (nr == NR_BIND) {
         /* the local port the application asked for (0: any, the kernel chooses) */
         u16 port = 0;
-        bpf_probe_read_user(&port, 2, (void *)(arg1 + 2));
+        /* unreadable (a page gone): 65535, a named port, so that it never reads as
+         * bind(0), the only failure taken as evidence of binding before connect() */
+        if (bpf_probe_read_user(&port, 2, (void *)(arg1 + 2)) != 0)
+            port = 0xffff;
         k.lport = ntohs(port);
     } else if (nr == NR_ACCEPT || nr == NR_ACCEPT4) {
         u16 num = 0;
