@@ -157,7 +157,10 @@ class NetNS:
     """A fresh network namespace with loopback up; deleted (with its processes) on exit."""
 
     def __init__(self) -> None:
-        self.name = f"nd-{uuid.uuid4().hex[:8]}"
+        # NETDIAG_TEST_NETNS_PREFIX: where several people share a machine, each one's
+        # namespaces carry their own prefix.
+        prefix = os.environ.get("NETDIAG_TEST_NETNS_PREFIX", "nd-")
+        self.name = f"{prefix}{uuid.uuid4().hex[:8]}"
         self.procs: list[subprocess.Popen] = []
 
     def __enter__(self) -> NetNS:

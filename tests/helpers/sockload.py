@@ -5,7 +5,8 @@ then holds it until killed or --hold seconds pass. Every loop is bounded in coun
 
 Modes:
   closewait   a server accepts N connections and never closes them; the clients close
-              (server side: CLOSE_WAIT, owned by this process)
+              (server side: CLOSE_WAIT, owned by this process); --unaccepted K adds K
+              closed connections a listener never accepts (CLOSE_WAIT without an inode)
   churn       N short connections, client closes first (client side: TIME_WAIT)
   listen      a listener with --backlog that never accepts, N clients connect
   hold        N established connections held open by this process
@@ -45,6 +46,16 @@ def closewait(args) -> str:
         a, _ = srv.accept()
         held.append(a)
         c.close()  # client closes: the accepted socket goes to CLOSE_WAIT and stays there
+    if args.unaccepted:
+        # A listener (0.0.0.0) nobody accepts from: its clients close, and the connections
+        # the kernel queued for it go to CLOSE_WAIT with no file (ss shows ino:0).
+        idle = socket.socket()
+        idle.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        idle.bind(("0.0.0.0", args.unaccepted_port))
+        idle.listen(128)
+        held.append(idle)
+        for _ in range(args.unaccepted):
+            socket.create_connection(("127.0.0.1", args.unaccepted_port), timeout=5).close()
     return f"pid={os.getpid()} port={args.port} count={args.count}", [srv, *held]
 
 
@@ -209,6 +220,10 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=20.0, help="time bound for loops")
     p.add_argument("--hold", type=float, default=120.0, help="hold at most this long")
     p.add_argument("--ipv6", action="store_true")
+    p.add_argument("--unaccepted", type=int, default=0,
+                   help="closewait: also N connections left in the accept queue of a "
+                        "listener on --unaccepted-port that never accepts, then closed")
+    p.add_argument("--unaccepted-port", type=int, default=8081)
     args = p.parse_args()
     detail, keep = globals()[args.mode](args)
     print(f"READY {detail}", flush=True)
