@@ -10,12 +10,15 @@ from netdiag.facts import (
     CLOSE_WAIT,
     LISTEN,
     Census,
+    CounterFacts,
     Facts,
     ProcessFacts,
     ProcessInfo,
+    SysctlFacts,
+    TopCounts,
 )
 from netdiag.model import Severity
-from netdiag.rules import closewait
+from netdiag.rules import closewait, ports, timewait
 
 LO = socket.inet_aton("127.0.0.1") + bytes(12)
 ANY = bytes(16)
@@ -105,3 +108,96 @@ def test_closewait_only_in_an_accept_queue_is_no_descriptor_leak():
     assert "nobody accepts from it" in f.title
     assert f.severity is Severity.INFO
 
+
+
+# ---- timewait.flood: the rate that was measured, not the one the pile suggests ---------------
+
+
+def _burst_left(tw_delta: int = 0, opens_delta: int = 0, seconds: float = 3.0,
+                baseline: str | None = "interval") -> Facts:
+    """8300 TIME_WAIT toward 10.0.0.5:443 (29% of the default range's 28232 ports, no reuse
+    toward a remote peer), and over `seconds` the counters moved by the deltas given."""
+    key = ("10.0.0.1", "10.0.0.5", 443)
+    census = Census(source="test", by_state={"TIME_WAIT": 8300},
+                    by_destination=_top([(key, 8300)]), timewait_by_destination=_top([(key, 8300)]),
+                    timewait_server_side=_top([]),
+                    timewait_roles={"client": 8300, "server": 0, "other": 0})
+    sysctl = SysctlFacts(values={
+        "net.ipv4.ip_local_port_range": "32768 60999", "net.ipv4.ip_local_reserved_ports": "",
+        "net.ipv4.tcp_tw_reuse": "2", "net.ipv4.tcp_timestamps": "1",
+        "net.ipv4.tcp_tw_reuse_delay": "1000", "net.ipv4.tcp_fin_timeout": "60"})
+    facts = Facts(sysctl=sysctl, census=census)
+    if baseline is None:
+        return facts
+    names = {"Tcp": ("ActiveOpens", "PassiveOpens"),
+             "TcpExt": ("TW", "TWKilled", "TCPTimeWaitOverflow", "TWRecycled")}
+    before = {p: {n: 1_000_000 for n in ns} for p, ns in names.items()}
+    now = {p: dict(v) for p, v in before.items()}
+    now["TcpExt"]["TW"] += tw_delta
+    now["Tcp"]["ActiveOpens"] += opens_delta
+    facts.counters_before = CounterFacts(counters=before, taken_at=100.0)
+    facts.counters = CounterFacts(counters=now, taken_at=100.0 + seconds)
+    facts.interval, facts.baseline = seconds, baseline
+    return facts
+
+
+def _top(items):
+    return TopCounts(items=list(items), distinct_seen=len(items), pruned=0, approximate=False)
+
+
+def test_a_draining_pile_is_not_an_ongoing_flood():
+    f = timewait._flood(_burst_left())
+    ev = f.evidence
+    assert ev["closes_per_s"] == 0 and ev["rate_measured"] and ev["draining"]
+    row = ev["top_destinations"][0]
+    # The headline and the evidence give the same, measured rate: never the count / 60 s.
+    assert row["closes_per_s"] == 0 and row["rate_measured"]
+    assert "138" not in f.title and "≈" not in f.title
+    assert "0 closes/s measured over the 3 s interval" in f.title
+    assert "draining" in f.title and "not an ongoing flood" in f.title
+    assert f.severity is Severity.INFO
+    assert "Nothing to do now" in f.recommendation
+    # ports.ephemeral_exhaustion says the same rate.
+    ex = ports._exhaustion(_burst_left()).evidence["destinations"][0]
+    assert ex["closes_per_s"] == 0 and ex["rate_measured"]
+
+
+def test_the_probe_window_is_a_measured_rate_too():
+    f = timewait._flood(_burst_left(seconds=3.0, baseline="probe window"))
+    assert "measured over the 3 s probe window" in f.title
+    assert f.severity is Severity.INFO and f.evidence["draining"]
+
+
+def test_a_flood_that_goes_on_warns_with_the_measured_rate():
+    f = timewait._flood(_burst_left(tw_delta=420, opens_delta=420))  # 140/s × 60 s = 8400
+    assert f.severity is Severity.WARNING
+    assert "this host closes first: 140 closes/s measured over the 3 s interval" in f.title
+    assert not f.evidence["draining"]
+    assert f.evidence["top_destinations"][0]["time_wait_holding_at_rate"] == 8400
+
+
+def test_without_a_measurement_the_estimate_says_so():
+    f = timewait._flood(_burst_left(baseline=None))
+    assert f.severity is Severity.WARNING
+    assert "≈ 138 closes/s estimated from the count, not measured" in f.title
+    assert not f.evidence["rate_measured"] and "draining" not in f.evidence
+    assert "not measured" in f.evidence["top_destinations"][0]["rate_source"]
+
+
+def test_ports_held_by_a_draining_pile_are_said_to_drain():
+    def narrowed(**kw):
+        f = _burst_left(**kw)
+        f.census.by_state["TIME_WAIT"] = 400
+        key = ("10.0.0.1", "10.0.0.5", 443)
+        f.census.by_destination = _top([(key, 400)])
+        f.census.timewait_by_destination = _top([(key, 400)])
+        f.sysctl.values["net.ipv4.ip_local_port_range"] = "40000 40999"
+        return f
+
+    drained = ports._exhaustion(narrowed())  # 40% held now, nothing closing
+    assert drained.severity is Severity.INFO
+    assert "draining: the 400 in TIME_WAIT free their ports within 60 s" in drained.title
+    assert drained.evidence["destinations"][0]["ports_held_at_rate"] == 0
+    going_on = ports._exhaustion(narrowed(tw_delta=21))  # 7/s × 60 s = 420 held
+    assert going_on.severity is Severity.WARNING and "draining" not in going_on.title
+    assert ports._exhaustion(narrowed(baseline=None)).severity is Severity.WARNING
