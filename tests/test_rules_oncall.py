@@ -10,15 +10,17 @@ from netdiag.facts import (
     CLOSE_WAIT,
     LISTEN,
     Census,
+    ConnectionDetails,
     CounterFacts,
     Facts,
+    KeepaliveGroup,
     ProcessFacts,
     ProcessInfo,
     SysctlFacts,
     TopCounts,
 )
 from netdiag.model import Severity
-from netdiag.rules import closewait, ports, timewait
+from netdiag.rules import closewait, keepalive, ports, timewait
 
 LO = socket.inet_aton("127.0.0.1") + bytes(12)
 ANY = bytes(16)
@@ -201,3 +203,54 @@ def test_ports_held_by_a_draining_pile_are_said_to_drain():
     going_on = ports._exhaustion(narrowed(tw_delta=21))  # 7/s × 60 s = 420 held
     assert going_on.severity is Severity.WARNING and "draining" not in going_on.title
     assert ports._exhaustion(narrowed(baseline=None)).severity is Severity.WARNING
+
+
+# ---- keepalive.slow_detection: the sockets that use the sysctls, and advice that fits them ----
+
+
+def _redis_and_one_other(idle_without: int = 12) -> Facts:
+    """6 keepalive sockets: 5 redis connections on port 6380 whose timers show 60 s (redis
+    --tcp-keepalive 60 sets TCP_KEEPIDLE), 1 toward port 5432 on the sysctl's 7200 s; and
+    connections idle over 10 min without keepalive."""
+    redis = KeepaliveGroup("local_port", 6380, 5, 0, 60_000, 58_000, [61])
+    other = KeepaliveGroup("remote_port", 5432, 1, 0, 7_199_000, 7_199_000, [62])
+    d = ConnectionDetails(established=6 + idle_without, keepalive_timer=6,
+                          no_timer=idle_without, long_idle_without_keepalive=idle_without,
+                          keepalive_groups=[redis, other])
+    procs = ProcessFacts(owners={61: 10, 62: 11},
+                         processes={10: ProcessInfo(10, "redis-server", "", 30, 8),
+                                    11: ProcessInfo(11, "worker", "", 30, 8)})
+    sysctl = SysctlFacts(values={"net.ipv4.tcp_keepalive_time": "7200",
+                                 "net.ipv4.tcp_keepalive_intvl": "75",
+                                 "net.ipv4.tcp_keepalive_probes": "9"})
+    return Facts(sysctl=sysctl, details=d, processes=procs)
+
+
+def test_keepalive_title_counts_only_the_sockets_on_the_sysctls():
+    f = keepalive.check(_redis_and_one_other())[0]
+    assert f.severity is Severity.WARNING
+    assert "1 of 6 keepalive socket(s) use the sysctls: 2 h 11 min 15 s; 5 set their own" \
+        in f.title
+    assert "keepalive sockets need" not in f.title
+    ev = f.evidence
+    assert (ev["keepalive_using_sysctls"], ev["keepalive_own_setting"],
+            ev["keepalive_setting_unknown"]) == (1, 5, 0)
+
+
+def test_keepalive_advice_fits_the_sockets_it_is_for():
+    f = keepalive.check(_redis_and_one_other())[0]
+    rec = f.recommendation
+    # SO_KEEPALIVE only for the connections without it, named as such.
+    assert "The 12 connection(s) idle over 10 min without keepalive" in rec
+    assert rec.count("SO_KEEPALIVE") == 1
+    # The one on the sysctls: lower them, or per-socket timers; the redis ones are left alone.
+    assert "For the 1 keepalive socket(s) that use the sysctls (toward port 5432" in rec
+    assert "TCP_KEEPIDLE/TCP_KEEPINTVL/TCP_KEEPCNT" in rec
+    assert "tcp_keepalive_time=600" in rec
+    assert "The 5 that set their own TCP_KEEPIDLE (local port 6380, redis-server)" in rec
+    # Without the idle connections, nothing calls for SO_KEEPALIVE: they all have it.
+    f = keepalive.check(_redis_and_one_other(idle_without=0))[0]
+    assert f.severity is Severity.INFO
+    assert f.title.startswith("1 of 6 keepalive socket(s) use the sysctls: 2 h 11 min 15 s "
+                              "(the kernel default); 5 set their own")
+    assert "SO_KEEPALIVE" not in f.recommendation
