@@ -365,8 +365,12 @@ class ConnectionDetails:
     # connection began).
     flow_sample: str | None = None
     keepalive_groups: list[KeepaliveGroup] = field(default_factory=list)
-    socket_drops: list[Connection] = field(default_factory=list)  # skmem drops > 0
+    # skmem drops > 0 on a socket that received data in the last IDLE_DROPS_MS (10 s);
+    # sockets_with_drops counts every socket with drops > 0, idle_sockets_with_drops those
+    # that received no data for longer (collect.tcpinfo: not data lost).
+    socket_drops: list[Connection] = field(default_factory=list)
     sockets_with_drops: int = 0
+    idle_sockets_with_drops: int = 0
     long_idle_ms: int = LONG_IDLE_MS
 
 

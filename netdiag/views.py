@@ -328,6 +328,9 @@ def buffers_view(facts: Facts) -> dict[str, Any]:
                  "peer_address": c.destination, "peer_port": c.dport,
                  "drops": c.skmem.get("drops"), "rcvbuf_bytes": c.skmem.get("rcvbuf")}
                 for c in d.socket_drops]
+        # Sockets that received no data for 10 s and more are not listed above: what their
+        # drop counter took meanwhile (keepalive probes, duplicates) is no data lost.
+        out["idle_sockets_whose_drops_are_not_data"] = d.idle_sockets_with_drops
     return out
 
 

@@ -13,6 +13,7 @@ Modes:
   rcvbuf      one connection whose receiver fixed SO_RCVBUF=--rcvbuf (autotuning off),
               1 MiB sent through it, held open
   keepalive   N idle connections with SO_KEEPALIVE set on both ends
+  probed      N idle connections whose server side sends keepalive probes every second
   herd        --workers processes share one non-blocking listener, each woken by epoll for
               every connection (no EPOLLEXCLUSIVE); then N clients connect
   refused     N connects to a port nobody listens on (the kernel answers with RSTs)
@@ -150,6 +151,26 @@ def keepalive(args) -> str:
     return f"pid={os.getpid()} count={args.count}", [srv, *held]
 
 
+def probed(args) -> str:
+    """N connections that exchange one byte each way and then sit idle, while the server's
+    side sends keepalive probes every second (TCP_KEEPIDLE 1, TCP_KEEPINTVL 1): each probe
+    reaches the idle client out of window and adds to its skmem drop counter (sk_drops)."""
+    srv = server(args.port)
+    held = []
+    for _ in range(args.count):
+        c = socket.create_connection(("127.0.0.1", args.port), timeout=5)
+        a, _ = srv.accept()
+        c.sendall(b"q")
+        a.recv(1)
+        a.sendall(b"r")
+        c.recv(1)
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        a.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 1)
+        a.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1)
+        held += [c, a]
+    return f"pid={os.getpid()} count={args.count}", [srv, *held]
+
+
 def herd(args) -> str:
     import select
 
@@ -211,7 +232,7 @@ def main() -> None:
     die_with_parent()
     p = argparse.ArgumentParser()
     p.add_argument("mode", choices=["closewait", "churn", "listen", "hold", "rcvbuf",
-                                    "keepalive", "herd", "refused", "linger"])
+                                    "keepalive", "probed", "herd", "refused", "linger"])
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--rcvbuf", type=int, default=65536)
     p.add_argument("--port", type=int, default=8080)
