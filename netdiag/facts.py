@@ -168,6 +168,13 @@ class Census:
     # inode -> local port for CLOSE_WAIT sockets (bounded; see close_wait_inodes_truncated)
     close_wait_inodes: dict[int, int] = field(default_factory=dict)
     close_wait_inodes_truncated: bool = False
+    # CLOSE_WAIT sockets without an inode (sock_i_ino() is 0: no struct socket, so no file
+    # and no process refers to them): connections still in a listener's accept queue, which
+    # the peer closed before the application called accept(). Counted by local port, and
+    # kept by four-tuple (family, src, sport, dst, dport; bounded like the inodes) so that
+    # two samples can tell the same sockets apart.
+    close_wait_no_inode: dict[int, int] = field(default_factory=dict)
+    close_wait_no_inode_keys: set[tuple] = field(default_factory=set)
     ephemeral_range: tuple[int, int] | None = None
     skipped_lines: int = 0
     filtered: bool = False  # only some states or one port were counted (a topic's census)
@@ -359,8 +366,12 @@ class ConnectionDetails:
     # connection began).
     flow_sample: str | None = None
     keepalive_groups: list[KeepaliveGroup] = field(default_factory=list)
-    socket_drops: list[Connection] = field(default_factory=list)  # skmem drops > 0
+    # skmem drops > 0 on a socket that received data in the last IDLE_DROPS_MS (10 s);
+    # sockets_with_drops counts every socket with drops > 0, idle_sockets_with_drops those
+    # that received no data for longer (collect.tcpinfo: not data lost).
+    socket_drops: list[Connection] = field(default_factory=list)
     sockets_with_drops: int = 0
+    idle_sockets_with_drops: int = 0
     long_idle_ms: int = LONG_IDLE_MS
 
 

@@ -145,6 +145,8 @@ def closewait_view(facts: Facts) -> dict[str, Any]:
         "close_wait": census.by_state.get("CLOSE_WAIT", 0),
         "eof_not_read": census.close_wait_eof_unread,  # Recv-Q = 1: the FIN itself
         "with_unread_data": census.close_wait_unread,  # Recv-Q > 1
+        # No inode: still in a listener's accept queue, held by no process.
+        "in_accept_queue": sum(census.close_wait_no_inode.values()),
     }}
     groups = close_wait_groups(census, procs)
     rows = []
@@ -161,6 +163,9 @@ def closewait_view(facts: Facts) -> dict[str, Any]:
                      if searched else None,
                      "local_port": lport, "close_wait": n})
     out["by_process_and_port"] = rows
+    out["in_accept_queue_by_port"] = [
+        {"local_port": p, "close_wait": n}
+        for p, n in sorted(census.close_wait_no_inode.items(), key=lambda kv: -kv[1])[:20]]
     return out
 
 
@@ -323,6 +328,9 @@ def buffers_view(facts: Facts) -> dict[str, Any]:
                  "peer_address": c.destination, "peer_port": c.dport,
                  "drops": c.skmem.get("drops"), "rcvbuf_bytes": c.skmem.get("rcvbuf")}
                 for c in d.socket_drops]
+        # Sockets that received no data for 10 s and more are not listed above: what their
+        # drop counter took meanwhile (keepalive probes, duplicates) is no data lost.
+        out["idle_sockets_whose_drops_are_not_data"] = d.idle_sockets_with_drops
     return out
 
 

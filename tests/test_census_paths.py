@@ -11,6 +11,7 @@ import os
 import struct
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -427,6 +428,60 @@ def test_tcp_info_by_chunk_is_add_per_record(tmp_path):
     assert reordered != chunks
     assert _by_chunk(reordered) == _per_record(reordered) == ref
     assert _by_chunk(reordered, long_idle_ms=0) == ref_idle
+
+
+def test_keepalive_probes_on_an_idle_socket_are_no_drops_of_data(tmp_path):
+    """An idle client whose server probes it every second: each probe arrives out of window,
+    is answered and freed through tcp_drop_reason(), and ss shows the client's skmem d
+    climbing although no data was lost (the review saw idle redis clients listed with
+    'drops 4'). Once idle 10 s, such sockets are counted apart and not listed with the
+    sockets that drop data, on both collector paths and in `netdiag buffers`."""
+    require_root("keepalive probes in a namespace of our own")
+    from conftest import load_json
+
+    capture = tmp_path / "sockdiag.bin"
+    record = (f"from netdiag.collect import sockets, tcpinfo, census\n"
+              f"with open({str(capture)!r}, 'wb') as fh:\n"
+              f"    sockets.netlink_census(census.CensusBuilder('x', None), capture=fh,\n"
+              f"                           ext=tcpinfo.EXT_MASK, parallel=False)\n")
+
+    def probed_clients() -> list[tuple[int, int, int]]:
+        """(client port, skmem d, ms since it received data) of each idle client."""
+        out = ns.exec("ss", "-tmniH", "state", "established", "dport", "= :7650").stdout
+        rows, port = [], None
+        for line in out.splitlines():
+            fields = line.split()
+            if len(fields) >= 4 and fields[0].isdigit():  # Recv-Q Send-Q Local Peer
+                port = int(fields[2].rsplit(":", 1)[1])
+            drops = [f for f in fields if f.startswith("skmem:")]
+            lastrcv = [f for f in fields if f.startswith("lastrcv:")]
+            if port is not None and drops and lastrcv:
+                d = int(drops[0].rstrip(")").rsplit(",d", 1)[1])
+                rows.append((port, d, int(lastrcv[0].split(":")[1])))
+        return rows
+
+    with NetNS() as ns:
+        ns.spawn_load("probed", "--port", "7650", "--count", "3", "--hold", "60")
+        deadline = time.monotonic() + 30
+        rows = probed_clients()
+        while not (len(rows) == 3 and all(d >= 3 and idle >= 11_000 for _, d, idle in rows)):
+            assert time.monotonic() < deadline, rows
+            time.sleep(0.5)
+            rows = probed_clients()
+        proc = ns.exec("env", f"PYTHONPATH={REPO}", sys.executable, "-c", record, check=False)
+        assert proc.returncode == 0, proc.stderr
+        report = load_json(ns.exec("env", f"PYTHONPATH={REPO}", sys.executable, "-m",
+                                   "netdiag", "buffers", "--json", check=False).stdout)
+    chunks = _chunks(capture)
+    ref = _per_record(chunks)
+    assert ref.sockets_with_drops == 3
+    assert ref.socket_drops == []  # not listed as sockets dropping data
+    assert ref.idle_sockets_with_drops == 3
+    assert _by_chunk(chunks) == ref
+    facts = report["facts"]
+    assert facts["idle_sockets_whose_drops_are_not_data"] == 3
+    ports = {port for port, _, _ in rows}
+    assert not ports & {r["local_port"] for r in facts.get("sockets_with_drops", [])}
 
 
 # ---- exact counts when the top tables prune ------------------------------------------------

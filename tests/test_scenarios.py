@@ -69,6 +69,28 @@ def test_close_wait_is_attributed_to_the_process_that_holds_it(netns):
     assert by_pid["host"]["netns"] == f"pid:{pid}"
 
 
+def test_close_wait_in_an_accept_queue_is_counted_apart(netns):
+    """Connections queued for a listener nobody accepts from, closed by their clients: CLOSE_WAIT
+    without an inode (ss: ino:0). They are counted apart, named by the listener's port, and
+    still accounted for over --interval (the review saw them vanish from both counts)."""
+    netns.spawn_load("closewait", "--port", "9000", "--count", "12", "--unaccepted", "5",
+                     "--unaccepted-port", "8080")
+    wait_for(lambda: netns.ss_counts().get("CLOSE-WAIT") == 17)
+    inodes = netns.exec("ss", "-tanHe", "state", "close-wait", "sport", "= :8080").stdout
+    assert inodes.count("ino:0") == 5, inodes
+    report, rc = run_json("closewait", "--interval", "1", netns=netns.name)
+    f = finding(report, "closewait.leak")
+    ev = f["evidence"]
+    assert ev["close_wait"] == 17 and rc == 1
+    assert (ev["held_by_processes"], ev["unattributed"], ev["in_accept_queue"]) == (12, 0, 5)
+    assert ev["still_close_wait_after_interval"] == 17
+    assert ev["still_in_accept_queue_after_interval"] == 5
+    assert ev["in_accept_queue_by_port"][0]["local_port"] == 8080
+    assert "in the accept queue of the listener on port 8080" in f["title"]
+    assert "backlog.accept_queue_full" in f["recommendation"]
+    assert report["facts"]["summary"]["in_accept_queue"] == 5
+
+
 def test_narrowed_port_range_exhausts_toward_one_destination(netns):
     netns.sysctl("net.ipv4.ip_local_port_range", "40000 40199")  # 200 ports
     netns.sysctl("net.ipv4.tcp_tw_reuse", "0")  # loopback reuse would hide the problem

@@ -581,7 +581,7 @@ def test_keepalive_says_when_the_sysctls_do_not_apply():
     assert "the sysctl defaults do not apply" in f.explanation
     on_sysctl = KeepaliveGroup("remote_port", 5432, 3, 0, 7_199_000, 7_000_000)
     f = keepalive.check(_ka_facts(own, on_sysctl))[0]
-    assert f.severity is Severity.INFO and "which 3 keepalive socket(s) here use" in f.title
+    assert f.severity is Severity.INFO and "3 of 9 keepalive socket(s) use the sysctls" in f.title
     rows = {g.get("local_port", g.get("remote_port")): g["setting"]
             for g in f.evidence["keepalive_sockets_by_service"]}
     assert rows == {6379: "own", 5432: "sysctl"}

@@ -170,6 +170,8 @@ class CensusBuilder:
         self.cw_unread = 0
         self.cw_eof_unread = 0
         self.cw_inodes: dict[int, int] = {}
+        self.cw_no_inode: dict[int, int] = {}
+        self.cw_no_inode_keys: set[tuple] = set()
         self.cw_truncated = False
         self.skipped_lines = 0
         self.detail = None  # a tcpinfo.DetailBuilder when per-connection detail is wanted
@@ -233,6 +235,12 @@ class CensusBuilder:
             if inode:
                 if len(self.cw_inodes) < CLOSE_WAIT_INODE_CAP:
                     self.cw_inodes[inode] = sport
+                else:
+                    self.cw_truncated = True
+            else:  # no file refers to it: still in a listener's accept queue
+                self.cw_no_inode[sport] = self.cw_no_inode.get(sport, 0) + 1
+                if len(self.cw_no_inode_keys) < CLOSE_WAIT_INODE_CAP:
+                    self.cw_no_inode_keys.add((family, bytes(src), sport, bytes(dst), dport))
                 else:
                     self.cw_truncated = True
 
@@ -370,6 +378,8 @@ class CensusBuilder:
         census.close_wait_eof_unread = self.cw_eof_unread
         census.close_wait_inodes = self.cw_inodes
         census.close_wait_inodes_truncated = self.cw_truncated
+        census.close_wait_no_inode = dict(sorted(self.cw_no_inode.items()))
+        census.close_wait_no_inode_keys = self.cw_no_inode_keys
         census.ephemeral_range = self.ephemeral
         census.skipped_lines = self.skipped_lines
         return census

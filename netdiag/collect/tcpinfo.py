@@ -76,6 +76,12 @@ def _layout(buf, off: int, mlen: int) -> tuple[int, tuple[int, int], int, tuple[
 
 # A connection that sent or received data this recently is a flow worth judging.
 ACTIVE_MS = 1000
+# A socket that received no data for this long has no data arriving to lose: what its
+# skmem drop counter (sk_drops) counted meanwhile are segments TCP discards without loss,
+# such as the peer's keepalive probes (out of window: tcp_validate_incoming() answers each
+# with an ACK and frees it through tcp_drop_reason(), which adds to sk_drops) or late
+# duplicates. Such sockets are counted apart, never ranked among the sockets with drops.
+IDLE_DROPS_MS = 10_000
 KEEPALIVE_GROUPS_MAX = 512
 KEEPALIVE_INODES_KEPT = 4
 
@@ -240,6 +246,9 @@ class DetailBuilder:
             limited = snd_lim + rwnd_lim
         if drops:
             d.sockets_with_drops += 1
+            if ldr >= IDLE_DROPS_MS:
+                d.idle_sockets_with_drops += 1
+                drops = 0  # not data lost: kept out of the drops top-N
         # Hot path: decide with plain comparisons first; build the Connection (a full decode)
         # only when it enters one of the top-N heaps.
         top = self.top
@@ -274,6 +283,8 @@ class DetailBuilder:
         top = self.top
         ih, bh, lh, dh = self._idle, self._busiest, self._limited, self._drops
         est = ka = none = rtx = info = long_no_ka = long_ka = active = dropping = 0
+        idle_dropping = 0
+        idle_drops = IDLE_DROPS_MS
         off = 0
         while off < n:
             mlen, mtype, state, timer = head(buf, off)
@@ -302,8 +313,10 @@ class DetailBuilder:
             else:
                 ok = False
             if not ok:  # another layout (an ULP's extra attribute...): the full walk
-                self._flush(est, ka, none, rtx, info, long_no_ka, long_ka, active, dropping)
+                self._flush(est, ka, none, rtx, info, long_no_ka, long_ka, active, dropping,
+                            idle_dropping)
                 est = ka = none = rtx = info = long_no_ka = long_ka = active = dropping = 0
+                idle_dropping = 0
                 self._add_record(buf, off, mlen)
                 off += (mlen + 3) & ~3
                 continue
@@ -330,16 +343,20 @@ class DetailBuilder:
                 limited = snd_lim + rwnd_lim
             if drops:
                 dropping += 1
+                if ldr >= idle_drops:
+                    idle_dropping += 1
+                    drops = 0  # not data lost: kept out of the drops top-N
             if ((idle_score and (len(ih) < top or idle_score > ih[0][0]))
                     or (bulk and (len(bh) < top or bulk > bh[0][0]))
                     or (limited and (len(lh) < top or limited > lh[0][0]))
                     or (drops and (len(dh) < top or drops > dh[0][0]))):
                 self._enter_tops(buf, off, mlen, timer, idle_score, bulk, limited, drops)
             off += (mlen + 3) & ~3
-        self._flush(est, ka, none, rtx, info, long_no_ka, long_ka, active, dropping)
+        self._flush(est, ka, none, rtx, info, long_no_ka, long_ka, active, dropping,
+                    idle_dropping)
 
     def _flush(self, est: int, ka: int, none: int, rtx: int, info: int, long_no_ka: int,
-               long_ka: int, active: int, dropping: int) -> None:
+               long_ka: int, active: int, dropping: int, idle_dropping: int) -> None:
         d = self.d
         d.established += est
         d.keepalive_timer += ka
@@ -350,6 +367,7 @@ class DetailBuilder:
         d.long_idle_with_keepalive += long_ka
         d.active_flows += active
         d.sockets_with_drops += dropping
+        d.idle_sockets_with_drops += idle_dropping
 
     def _add_record(self, buf, off: int, mlen: int) -> None:
         (_, _, family, _, timer, sport, dport, src, dst, _, _, inode) = _MSG.unpack_from(buf, off)

@@ -188,6 +188,17 @@ class DestinationPorts:
     closes_per_s: float
     rate_source: str
     time_wait_holding: int  # TIME_WAIT ports connect() may not take (all, or the young ones)
+    # True when closes_per_s was measured (counters over --interval, since the previous
+    # --state-dir run, or over the probe window); False: estimated from the TIME_WAIT count.
+    rate_measured: bool = False
+
+    @property
+    def holding_at_rate(self) -> int:
+        """The TIME_WAIT ports this destination would hold if connections kept closing at
+        closes_per_s: each holds its port 60 s, or tcp_tw_reuse_delay with reuse. Below
+        time_wait_holding, the pile is draining."""
+        hold = self.reuse.delay_ms / 1000 if self.reuse.applies else TIME_WAIT_SECONDS
+        return round(self.closes_per_s * hold)
 
     @property
     def held(self) -> int:
@@ -228,6 +239,8 @@ class DestinationPorts:
                 "ports_held": self.held, "share": round(self.share, 3),
                 "tw_reuse_applies": self.reuse.applies, "tw_reuse": self.reuse.why,
                 "closes_per_s": round(self.closes_per_s, 1), "rate_source": self.rate_source,
+                "rate_measured": self.rate_measured,
+                "time_wait_holding_at_rate": self.holding_at_rate,
                 "sustainable_conn_per_s": round(self.sustainable_per_s, 1)}
 
 
@@ -245,22 +258,29 @@ def destination_ports(facts: Facts, key: tuple[str, str, int], used: int, time_w
     bound = len({lst.port for lst in (facts.census.listeners if facts.census else [])
                  if low <= lst.port <= high and not is_reserved(lst.port, budget["reserved"])})
     steady = time_wait / TIME_WAIT_SECONDS
-    if reuse.applies and rate is not None and rate.closes_first and all_time_wait:
-        closes = max(steady, rate.closes_first * time_wait / all_time_wait)
-        source = (f"TcpExt.TW + TWKilled rate over {rate.seconds:g} s ({rate.since}) × this "
-                  "destination's share of TIME_WAIT")
+    measured = rate is not None and rate.closes_first is not None
+    if measured:
+        # What was measured wins over what the pile suggests: a pile left by a burst that
+        # has ended drains at no new closes, whatever its size.
+        share = time_wait / all_time_wait if all_time_wait else 0.0
+        closes = rate.closes_first * share
+        source = (f"TcpExt.TW + TWKilled + TCPTimeWaitOverflow over {rate.seconds:g} s "
+                  f"({rate.since}) × this destination's share of TIME_WAIT: measured")
     elif reuse.applies:
         closes = steady
-        source = ("TIME_WAIT count / 60 s: a lower bound, since reuse takes TIME_WAIT ports "
-                  "back early (run with --interval or --state-dir for the real rate)")
+        source = ("TIME_WAIT count / 60 s, not measured: a lower bound, since reuse takes "
+                  "TIME_WAIT ports back early (run with --interval or --state-dir for the "
+                  "real rate)")
     else:
         closes = steady
-        source = "TIME_WAIT count / 60 s (each holds its port for 60 s)"
+        source = ("TIME_WAIT count / 60 s, not measured (each holds its port for 60 s; "
+                  "assumes a steady rate: run with --interval or --state-dir for the real "
+                  "rate)")
     holding = time_wait
     if reuse.applies:  # only those younger than the delay still hold their port
         holding = min(time_wait, round(closes * reuse.delay_ms / 1000))
     return DestinationPorts(src, dst, dport, budget["usable_ports"], max(used - time_wait, 0),
-                            time_wait, bound, reuse, closes, source, holding)
+                            time_wait, bound, reuse, closes, source, holding, measured)
 
 
 def outgoing_advice(dp: DestinationPorts, bind_hint: bool = True) -> str:

@@ -53,8 +53,9 @@ LEAK = RuleSpec(
         "every process holding them has closed them or exited: a forked child or a worker "
         "that shares the fd keeps them alive after its parent restarts."
     ),
-    thresholds=f"info for a few; warning from {LEAK_WARN} in one process (or sockets still in "
-               f"CLOSE_WAIT after --interval); critical from {LEAK_CRIT} in one process",
+    thresholds=f"info for a few; warning from {LEAK_WARN} in one process (or sockets a process "
+               f"holds still in CLOSE_WAIT after --interval); critical from {LEAK_CRIT} in one "
+               "process. Sockets still in an accept queue (no inode) are counted apart: info",
 )
 
 SPECS = (LEAK,)
@@ -63,6 +64,12 @@ SPECS = (LEAK,)
 def _who(procs, pid: int) -> str:
     info = procs.processes.get(pid) if procs is not None else None
     return f"pid {pid}" + (f" ({info.command})" if info and info.command else "")
+
+
+def _queue_text(queued: dict[int, int]) -> str:
+    ports = sorted(queued, key=lambda p: -queued[p])
+    names = ", ".join(str(p) for p in ports[:5]) + (" and others" if len(ports) > 5 else "")
+    return f"port{'s' if len(ports) > 1 else ''} {names}"
 
 
 def check(facts: Facts) -> list[Finding]:
@@ -75,10 +82,18 @@ def check(facts: Facts) -> list[Finding]:
     per_holders: dict[tuple[int, ...], int] = {}
     for (holders, _), n in groups.items():
         per_holders[holders] = per_holders.get(holders, 0) + n
-    persistent = None
+    # No inode: in a listener's accept queue, never accepted. No process holds these, so
+    # they are counted apart from the ones a process holds (and from unknown owners).
+    queued = census.close_wait_no_inode
+    n_queued = sum(queued.values())
+    held = sum(n for h, n in per_holders.items() if h)
+    persistent = persistent_queued = None
     if facts.census_before is not None:
         before = facts.census_before.close_wait_inodes
-        persistent = sum(1 for inode in census.close_wait_inodes if inode in before)
+        persistent_held = sum(1 for inode in census.close_wait_inodes if inode in before)
+        persistent_queued = len(census.close_wait_no_inode_keys
+                                & facts.census_before.close_wait_no_inode_keys)
+        persistent = persistent_held + persistent_queued
 
     rows = []
     for (holders, lport), n in sorted(groups.items(), key=lambda kv: -kv[1])[:20]:
@@ -94,12 +109,24 @@ def check(facts: Facts) -> list[Finding]:
                 (procs.processes[h].command if h in procs.processes else None)
                 for h in holders]
         rows.append(row)
+    queue_rows = []
+    for lport, n in sorted(queued.items(), key=lambda kv: -kv[1])[:20]:
+        listeners = [lst for lst in census.listeners if lst.port == lport]
+        queue_rows.append({
+            "local_port": lport, "close_wait": n,
+            "listeners": [{"address": lst.address, "port": lst.port, "inode": lst.inode,
+                           "accept_queue": lst.accept_queue, "backlog": lst.backlog}
+                          for lst in listeners[:8]]})
     evidence: dict[str, Any] = {
         "close_wait": total,
         "eof_not_read": census.close_wait_eof_unread,
         "with_unread_data": census.close_wait_unread,
         "by_process_and_port": rows,
+        # Every CLOSE_WAIT socket is in exactly one of these three (unless counting_truncated).
+        "held_by_processes": held,
         "unattributed": per_holders.get((), 0),
+        "in_accept_queue": n_queued,
+        "in_accept_queue_by_port": queue_rows,
     }
     if census.close_wait_by_port is not None:
         evidence["by_local_port"] = [
@@ -107,6 +134,7 @@ def check(facts: Facts) -> list[Finding]:
         ]
     if persistent is not None:
         evidence["still_close_wait_after_interval"] = persistent
+        evidence["still_in_accept_queue_after_interval"] = persistent_queued
         evidence["interval_seconds"] = facts.interval
     states = (facts.probes or {}).get("states")
     if not isinstance(states, StatesResult) or states.scope.filter != "exact":
@@ -123,6 +151,8 @@ def check(facts: Facts) -> list[Finding]:
             {"local_port": r.local_port, "closes": r.count} for r in states.passive_closes[:10]]
     if census.close_wait_inodes_truncated:
         evidence["attribution_truncated"] = True
+        evidence["not_counted_apart"] = max(
+            total - held - per_holders.get((), 0) - n_queued, 0)
     if procs is None:
         evidence["attribution"] = "unavailable (see errors)"
     elif not procs.holders_complete:
@@ -132,13 +162,12 @@ def check(facts: Facts) -> list[Finding]:
         return [make(LEAK, Severity.OK, "no socket in CLOSE_WAIT", evidence,
                      recommendation="Nothing to do.")]
 
-    worst, worst_n = max(per_holders.items(), key=lambda kv: kv[1], default=((), total))
-    if not per_holders:  # sockets without inode (orphaned by a dying process): count them whole
-        worst_n = total
+    worst, worst_n = max(per_holders.items(), key=lambda kv: kv[1], default=((), 0))
+    held_persistent = (persistent or 0) - (persistent_queued or 0)
     severity = Severity.INFO
     if worst_n >= LEAK_CRIT:
         severity = Severity.CRITICAL
-    elif worst_n >= LEAK_WARN or persistent:
+    elif worst_n >= LEAK_WARN or held_persistent:
         severity = Severity.WARNING
     ports = sorted({lport for (holders, lport) in groups if holders == worst})
     port_text = ", ".join(str(p) for p in ports[:5])
@@ -150,7 +179,12 @@ def check(facts: Facts) -> list[Finding]:
         if port_text:
             title += f" on local port {port_text}"
     elif port_text:
-        title += f" on local port {port_text} (owner not known: see errors)"
+        title += f"; {worst_n} on local port {port_text} (owner not known: see errors)"
+    if n_queued:
+        title += (f"; {n_queued} never accepted, in the accept queue of the listener on "
+                  f"{_queue_text(queued)}")
+        if persistent_queued:
+            title += f" (still there after {facts.interval:g} s: nobody accepts from it)"
     detail = ""
     if states is not None:
         waiting = states.close_wait.still_waiting_total
@@ -162,12 +196,42 @@ def check(facts: Facts) -> list[Finding]:
         detail += ". "
     if persistent:
         detail += (f"{persistent} of them were already in CLOSE_WAIT {facts.interval:g} s "
-                   "earlier: they are not closing.")
-    return [make(LEAK, severity, title, evidence, detail.strip(),
-                 _recommendation(procs, per_holders))]
+                   "earlier: they are not closing")
+        if persistent_queued:
+            detail += (f" ({persistent_queued} of those still in the accept queue: not "
+                       "accepted in that time either)")
+        detail += ". "
+    if n_queued:
+        detail += (f"{n_queued} have no inode: no file refers to them, so no process holds "
+                   "them. They are connections the kernel completed for a listener (in its "
+                   "accept queue) whose peer closed before the application called accept(): "
+                   f"the application listening on {_queue_text(queued)} does not accept, or "
+                   "not fast enough. They leave CLOSE_WAIT once accepted and closed, or when "
+                   "the listener is closed; this is not a descriptor leak.")
+    finding = make(LEAK, severity, title, evidence, detail.strip(),
+                   _recommendation(procs, per_holders, queued))
+    if not per_holders:
+        # Only sockets nobody has accepted: the leak's explanation (a process that does not
+        # close) is not theirs.
+        finding.explanation = detail.strip()
+    return [finding]
 
 
-def _recommendation(procs, per_holders: dict[tuple[int, ...], int]) -> str:
+def _recommendation(procs, per_holders: dict[tuple[int, ...], int],
+                    queued: dict[int, int]) -> str:
+    advice = _holders_advice(procs, per_holders)
+    if not queued:
+        return advice
+    n = sum(queued.values())
+    accept = (f"The {n} in the accept queue of {_queue_text(queued)} were never accepted: find "
+              "why the application listening there does not call accept() (netdiag backlog: "
+              "backlog.accept_queue_full names the listener's holders and what they are "
+              "doing). No process holds them, so no descriptor leak explains them: they go "
+              "once the application accepts and closes them, or closes the listener.")
+    return accept if not per_holders else f"{advice} {accept}"
+
+
+def _holders_advice(procs, per_holders: dict[tuple[int, ...], int]) -> str:
     fix = ("Fix the application named in the evidence: close the socket when read() returns "
            "0 or an error, on every path (use finally/defer/with), and make connection pools "
            "drop connections the peer closed. No sysctl fixes this. To inspect: `ss -tanp "

@@ -108,6 +108,38 @@ def keepalive_groups(facts: Facts, sysctl_time: int) -> list[dict[str, Any]]:
     return rows
 
 
+def _census(facts: Facts, sysctl_time: int) -> dict[str, int]:
+    """Keepalive sockets by whose timer they follow, over every group (not only those shown):
+    the sysctls', their own, or not known (probing, or beyond the groups kept)."""
+    d = facts.details
+    out = {"keepalive_sockets": d.keepalive_timer, "using_sysctls": 0, "own_setting": 0}
+    for g in d.keepalive_groups:
+        setting = group_setting(g, sysctl_time)
+        if setting == "sysctl":
+            out["using_sysctls"] += g.sockets
+        elif setting.startswith("own"):
+            out["own_setting"] += g.sockets
+    out["setting_unknown"] = max(
+        out["keepalive_sockets"] - out["using_sysctls"] - out["own_setting"], 0)
+    return out
+
+
+def _who_uses(counts: dict[str, int], seconds: int, note: str = "") -> str:
+    """'1 of 6 keepalive sockets use the sysctls: 2 h 11 min 15 s; 5 set their own'."""
+    total, on, own = (counts["keepalive_sockets"], counts["using_sysctls"],
+                      counts["own_setting"])
+    unknown = counts["setting_unknown"]
+    if on == 0 and own and not unknown:
+        return (f"the {own} keepalive socket(s) set their own timers; the sysctls "
+                f"({duration(seconds)}) apply to none of them")
+    text = f"{on} of {total} keepalive socket(s) use the sysctls: {duration(seconds)}{note}"
+    if own:
+        text += f"; {own} set their own"
+    if unknown:
+        text += f"; {unknown} not known (probing, or not grouped)"
+    return text
+
+
 def check(facts: Facts) -> list[Finding]:
     if facts.sysctl is None:
         return []
@@ -125,6 +157,7 @@ def check(facts: Facts) -> list[Finding]:
     d = facts.details
     idle_rows = []
     groups = keepalive_groups(facts, t)
+    counts = None
     if d is not None:
         procs = facts.processes
         evidence.update(
@@ -145,6 +178,12 @@ def check(facts: Facts) -> list[Finding]:
             idle_rows.append(row)
         evidence["idle_without_keepalive"] = idle_rows
         evidence["keepalive_sockets_by_service"] = groups
+        counts = _census(facts, t)
+        # Which timer each keepalive socket follows: the detection time above is only theirs
+        # that use the sysctls.
+        evidence.update(keepalive_using_sysctls=counts["using_sysctls"],
+                        keepalive_own_setting=counts["own_setting"],
+                        keepalive_setting_unknown=counts["setting_unknown"])
         evidence["per_socket_source"] = (
             "the keepalive timer of each socket: idiag_expires + time since it last "
             "received (exact for a socket idle since the timer was armed); TCP_KEEPINTVL and "
@@ -156,6 +195,7 @@ def check(facts: Facts) -> list[Finding]:
     probing = sum(g["probing_unanswered"] for g in groups)
     slow = seconds > SLOW_SECONDS
     uncovered = d.long_idle_without_keepalive if d is not None else 0
+    known = counts is not None and counts["keepalive_sockets"] > 0
     detail = f"Here: {t} + {i} × {p} = {seconds} s for sockets that use the sysctls."
     if own:
         detail += (" " + "; ".join(_own_text(g) for g in own[:3]) + ": for those sockets the "
@@ -168,36 +208,86 @@ def check(facts: Facts) -> list[Finding]:
         title = f"a dead peer is detected after {duration(seconds)} ({seconds} s)"
     elif uncovered >= IDLE_WITHOUT_KEEPALIVE_WARN:
         severity = Severity.WARNING
-        title = (f"{uncovered} connections idle over 10 min have no keepalive, and keepalive "
-                 f"sockets need {duration(seconds)} to detect a dead peer")
+        title = f"{uncovered} connections idle over 10 min have no keepalive; "
+        if known:
+            title += _who_uses(counts, seconds)
+        elif counts is not None:
+            title += (f"no socket uses keepalive (with SO_KEEPALIVE and the sysctls: "
+                      f"{duration(seconds)})")
+        else:
+            title += f"keepalive sockets that use the sysctls need {duration(seconds)}"
     elif d is not None and d.established == 0:  # no connection relies on it: nothing to do
         severity = Severity.OK
         title = (f"a dead peer would be detected after {duration(seconds)} ({seconds} s); "
                  "no established connection now")
-    elif own and not on_sysctl:
+    elif own and not on_sysctl and not counts["using_sysctls"]:
         severity = Severity.OK
-        n = sum(g["sockets"] for g in own)
+        n = counts["own_setting"]
         title = (f"{n} keepalive socket(s) set their own timers ({_own_text(own[0])}); the "
                  f"sysctls ({duration(seconds)}) apply to none of them")
     else:
         severity = Severity.INFO
-        title = f"a dead peer is detected after {duration(seconds)} ({seconds} s)"
-        if t == 7200 and i == 75 and p == 9:
-            title += ": the kernel default"
-        if on_sysctl:
-            n = sum(g["sockets"] for g in on_sysctl)
-            title += f", which {n} keepalive socket(s) here use"
-        if own:
-            title += f"; {sum(g['sockets'] for g in own)} others set their own"
-    recommendation = SLOW.recommendation
+        default = t == 7200 and i == 75 and p == 9
+        if known:
+            title = _who_uses(counts, seconds, " (the kernel default)" if default else "")
+        else:
+            title = f"a dead peer is detected after {duration(seconds)} ({seconds} s)"
+            if default:
+                title += ": the kernel default"
+            if counts is not None:
+                title += "; no socket uses keepalive now"
+    recommendation = _advice(severity, seconds, counts, on_sysctl, own, idle_rows, uncovered)
+    return [make(SLOW, severity, title, evidence, detail, recommendation)]
+
+
+HEARTBEAT = ("Keep an application-level heartbeat too: it also catches a stuck process, which "
+             "keepalive cannot.")
+SYSCTL_EXAMPLE = ("lower the sysctls for this namespace (e.g. tcp_keepalive_time=600, "
+                  "tcp_keepalive_intvl=30, tcp_keepalive_probes=5: 12 min 30 s)")
+PER_SOCKET = "TCP_KEEPIDLE/TCP_KEEPINTVL/TCP_KEEPCNT (e.g. 60/10/6: about 2 minutes)"
+
+
+def _advice(severity: Severity, seconds: int, counts: dict[str, int] | None,
+            on_sysctl: list[dict[str, Any]], own: list[dict[str, Any]],
+            idle_rows: list[dict[str, Any]], uncovered: int) -> str:
+    """What to do, for the sockets it is about: SO_KEEPALIVE only for those without it,
+    the sysctls or per-socket timers for those that use the sysctls."""
+    if counts is None and severity is Severity.OK:
+        return (f"Nothing to change: a dead peer is detected after {duration(seconds)} on "
+                "keepalive sockets that use the sysctls.")
+    if counts is None:  # no per-socket facts: say who each piece of advice is for
+        return ("Sockets with SO_KEEPALIVE use these sysctls unless they set their own "
+                f"{PER_SOCKET}: {SYSCTL_EXAMPLE}, or set those options per socket. "
+                "Applications that need to notice a dead peer and do not set SO_KEEPALIVE "
+                f"must set it. {HEARTBEAT}")
+    out = []
+    if uncovered and severity > Severity.OK:
+        where = " (the longest idle are in the evidence)" if idle_rows else ""
+        out.append(f"The {uncovered} connection(s) idle over 10 min without keepalive{where} "
+                   f"never notice a dead peer: set SO_KEEPALIVE in their application, with "
+                   f"{PER_SOCKET} suited to it.")
+    if counts["using_sysctls"] and severity > Severity.OK:
+        where = ", ".join(_own_text(g).split(":")[0] for g in on_sysctl[:3])
+        out.append(f"For the {counts['using_sysctls']} keepalive socket(s) that use the "
+                   f"sysctls ({where}): {SYSCTL_EXAMPLE}, or have their application set "
+                   f"{PER_SOCKET} on them.")
+    if counts["keepalive_sockets"] == 0 and not uncovered and severity > Severity.OK:
+        out.append("No socket here uses keepalive, so the sysctls apply to none now; an "
+                   "application that must notice a dead peer sets SO_KEEPALIVE, with "
+                   f"{PER_SOCKET}.")
     if own:
         where = ", ".join(_own_text(g).split(":")[0] for g in own[:3])
-        recommendation += (f" Sockets that set their own TCP_KEEPIDLE ({where}) are not "
-                           "affected by the sysctls.")
-    if severity is Severity.OK and own:
-        recommendation = ("Nothing to change: the applications here set their own keepalive "
-                          "timers; the sysctls matter only for keepalive sockets that do not.")
-    return [make(SLOW, severity, title, evidence, detail, recommendation)]
+        if severity is Severity.OK and not counts["using_sysctls"]:
+            return ("Nothing to change: the applications here set their own keepalive "
+                    "timers; the sysctls matter only for keepalive sockets that do not.")
+        out.append(f"The {counts['own_setting']} that set their own TCP_KEEPIDLE ({where}) "
+                   "are not affected by the sysctls.")
+    if severity is Severity.OK and not out:
+        return (f"Nothing to change: a dead peer is detected after {duration(seconds)} on "
+                "keepalive sockets that use the sysctls.")
+    if severity > Severity.OK:
+        out.append(HEARTBEAT)
+    return " ".join(out)
 
 
 def _own_text(g: dict[str, Any]) -> str:

@@ -155,15 +155,29 @@ def _exhaustion(facts: Facts) -> Finding | None:
     row, dp = max(zip(rows, found), key=urgency)
     share = dp.share
     soon = row.get("seconds_to_exhaustion")
+    # With a measured close rate, the TIME_WAIT ports that rate would keep held: fewer than
+    # are held now when the pile is what a burst that ended left (it frees them within 60 s).
+    held_at_rate = dp.in_use + dp.bound_in_range + min(dp.time_wait_holding, dp.holding_at_rate)
+    draining = dp.rate_measured and held_at_rate < dp.held
+    if draining:
+        row["ports_held_at_rate"] = held_at_rate
     severity = Severity.OK
     if share >= EXHAUST_CRIT_SHARE or (soon is not None and soon < FORECAST_CRIT_SECONDS):
         severity = Severity.CRITICAL
     elif share >= EXHAUST_WARN_SHARE:
         severity = Severity.WARNING
+    if draining and severity > Severity.INFO and (soon is None or soon >= FORECAST_CRIT_SECONDS) \
+            and held_at_rate < EXHAUST_WARN_SHARE * usable:
+        severity = Severity.INFO  # held now, but freed within 60 s at the rate measured
     where = f"{dp.destination}:{dp.port}"
     title = f"{dp.held} of {usable} usable source ports held toward {where} ({share * 100:.0f}%)"
     if soon is not None and soon < FORECAST_CRIT_SECONDS:
         title += f"; used up in about {soon:g} s at the growth measured"
+    elif draining and severity is Severity.INFO:
+        rate = f"{dp.closes_per_s:.1f}".rstrip("0").rstrip(".")
+        title += (f", draining: the {dp.time_wait_holding} in TIME_WAIT free their ports "
+                  f"within 60 s, and at the {rate} closes/s measured about {held_at_rate} "
+                  "would stay held")
     detail = (f"Toward {where}: {dp.in_use} connections in use, {dp.time_wait} in TIME_WAIT "
               f"of which {dp.time_wait_holding} still hold their port ({dp.reuse.why}), "
               f"{dp.bound_in_range} listening port(s) inside the range. This host can sustain "

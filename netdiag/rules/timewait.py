@@ -27,6 +27,9 @@ FLOOD_DEST_SHARE = 0.2
 # This many TIME_WAIT sockets (≈ 166 closed connections/s sustained) are worth an info line
 # showing who causes them, even when no limit is near.
 FLOOD_INFO_COUNT = 10_000
+# With a measured close rate, a TIME_WAIT count that rate would not even half sustain
+# (rate × 60 s) is draining: left by a burst that has ended.
+DRAINING_SHARE = 0.5
 
 TW_REUSE_MEANING = {
     0: "0: TIME_WAIT ports are never reused for new outgoing connections",
@@ -110,8 +113,10 @@ FLOOD = RuleSpec(
         "tcp_tw_recycle no longer exists."
     ),
     thresholds=f"warning when the TIME_WAIT sockets toward one destination that reuse cannot "
-               f"take hold ≥ {int(FLOOD_DEST_SHARE * 100)}% of the usable ephemeral ports; "
-               f"info from {FLOOD_INFO_COUNT} TIME_WAIT sockets",
+               f"take hold ≥ {int(FLOOD_DEST_SHARE * 100)}% of the usable ephemeral ports and, "
+               "when a close rate was measured (--interval, --state-dir, probe window), that "
+               "rate would keep them there; info when the rate measured does not (a pile "
+               f"draining after a burst), and from {FLOOD_INFO_COUNT} TIME_WAIT sockets",
 )
 
 RECYCLE = RuleSpec(
@@ -219,10 +224,12 @@ def _flood(facts: Facts) -> Finding | None:
         for (lport, peer), n in census.timewait_server_side.items[:10]:
             server.append({"local_port": lport, "peer": peer, "time_wait": n})
     closes, source = _close_rate(total, rate)
+    measured = rate is not None and rate.closes_first is not None
     evidence: dict[str, Any] = {
         "time_wait": total,
         "closes_per_s": round(closes, 1),
         "rate_source": source,
+        "rate_measured": measured,
         "active_closer": {
             "this_host_as_client": roles.get("client", 0),
             "this_host_as_server": roles.get("server", 0),
@@ -242,25 +249,50 @@ def _flood(facts: Facts) -> Finding | None:
         evidence["rates"] = rate.evidence()
     if usable:
         evidence["usable_ephemeral_ports"] = usable
+    # A pile is draining when the closes measured would keep well under the TIME_WAIT
+    # sockets there are: what is left of a burst that ended, not a flood going on.
+    draining = measured and closes * TIME_WAIT_SECONDS < DRAINING_SHARE * total
+    if measured:
+        evidence["draining"] = draining
     side = "as client" if roles.get("client", 0) >= roles.get("server", 0) else "as server"
     severity = Severity.OK
-    title = f"{total} TIME_WAIT sockets (≈ {_fmt(closes)} closes/s)"
+    title = f"{total} TIME_WAIT sockets ({_rate_text(closes, rate)})"
     recommendation = "Nothing to do: TIME_WAIT holds no resource that is running short."
     detail = ""
     worst = max(pressure, key=lambda dp: dp.time_wait_holding, default=None)
     if worst is not None and usable and worst.time_wait_holding >= FLOOD_DEST_SHARE * usable:
-        severity = Severity.WARNING
-        title = (f"{worst.time_wait} TIME_WAIT toward {worst.destination}:{worst.port}: "
-                 f"{worst.time_wait_holding} hold their source port, "
-                 f"{worst.time_wait_holding * 100 // usable}% of the {usable} usable "
-                 f"(this host closes first, ≈ {_fmt(worst.closes_per_s)} conn/s)")
-        detail = f"{worst.reuse.why}."
-        recommendation = outgoing_advice(worst)
+        where = f"{worst.destination}:{worst.port}"
+        held = (f"{worst.time_wait} TIME_WAIT toward {where}: {worst.time_wait_holding} hold "
+                f"their source port, {worst.time_wait_holding * 100 // usable}% of the "
+                f"{usable} usable")
+        if worst.rate_measured and worst.holding_at_rate < FLOOD_DEST_SHARE * usable:
+            # Measured, and the rate does not sustain the pile: it drains within 60 s.
+            severity = Severity.INFO
+            title = (f"{held}, draining: {_rate_text(worst.closes_per_s, rate)} toward it, "
+                     f"which would hold {worst.holding_at_rate}; not an ongoing flood")
+            detail = (f"{worst.reuse.why}. These TIME_WAIT sockets are what earlier closes "
+                      f"left: at the rate measured {_over(rate)} the pile shrinks, since each "
+                      "frees its port at most 60 s after it closed and new closes replace "
+                      "few of them. They are a flood only if the burst that made them comes "
+                      "back.")
+            recommendation = ("Nothing to do now: the pile drains by itself within 60 s. If "
+                              "the burst that made it recurs (run again with --interval while "
+                              "it happens): " + outgoing_advice(worst))
+        else:
+            severity = Severity.WARNING
+            title = (f"{held} (this host closes first: "
+                     f"{_rate_text(worst.closes_per_s, rate)})")
+            detail = f"{worst.reuse.why}."
+            recommendation = outgoing_advice(worst)
     elif total >= FLOOD_INFO_COUNT:
         severity = Severity.INFO
-        title = (f"{total} TIME_WAIT sockets (≈ {_fmt(closes)} closes/s), mostly closed first "
-                 f"by this host {side}")
+        title = (f"{total} TIME_WAIT sockets ({_rate_text(closes, rate)}"
+                 + ("; draining" if draining else "")
+                 + f"), mostly closed first by this host {side}")
         recommendation = _info_advice(side, pressure)
+        if draining:
+            detail = (f"At the rate measured {_over(rate)} the count falls: these are "
+                      "what earlier closes left, and each goes at most 60 s after it closed.")
     if rate is None and side == "as server" and total:
         detail += (" On the server side a new SYN from the same client takes over its "
                    "TIME_WAIT socket, so the count understates the rate: run with --interval "
@@ -268,14 +300,27 @@ def _flood(facts: Facts) -> Finding | None:
     return make(FLOOD, severity, title, evidence, detail.strip(), recommendation)
 
 
+def _rate_text(closes: float, rate) -> str:
+    """The close rate as a headline says it: measured (and over what), or estimated."""
+    if rate is not None and rate.closes_first is not None:
+        return f"{_fmt(closes)} closes/s measured {_over(rate)}"
+    return f"≈ {_fmt(closes)} closes/s estimated from the count, not measured"
+
+
+def _over(rate) -> str:
+    if rate.since == "previous run":
+        return f"over the {round(rate.seconds, 1):g} s since the previous run"
+    return f"over the {round(rate.seconds, 1):g} s {rate.since}"
+
+
 def _close_rate(total: int, rate) -> tuple[float, str]:
     """Connections closed first per second: from the counters when there is a baseline."""
     if rate is not None and rate.closes_first is not None:
         return rate.closes_first, (f"TcpExt.TW + TWKilled + TCPTimeWaitOverflow over "
-                                   f"{rate.seconds:g} s ({rate.since})")
-    return total / TIME_WAIT_SECONDS, ("TIME_WAIT count / 60 s: assumes a steady rate and "
-                                       "no reuse; run with --interval or --state-dir for the "
-                                       "counters' rate")
+                                   f"{rate.seconds:g} s ({rate.since}): measured")
+    return total / TIME_WAIT_SECONDS, ("TIME_WAIT count / 60 s, not measured: assumes a "
+                                       "steady rate and no reuse; run with --interval or "
+                                       "--state-dir for the counters' rate")
 
 
 def _info_advice(side: str, pressure: list) -> str:
@@ -290,6 +335,8 @@ def _info_advice(side: str, pressure: list) -> str:
 
 def _fmt(rate: float) -> str:
     """A rate, readably rounded."""
+    if rate == 0:
+        return "0"
     return f"{rate:.0f}" if rate >= 10 else f"{rate:.1f}"
 
 

@@ -5,13 +5,15 @@ then holds it until killed or --hold seconds pass. Every loop is bounded in coun
 
 Modes:
   closewait   a server accepts N connections and never closes them; the clients close
-              (server side: CLOSE_WAIT, owned by this process)
+              (server side: CLOSE_WAIT, owned by this process); --unaccepted K adds K
+              closed connections a listener never accepts (CLOSE_WAIT without an inode)
   churn       N short connections, client closes first (client side: TIME_WAIT)
   listen      a listener with --backlog that never accepts, N clients connect
   hold        N established connections held open by this process
   rcvbuf      one connection whose receiver fixed SO_RCVBUF=--rcvbuf (autotuning off),
               1 MiB sent through it, held open
   keepalive   N idle connections with SO_KEEPALIVE set on both ends
+  probed      N idle connections whose server side sends keepalive probes every second
   herd        --workers processes share one non-blocking listener, each woken by epoll for
               every connection (no EPOLLEXCLUSIVE); then N clients connect
   refused     N connects to a port nobody listens on (the kernel answers with RSTs)
@@ -45,6 +47,16 @@ def closewait(args) -> str:
         a, _ = srv.accept()
         held.append(a)
         c.close()  # client closes: the accepted socket goes to CLOSE_WAIT and stays there
+    if args.unaccepted:
+        # A listener (0.0.0.0) nobody accepts from: its clients close, and the connections
+        # the kernel queued for it go to CLOSE_WAIT with no file (ss shows ino:0).
+        idle = socket.socket()
+        idle.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        idle.bind(("0.0.0.0", args.unaccepted_port))
+        idle.listen(128)
+        held.append(idle)
+        for _ in range(args.unaccepted):
+            socket.create_connection(("127.0.0.1", args.unaccepted_port), timeout=5).close()
     return f"pid={os.getpid()} port={args.port} count={args.count}", [srv, *held]
 
 
@@ -139,6 +151,26 @@ def keepalive(args) -> str:
     return f"pid={os.getpid()} count={args.count}", [srv, *held]
 
 
+def probed(args) -> str:
+    """N connections that exchange one byte each way and then sit idle, while the server's
+    side sends keepalive probes every second (TCP_KEEPIDLE 1, TCP_KEEPINTVL 1): each probe
+    reaches the idle client out of window and adds to its skmem drop counter (sk_drops)."""
+    srv = server(args.port)
+    held = []
+    for _ in range(args.count):
+        c = socket.create_connection(("127.0.0.1", args.port), timeout=5)
+        a, _ = srv.accept()
+        c.sendall(b"q")
+        a.recv(1)
+        a.sendall(b"r")
+        c.recv(1)
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        a.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 1)
+        a.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1)
+        held += [c, a]
+    return f"pid={os.getpid()} count={args.count}", [srv, *held]
+
+
 def herd(args) -> str:
     import select
 
@@ -200,7 +232,7 @@ def main() -> None:
     die_with_parent()
     p = argparse.ArgumentParser()
     p.add_argument("mode", choices=["closewait", "churn", "listen", "hold", "rcvbuf",
-                                    "keepalive", "herd", "refused", "linger"])
+                                    "keepalive", "probed", "herd", "refused", "linger"])
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--rcvbuf", type=int, default=65536)
     p.add_argument("--port", type=int, default=8080)
@@ -209,6 +241,10 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=20.0, help="time bound for loops")
     p.add_argument("--hold", type=float, default=120.0, help="hold at most this long")
     p.add_argument("--ipv6", action="store_true")
+    p.add_argument("--unaccepted", type=int, default=0,
+                   help="closewait: also N connections left in the accept queue of a "
+                        "listener on --unaccepted-port that never accepts, then closed")
+    p.add_argument("--unaccepted-port", type=int, default=8081)
     args = p.parse_args()
     detail, keep = globals()[args.mode](args)
     print(f"READY {detail}", flush=True)
