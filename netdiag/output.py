@@ -45,7 +45,7 @@ def write_report(path: Path | str, write: Write) -> None:
     path = Path(path)
     name = path.name
     if name in ("", ".", ".."):
-        raise UsageError(f"--output {_show(path)}: a directory; refusing to write there")
+        raise UsageError(f"--output {show(path)}: a directory; refusing to write there")
     dfd = _open_parent(path, path.parent)
     try:
         _write_at(dfd, name, path, write, 0)
@@ -57,7 +57,7 @@ def _open_parent(shown: Path, parent: Path | str, at: int | None = None) -> int:
     try:
         return open_dir(parent, at=at)
     except OSError as exc:
-        raise UsageError(f"--output {_show(shown)}: {exc.strerror or exc}") from None
+        raise UsageError(f"--output {show(shown)}: {exc.strerror or exc}") from None
 
 
 def _lstat(dfd: int, name: str, shown: Path) -> os.stat_result | None:
@@ -66,7 +66,7 @@ def _lstat(dfd: int, name: str, shown: Path) -> os.stat_result | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise UsageError(f"--output {_show(shown)}: {exc.strerror}") from None
+        raise UsageError(f"--output {show(shown)}: {exc.strerror}") from None
 
 
 def _write_at(dfd: int, name: str, shown: Path, write: Write, links: int) -> None:
@@ -79,18 +79,18 @@ def _write_at(dfd: int, name: str, shown: Path, write: Write, links: int) -> Non
             _write_own_descriptor(dfd, name, shown, write)
             return
         if links >= MAX_LINKS:
-            raise UsageError(f"--output {_show(shown)}: {os.strerror(errno.ELOOP)}")
+            raise UsageError(f"--output {show(shown)}: {os.strerror(errno.ELOOP)}")
         target = os.readlink(name, dir_fd=dfd)
         tname = os.path.basename(target.rstrip("/")) if target.rstrip("/") else ""
         if tname in ("", ".", "..") or target.endswith("/"):
-            raise UsageError(f"--output {_show(shown)}: a directory; refusing to write there")
+            raise UsageError(f"--output {show(shown)}: a directory; refusing to write there")
         try:
             tdir = open_dir(os.path.dirname(target) or ".", at=dfd)
         except FileNotFoundError:
             _replace(dfd, name, None, shown, write)  # a dangling link of ours: replaced
             return
         except OSError as exc:
-            raise UsageError(f"--output {_show(shown)}: {exc.strerror or exc}") from None
+            raise UsageError(f"--output {show(shown)}: {exc.strerror or exc}") from None
         try:
             if _lstat(tdir, tname, shown) is None:
                 _replace(dfd, name, None, shown, write)
@@ -103,7 +103,7 @@ def _write_at(dfd: int, name: str, shown: Path, write: Write, links: int) -> Non
         _write_stream(dfd, name, st, shown, write)
         return
     if st is not None and not stat.S_ISREG(st.st_mode):
-        raise UsageError(f"--output {_show(shown)}: {_kind(st)}; refusing to write there")
+        raise UsageError(f"--output {show(shown)}: {_kind(st)}; refusing to write there")
     _replace(dfd, name, st, shown, write)
 
 
@@ -133,11 +133,11 @@ def _open_stream(dfd: int, name: str, shown: Path, follow: bool) -> int:
         return os.open(name, flags if follow else flags | os.O_NOFOLLOW, dir_fd=dfd)
     except OSError as exc:
         if exc.errno == errno.ENXIO:
-            raise UsageError(f"--output {_show(shown)}: a FIFO nobody is reading") from None
+            raise UsageError(f"--output {show(shown)}: a FIFO nobody is reading") from None
         if exc.errno == errno.ELOOP:
-            raise UsageError(f"--output {_show(shown)}: became a symbolic link while the "
+            raise UsageError(f"--output {show(shown)}: became a symbolic link while the "
                              "report was made; refusing to write there") from None
-        raise UsageError(f"--output {_show(shown)}: {exc.strerror}") from None
+        raise UsageError(f"--output {show(shown)}: {exc.strerror}") from None
 
 
 def _write_stream(dfd: int, name: str, st: os.stat_result, shown: Path, write: Write) -> None:
@@ -149,7 +149,7 @@ def _write_stream(dfd: int, name: str, st: os.stat_result, shown: Path, write: W
         now = os.fstat(fd)
         if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) or not (
                 stat.S_ISCHR(now.st_mode) or stat.S_ISFIFO(now.st_mode)):
-            raise UsageError(f"--output {_show(shown)}: was replaced while the report was "
+            raise UsageError(f"--output {show(shown)}: was replaced while the report was "
                              "made; refusing to write there")
         _pump(fd, data, shown)
     finally:
@@ -169,9 +169,9 @@ def _write_own_descriptor(dfd: int, name: str, shown: Path, write: Write) -> Non
         elif stat.S_ISCHR(st.st_mode) or stat.S_ISFIFO(st.st_mode):
             _pump(fd, data, shown)
         else:
-            raise UsageError(f"--output {_show(shown)}: {_kind(st)}; refusing to write there")
+            raise UsageError(f"--output {show(shown)}: {_kind(st)}; refusing to write there")
     except OSError as exc:
-        raise UsageError(f"cannot write {_show(shown)}: {exc.strerror or exc}") from None
+        raise UsageError(f"cannot write {show(shown)}: {exc.strerror or exc}") from None
     finally:
         os.close(fd)
 
@@ -183,7 +183,7 @@ def _pump(fd: int, data: bytes, shown: Path) -> None:
         while view:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise UsageError(f"--output {_show(shown)}: the reader stopped reading "
+                raise UsageError(f"--output {show(shown)}: the reader stopped reading "
                                  f"(gave up after {WRITE_TIMEOUT:g} s)")
             try:
                 n = os.write(fd, view)
@@ -191,7 +191,7 @@ def _pump(fd: int, data: bytes, shown: Path) -> None:
             except BlockingIOError:
                 select.select([], [fd], [], min(left, 0.5))
     except OSError as exc:
-        raise UsageError(f"cannot write {_show(shown)}: {exc.strerror or exc}") from None
+        raise UsageError(f"cannot write {show(shown)}: {exc.strerror or exc}") from None
 
 
 def _temporary(dfd: int, name: str, shown: Path) -> tuple[int, str]:
@@ -204,9 +204,9 @@ def _temporary(dfd: int, name: str, shown: Path) -> tuple[int, str]:
         except FileExistsError:
             continue
         except OSError as exc:
-            raise UsageError(f"--output {_show(shown)}: cannot create a file in its "
+            raise UsageError(f"--output {show(shown)}: cannot create a file in its "
                              f"directory: {exc.strerror}") from None
-    raise UsageError(f"--output {_show(shown)}: cannot create a temporary file in its "
+    raise UsageError(f"--output {show(shown)}: cannot create a temporary file in its "
                      "directory (100 names taken)")
 
 
@@ -233,13 +233,9 @@ def _replace(dfd: int, name: str, st: os.stat_result | None, shown: Path,
         except OSError:
             pass
         if isinstance(exc, OSError):
-            raise UsageError(f"cannot write {_show(shown)}: {exc.strerror or exc}") from None
+            raise UsageError(f"cannot write {show(shown)}: {exc.strerror or exc}") from None
         raise
     try:  # make the rename durable
         os.fsync(dfd)
     except OSError:
         pass
-
-
-def _show(path: Path) -> str:
-    return show(path)

@@ -39,10 +39,11 @@ def _components(text: str) -> list[str]:
 
 
 def show(path: str | os.PathLike) -> str:
-    """A path as text for a message: undecodable bytes as \\xNN, at most 80 characters."""
-    raw = os.fsencode(path)
-    text = raw.decode("utf-8", "backslashreplace")
-    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    """A path as text for a message: undecodable bytes and control characters as escapes
+    (render._safe.clean), at most 80 characters."""
+    from netdiag.render._safe import clean
+
+    text = clean(os.fsdecode(path))
     return text if len(text) <= 80 else text[:77] + "..."
 
 
