@@ -178,6 +178,11 @@ class Census:
     ephemeral_range: tuple[int, int] | None = None
     skipped_lines: int = 0
     filtered: bool = False  # only some states or one port were counted (a topic's census)
+    # Outgoing TIME_WAIT younger than timewait_young_ms (tcp_tw_reuse_delay) per destination
+    # (key as timewait_by_destination), from each socket's timer; None: not known (no timers
+    # in the source, or not asked).
+    timewait_young_by_destination: TopCounts | None = None
+    timewait_young_ms: int | None = None
 
 
 @dataclass

@@ -220,18 +220,31 @@ def test_a_failed_dump_midway_is_not_retried_per_family(monkeypatch, host_root):
         sockets.netlink_census(CensusBuilder("netlink", EPHEMERAL), parallel=True)
 
 
-def test_inline_path_counts_what_add_counts(host_root):
+@pytest.mark.parametrize("young_ms", [None, 1, 30_000, 60_000])
+def test_inline_path_counts_what_add_counts(host_root, young_ms):
     """The inline aggregation against CensusBuilder.add() (which a process table forces,
-    since per-process counts are add()'s alone), on a recording with every special state."""
+    since per-process counts are add()'s alone), on a recording with every special state;
+    with young_ms, the TIME_WAIT younger than it per destination (from their timers) too."""
     path = str(host_root("linux-6.18-busy") / "sockdiag.bin")
     inline = CensusBuilder("netlink", EPHEMERAL)
+    inline.young_ms = young_ms
     sockets.replay_census(path, inline)
     added = CensusBuilder("netlink", EPHEMERAL, owners={})
+    added.young_ms = young_ms
     sockets.replay_census(path, added)
     a, b = _census_dict(inline), _census_dict(added)
     assert b.pop("by_process") is not None and a.pop("by_process") is None
     assert a == b
     assert a["by_state"]["TIME_WAIT"] and a["by_state"]["CLOSE_WAIT"] and a["by_state"]["LISTEN"]
+    young = a["timewait_young_by_destination"]
+    if young_ms is None:
+        assert young is None
+    else:
+        total = sum(n for _, n in young["items"])
+        tw = sum(n for _, n in a["timewait_by_destination"]["items"])
+        # 60 s: every TIME_WAIT is younger; 1 ms: (almost) none
+        assert (total == tw) if young_ms == 60_000 else total <= tw
+        assert tw > 0
 
 
 # ---- live, in a namespace of our own ------------------------------------------------------

@@ -180,13 +180,39 @@ def test_tw_reuse_frees_time_wait_ports_for_its_destinations():
     remote = ports._exhaustion(_dest_facts(950, 900, reuse=2))
     assert remote.severity is Severity.CRITICAL
     assert remote.evidence["destinations"][0]["tw_reuse_applies"] is False
-    lo = ports._exhaustion(_dest_facts(950, 900, reuse=2, dst="127.0.0.1"))
+    names = {"Tcp": ("ActiveOpens", "PassiveOpens"),
+             "TcpExt": ("TW", "TWKilled", "TCPTimeWaitOverflow", "TWRecycled")}
+    zero = {g: dict.fromkeys(n, 0) for g, n in names.items()}
+    after = {g: dict.fromkeys(n, 0) for g, n in names.items()}
+    after["TcpExt"]["TW"] = after["Tcp"]["ActiveOpens"] = 150
+    measured = dict(counters_before=CounterFacts(counters=zero, taken_at=0.0),
+                    counters=CounterFacts(counters=after, taken_at=10.0), interval=10.0)
+    lo = ports._exhaustion(_dest_facts(950, 900, reuse=2, dst="127.0.0.1", **measured))
     assert lo.evidence["destinations"][0]["tw_reuse_applies"] is True
     # 50 in use, and of 900 TIME_WAIT only those younger than tcp_tw_reuse_delay (1 s) hold a
-    # port: at 900/60 = 15 closes/s, 15 of them.
+    # port: at the 15 closes/s measured, 15 of them.
     assert lo.evidence["destinations"][0]["ports_held"] == 50 + 15
     assert lo.severity is Severity.OK
     assert "tcp_tw_reuse" not in lo.recommendation
+    # Not measured: how many of the 900 are younger than 1 s is unknown. A burst of
+    # thousands a second holds them all (connect() fails), so this is never "OK": the ports
+    # occupied are the fact judged, said as a possibility, with what tells.
+    guess = ports._exhaustion(_dest_facts(950, 900, reuse=2, dst="127.0.0.1"))
+    assert guess.severity is Severity.INFO
+    assert "950 of 1000 usable source ports occupied" in guess.title
+    assert "not measured" in guess.title and "--interval" in guess.title
+    assert "tcp_tw_reuse=1" not in guess.recommendation  # it applies already
+    assert "Nothing to do" not in guess.recommendation
+    # The sockets' own timers tell, without any rate: all 900 younger than the delay (a
+    # burst now) hold their ports; none (a burst that ended) frees them all.
+    for young, severity, held in ((900, Severity.CRITICAL, 950), (0, Severity.OK, 50)):
+        f = _dest_facts(950, 900, reuse=2, dst="127.0.0.1")
+        f.census.timewait_young_by_destination = top([(("10.0.0.1", "127.0.0.1", 443), young)])
+        f.census.timewait_young_ms = 1000
+        got = ports._exhaustion(f)
+        row = got.evidence["destinations"][0]
+        assert (got.severity, row["ports_held"], row["time_wait_ages_known"]) == \
+            (severity, held, True)
     # timestamps off: reuse cannot apply
     f = _dest_facts(950, 900, reuse=1)
     f.sysctl.values["net.ipv4.tcp_timestamps"] = "0"

@@ -285,7 +285,11 @@ def test_flood_and_exhaustion_agree_and_never_advise_what_is_set():
             if a["tw_reuse_applies"]:
                 assert "set net.ipv4.tcp_tw_reuse" not in rec.lower()
         if a["tw_reuse_applies"]:
-            assert (flood.severity, ex.severity) == (Severity.OK, Severity.OK)
+            # 800 of 1000 ports occupied, the close rate not measured: whether the TIME_WAIT
+            # are younger than the reuse delay is unknown. Neither says "nothing to do".
+            assert (flood.severity, ex.severity) == (Severity.INFO, Severity.INFO)
+            assert "needs the close rate" in flood.title and "not measured" in ex.title
+            assert "Nothing to do" not in flood.recommendation + ex.recommendation
         else:
             assert flood.severity is Severity.WARNING and ex.severity is Severity.WARNING
     assert "Set net.ipv4.tcp_tw_reuse=1 (2 for loopback-only" in \

@@ -30,6 +30,8 @@ from netdiag.facts import (
 # Distinct keys kept per grouping before pruning to the heaviest. Enough to be exact on all
 # but the largest hosts; beyond it counts become approximate and say so.
 TOP_CAPACITY = 2048
+TIME_WAIT_MS = 60_000  # TCP_TIMEWAIT_LEN (include/net/tcp.h): a TIME_WAIT socket's timer
+YOUNG_CAP = 4 * TOP_CAPACITY  # destinations with young TIME_WAIT kept (then approximate)
 CLOSE_WAIT_INODE_CAP = 200_000
 
 
@@ -174,13 +176,32 @@ class CensusBuilder:
         self.cw_no_inode_keys: set[tuple] = set()
         self.cw_truncated = False
         self.skipped_lines = 0
+        # TIME_WAIT toward each destination younger than tcp_tw_reuse_delay, from the
+        # socket's timer (expires: ms left of TIME_WAIT's 60 s): the ones connect() cannot
+        # take back yet. Counted when young_ms is set and the source gives timers (netlink).
+        self.young_ms: int | None = None
+        self.young: dict = {}  # (family, ends) -> count, at most YOUNG_CAP keys
+        self.young_dropped = 0
+        self.ages_seen = False
         self.detail = None  # a tcpinfo.DetailBuilder when per-connection detail is wanted
         self._masks: tuple[bytearray, bytearray] = (bytearray(0), bytearray(0))
         self._mask_key: tuple | None = None
 
+    def young_above(self) -> int | None:
+        """A TIME_WAIT socket with more ms left than this is younger than young_ms."""
+        return None if self.young_ms is None else TIME_WAIT_MS - self.young_ms
+
+    def count_young(self, family: int, ends: bytes) -> None:
+        k = (family, bytes(ends))
+        if k in self.young or len(self.young) < YOUNG_CAP:
+            self.young[k] = self.young.get(k, 0) + 1
+        else:
+            self.young_dropped += 1
+
     def add(self, family: int, state: int, timer: int, src: bytes, sport: int, dst: bytes,
-            dport: int, rq: int, wq: int, inode: int) -> None:
-        """One socket; ports in host byte order."""
+            dport: int, rq: int, wq: int, inode: int, expires: int | None = None) -> None:
+        """One socket; ports in host byte order; expires: ms left of its timer, when the
+        source gives it."""
         if self.states is not None and state not in self.states:
             return
         if self.port is not None and sport != self.port and dport != self.port:
@@ -210,6 +231,10 @@ class CensusBuilder:
             c = self.dest.counts
             k = (count_index(family, state, timer), dport.to_bytes(2, "big") + src + dst)
             c[k] = c.get(k, 0) + 1
+            if state == TIME_WAIT and expires is not None and self.young_ms is not None:
+                self.ages_seen = True
+                if expires > TIME_WAIT_MS - self.young_ms:
+                    self.count_young(family, k[1])
         else:
             c = self.peer.counts
             k = (count_index(family, state, timer), dst)
@@ -370,6 +395,10 @@ class CensusBuilder:
         census.outgoing_timers = _top(timed, top * 10, dest.pruned, dest.distinct, timed_key)
         census.timewait_by_destination = _top(time_wait, top, dest.pruned, dest.distinct,
                                               dest_key)
+        if self.young_ms is not None and self.ages_seen:
+            census.timewait_young_ms = self.young_ms
+            census.timewait_young_by_destination = _top(
+                self.young, YOUNG_CAP, self.young_dropped, 0, dest_key)
         census.timewait_server_side = self.tw_server.result(
             top, lambda k: (swap16(k[0]), format_address(k[1], k[2])))
         census.timewait_roles = roles

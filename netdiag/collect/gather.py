@@ -62,6 +62,13 @@ def _ephemeral(facts: Facts) -> tuple[int, int] | None:
     return None
 
 
+def _reuse_delay(facts: Facts) -> int:
+    """tcp_tw_reuse_delay in ms (6.15+); 1000 where the kernel has no such sysctl (the
+    delay was a fixed second before)."""
+    delay = facts.sysctl.get_int("net.ipv4.tcp_tw_reuse_delay") if facts.sysctl else None
+    return delay if delay and delay > 0 else 1000
+
+
 def collect(ctx: Context, plan: Plan) -> tuple[Facts, list[CollectorError]]:
     """Run the plan's collectors. Each is guarded: whatever one raises (a missing file, a
     parse error, a bug) becomes an error entry naming it, and its fact stays None."""
@@ -108,7 +115,7 @@ def collect(ctx: Context, plan: Plan) -> tuple[Facts, list[CollectorError]]:
             resample = FLOW_SECOND_SAMPLE if plan.flow_sample and not plan.interval else 0.0
             result = guard("sockets", lambda: read_census(
                 ctx, _ephemeral(facts), owners, plan.states, plan.port, plan.top,
-                details=plan.details, resample=resample))
+                details=plan.details, resample=resample, young_ms=_reuse_delay(facts)))
             if result is not None:
                 census, details, warnings = result
                 facts.details = details

@@ -69,6 +69,8 @@ _MSG = struct.Struct("=IH10xBBBxHH16s16s16xII4xI")
 # for the sockets that need it.
 _REC = struct.Struct("=IH10xHBxH34s")
 _ERR = struct.Struct("=i")
+_U32 = struct.Struct("=I")
+MSG_EXPIRES_OFF = 16 + 52  # nlmsghdr, then inet_diag_msg's idiag_expires (ms left)
 # By family | state << 8: LISTEN and CLOSE_WAIT, and states past TCP's.
 _SPECIAL = bytearray(65536)
 for _state in (LISTEN, 8):
@@ -125,6 +127,10 @@ def parse_chunk(buf, n: int, builder: CensusBuilder) -> bool:
     if not fast:
         special = _ALL  # every socket through add()
     tw_srv = tw_other = 0
+    young_above = builder.young_above()
+    if young_above is not None:
+        builder.ages_seen = True  # netlink gives every socket's timer
+    u32 = _U32.unpack_from
     done = False
     off = 0
     while off < n:
@@ -135,6 +141,10 @@ def parse_chunk(buf, n: int, builder: CensusBuilder) -> bool:
                 if outgoing[sport]:  # grouped by destination; its peer is counted from there
                     k = (fs << 3 | timer & 7, ends)
                     by_dest[k] = by_dest.get(k, 0) + 1
+                    # young TIME_WAIT: connect() cannot take its port back yet
+                    if young_above is not None and fs >> 8 == time_wait and \
+                            u32(buf, off + MSG_EXPIRES_OFF)[0] > young_above:
+                        builder.count_young(fs & 0xFF, ends)
                 else:
                     dst = ends[18:]
                     k = (fs << 3 | timer & 7, dst)
@@ -153,7 +163,7 @@ def parse_chunk(buf, n: int, builder: CensusBuilder) -> bool:
                 (_, _, family, state, timer, sport, dport, src, dst, rq, wq,
                  inode) = _MSG.unpack_from(buf, off)
                 builder.add(family, state, timer, src, swap16(sport), dst, swap16(dport), rq,
-                            wq, inode)
+                            wq, inode, u32(buf, off + MSG_EXPIRES_OFF)[0])
         elif mtype == NLMSG_DONE:
             # Its payload is the dump's final status: a negative errno when the kernel gave
             # up midway (then what came before is not the whole table).
@@ -816,27 +826,28 @@ def proc_census(ctx: Context, builder: CensusBuilder) -> list[str]:
 def read_census(ctx: Context, ephemeral: tuple[int, int] | None,
                 owners: dict[int, int] | None = None, states: set[int] | None = None,
                 port: int | None = None, top: int = 20, details: bool = False,
-                resample: float = 0.0,
+                resample: float = 0.0, young_ms: int | None = None,
                 ) -> tuple[Census, ConnectionDetails | None, list[str]]:
     """The census of the current network namespace, with per-connection details (tcp_info,
     skmeminfo) when asked. Returns both and any warnings to report. With `resample` seconds,
     the active flows among the details are looked at again after that wait. A census of some
     states or of one port says so (`filtered`): its counts are not the namespace's."""
     census, result, warnings = _read_census(ctx, ephemeral, owners, states, port, top,
-                                            details, resample)
+                                            details, resample, young_ms)
     census.filtered = bool(states) or port is not None
     return census, result, warnings
 
 
 def _read_census(ctx: Context, ephemeral: tuple[int, int] | None,
                  owners: dict[int, int] | None, states: set[int] | None, port: int | None,
-                 top: int, details: bool, resample: float,
+                 top: int, details: bool, resample: float, young_ms: int | None,
                  ) -> tuple[Census, ConnectionDetails | None, list[str]]:
     warnings: list[str] = []
     detail = DetailBuilder() if details else None
     capture = ctx.path("sockdiag.bin")
     if not ctx.live and os.path.lexists(capture):
         builder = CensusBuilder("netlink (recorded)", ephemeral, owners, states, port)
+        builder.young_ms = young_ms
         _attach(builder, detail)
         replay_census(str(capture), builder, ctx.display("sockdiag.bin"), str(ctx.root))
         return builder.finish(top), _finish(detail, warnings), warnings
@@ -844,6 +855,7 @@ def _read_census(ctx: Context, ephemeral: tuple[int, int] | None,
         # The kernel filters by state (the dump's state mask): the builder need not, and
         # keeps its inline fast path.
         builder = CensusBuilder("netlink", ephemeral, owners, None, port)
+        builder.young_ms = young_ms
         _attach(builder, detail)
         mask = ALL_STATES
         if states:

@@ -191,6 +191,9 @@ class DestinationPorts:
     # True when closes_per_s was measured (counters over --interval, since the previous
     # --state-dir run, or over the probe window); False: estimated from the TIME_WAIT count.
     rate_measured: bool = False
+    # With reuse: time_wait_holding counted from the sockets' own timers (those younger than
+    # the reuse delay now), not derived from a rate.
+    ages_known: bool = False
 
     @property
     def holding_at_rate(self) -> int:
@@ -236,6 +239,7 @@ class DestinationPorts:
         return {"source": self.source, "destination": self.destination, "port": self.port,
                 "ports_in_use": self.in_use + self.time_wait, "time_wait": self.time_wait,
                 "time_wait_holding_ports": self.time_wait_holding,
+                "time_wait_ages_known": self.ages_known,
                 "ports_held": self.held, "share": round(self.share, 3),
                 "tw_reuse_applies": self.reuse.applies, "tw_reuse": self.reuse.why,
                 "closes_per_s": round(self.closes_per_s, 1), "rate_source": self.rate_source,
@@ -277,10 +281,25 @@ def destination_ports(facts: Facts, key: tuple[str, str, int], used: int, time_w
                   "assumes a steady rate: run with --interval or --state-dir for the real "
                   "rate)")
     holding = time_wait
+    young = _young(facts, key, reuse.delay_ms)
     if reuse.applies:  # only those younger than the delay still hold their port
-        holding = min(time_wait, round(closes * reuse.delay_ms / 1000))
+        holding = min(time_wait, young if young is not None else
+                      round(closes * reuse.delay_ms / 1000))
     return DestinationPorts(src, dst, dport, budget["usable_ports"], max(used - time_wait, 0),
-                            time_wait, bound, reuse, closes, source, holding, measured)
+                            time_wait, bound, reuse, closes, source, holding, measured,
+                            reuse.applies and young is not None)
+
+
+def _young(facts: Facts, key: tuple[str, str, int], delay_ms: int) -> int | None:
+    """TIME_WAIT sockets toward the destination younger than delay_ms, from their timers as
+    the census read them (None: not known, or counted against another delay)."""
+    c = facts.census
+    if c is None or c.timewait_young_by_destination is None or c.timewait_young_ms != delay_ms:
+        return None
+    for k, n in c.timewait_young_by_destination.items:
+        if k == key:
+            return n
+    return 0
 
 
 def outgoing_advice(dp: DestinationPorts, bind_hint: bool = True) -> str:

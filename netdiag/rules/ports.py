@@ -70,7 +70,9 @@ EXHAUSTION = RuleSpec(
         "Use IP_BIND_ADDRESS_NO_PORT when binding a source address before connect()."
     ),
     thresholds=f"warning at {int(EXHAUST_WARN_SHARE * 100)}% of usable ports held toward one "
-               f"destination (the parity half approaches); critical at "
+               f"destination (the parity half approaches; with tcp_tw_reuse, TIME_WAIT younger "
+               f"than tcp_tw_reuse_delay counted from their timers); info when they are "
+               f"occupied but neither the TIME_WAIT ages nor a close rate are known; critical at "
                f"{int(EXHAUST_CRIT_SHARE * 100)}%, or when the growth measured over --interval "
                f"uses them up within {FORECAST_CRIT_SECONDS} s",
 )
@@ -171,6 +173,19 @@ def _exhaustion(facts: Facts) -> Finding | None:
         severity = Severity.INFO  # held now, but freed within 60 s at the rate measured
     where = f"{dp.destination}:{dp.port}"
     title = f"{dp.held} of {usable} usable source ports held toward {where} ({share * 100:.0f}%)"
+    # With reuse, a TIME_WAIT port holds only while younger than tcp_tw_reuse_delay: how many
+    # are that young needs the close rate. Unmeasured, the count / 60 s guess says almost
+    # none, which a burst opening thousands of connections a second makes false (connect()
+    # then fails while this says OK). The ports occupied are a fact: judged on them, as "may".
+    unknown = dp.reuse.applies and not dp.rate_measured and not dp.ages_known and \
+        dp.time_wait
+    if unknown and severity < Severity.INFO and dp.occupied_share >= EXHAUST_WARN_SHARE:
+        severity = Severity.INFO  # a possibility this run cannot confirm nor rule out
+        row["ports_occupied"] = dp.occupied
+        title = (f"{dp.occupied} of {usable} usable source ports occupied toward {where} "
+                 f"({dp.occupied_share * 100:.0f}%), {dp.time_wait} of them in TIME_WAIT: "
+                 f"connect() fails if they are younger than {dp.reuse.delay_ms} ms; the close "
+                 "rate was not measured (--interval tells)")
     if soon is not None and soon < FORECAST_CRIT_SECONDS:
         title += f"; used up in about {soon:g} s at the growth measured"
     elif draining and severity is Severity.INFO:
@@ -186,6 +201,12 @@ def _exhaustion(facts: Facts) -> Finding | None:
     if soon is not None:
         detail += (f" At the growth measured over {facts.interval:g} s the range is used up in "
                    f"about {soon:g} s.")
+    if unknown and "ports_occupied" in row:
+        detail += (f" {dp.time_wait} sockets toward it are in TIME_WAIT. tcp_tw_reuse lets "
+                   f"connect() take one back once it is {dp.reuse.delay_ms} ms old, so they "
+                   "are free unless connections close faster than that: then every one is "
+                   "held and connect() fails with EADDRNOTAVAIL. Without a measured close rate "
+                   "(--interval, --state-dir, a probe window) this run cannot tell which.")
     recommendation = outgoing_advice(dp) if severity > Severity.OK else (
         "Nothing to do: the source ports toward each destination are far from used up.")
     return make(EXHAUSTION, severity, title, evidence, detail, recommendation)

@@ -284,6 +284,18 @@ def _flood(facts: Facts) -> Finding | None:
                      f"{_rate_text(worst.closes_per_s, rate)})")
             detail = f"{worst.reuse.why}."
             recommendation = outgoing_advice(worst)
+    elif (unsure := _unsure(pressure, usable)) is not None:
+        # Reuse applies, but how many are younger than its delay (and so hold their port)
+        # needs the close rate, not measured here: never "nothing to do" then.
+        severity = Severity.INFO
+        where = f"{unsure.destination}:{unsure.port}"
+        title = (f"{unsure.time_wait} TIME_WAIT toward {where} ({_rate_text(closes, rate)}): "
+                 f"connect() takes them back once {unsure.reuse.delay_ms} ms old; whether "
+                 "they are younger needs the close rate (see ports.ephemeral_exhaustion)")
+        detail = f"{unsure.reuse.why}."
+        recommendation = ("Run again with --interval 5 (or keep --state-dir history) to "
+                          "measure the close rate: below the ports over the reuse delay "
+                          "they are free; above it, " + outgoing_advice(unsure))
     elif total >= FLOOD_INFO_COUNT:
         severity = Severity.INFO
         title = (f"{total} TIME_WAIT sockets ({_rate_text(closes, rate)}"
@@ -298,6 +310,16 @@ def _flood(facts: Facts) -> Finding | None:
                    "TIME_WAIT socket, so the count understates the rate: run with --interval "
                    "or --state-dir.")
     return make(FLOOD, severity, title, evidence, detail.strip(), recommendation)
+
+
+def _unsure(pressure: list, usable: int | None):
+    """The destination whose TIME_WAIT may hold its ports, unmeasured: reuse applies, no
+    close rate, and the ports occupied (TIME_WAIT included) reach FLOOD_DEST_SHARE."""
+    if not usable:
+        return None
+    unsure = [dp for dp in pressure if dp.reuse.applies and not dp.rate_measured and
+              not dp.ages_known and dp.time_wait and dp.occupied >= FLOOD_DEST_SHARE * usable]
+    return max(unsure, key=lambda dp: dp.occupied, default=None)
 
 
 def _rate_text(closes: float, rate) -> str:
