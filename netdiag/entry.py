@@ -18,7 +18,7 @@ import os
 import sys
 from typing import NamedTuple
 
-from netdiag.errors import NetdiagError, OutputClosedError
+from netdiag.errors import CLOSED_AT_START, NetdiagError, OutputClosedError
 
 
 class Opt(NamedTuple):
@@ -255,6 +255,7 @@ def _standard_fds() -> bool:
             os.fstat(fd)
         except OSError:
             closed = closed or fd == 1
+            CLOSED_AT_START.add(fd)
             try:
                 null = os.open(os.devnull, os.O_RDWR)
                 if null != fd:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+# Standard descriptors (0-2) that were closed when netdiag started and are held on /dev/null
+# (entry._standard_fds): `--output /dev/stdout` must not write the report there as if it
+# were a reader's.
+CLOSED_AT_START: set[int] = set()
+
 
 class NetdiagError(Exception):
     """netdiag could not judge: one line for the user, exit code 3."""

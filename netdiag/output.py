@@ -33,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-from netdiag.errors import UsageError
+from netdiag.errors import CLOSED_AT_START, UsageError
 from netdiag.safepath import MAX_LINKS, open_dir, show, trusted_owner
 
 WRITE_TIMEOUT = 10.0
@@ -121,6 +121,16 @@ def _in_proc(dfd: int) -> bool:
         return False
 
 
+def _own_fd_dir(dfd: int) -> bool:
+    """The directory is this process's /proc/PID/fd (what /dev/stdout leads to)."""
+    try:
+        own = os.stat(f"/proc/{os.getpid()}/fd")
+        st = os.fstat(dfd)
+        return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
+    except OSError:
+        return False
+
+
 def _render(write: Write) -> bytes:
     buf = io.StringIO()
     write(buf)
@@ -159,6 +169,9 @@ def _write_stream(dfd: int, name: str, st: os.stat_result, shown: Path, write: W
 def _write_own_descriptor(dfd: int, name: str, shown: Path, write: Write) -> None:
     """/dev/stdout, /dev/fd/N: where one of this process's descriptors leads (a pipe, a
     terminal, a file the shell opened)."""
+    if name.isdigit() and int(name) in CLOSED_AT_START and _own_fd_dir(dfd):
+        which = {1: "standard output", 2: "standard error"}.get(int(name), f"descriptor {name}")
+        raise UsageError(f"--output {show(shown)}: {which} is closed; nothing was written")
     data = _render(write)
     fd = _open_stream(dfd, name, shown, follow=True)
     try:

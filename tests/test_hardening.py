@@ -244,6 +244,19 @@ def test_stdout_closed_but_output_file_given(tmp_path):
     assert load_json(target.read_text())["status"] == "warning"
 
 
+@pytest.mark.parametrize("target", ["/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"])
+def test_output_to_a_closed_stdout_is_refused(target):
+    """stdout closed, then --output naming it: netdiag holds fd 1 on /dev/null, and the
+    report must not vanish there with exit 0."""
+    cmd = [sys.executable, "-m", "netdiag", "check", "--root", BUSY, "--json", "--output",
+           target]
+    proc = subprocess.run(["bash", "-c", 'exec "$@" >&-', "-", *cmd], capture_output=True,
+                          text=True, timeout=120, env=_env(), cwd="/")
+    assert proc.returncode == 3
+    assert one_line(proc.stderr) == (f"netdiag: error: --output {target}: standard output is "
+                                     "closed; nothing was written")
+
+
 @pytest.mark.parametrize("args", [["check", "--root", BUSY], ["explain", "timewait"]])
 def test_a_full_disk_behind_stdout(args):
     with open("/dev/full", "w") as full:
