@@ -372,6 +372,11 @@ def build_report(req: Request, target: Target, outcome: Outcome):
 
     if req.conclude is not None:
         outcome.findings, section = req.conclude(outcome.facts, outcome.findings)
+        # The command's own findings (why's causes) name their namespace as the rules' do.
+        label = getattr(outcome.facts, "netns", None)
+        for f in outcome.findings:
+            if f.netns is None and label not in (None, "default", "snapshot"):
+                f.netns = label
     else:
         section = req.view(outcome.facts)
     findings = outcome.findings

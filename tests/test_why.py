@@ -137,6 +137,11 @@ def test_closed_port_without_probes(netns):
     report, rc = run_json("why", "refused", "--port", "9930", netns=netns.name)
     assert verdict(report, "econnrefused.no_listener") == "confirmed" and rc == 1
     assert report["facts"]["scope"]["port"] == 9930
+    # run in a namespace: every cause names it, as rule findings do (JSON and Nagios)
+    assert {f.get("netns") for f in report["findings"]} == {netns.name}
+    nagios = run_netdiag("why", "refused", "--port", "9930", "--format", "nagios",
+                         netns=netns.name).stdout.splitlines()
+    assert f"why.econnrefused.no_listener [{netns.name}]:" in nagios[1], nagios
     assert report["facts"]["errors_seen"] is None  # no probe ran
     netns.spawn_load("listen", "--port", "9930", "--backlog", "8", "--count", "0")
     report, rc = run_json("why", "ECONNREFUSED", "--port", "9930", netns=netns.name)
