@@ -74,7 +74,8 @@ SYSCTLS: tuple[SysctlSpec, ...] = (
                "unanswered probes before the connection is reset"),
     SysctlSpec("net.ipv4.tcp_retries2", "15 (~924.6 s)", "netns", ("keepalive.slow_detection",),
                "RTO retransmits of outstanding data before the connection is dropped"),
-    SysctlSpec("net.ipv4.tcp_rmem", "4096 131072 6291456 (max scaled by RAM)", "netns",
+    SysctlSpec("net.ipv4.tcp_rmem", "4096 131072 max (RAM/128, at most 6 MiB; 32 MiB on "
+               "newer kernels: 33554432 on this 6.18 test machine)", "netns",
                ("buffers.max_below_bdp",),
                "receive buffer min / default / autotuning max (TCP)",
                kind="ints"),
