@@ -468,7 +468,13 @@ def test_why_a_full_queue_is_not_accepted():
     assert "EMFILE" in w([_holder(1, "S", fds=1024, nofile_soft=1024)])
     assert "watches it with epoll" in w([_holder(1, "S", watches_socket_with_epoll=True,
                                                  state_text="sleeping")])
-    assert "no holder watches it" in w([_holder(1, "S", state_text="sleeping")])
+    napping = [_holder(1, "S", state_text="sleeping", wchan="do_nanosleep")]
+    assert "no holder was waiting in accept() or epoll when sampled" in w(napping)
+    assert "do_nanosleep" in w(napping) and "or only between other work" in w(napping)
+    # Blocked in accept(): it accepts, one at a time; never "no one waits".
+    blocking = [_holder(1, "S", state_text="sleeping", wchan="inet_csk_accept")]
+    assert "waits in accept() (inet_csk_accept)" in w(blocking)
+    assert backlog.nobody_accepts(blocking) is False and backlog.nobody_accepts(napping)
 
 
 def _reuseport_facts(**kw) -> Facts:

@@ -225,15 +225,26 @@ def why_not_accepting(holders: list[dict[str, Any]]) -> str:
                            "open: accept() fails with EMFILE")
     if reasons:
         return "; ".join(reasons)
+    in_accept = [h for h in holders if _in_accept(h)]
+    if in_accept:
+        h = in_accept[0]
+        return (f"{_who(h)} waits in accept() ({h['wchan']}): it takes connections one at a "
+                "time, slower than they arrive")
     watching = [h for h in holders if h.get("watches_socket_with_epoll")]
     if watching:
         h = watching[0]
         where = f" in {h['wchan']}" if h.get("wchan") else ""
         return (f"{_who(h)} watches it with epoll and is {h.get('state_text', '?')}{where}: it "
                 "does not accept as fast as connections arrive")
-    sleeping = ", ".join(f"{_who(h)} {h.get('state_text', '?')}" for h in holders[:4])
-    return (f"no holder watches it with epoll ({sleeping}): no one waits to accept on this "
-            "socket")
+    sleeping = ", ".join(f"{_who(h)} {h.get('state_text', '?')}"
+                         + (f" in {h['wchan']}" if h.get("wchan") else "") for h in holders[:4])
+    return (f"no holder was waiting in accept() or epoll when sampled ({sleeping}): no one "
+            "waits to accept on this socket, or only between other work")
+
+
+def _in_accept(h: dict[str, Any]) -> bool:
+    """Blocked in accept() on a listener (inet_csk_accept / inet_csk_wait_for_connect)."""
+    return "accept" in (h.get("wchan") or "") or "wait_for_connect" in (h.get("wchan") or "")
 
 
 def nobody_accepts(holders: list[dict[str, Any]]) -> bool:
@@ -248,7 +259,7 @@ def nobody_accepts(holders: list[dict[str, Any]]) -> bool:
             continue
         cpu = h.get("cpu_percent")
         if (cpu is not None and cpu >= BUSY_CPU_PERCENT) or \
-                h.get("watches_socket_with_epoll") or \
+                h.get("watches_socket_with_epoll") or _in_accept(h) or \
                 (h.get("nofile_soft") and h.get("fds") and h["fds"] >= h["nofile_soft"] - 1):
             return False  # busy, watching, or out of descriptors: it tries to accept
     return True
@@ -260,9 +271,10 @@ def backlog_advice(limit: int | None, somaxconn: int | None, requested: int | No
     slowly), then which number bounds its queue: the application's listen() value when it is
     below net.core.somaxconn, somaxconn when that cuts a larger request."""
     if stuck:
-        first = ("No one accepts on this socket: fix the process first (see why in the title: "
-                 "stopped, blocked, or not waiting in accept()/epoll); a larger backlog only "
-                 "delays the drops.")
+        first = ("No one was waiting to accept on this socket: fix the process first (see "
+                 "why in the title: stopped, blocked, or not waiting in accept()/epoll, or "
+                 "accepting only between other work, e.g. a sleep or a slow request in the "
+                 "accept loop); a larger backlog only delays the drops.")
     else:
         first = ("The server accepts slower than connections arrive: find why (CPU, a "
                  "blocking call in the accept loop, worker or descriptor limits).")
