@@ -222,6 +222,21 @@ def test_softnet_interval_deltas():
     assert sq.severity is Severity.WARNING and "CPU0 +2" in sq.title
 
 
+def test_softnet_totals_since_boot_are_said_host_wide_never_none():
+    """softnet_stat is per CPU for the host: a namespace's run reads the host's. A few since
+    boot are not worth a warning, but the title must not say "none" beside a table with
+    some (18 and 23 squeezes read "no time squeezes to report")."""
+    now = SoftnetFacts(cpus=[SoftnetCpu(0, 200, 0, 18), SoftnetCpu(1, 150, 132, 23)], columns=13)
+    got = {f.id: f for f in softirq.check(Facts(softnet=now))}
+    sq, drops = got["softirq.time_squeeze"], got["softirq.netdev_backlog_drops"]
+    assert sq.severity is Severity.OK
+    assert sq.title == ("41 time squeezes since boot, host-wide (every namespace), too few to "
+                        "matter (info from 1000)")
+    assert drops.severity is Severity.INFO and "132 backlog drops since boot, host-wide" in \
+        drops.title and "namespace was created" not in drops.title
+    assert sq.evidence["scope"] == drops.evidence["scope"] == "host"
+
+
 def test_imbalance_needs_work_and_several_cpus():
     def f(rx):
         return softirq._imbalance(Facts(softirqs=SoftirqFacts(net_rx=rx)))

@@ -169,14 +169,24 @@ def _softnet_counter(spec: RuleSpec, facts: Facts, field: str, label: str) -> Fi
         now_sum = sum(total.values())
     ch = change_of(f"softnet_stat.{field}", now_sum, before, facts)
     ev["change"] = ch.evidence()
+    # /proc/net/softnet_stat is per CPU for the whole host: every namespace reads the same.
+    ev["scope"] = "host"
     verdict = judge(ch, notable=SINCE_BOOT_NOTABLE[field])
-    if verdict.severity is Severity.OK:
-        return make(spec, Severity.OK, f"no {label} to report", ev)
     if ch.growing:
         grown = {cpu: n for cpu, n in ev[f"{field}_delta_per_cpu"].items() if n}
         cpus = ", ".join(f"CPU{c} +{n}" for c, n in sorted(grown.items()))
-        return make(spec, verdict.severity, f"{label} during {ch.seconds:g} s: {cpus}", ev)
-    return make(spec, verdict.severity, f"{label}: {verdict.text}", ev)
+        return make(spec, verdict.severity,
+                    f"{label} during {ch.seconds:g} s (host-wide): {cpus}", ev)
+    if ch.delta is None and ch.reset is None and ch.total:
+        # A total since boot, said as such (never "none" beside a table showing some).
+        notable = SINCE_BOOT_NOTABLE[field]
+        more = ("; run with --interval or --state-dir for the rate" if ch.total >= notable
+                else f", too few to matter (info from {notable})")
+        return make(spec, verdict.severity,
+                    f"{ch.total} {label} since boot, host-wide (every namespace){more}", ev)
+    if verdict.severity is Severity.OK:
+        return make(spec, Severity.OK, f"no {label} to report (host-wide)", ev)
+    return make(spec, verdict.severity, f"{label} (host-wide): {verdict.text}", ev)
 
 
 def _imbalance(facts: Facts) -> Finding | None:
