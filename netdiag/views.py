@@ -100,6 +100,7 @@ def sockets_view(facts: Facts, top: int) -> dict[str, Any]:
          "backlog": lst.backlog, **_owner(facts, lst.inode)}
         for lst in census.listeners[: top * 2]
     ]
+    out["listeners_total"] = len(census.listeners)
     return out
 
 

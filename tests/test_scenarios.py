@@ -223,3 +223,15 @@ def test_a_run_changes_nothing(netns):
                        "/proc/sys/net/ipv4/ip_local_port_range").stdout
     assert before == after
     assert netns.ss_counts() == {}
+
+
+def test_sockets_says_how_many_listeners_top_left_out(netns):
+    """`--top N` shows at most 2N listeners: the report says how many there are, so a
+    listener left out never reads as absent."""
+    for port in ("8301", "8302", "8303"):
+        netns.spawn_load("listen", "--port", port, "--backlog", "4", "--count", "0")
+    report, rc = run_json("sockets", "-s", "listen", "--top", "1", netns=netns.name)
+    assert rc == 0 and len(report["facts"]["listeners"]) == 2
+    assert report["facts"]["listeners_total"] == 3
+    table = run_netdiag("sockets", "-s", "listen", "--top", "1", netns=netns.name).stdout
+    assert "listeners total: 3" in table
