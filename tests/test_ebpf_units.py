@@ -513,3 +513,66 @@ def test_recordings_find_every_map_a_probe_uses():
            'BPF_F_TABLE("hash", struct k, struct v, c,\n  MAX_C, BPF_F_NO_PREALLOC);\n'
            'BPF_ARRAY(d, u64, 1);')
     assert declared_maps(src) == ["a", "b", "c", "d"]
+
+
+def test_reset_advice_never_says_shutdown_alone_avoids_the_rst():
+    """__tcp_close() resets a close with unread data whether or not the socket was shut down:
+    the advice is to read to end of file first (shutdown(SHUT_WR), read, close)."""
+    from netdiag.concepts import CONCEPTS
+    from netdiag.diagnose.symptoms import SYMPTOMS
+    from netdiag.rules import resets
+
+    texts = {"resets.sent": resets.SENT.recommendation}
+    texts.update({c.id: c.action for s in SYMPTOMS for c in s.causes})
+    texts.update({c.name: c.text for c in CONCEPTS})
+    for name, text in texts.items():
+        assert "shut down writing first" not in text, name
+        if "SHUT_WR" in text and ("RST" in text or "reset" in text):
+            assert re.search(r"shutdown\(SHUT_WR\), (then )?read until", text), (name, text)
+    assert "read until end of file" in resets.SENT.recommendation
+    assert "whether or not it called shutdown()" in resets.SENT.recommendation
+    [cause] = [c for s in SYMPTOMS for c in s.causes if c.id == "econnreset.close_unread"]
+    assert "shutdown(SHUT_WR) alone does not avoid the RST" in cause.action
+    [half] = [c for c in CONCEPTS if c.name == "half-close"]
+    assert "close() still sends a RST" in half.text
+
+
+def test_retransmits_say_they_count_skbs_and_a_servers_clients_are_not_a_destination():
+    from netdiag import metrics
+    from netdiag.rules import retrans
+
+    res = RetransResult(window=Window(seconds=6.0), by_flow=[
+        Retransmits(5201, None, None, 578, 0, 96.33)], total=578)
+    assert "skbs" in res.counted and "TcpRetransSegs" in res.counted
+    [f] = retrans.check(_facts(retrans=res))
+    assert f.title.startswith("578 retransmitted packets (skbs, not segments")
+    assert "clients of local port 5201" in f.title
+    assert "TcpRetransSegs" in f.evidence["counted"]
+    assert "top destination" not in f.recommendation
+    assert "sport = :5201" in f.recommendation
+    assert "once per retransmitted skb" in retrans.PEERS.rule.text
+    res.by_flow = [Retransmits(None, "10.0.0.9", 443, 50, 0, 25.0)]
+    res.total = 50
+    [f] = retrans.check(_facts(retrans=res))
+    assert "top destination" in f.recommendation and "10.0.0.9:443" in f.title
+    [s] = [s for s in metrics.samples(_facts(retrans=res), [], [], "ok", "default")
+           if s.name == "netdiag_probe_retransmits"]
+    assert "Segments" not in s.help and "skbs" in s.help
+
+
+def test_herd_titles_pluralise_only_when_not_one():
+    from netdiag.rules import wakeups
+
+    one = _listener(8081, 30, 30, [(100, 101)])
+    [f] = wakeups.check(_facts(wakeups=WakeupsResult(window=Window(seconds=5.0),
+                                                     listeners=[one])))
+    assert "woke 1 task per connection" in f.title, f.title
+    half = _listener(8081, 50, 21, [(100, 101)])
+    [f] = wakeups.check(_facts(wakeups=WakeupsResult(window=Window(seconds=5.0),
+                                                     listeners=[half])))
+    assert "woke 0.42 tasks per connection" in f.title, f.title
+    two = _listener(8080, 40, 80, [(100, 101), (100, 102)])
+    [f] = wakeups.check(_facts(wakeups=WakeupsResult(window=Window(seconds=5.0),
+                                                     listeners=[two])))
+    assert "2 tasks woken per connection" in f.title and "2 threads of pid 100" in f.title
+    assert wakeups._n(1, "process", "processes") == "1 process"
