@@ -576,3 +576,39 @@ def test_herd_titles_pluralise_only_when_not_one():
                                                      listeners=[two])))
     assert "2 tasks woken per connection" in f.title and "2 threads of pid 100" in f.title
     assert wakeups._n(1, "process", "processes") == "1 process"
+
+
+@pytest.mark.parametrize("signum,word", [(2, "interrupted"), (15, "terminated")])
+def test_a_signal_before_the_window_opened_ends_the_run_as_the_contract_says(
+        monkeypatch, signum, word):
+    """SIGINT/SIGTERM while the probes load (before the window): outside a probe window, so
+    `netdiag: interrupted` / `netdiag: terminated` and exit 3, and what was loaded unloads."""
+    import os
+
+    from inprocess import run_main
+
+    from netdiag.ebpf import runtime, session
+
+    closed = []
+
+    class FakeLoaded:
+        compile_s = attach_s = 0.0
+
+        def __init__(self, name, plan, defines, fill) -> None:  # noqa: ARG002
+            os.kill(os.getpid(), signum)  # the signal arrives while this probe loads
+
+        def close(self) -> None:
+            closed.append(True)
+
+    monkeypatch.setattr(runtime, "import_bcc", lambda: object())
+    monkeypatch.setattr(session, "check_requirements", lambda: None)
+    monkeypatch.setattr(btf, "kernel_layout", lambda: NS(defines=lambda groups: {}))
+    monkeypatch.setattr(runtime, "port_range", lambda: None)
+    monkeypatch.setattr(runtime, "listening_ports", lambda: set())
+    monkeypatch.setattr(runtime, "plan_hooks",
+                        lambda hooks, layout=None: NS(enabled=list(hooks), missing=[]))
+    monkeypatch.setattr(session, "_filter_kind", lambda spec, plan, layout: ("exact", ""))
+    monkeypatch.setattr(runtime, "Loaded", FakeLoaded)
+    res = run_main(["probe", "drops", "--duration", "5"])
+    assert res.rc == 3 and res.err == f"netdiag: {word}\n", res
+    assert closed == [True]
