@@ -612,3 +612,32 @@ def test_a_signal_before_the_window_opened_ends_the_run_as_the_contract_says(
     res = run_main(["probe", "drops", "--duration", "5"])
     assert res.rc == 3 and res.err == f"netdiag: {word}\n", res
     assert closed == [True]
+
+
+def test_check_says_when_its_probe_window_was_cut_short():
+    """check --probe-seconds 20 interrupted at 4.6 s: table and JSON say so and how long."""
+    import io
+
+    from netdiag import views
+    from netdiag.model import HostInfo, Report
+    from netdiag.render.json import report_dict
+    from netdiag.render.table import render_table
+
+    from conftest import validate_json
+
+    res = RetransResult(window=Window("2026-01-01T00:00:00.000Z", "2026-01-01T00:00:04.600Z",
+                                      4.6, interrupted=True))
+    facts = _facts(retrans=res)
+    view = views.check_view(facts, probe_seconds=20.0)
+    assert view["probe_window"] == {
+        "probes": ["retrans"], "asked_seconds": 20.0, "seconds": 4.6,
+        "started_at": "2026-01-01T00:00:00.000Z", "ended_at": "2026-01-01T00:00:04.600Z",
+        "interrupted": True}
+    report = Report(host=HostInfo("h", "k", "default"), generated_at="2026-01-01T00:00:05Z",
+                    facts=view, topic="check")
+    validate_json(report_dict(report))
+    out = io.StringIO()
+    render_table(report, out)
+    assert "probe window interrupted" in out.getvalue()
+    assert "lasted 4.6 s of the 20 s asked" in out.getvalue()
+    assert "probe_window" not in views.check_view(Facts())
