@@ -105,7 +105,8 @@ def check(*, fmt: str = "table", as_json: bool = False, netns: str | None = None
         raise UsageError("--probes needs --probe-seconds")
     return report("check", list(TOPIC_NAMES),
                   plan(details=True, flow_sample=True, rxpath=True, sample_listeners=True),
-                  views.check_view, fmt=fmt, as_json=as_json, show_ok=False, show_facts=False,
+                  partial(views.check_view, probe_seconds=probe_seconds), fmt=fmt,
+                  as_json=as_json, show_ok=False, show_facts=False,
                   netns=netns, pid=pid, interval=interval, root=root, output=output,
                   state_dir=state_dir, all_netns=all_netns, probes=probe_req, verbose=verbose)
 

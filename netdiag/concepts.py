@@ -169,7 +169,9 @@ CONCEPTS: tuple[Concept, ...] = (
         "file) while it may still send. A socket whose peer sent FIN is in CLOSE_WAIT until "
         "the application calls close(): CLOSE_WAIT sockets that pile up are an application "
         "that never closes after read() returned 0. Writing after one's own SHUT_WR fails "
-        "with EPIPE.",
+        "with EPIPE. shutdown() does not make a close with unread received data graceful: "
+        "close() still sends a RST (__tcp_close()). The graceful close is shutdown(SHUT_WR), "
+        "read until read() returns 0, then close().",
         "`netdiag closewait` lists CLOSE_WAIT sockets per process and local port, and whether "
         "the end of file was even read (Recv-Q 1).",
         "shutdown(2); tcp(7); RFC 9293 §3.6",

@@ -18,7 +18,7 @@ import os
 import sys
 from typing import NamedTuple
 
-from netdiag.errors import CLOSED_AT_START, NetdiagError, OutputClosedError
+from netdiag.errors import CLOSED_AT_START, Interrupted, NetdiagError, OutputClosedError
 
 
 class Opt(NamedTuple):
@@ -196,9 +196,6 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
-class Interrupted(BaseException):
-    """SIGINT or SIGTERM arrived outside a probe window (which handles its own). Not an
-    Exception: the guards around collectors and rules must not swallow it."""
 
 
 def _interrupted(signum, frame) -> None:  # noqa: ARG001

@@ -8,6 +8,12 @@ from __future__ import annotations
 CLOSED_AT_START: set[int] = set()
 
 
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived outside a probe window (which handles its own); its message
+    is "interrupted" or "terminated" (the contract's line). Not an Exception: the guards
+    around collectors and rules must not swallow it."""
+
+
 class NetdiagError(Exception):
     """netdiag could not judge: one line for the user, exit code 3."""
 

@@ -208,7 +208,9 @@ def _probe_samples(add, name: str, probe, ns: tuple[str, str]) -> None:
                    "RSTs received during the probe window.", (ns,), probe.received_total))
     elif kind == "RetransResult":
         add(Sample("netdiag_probe_retransmits", "gauge",
-                   "Segments retransmitted toward peers during the probe window.", (ns,),
+                   "Packets (skbs) retransmitted toward peers during the probe window: "
+                   "tcp_retransmit_skb events, not segments (with TSO/GSO one skb carries "
+                   "several; TcpRetransSegs counts segments).", (ns,),
                    probe.total))
         add(Sample("netdiag_probe_retransmit_failures", "gauge",
                    "Retransmit attempts that failed inside this host during the probe window "

@@ -384,18 +384,26 @@ class Retransmits:
     local_port: int | None
     peer: str | None
     remote_port: int | None
-    retransmits: int  # segments sent again toward the peer
+    # tcp:tcp_retransmit_skb events toward the peer: retransmitted skbs (packets), not
+    # segments (with TSO/GSO one skb carries several MSS-sized segments)
+    retransmits: int
     failed: int  # attempts that failed before leaving the host (err < 0, TCPRetransFail)
     per_s: float
     approximate: bool = False
 
 
+RETRANS_COUNTED = ("skbs: one per tcp_retransmit_skb event (a retransmitted packet; with "
+                   "TSO/GSO it may carry several segments); nstat TcpRetransSegs counts "
+                   "segments")
+
+
 @dataclass
 class RetransResult(ProbeResult):
     by_flow: list[Retransmits] = field(default_factory=list)
-    total: int = 0  # retransmits that left the host
+    total: int = 0  # retransmitted skbs that left the host (events, not segments)
     failed_total: int = 0
     failures_reported: bool = False  # the kernel's tracepoint has `err` (6.17+)
+    counted: str = RETRANS_COUNTED  # what one count is (skbs, not segments)
 
 
 # ---- errors ----------------------------------------------------------------------------------

@@ -209,11 +209,26 @@ def sysctl_view(facts: Facts) -> dict[str, Any]:
     ]}
 
 
-def check_view(facts: Facts) -> dict[str, Any]:
+def check_view(facts: Facts, probe_seconds: float | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if facts.census is not None:
         out["sockets"] = census_summary(facts.census)
+    window = probe_window(facts, probe_seconds)
+    if window is not None:
+        out["probe_window"] = window
     return out
+
+
+def probe_window(facts: Facts, asked: float | None) -> dict[str, Any] | None:
+    """The window the probes of `check --probe-seconds` ran (one window for all): how long
+    it was asked to last, how long it lasted, and whether a signal cut it short."""
+    results = [r for r in (facts.probes or {}).values() if getattr(r, "window", None)]
+    if not results:
+        return None
+    w = results[0].window
+    return {"probes": sorted(facts.probes or {}), "asked_seconds": asked,
+            "seconds": w.seconds, "started_at": w.started_at, "ended_at": w.ended_at,
+            "interrupted": w.interrupted}
 
 
 def _sysctls(facts: Facts, keys: list[str]) -> dict[str, Any]:

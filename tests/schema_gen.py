@@ -53,6 +53,11 @@ FIELD_DOCS = {
                        "SO_REUSEPORT group.",
     "epoll_waiters_max": "Epoll instances on the socket's wait queue (most seen); null when "
                          "they cannot be told apart here.",
+    "retransmits": "Retransmitted skbs (packets): tcp:tcp_retransmit_skb events, not "
+                   "segments; with TSO/GSO one skb carries several MSS-sized segments (nstat "
+                   "TcpRetransSegs counts segments).",
+    "counted": "What one count is: a retransmitted skb (a tcp_retransmit_skb event), not a "
+               "segment.",
     "reported_by": "return: the call's return value; so_error: getsockopt(SO_ERROR) after a "
                    "non-blocking connect.",
 }

@@ -513,3 +513,131 @@ def test_recordings_find_every_map_a_probe_uses():
            'BPF_F_TABLE("hash", struct k, struct v, c,\n  MAX_C, BPF_F_NO_PREALLOC);\n'
            'BPF_ARRAY(d, u64, 1);')
     assert declared_maps(src) == ["a", "b", "c", "d"]
+
+
+def test_reset_advice_never_says_shutdown_alone_avoids_the_rst():
+    """__tcp_close() resets a close with unread data whether or not the socket was shut down:
+    the advice is to read to end of file first (shutdown(SHUT_WR), read, close)."""
+    from netdiag.concepts import CONCEPTS
+    from netdiag.diagnose.symptoms import SYMPTOMS
+    from netdiag.rules import resets
+
+    texts = {"resets.sent": resets.SENT.recommendation}
+    texts.update({c.id: c.action for s in SYMPTOMS for c in s.causes})
+    texts.update({c.name: c.text for c in CONCEPTS})
+    for name, text in texts.items():
+        assert "shut down writing first" not in text, name
+        if "SHUT_WR" in text and ("RST" in text or "reset" in text):
+            assert re.search(r"shutdown\(SHUT_WR\), (then )?read until", text), (name, text)
+    assert "read until end of file" in resets.SENT.recommendation
+    assert "whether or not it called shutdown()" in resets.SENT.recommendation
+    [cause] = [c for s in SYMPTOMS for c in s.causes if c.id == "econnreset.close_unread"]
+    assert "shutdown(SHUT_WR) alone does not avoid the RST" in cause.action
+    [half] = [c for c in CONCEPTS if c.name == "half-close"]
+    assert "close() still sends a RST" in half.text
+
+
+def test_retransmits_say_they_count_skbs_and_a_servers_clients_are_not_a_destination():
+    from netdiag import metrics
+    from netdiag.rules import retrans
+
+    res = RetransResult(window=Window(seconds=6.0), by_flow=[
+        Retransmits(5201, None, None, 578, 0, 96.33)], total=578)
+    assert "skbs" in res.counted and "TcpRetransSegs" in res.counted
+    [f] = retrans.check(_facts(retrans=res))
+    assert f.title.startswith("578 retransmitted packets (skbs, not segments")
+    assert "clients of local port 5201" in f.title
+    assert "TcpRetransSegs" in f.evidence["counted"]
+    assert "top destination" not in f.recommendation
+    assert "sport = :5201" in f.recommendation
+    assert "once per retransmitted skb" in retrans.PEERS.rule.text
+    res.by_flow = [Retransmits(None, "10.0.0.9", 443, 50, 0, 25.0)]
+    res.total = 50
+    [f] = retrans.check(_facts(retrans=res))
+    assert "top destination" in f.recommendation and "10.0.0.9:443" in f.title
+    [s] = [s for s in metrics.samples(_facts(retrans=res), [], [], "ok", "default")
+           if s.name == "netdiag_probe_retransmits"]
+    assert "Segments" not in s.help and "skbs" in s.help
+
+
+def test_herd_titles_pluralise_only_when_not_one():
+    from netdiag.rules import wakeups
+
+    one = _listener(8081, 30, 30, [(100, 101)])
+    [f] = wakeups.check(_facts(wakeups=WakeupsResult(window=Window(seconds=5.0),
+                                                     listeners=[one])))
+    assert "woke 1 task per connection" in f.title, f.title
+    half = _listener(8081, 50, 21, [(100, 101)])
+    [f] = wakeups.check(_facts(wakeups=WakeupsResult(window=Window(seconds=5.0),
+                                                     listeners=[half])))
+    assert "woke 0.42 tasks per connection" in f.title, f.title
+    two = _listener(8080, 40, 80, [(100, 101), (100, 102)])
+    [f] = wakeups.check(_facts(wakeups=WakeupsResult(window=Window(seconds=5.0),
+                                                     listeners=[two])))
+    assert "2 tasks woken per connection" in f.title and "2 threads of pid 100" in f.title
+    assert wakeups._n(1, "process", "processes") == "1 process"
+
+
+@pytest.mark.parametrize("signum,word", [(2, "interrupted"), (15, "terminated")])
+def test_a_signal_before_the_window_opened_ends_the_run_as_the_contract_says(
+        monkeypatch, signum, word):
+    """SIGINT/SIGTERM while the probes load (before the window): outside a probe window, so
+    `netdiag: interrupted` / `netdiag: terminated` and exit 3, and what was loaded unloads."""
+    import os
+
+    from inprocess import run_main
+
+    from netdiag.ebpf import runtime, session
+
+    closed = []
+
+    class FakeLoaded:
+        compile_s = attach_s = 0.0
+
+        def __init__(self, name, plan, defines, fill) -> None:  # noqa: ARG002
+            os.kill(os.getpid(), signum)  # the signal arrives while this probe loads
+
+        def close(self) -> None:
+            closed.append(True)
+
+    monkeypatch.setattr(runtime, "import_bcc", lambda: object())
+    monkeypatch.setattr(session, "check_requirements", lambda: None)
+    monkeypatch.setattr(btf, "kernel_layout", lambda: NS(defines=lambda groups: {}))
+    monkeypatch.setattr(runtime, "port_range", lambda: None)
+    monkeypatch.setattr(runtime, "listening_ports", lambda: set())
+    monkeypatch.setattr(runtime, "plan_hooks",
+                        lambda hooks, layout=None: NS(enabled=list(hooks), missing=[]))
+    monkeypatch.setattr(session, "_filter_kind", lambda spec, plan, layout: ("exact", ""))
+    monkeypatch.setattr(runtime, "Loaded", FakeLoaded)
+    res = run_main(["probe", "drops", "--duration", "5"])
+    assert res.rc == 3 and res.err == f"netdiag: {word}\n", res
+    assert closed == [True]
+
+
+def test_check_says_when_its_probe_window_was_cut_short():
+    """check --probe-seconds 20 interrupted at 4.6 s: table and JSON say so and how long."""
+    import io
+
+    from netdiag import views
+    from netdiag.model import HostInfo, Report
+    from netdiag.render.json import report_dict
+    from netdiag.render.table import render_table
+
+    from conftest import validate_json
+
+    res = RetransResult(window=Window("2026-01-01T00:00:00.000Z", "2026-01-01T00:00:04.600Z",
+                                      4.6, interrupted=True))
+    facts = _facts(retrans=res)
+    view = views.check_view(facts, probe_seconds=20.0)
+    assert view["probe_window"] == {
+        "probes": ["retrans"], "asked_seconds": 20.0, "seconds": 4.6,
+        "started_at": "2026-01-01T00:00:00.000Z", "ended_at": "2026-01-01T00:00:04.600Z",
+        "interrupted": True}
+    report = Report(host=HostInfo("h", "k", "default"), generated_at="2026-01-01T00:00:05Z",
+                    facts=view, topic="check")
+    validate_json(report_dict(report))
+    out = io.StringIO()
+    render_table(report, out)
+    assert "probe window interrupted" in out.getvalue()
+    assert "lasted 4.6 s of the 20 s asked" in out.getvalue()
+    assert "probe_window" not in views.check_view(Facts())

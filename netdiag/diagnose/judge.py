@@ -1615,10 +1615,12 @@ def _unacked(ev: Evidence) -> CauseVerdict:
                                 "retransmits_by_flow": flows[:5]}
     if flows:
         r = flows[0]
-        return _v(cid, CONFIRMED, f"{sum(x['retransmits'] for x in flows)} segment(s) "
-                                  f"retransmitted in the probe window, most toward "
-                                  f"{r['peer']}:{r['remote_port']}: data stays "
-                                  "unacknowledged", evidence)
+        where = (f"{r['peer']}:{r['remote_port']}" if r["peer"] is not None else
+                 f"clients of local port {r['local_port']}" if r["local_port"] is not None
+                 else "connections between ephemeral ports")
+        return _v(cid, CONFIRMED, f"{sum(x['retransmits'] for x in flows)} packet(s) (skbs) "
+                                  f"retransmitted in the probe window, most toward {where}: "
+                                  "data stays unacknowledged", evidence)
     probed = ev.probe("retrans") is not None
     if ev.scoped:
         out = ev.outgoing()

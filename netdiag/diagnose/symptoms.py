@@ -80,7 +80,9 @@ ECONNRESET = Symptom(
            "net/ipv4/tcp.c __tcp_close() (data_was_unread); RFC 2525 §2.17; "
            "include/net/rstreason.h SK_RST_REASON_TCP_ABORT_ON_CLOSE",
            "The closing side must read (or at least drain) what the other side sent before "
-           "closing, e.g. a server that answers an error without reading the request body."),
+           "closing, e.g. a server that answers an error without reading the request body. "
+           "shutdown(SHUT_WR) alone does not avoid the RST: the graceful sequence is "
+           "shutdown(SHUT_WR), read until read() returns 0 (end of file), then close()."),
         _c(_R, "overflow_abort", "Accept queue overflow with tcp_abort_on_overflow=1",
            "The listener's accept queue was full when the final ACK of a handshake arrived; "
            "with tcp_abort_on_overflow=1 tcp_check_req() answers it with a RST (reason "

@@ -203,7 +203,7 @@ PROBES: dict[str, ProbeSpec] = {p.name: p for p in (
         "before leaving the host counted apart",
         (Hook("retransmits", "tcp", "tcp_retransmit_skb", "np_retransmit",
               ("skaddr", "family", "sport", "dport", "daddr", "daddr_v6"), ("err",)),),
-        readers.read_retrans, "one hash update per retransmitted segment",
+        readers.read_retrans, "one hash update per retransmitted skb",
         topics=("retrans",),
         maps=(MapDecl("retrans", 65536, ("by_flow",)),),
         metrics=("netdiag_probe_retransmits", "netdiag_probe_retransmit_failures")),

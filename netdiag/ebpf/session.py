@@ -5,7 +5,8 @@ timed), open the window, wait (Ctrl-C or SIGTERM ends it early), detach, read th
 unload. From the first compile to the last unload, SIGINT/SIGTERM only set a flag: a signal
 during the window ends it, a signal afterwards (a second Ctrl-C while detaching) is noted and
 the report is still read and printed, and nothing stays loaded. A signal before the window
-opened unloads what was loaded and ends the run (exit 3).
+opened unloads what was loaded and ends the run like any signal outside a window
+("netdiag: interrupted" / "netdiag: terminated", exit 3).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 from netdiag.ebpf import runtime
 from netdiag.ebpf.probes import PROBES, ProbeSpec
 from netdiag.ebpf.readers import ReadContext
-from netdiag.errors import NetdiagError, UsageError
+from netdiag.errors import Interrupted, NetdiagError, UsageError
 from netdiag.probefacts import Completeness, MapLoss, ProbeResult, Scope, Startup, Window
 
 # Recording fixtures: NETDIAG_PROBE_RECORD=DIR writes each probe's raw maps to DIR/NAME.json
@@ -33,8 +34,9 @@ from netdiag.probefacts import Completeness, MapLoss, ProbeResult, Scope, Startu
 RECORD_ENV = "NETDIAG_PROBE_RECORD"
 
 
-class ProbeInterrupted(NetdiagError):
-    """Ctrl-C or SIGTERM before the probe window opened."""
+class ProbeInterrupted(Interrupted):
+    """Ctrl-C or SIGTERM before the probe window opened: outside a window, so the run ends
+    as any interrupted run does ("netdiag: interrupted" / "netdiag: terminated", exit 3)."""
 
 
 @dataclass
@@ -153,6 +155,7 @@ class _Signals:
 
     def __init__(self) -> None:
         self.count = 0
+        self.first: int | None = None  # the first signal's number
         self.old: dict[int, Any] = {}
 
     def __enter__(self) -> _Signals:
@@ -162,6 +165,12 @@ class _Signals:
 
     def _handler(self, signum, frame) -> None:  # noqa: ARG002
         self.count += 1
+        if self.first is None:
+            self.first = signum
+
+    def word(self) -> str:
+        """The contract's word for a signal outside a window."""
+        return "terminated" if self.first == signal.SIGTERM else "interrupted"
 
     def __exit__(self, *exc) -> None:
         for s, h in self.old.items():
@@ -341,8 +350,7 @@ def run(names: list[str], seconds: float, interval: float | None = None, on_tick
             first = True
             for name in names:
                 if sig.count:
-                    raise ProbeInterrupted("interrupted before the probe window opened "
-                                           "(nothing stays loaded)")
+                    raise ProbeInterrupted(sig.word())
                 spec = PROBES[name]
                 unsupported = spec.unsupported() if spec.unsupported else None
                 if unsupported:
@@ -383,8 +391,7 @@ def run(names: list[str], seconds: float, interval: float | None = None, on_tick
                 first = False
                 running[name] = _Running(spec, loaded, scope, startup, epoll_known)
             if sig.count:
-                raise ProbeInterrupted("interrupted before the probe window opened "
-                                       "(nothing stays loaded)")
+                raise ProbeInterrupted(sig.word())
             if not running:
                 return results, errors
 

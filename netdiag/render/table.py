@@ -383,6 +383,11 @@ def render_table(report: Report, out: TextIO, verbose: bool = False) -> None:
             _section(console, title, value, limit)
         console.file.flush()
         return
+    window = report.facts.get("probe_window") if report.topic == "check" else None
+    if isinstance(window, dict):
+        console.print(safe(_window_line(window),
+                           style="yellow" if window.get("interrupted") else "dim"))
+        console.print()
     if report.topic == "why":
         _why_heading(console, report.facts)
     elif report.show_facts:
@@ -411,6 +416,18 @@ def render_table(report: Report, out: TextIO, verbose: bool = False) -> None:
     style = {"OK": "green", "WARNING": "yellow", "CRITICAL": "bold red"}.get(status, "magenta")
     console.print(Text(f"status: {status}", style=style))
     console.file.flush()
+
+
+def _window_line(window: dict[str, Any]) -> str:
+    """check --probe-seconds: the probes' window, and whether a signal cut it short."""
+    asked = window.get("asked_seconds")
+    probes = ", ".join(window.get("probes") or [])
+    if window.get("interrupted"):
+        of = f" of the {asked:g} s asked" if asked is not None else ""
+        return (f"probe window interrupted (Ctrl-C or SIGTERM): it lasted "
+                f"{window.get('seconds', 0):g} s{of}; probe findings and rates cover only "
+                f"that ({probes})")
+    return f"probe window: {window.get('seconds', 0):g} s ({probes})"
 
 
 def _why_heading(console: Console, facts: dict[str, Any]) -> None:

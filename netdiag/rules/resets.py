@@ -43,8 +43,11 @@ SENT = RuleSpec(
     ),
     recommendation=(
         "For NO_SOCKET: find the clients of that port (is a service down, or a health check "
-        "probing a closed port?). For resets after close: make the application read the "
-        "request fully before closing, or shut down writing first (shutdown(SHUT_WR))."
+        "probing a closed port?). For resets after close (TCP_ABORT_ON_CLOSE): the "
+        "application closed with received data still unread, and that sends a RST whether "
+        "or not it called shutdown() first. Make it read until end of file (or drain what "
+        "the peer sent) before close(); the graceful sequence is shutdown(SHUT_WR), then read "
+        "until read() returns 0, then close()."
     ),
     thresholds=f"info when RSTs were sent; warning from {WARN_RATE:g}/s (at least {WARN_MIN} "
                "in the window)",

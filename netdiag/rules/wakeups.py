@@ -56,6 +56,11 @@ HERD = RuleSpec(
 SPECS = (HERD,)
 
 
+def _n(count: float, word: str, plural: str | None = None) -> str:
+    """A count and its noun: "1 task", "0.42 tasks", "3 tasks" (singular only for exactly 1)."""
+    return f"{count:g} {word if count == 1 else (plural or word + 's')}"
+
+
 def _row(lst: Listener) -> dict[str, Any]:
     return {"port": lst.port, "inode": lst.inode, "connections": lst.connections,
             "wakeups": lst.wakeups, "wakeups_per_connection": lst.wakeups_per_connection,
@@ -72,9 +77,10 @@ def _who(lst: Listener) -> str:
     names = sorted({t.command for t in woken if t.command})
     cmd = f" ({', '.join(names[:3])})" if names else ""
     if len(pids) == 1:
-        return f"{len(woken)} threads of pid {pids[0]}{cmd}"
+        return f"{_n(len(woken), 'thread')} of pid {pids[0]}{cmd}"
     shown = ", ".join(str(p) for p in pids[:6]) + (", ..." if len(pids) > 6 else "")
-    return f"{len(woken)} tasks in {len(pids)} processes (pid {shown}){cmd}"
+    return f"{_n(len(woken), 'task')} in {_n(len(pids), 'process', 'processes')} " \
+           f"(pid {shown}){cmd}"
 
 
 def _fix(lst: Listener) -> str:
@@ -115,7 +121,7 @@ def check(facts: Facts) -> list[Finding]:
                  "its own workers)" if worst.sockets_on_port > 1 else "")
         return [make(HERD, Severity.OK,
                      f"no thundering herd: port {worst.port} woke "
-                     f"{worst.wakeups_per_connection or 0:g} tasks per connection{group}",
+                     f"{_n(worst.wakeups_per_connection or 0, 'task')} per connection{group}",
                      evidence)]
     worst = max(herd, key=lambda r: (r.wakeups_per_connection or 0, r.connections))
     evidence["worst"] = _row(worst)
@@ -124,7 +130,8 @@ def check(facts: Facts) -> list[Finding]:
                            for t in worst.threads[:16]]
     shared = ("one listening socket shared by " if worst.sockets_on_port == 1 else
               f"one socket of a SO_REUSEPORT group of {worst.sockets_on_port}, shared by ")
-    title = (f"port {worst.port}: {worst.wakeups_per_connection:g} tasks woken per connection "
-             f"({worst.wakeups} wake-ups for {worst.connections} connections) on "
+    title = (f"port {worst.port}: {_n(worst.wakeups_per_connection, 'task')} woken per "
+             f"connection ({_n(worst.wakeups, 'wake-up')} for "
+             f"{_n(worst.connections, 'connection')}) on "
              f"{shared}{_who(worst)}")
     return [make(HERD, Severity.WARNING, title, evidence, recommendation=_fix(worst))]
