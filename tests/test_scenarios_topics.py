@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -147,3 +148,58 @@ def test_veth_interface_statistics():
         # softnet_stat and softirqs are per host: the namespace sees the host's CPUs.
         with open("/proc/softirqs") as fh:
             assert len(tx["facts"]["per_cpu"]) == len(fh.readline().split())
+
+
+def test_iperf3_window_fixed_small_over_veth_is_the_buffer_not_ok():
+    """Review d: `iperf3 -w 16K` into a namespace over veth. The server's socket has
+    SO_RCVBUF 16384 (32768 after doubling, below tcp_rmem[1]), autotuning off: `buffers` must
+    warn that this buffer holds the flow, never print an OK headline beside it."""
+    require_root("a veth pair between two namespaces")
+    if subprocess.run(["sh", "-c", "command -v iperf3"], capture_output=True).returncode:
+        reason = "needs iperf3 (make test installs it)"
+        if os.environ.get("NETDIAG_REQUIRE_ROOT") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    with NetNS() as srv, NetNS() as cli:
+        subprocess.run(["ip", "-n", srv.name, "link", "add", "nd-s", "type", "veth", "peer",
+                        "name", "nd-c", "netns", cli.name], check=True)
+        for ns, dev, addr in ((srv, "nd-s", "10.79.0.1/24"), (cli, "nd-c", "10.79.0.2/24")):
+            subprocess.run(["ip", "-n", ns.name, "addr", "add", addr, "dev", dev], check=True)
+            subprocess.run(["ip", "-n", ns.name, "link", "set", dev, "up"], check=True)
+        server = subprocess.Popen(["ip", "netns", "exec", srv.name, "timeout", "40", "iperf3",
+                                   "-s", "-1", "-p", "5201"], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        srv.procs.append(server)
+        _await(lambda: srv.exec("ss", "-tlnH", "sport = :5201").stdout.strip(),
+               "iperf3 -s listening")
+        client = subprocess.Popen(["ip", "netns", "exec", cli.name, "timeout", "40", "iperf3",
+                                   "-c", "10.79.0.1", "-p", "5201", "-w", "16K", "-t", "15"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cli.procs.append(client)
+
+        def receiving():  # the data connection, busy, as buffers sees it
+            report, rc = run_json("buffers", netns=srv.name)
+            f = finding(report, "buffers.max_below_bdp")
+            return (f, rc) if [r for r in f["evidence"]["flows"] if r["local_port"] == 5201
+                               and r["direction"] == "receiving"] else None
+
+        f, rc = _await(receiving, "the iperf3 flow among buffers' busy flows")
+        rows = [r for r in f["evidence"]["flows"] if r["local_port"] == 5201
+                and r["direction"] == "receiving"]
+        assert rows[0]["limit"] == "receive_buffer_fixed_by_application", rows[0]
+        assert rows[0]["held_by_buffer"] and rows[0]["rcvbuf"] == 32768, rows[0]
+        assert f["severity"] == "warning" and rc == 1, f["title"]
+        assert not f["title"].startswith("no busy flow"), f["title"]
+        assert "SO_RCVBUF" in f["title"] and "netdiag probe rcvbuf" in f["recommendation"]
+        assert "RTT 0.0 ms" not in f["title"]
+
+
+def _await(probe, what: str, seconds: float = 20.0):
+    """probe() until it returns something true, at most `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        got = probe()
+        if got:
+            return got
+        time.sleep(0.2)
+    raise AssertionError(f"{what}: not seen within {seconds:g} s")

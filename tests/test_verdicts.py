@@ -164,7 +164,7 @@ def test_iperf3_window_of_64k_over_50_ms_is_held_by_a_fixed_buffer(delayed_path)
     [row] = [r for r in rows if r["direction"] == "receiving"]
     assert row["limit"] == "receive_buffer_fixed_by_application"
     assert row["rcvbuf"] == 131072 and row["window_use"] >= 0.5
-    assert "application's own buffer setting (SO_RCVBUF = 65536" in f["recommendation"]
+    assert "SO_RCVBUF call" in f["recommendation"] and "SO_RCVBUF = 65536" in f["recommendation"]
     assert "tcp_rmem does not apply" in f["recommendation"]
     assert "Raise the third value of net.ipv4.tcp_rmem" not in f["recommendation"]
 

@@ -176,7 +176,14 @@ def test_receiver_capped_by_rmem_max_and_slow_reader_and_idle_window():
     capped = buffers.judge_flow(flow(now, then, {"rcvbuf": 425984}), LIMITS)
     assert capped.limit == "receive_buffer_capped_by_rmem_max"
     assert "net.core.rmem_max (now 212992)" in capped.advice
-    slow = buffers.judge_flow(flow(now, then, {"rcvbuf": 425984, "rmem_alloc": 400_000}),
+    # A full queue in that capped buffer is the cap, not a slow reader: autotuning would
+    # give it twice the 300000 bytes the application reads per RTT (review d).
+    full = buffers.judge_flow(flow(now, then, {"rcvbuf": 425984, "rmem_alloc": 400_000}),
+                              LIMITS)
+    assert (full.limit, full.held) == ("receive_buffer_capped_by_rmem_max", True)
+    assert "400000 of 425984" in full.text
+    # In a buffer autotuning sized (above twice rcv_space), a full queue is the reader.
+    slow = buffers.judge_flow(flow(now, then, {"rcvbuf": 1_048_576, "rmem_alloc": 1_000_000}),
                               LIMITS)
     assert (slow.limit, slow.held, slow.advice) == ("slow_reader", False, "")
     now, then = receiver(125_000, rcv_wnd=1_000_000, rcv_space=300_000)
@@ -628,3 +635,79 @@ def test_overflows_since_boot_are_segments_and_name_a_listener_full_now():
     seen = [ListenerSample("127.0.0.1", 8080, 32, 33, 10, 10, 501, 2, 10)]
     got = backlog._overflow(_overflowing(seen))
     assert "Run with --interval" not in got.recommendation
+
+
+# ---- review d: a receive queue near a fixed small rcvbuf is the buffer's limit ------------
+
+RVD_LIMITS = {"rmax": 33554432, "rdefault": 131072, "wmax": 4194304, "rmem_max": 4194304,
+              "wmem_max": 4194304}
+
+
+def _rvd_receiver(queued: int, rcv_rtt: int = 6) -> Connection:
+    """iperf3 -w 16K into a namespace over veth (review d, buf4/buf5): SO_RCVBUF=16384,
+    doubled to 32768, below tcp_rmem[1]; the reader copied 66608 bytes in one RTT; window
+    scale 0 on both sides; RTT of a few µs."""
+    now, then = receiver(628_000_000 // 2, rtt=14, rcv_rtt=rcv_rtt, rcv_space=66608,
+                         rcv_wnd=27512, rcv_wscale=0, snd_wscale=0)
+    return flow(now, then, {"rcvbuf": 32768, "rmem_alloc": queued}, seconds=0.5)
+
+
+def test_a_full_queue_in_a_fixed_small_rcvbuf_is_the_buffer_not_a_slow_reader():
+    v = buffers.judge_flow(_rvd_receiver(30008), RVD_LIMITS)
+    assert (v.limit, v.held) == ("receive_buffer_fixed_by_application", True), v
+    assert "32768" in v.text and "SO_RCVBUF" in v.text and "autotuning" in v.text
+    assert "slower than data arrives" not in v.text
+    assert "SO_RCVBUF = 16384" in v.advice
+    assert "netdiag probe rcvbuf" in v.advice and "remove" in v.advice.lower()
+
+
+def test_a_fixed_small_rcvbuf_drained_each_rtt_is_the_buffer_even_at_microsecond_rtts():
+    # buf4: the queue happened to be empty when sampled and the µs RTT makes rate × RTT look
+    # like a small share of the window: not "the network or the sender".
+    v = buffers.judge_flow(_rvd_receiver(0), RVD_LIMITS)
+    assert (v.limit, v.held) == ("receive_buffer_fixed_by_application", True), v
+
+
+def test_a_slow_reader_with_an_autotuned_buffer_stays_a_slow_reader():
+    # Autotuned: at or above tcp_rmem[1] and not below twice what it reads per RTT.
+    now, then = receiver(125_000, rcv_space=20_000, rcv_wnd=30_000, rcv_wscale=7,
+                         snd_wscale=7)
+    v = buffers.judge_flow(flow(now, then, {"rcvbuf": 131072, "rmem_alloc": 120_000}),
+                           RVD_LIMITS)
+    assert (v.limit, v.held) == ("slow_reader", False), v
+
+
+def test_the_finding_follows_the_per_flow_limits_never_ok_beside_a_held_flow():
+    c = _rvd_receiver(30008)
+    c.source, c.sport, c.destination, c.dport = "10.77.0.1", 5201, "10.77.0.2", 34948
+    facts = Facts(sysctl=sysctl(net__ipv4__tcp_rmem="4096 131072 33554432",
+                                net__core__rmem_max=4194304),
+                  details=ConnectionDetails(with_info=2, flows=[c],
+                                            flow_sample="second sample"))
+    f = buffers._bdp(facts)
+    rows = f.evidence["flows"]
+    assert rows[0]["limit"] == "receive_buffer_fixed_by_application"
+    assert f.severity is Severity.WARNING and not f.title.startswith("no busy flow"), f.title
+    assert "SO_RCVBUF" in f.title and "netdiag probe rcvbuf" in f.recommendation
+    assert any(r["held_by_buffer"] for r in rows) == (f.severity is not Severity.OK)
+
+
+def test_rtt_below_a_millisecond_is_shown_in_microseconds():
+    v = buffers.judge_flow(flow(*sender(990_000, rwnd=800_000, snd_wnd=27512, rtt=50)),
+                           LIMITS)
+    assert v.limit == "peer_receive_window"
+    assert "RTT 0.0 ms" not in v.text and "RTT 50 µs" in v.text, v.text
+    assert buffers.fmt_rtt(1500) == "1.5 ms" and buffers.fmt_rtt(52_000) == "52 ms"
+
+
+def test_the_ok_headline_has_no_nested_parentheses():
+    app = flow(*sender(990_000))
+    facts = Facts(sysctl=sysctl(), details=ConnectionDetails(with_info=1, flows=[app],
+                                                             flow_sample="second sample"))
+    f = buffers._bdp(facts)
+    assert f.severity is Severity.OK and "cannot tell" in f.title, f.title
+    depth = deepest = 0
+    for ch in f.title:
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        deepest = max(deepest, depth)
+    assert deepest <= 1, f.title

@@ -148,9 +148,14 @@ BDP = RuleSpec(
         "that buffer; a receiver whose rate × RTT fills its advertised window is held by "
         "its receive buffer, which is either at tcp_rmem[2] (the autotuning maximum), at "
         "2 × rmem_max (an application request capped), or fixed by the application "
-        "(SO_RCVBUF stops autotuning: the buffer stays below tcp_rmem[2] and below twice "
-        "what the application reads per RTT, or the window scale is smaller than the host "
-        "would choose). The rate a flow already gets is never the trigger: it cannot reveal "
+        "(SO_RCVBUF stops autotuning: the buffer stays below tcp_rmem[1], where autotuning "
+        "starts, or below tcp_rmem[2] and twice what the application reads per RTT, or the "
+        "window scale is smaller than the host would choose). A receive queue near full is "
+        "a slow reader only in a buffer autotuning sized; in a buffer fixed below what "
+        "autotuning would give it is that buffer's limit, and so is a fixed buffer whose "
+        "application reads a whole advertised window in one RTT (at µs RTTs rate × RTT "
+        "understates how much of the window is used). The rate a flow already gets is "
+        "never the trigger: it cannot reveal "
         "a flow held back by its window. On loopback the path has no bandwidth-delay "
         "product worth the name: a window-limited loopback flow means the reader is slower "
         "than the writer."
@@ -166,7 +171,9 @@ BDP = RuleSpec(
     thresholds=f"warning when a non-loopback flow that is busy ≥ {int(APP_BUSY_SHARE * 100)}% "
                f"of the time is limited ≥ {int(LIMITED_SHARE * 100)}% of it by the peer's "
                f"window or its send buffer, or as receiver fills ≥ {int(WINDOW_USE * 100)}% of "
-               "its window while its buffer is at a maximum or fixed by the application",
+               "its window while its buffer is at a maximum or fixed by the application, "
+               "or as receiver has its queue ≥ 50% full (or reads its whole window per RTT) "
+               "in a buffer the application fixed below what autotuning would give",
 )
 
 UDP = RuleSpec(
@@ -328,6 +335,15 @@ def _mbit(bytes_per_s: float) -> float:
     return round(bytes_per_s * 8 / 1e6, 1)
 
 
+def fmt_rtt(rtt_us: int | float) -> str:
+    """An RTT for a sentence: µs below a millisecond (veth and LAN RTTs are tens of µs, and
+    "0.0 ms" says nothing), else ms with 2 significant digits."""
+    if rtt_us < 1000:
+        return f"{round(rtt_us)} µs"
+    ms = rtt_us / 1000
+    return f"{ms:.1f} ms" if ms < 10 else f"{ms:.0f} ms"
+
+
 def expected_wscale(rmem_max2: int, rmem_max: int | None) -> int:
     """The receive window scale the host offers a socket whose buffer is not locked:
     ilog2(max(tcp_rmem[2], rmem_max)) - 15, clamped to 0..14 (tcp_select_initial_window())."""
@@ -399,7 +415,7 @@ def _judge_sender(c: Connection, w: _Window, limits: dict[str, int | None],
         if snd_wnd and rtt_us:
             figures["peer_window_bytes"] = snd_wnd
             text += (f"; {c.destination} advertises {snd_wnd} bytes, which at RTT "
-                     f"{rtt_us / 1000:.1f} ms allows ≈ {_mbit(snd_wnd / (rtt_us / 1e6))} Mbit/s")
+                     f"{fmt_rtt(rtt_us)} allows ≈ {_mbit(snd_wnd / (rtt_us / 1e6))} Mbit/s")
         return FlowVerdict(
             "peer_receive_window", True, text,
             f"On the receiving host ({c.destination}): let its receive buffer grow (raise "
@@ -451,13 +467,66 @@ def _app_limited(info: dict[str, int]) -> bool:
     return bool(info.get("delivery_rate_app_limited")) and not info.get("notsent_bytes")
 
 
+def _fixed_small(c: Connection, limits: dict[str, int | None]) -> str:
+    """Why this receiver's buffer is one the application fixed below what autotuning would
+    give it, or "" when nothing says so. An autotuned socket starts at tcp_rmem[1] and only
+    grows, to about twice what the application reads per RTT (rcv_space), up to tcp_rmem[2];
+    SO_RCVBUF locks it (SOCK_RCVBUF_LOCK: tcp_rcv_space_adjust() leaves it alone)."""
+    info, rb = c.info, c.skmem.get("rcvbuf", 0)
+    rmax, rdefault = limits["rmax"] or 0, limits.get("rdefault") or 0
+    space = info.get("rcv_space", 0)
+    earlier = c.earlier.skmem.get("rcvbuf") if c.earlier is not None else None
+    if not rb or earlier not in (None, rb) or (rmax and rb >= rmax):
+        return ""
+    if rdefault and rb < rdefault:
+        return (f"below tcp_rmem[1] = {rdefault}, where autotuning starts and which it never "
+                "goes under")
+    if rmax and rb < 2 * space:
+        return (f"below tcp_rmem[2] = {rmax} and below twice what the application reads per "
+                f"RTT ({space})")
+    return ""
+
+
+def _fixed_verdict(c: Connection, limits: dict[str, int | None], why: str, held: str,
+                   figures: dict[str, Any]) -> FlowVerdict:
+    rb, rmax = c.skmem.get("rcvbuf", 0), limits["rmax"]
+    return FlowVerdict(
+        "receive_buffer_fixed_by_application", True,
+        f"a receive buffer fixed by the application at {rb} bytes (SO_RCVBUF: autotuning "
+        f"is off for this socket; {why}): {held}",
+        f"Remove the application's SO_RCVBUF call (autotuning then sizes the buffer, up to "
+        f"tcp_rmem[2] = {rmax}) or raise it (now SO_RCVBUF = {rb // 2}, e.g. iperf3 -w, "
+        "nginx listen rcvbuf=); tcp_rmem does not apply to a socket that set it. "
+        "`netdiag probe rcvbuf` names the process that sets it.", figures)
+
+
+def _capped_verdict(rb: int, rmem_max: int, held: str,
+                    figures: dict[str, Any]) -> FlowVerdict:
+    return FlowVerdict(
+        "receive_buffer_capped_by_rmem_max", True,
+        f"a receive buffer the application asked for, capped at 2 × rmem_max = {rb} "
+        f"(SO_RCVBUF: autotuning is off for this socket): {held}",
+        f"Raise net.core.rmem_max (now {rmem_max}) to what the application asks, or let "
+        "it stop setting SO_RCVBUF so that autotuning sizes the buffer. "
+        "`netdiag probe rcvbuf` names the process that sets it.", figures)
+
+
 def _judge_receiver(c: Connection, w: _Window, limits: dict[str, int | None],
                     figures: dict[str, Any]) -> FlowVerdict:
     info, sk = c.info, c.skmem
     rb, queued = sk.get("rcvbuf", 0), sk.get("rmem_alloc", 0)
     rmax, rmem_max = limits["rmax"] or 0, limits["rmem_max"]
     figures.update(rcvbuf=rb, rcv_space=info.get("rcv_space"), rcv_wnd=info.get("rcv_wnd"))
+    fixed = _fixed_small(c, limits)
     if rb and queued >= SLOW_READER_SHARE * rb:
+        if fixed:
+            # The queue is full because the buffer is small, not because the reader is
+            # slow: autotuning would have given it more room than it reads per RTT.
+            figures["receive_queue"] = queued
+            full = f"its receive queue holds {queued} of {rb} bytes"
+            if rmem_max and rb == 2 * rmem_max:
+                return _capped_verdict(rb, rmem_max, full, figures)
+            return _fixed_verdict(c, limits, fixed, full, figures)
         return FlowVerdict("slow_reader", False,
                            f"its application reads slower than data arrives (its receive "
                            f"queue holds {queued} of {rb} bytes)", figures=figures)
@@ -470,18 +539,21 @@ def _judge_receiver(c: Connection, w: _Window, limits: dict[str, int | None],
                            figures=figures)
     use = rate * (rtt_us / 1e6) / window
     figures["window_use"] = round(use, 2)
+    held = (f"its receive window ({window} bytes, {use:.0%} used each RTT of "
+            f"{fmt_rtt(rtt_us)})")
     if use < WINDOW_USE:
+        if fixed and info.get("rcv_space", 0) >= window:
+            # At µs RTTs rate × RTT understates the use of the window; the application
+            # reading a whole advertised window within one RTT says the window paces it.
+            return _fixed_verdict(
+                c, limits, fixed, f"its receive window ({window} bytes) is smaller than what "
+                f"the application reads in one RTT ({info.get('rcv_space')} bytes)", figures)
         return FlowVerdict("network", False, f"the sender or the path: it uses {use:.0%} of "
                                              "the window it advertises", figures=figures)
     wscale, expected = info.get("rcv_wscale"), expected_wscale(rmax, rmem_max)
-    earlier = c.earlier.skmem.get("rcvbuf") if c.earlier is not None else None
     small_scale = wscale is not None and (wscale or info.get("snd_wscale")) and \
         wscale < expected
-    locked = bool(small_scale) or (
-        rb < rmax and rb < 2 * info.get("rcv_space", 0) and earlier in (None, rb))
     bdp_per_100 = round(2 * 100e6 / 8 * rtt_us / 1e6)
-    held = (f"its receive window ({window} bytes, {use:.0%} used each RTT of "
-            f"{rtt_us / 1000:.1f} ms)")
     if rmax and rb >= rmax and not small_scale:
         return FlowVerdict(
             "receive_buffer_max", True,
@@ -489,23 +561,10 @@ def _judge_receiver(c: Connection, w: _Window, limits: dict[str, int | None],
             f"Raise the third value of net.ipv4.tcp_rmem (now {rmax}): a flow needs about "
             f"2 × bandwidth × RTT, here ≈ {bdp_per_100} bytes per 100 Mbit/s.", figures)
     if rmem_max and rb == 2 * rmem_max:
-        return FlowVerdict(
-            "receive_buffer_capped_by_rmem_max", True,
-            f"a receive buffer the application asked for, capped at 2 × rmem_max = {rb}: "
-            f"{held}",
-            f"Raise net.core.rmem_max (now {rmem_max}) to what the application asks, or let "
-            "it stop setting SO_RCVBUF so that autotuning sizes the buffer.", figures)
-    if locked:
-        why = (f"window scale {wscale} below the host's {expected}" if small_scale else
-               f"it stays below tcp_rmem[2] = {rmax} and below twice what the application "
-               f"reads per RTT ({info.get('rcv_space', 0)})")
-        return FlowVerdict(
-            "receive_buffer_fixed_by_application", True,
-            f"a receive buffer fixed by the application at {rb} bytes (SO_RCVBUF; {why}): "
-            f"{held}",
-            f"Raise or remove the application's own buffer setting (SO_RCVBUF = {rb // 2}, "
-            "e.g. iperf3 -w, nginx listen rcvbuf=); tcp_rmem does not apply to a socket that "
-            "set it.", figures)
+        return _capped_verdict(rb, rmem_max, held, figures)
+    if small_scale or fixed:
+        why = (f"window scale {wscale} below the host's {expected}" if small_scale else fixed)
+        return _fixed_verdict(c, limits, why, held, figures)
     return FlowVerdict("autotuning_growing", False,
                        f"{held}; autotuning is still growing its buffer ({rb})", figures=figures)
 
@@ -516,7 +575,8 @@ def _bdp(facts: Facts) -> Finding | None:
     wmem = facts.sysctl.get_ints("net.ipv4.tcp_wmem") if facts.sysctl else None
     if d is None or not rmem or not wmem:
         return None
-    limits = {"rmax": rmem[-1], "wmax": wmem[-1],
+    limits = {"rmax": rmem[-1], "rdefault": rmem[1] if len(rmem) > 1 else None,
+              "wmax": wmem[-1],
               "rmem_max": facts.sysctl.get_int("net.core.rmem_max"),
               "wmem_max": facts.sysctl.get_int("net.core.wmem_max")}
     procs = facts.processes
@@ -563,7 +623,7 @@ def _bdp(facts: Facts) -> Finding | None:
         kinds[r["limit"]] = kinds.get(r["limit"], 0) + 1
     what = ", ".join(f"{n} by {_LIMIT_WORDS.get(k, k)}" for k, n in
                      sorted(kinds.items(), key=lambda kv: -kv[1]))
-    title = (f"no busy flow is held back by a buffer ({what})" if rows else
+    title = (f"no busy flow is held back by a buffer: {what}" if rows else
              "no busy flow to judge")
     return make(BDP, Severity.OK, title, ev,
                 recommendation="Nothing to change in buffer settings for these flows.")
@@ -571,8 +631,9 @@ def _bdp(facts: Facts) -> Finding | None:
 
 _LIMIT_WORDS = {"loopback": "loopback (no path to fill)", "application": "their application",
                 "network": "the network or the sender", "slow_reader": "a slow reader",
-                "network_or_application": "no window or buffer (the network, congestion "
-                                          "control or the application's rate: cannot tell)",
+                "network_or_application": "no window or buffer, so the network, congestion "
+                                          "control or the application's own rate (cannot "
+                                          "tell which)",
                 "autotuning_growing": "autotuning still growing",
                 "unjudged": "too little busy time to judge"}
 
