@@ -454,3 +454,18 @@ def test_a_transfer_held_by_a_small_window(ns):
     assert verdict(report, "slow.application_limited") == "ruled_out"
     assert verdict(report, "slow.send_buffer") == "ruled_out"
     assert rc == 1
+
+
+def test_eaddrinuse_bind_zero_is_confirmed_by_the_errors_probe(ns):
+    """The same 50 ports bound to port 0: `why EADDRINUSE --probe-seconds` runs the errors
+    probe (it used to run none and say nothing), and bind(0) failing with EADDRINUSE in its
+    window confirms that no port of the range was free."""
+    ns.sysctl("net.ipv4.ip_local_port_range", "40000 40049")
+    with Why(ns, "EADDRINUSE", probes=("errors",)) as w:
+        done = w.load("bindhold", "--port", "9948", "--count", "3")
+    assert count(done, "EADDRINUSE") == 3, done
+    r = w.report
+    assert r["facts"]["symptom"]["probes"] == ["errors"]
+    cause = causes(r)["why.eaddrinuse.bind_zero_exhaustion"]
+    assert cause["verdict"] == "confirmed" and "port 0 failed with EADDRINUSE 3" in \
+        cause["title"], cause["title"]

@@ -1155,6 +1155,15 @@ def _bind_zero(ev: Evidence) -> CauseVerdict:
     """bind(0) (no port given): it needs a local port no socket uses at all, whatever the
     destination, so the outgoing connections' ports count together, not per destination."""
     cid = "eaddrinuse.bind_zero_exhaustion"
+    zero = _bind_evidence(ev) if ev.probe("errors") is not None else []
+    if zero:  # the errors probe saw bind(0) itself fail with EADDRINUSE
+        f = zero[0]
+        return _v(cid, CONFIRMED, f"bind() with port 0 failed with EADDRINUSE "
+                                  f"{sum(x.count for x in zero)} time(s) in the probe window "
+                                  f"(pid {f.pid}, {f.command}): no port of the range was free "
+                                  "for it",
+                  {"bind_failed": [{"error": x.error, "pid": x.pid, "command": x.command,
+                                    "count": x.count} for x in zero[:5]]})
     census = ev.facts.census
     eph = census.ephemeral_range if census is not None else None
     if census is None or census.by_destination is None or eph is None:

@@ -316,7 +316,7 @@ EADDRINUSE = Symptom(
            "Documentation/networking/ip-sysctl.rst: ip_local_port_range, ip_autobind_reuse",
            "Use IP_BIND_ADDRESS_NO_PORT, or widen the range."),
     ),
-    (),
+    ("errors",),
 )
 
 _M = "emfile"
