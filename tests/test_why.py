@@ -469,3 +469,20 @@ def test_eaddrinuse_bind_zero_is_confirmed_by_the_errors_probe(ns):
     cause = causes(r)["why.eaddrinuse.bind_zero_exhaustion"]
     assert cause["verdict"] == "confirmed" and "port 0 failed with EADDRINUSE 3" in \
         cause["title"], cause["title"]
+
+
+def test_refused_by_a_firewall_reject_in_the_namespace(ns):
+    """A listener on 9949 behind `nft ... tcp dport 9949 reject with tcp reset`: the clients
+    get ECONNREFUSED from RSTs netfilter makes, which no tcp_send_reset counts. From a
+    loopback peer such a RST can only have been made here: the firewall cause is confirmed
+    (it said "cannot tell" and the listener's presence ruled everything else out)."""
+    ns.spawn_load("listen", "--port", "9949", "--backlog", "8", "--count", "0")
+    _nft(ns, "tcp", "dport", "9949", "reject", "with", "tcp", "reset")
+    with Why(ns, "ECONNREFUSED", "--peer", "127.0.0.1:9949",
+             probes=("resets", "errors", "drops")) as w:
+        done = w.load("refused", "--port", "9949", "--count", "10")
+    assert count(done, "ECONNREFUSED") == 10, done
+    r = w.report
+    fw = causes(r)["why.econnrefused.firewall_reset"]
+    assert fw["verdict"] == "confirmed" and "firewall rule in this namespace" in fw["title"], fw
+    assert verdict(r, "econnrefused.no_listener") == "ruled_out"

@@ -699,6 +699,18 @@ def _reset_from_the_path(ev: Evidence, cid: str, others: str, elsewhere_tell: st
     sent, sent_rows = ev.resets_sent() or (0, [])
     evidence = {"resets_received": rows, "resets_sent": sent_rows}
     if n > sent:
+        # From a loopback peer, a RST this host's TCP did not send can only have been made
+        # here: netfilter's reject with tcp-reset (or tc/BPF) in this namespace.
+        res = ev.probe("resets")
+        local = sum(r.resets for r in res.received
+                    if ev.scope.port_matches(r.local_port, r.remote_port)
+                    and ev.scope.peer_matches(r.peer, r.remote_port)
+                    and _is_loopback(r.peer)) if res is not None else 0
+        if local > sent:
+            return _v(cid, CONFIRMED, f"{local} RST(s) came from loopback peers though this "
+                                      f"host's TCP sent {sent}: a firewall rule in this "
+                                      "namespace made them (a reject with tcp-reset)",
+                      evidence, "nft list ruleset; iptables -S (in this namespace)")
         return _v(cid, CANNOT_TELL, f"{n} RST(s) received, {n - sent} more than this host's "
                                     f"TCP sent: {others}", evidence, elsewhere_tell)
     if not n:
