@@ -386,7 +386,8 @@ def test_bind_is_blamed_only_on_evidence_of_bind():
 
 # ---- ECONNREFUSED: where the RSTs came from, and how grave nothing listening is -----------
 
-def _refused_here(received: int = 40, sent: int = 40, probes: bool = True) -> Facts:
+def _refused_here(received: int = 40, sent: int = 40, probes: bool = True,
+                  peer: str = "127.0.0.1") -> Facts:
     """connect() to 127.0.0.1:8081 where nothing listens (ss: no LISTEN on 8081): this host's
     kernel answers each SYN with a RST (reason NO_SOCKET) and the client receives it."""
     from netdiag.facts import Census
@@ -399,7 +400,7 @@ def _refused_here(received: int = 40, sent: int = 40, probes: bool = True) -> Fa
             "resets": ResetsResult(
                 sent=[SentReset("NO_SOCKET", "none", 8081, sent, answers_syn=True)],
                 sent_total=sent,
-                received=[ReceivedReset(None, "127.0.0.1", 8081, received)],
+                received=[ReceivedReset(None, peer, 8081, received)],
                 received_total=received),
             "errors": ErrorsResult(failures=[Failure("connect", 111, "ECONNREFUSED", 700,
                                                      "client", received, None, "127.0.0.1",
@@ -418,11 +419,17 @@ def test_resets_made_by_this_hosts_tcp_rule_out_a_firewall_for_refused_too():
     assert fw.evidence["resets_sent"][0]["answers_syn"] is True
     reset = run("ECONNRESET", _refused_here(), Scope(port=8081))["econnreset.middlebox"]
     assert reset.verdict == RULED_OUT
-    # More RSTs received than this host sent: the server's kernel or the path; not here.
-    remote = run("ECONNREFUSED", _refused_here(received=40, sent=0), Scope(port=8081))[
-        "econnrefused.firewall_reset"]
+    # More RSTs received from another host than this host sent: the server's kernel or the
+    # path; not here.
+    remote = run("ECONNREFUSED", _refused_here(received=40, sent=0, peer="10.0.0.9"),
+                 Scope(port=8081))["econnrefused.firewall_reset"]
     assert remote.verdict == CANNOT_TELL and "on the server" in remote.would_tell
     assert "probe resets on the server" in remote.would_tell
+    # From a loopback peer, RSTs this host's TCP did not send were made here: a firewall
+    # rule of this namespace (nft reject with tcp reset).
+    here = run("ECONNREFUSED", _refused_here(received=40, sent=0), Scope(port=8081))[
+        "econnrefused.firewall_reset"]
+    assert here.verdict == CONFIRMED and "firewall rule in this namespace" in here.because
     # Without the probe: cannot tell, and the probe is what would tell.
     plain = run("ECONNREFUSED", _refused_here(probes=False), Scope(port=8081))[
         "econnrefused.firewall_reset"]
