@@ -120,6 +120,22 @@ def test_specs_conformance():
 # ---- thresholds on hand-built facts -----------------------------------------------------
 
 
+def test_bucket_title_never_has_parts_larger_than_its_total():
+    """sockstat's tw and the socket table are read a moment apart: with sockets churning the
+    table may show more TIME_WAIT than sockstat did. No orphaned FIN_WAIT2 are made up then
+    (it read "1361 entries (1403 in TIME_WAIT, 0 orphaned FIN_WAIT2)")."""
+    from netdiag.facts import Census
+
+    f = Facts(sysctl=sysctl(tcp_max_tw_buckets=100_000),
+              sockstat=SockstatFacts(values={"TCP": {"tw": 1361}}),
+              census=Census(source="netlink", by_state={"TIME_WAIT": 1403}))
+    got = timewait._bucket(f)
+    assert "orphaned" not in got.title and "1403 in the socket table" in got.title, got.title
+    f.sockstat.values["TCP"]["tw"] = 1500
+    got = timewait._bucket(f)
+    assert "1500 entries in the TIME_WAIT table (1403 in TIME_WAIT, 97 orphaned" in got.title
+
+
 def test_bucket_thresholds_and_interval_growth():
     f = Facts(sysctl=sysctl(tcp_max_tw_buckets=1000),
               sockstat=SockstatFacts(values={"TCP": {"tw": 899}}),

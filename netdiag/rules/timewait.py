@@ -172,11 +172,17 @@ def _bucket(facts: Facts) -> Finding | None:
     # with TCP_FIN_WAIT2): ss shows those as FIN-WAIT-2, not TIME-WAIT.
     in_state = facts.census.by_state.get("TIME_WAIT", 0) if facts.census is not None else None
     what = f"{tw} TIME_WAIT sockets"
-    if tw_source.startswith("/proc") and in_state is not None and tw != in_state:
+    if tw_source.startswith("/proc") and in_state is not None and tw > in_state:
         evidence["time_wait_state"] = in_state
-        evidence["fin_wait2_timewait"] = max(tw - in_state, 0)
+        evidence["fin_wait2_timewait"] = tw - in_state
         what = (f"{tw} entries in the TIME_WAIT table ({in_state} in TIME_WAIT, "
-                f"{max(tw - in_state, 0)} orphaned FIN_WAIT2)")
+                f"{tw - in_state} orphaned FIN_WAIT2)")
+    elif tw_source.startswith("/proc") and in_state is not None and tw < in_state:
+        # sockstat and the socket table were read a moment apart while sockets churn: the
+        # parts cannot be told apart then, so none is made up.
+        evidence["time_wait_state"] = in_state
+        what = (f"{tw} TIME_WAIT sockets in sockstat ({in_state} in the socket table read a "
+                "moment later: they churn)")
     title = f"{what}, limit {limit}"
     reasons = []
     if limit and tw >= limit:
