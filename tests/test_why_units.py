@@ -384,6 +384,22 @@ def test_bind_is_blamed_only_on_evidence_of_bind():
     assert bind.verdict == LIKELY and "7 time(s)" in bind.because, bind.because
 
 
+def test_a_client_binding_first_gets_no_reuse_delay_rate():
+    """Trial: a client that bind(0)s before connect() to 127.0.0.1:80, every port in
+    TIME_WAIT. tcp_tw_reuse (connect()'s rule) does not let bind() take those ports: the
+    cause must not say "about 2001/s fit after 1000 ms" but 60 s per port, and the advice
+    starts with IP_BIND_ADDRESS_NO_PORT."""
+    facts = _churn_facts(window=True, failures=(
+        _addrnotavail(50), _addrnotavail(36000, call="bind", error="EADDRINUSE")))
+    v = run("EADDRNOTAVAIL", facts, Scope(peer="127.0.0.1", peer_port=80))[
+        "eaddrnotavail.port_exhaustion"]
+    assert v.verdict == CONFIRMED, v.because
+    assert "2001/s" not in v.because and "60 s" in v.because and "33 new" in v.because
+    assert "connect()'s rule, not bind()'s" in v.because
+    assert v.action.startswith("A client here binds before connect()") and \
+        "IP_BIND_ADDRESS_NO_PORT" in v.action
+
+
 # ---- ECONNREFUSED: where the RSTs came from, and how grave nothing listening is -----------
 
 def _refused_here(received: int = 40, sent: int = 40, probes: bool = True,

@@ -962,9 +962,18 @@ def _budget_row(dp: DestinationPorts) -> dict[str, Any]:
             "sustainable_conn_per_s": round(dp.sustainable_per_s, 1)}
 
 
-def _held_how(dp: DestinationPorts) -> str:
+def _held_how(dp: DestinationPorts, bound: bool = False) -> str:
     """Why the ports toward a destination stay taken, by the kernel's reuse rule
-    (tcp_twsk_unique())."""
+    (tcp_twsk_unique()). bound: the errors probe saw bind(0) fail for want of a port, so the
+    client binds before connect(): bind() takes only a port no socket holds, TIME_WAIT
+    included, whatever tcp_tw_reuse says (it is connect()'s rule)."""
+    if bound and dp.time_wait:
+        per_s = max(dp.usable - dp.bound_in_range - dp.in_use, 0) / 60
+        return (f"a client here binds before connect() (bind(0) failed for want of a "
+                f"port), and tcp_tw_reuse is connect()'s rule, not bind()'s: bind() takes a "
+                f"port a TIME_WAIT socket holds only when both set SO_REUSEADDR, so for such a "
+                f"client each TIME_WAIT keeps its port for 60 s (at most about {per_s:.0f} new "
+                "connections/s)")
     if dp.reuse.applies:
         return (f"{dp.reuse.why}; younger ones keep theirs, so connect() fails once more "
                 f"than {dp.burst_room} connections are opened toward it within "
@@ -1008,10 +1017,11 @@ def _eaddrnotavail(ev: Evidence) -> list[CauseVerdict]:
     # connect() may not take it back.
     held = (dp.in_use + dp.bound_in_range + (0 if dp.reuse.applies else dp.time_wait)) / \
         dp.usable if dp is not None and dp.usable else share
+    bound = bool(_bind_evidence(ev))
     got: CauseVerdict
     if fails and dp is not None and share >= ports_rules.EXHAUST_WARN_SHARE:
         got = _v(cid, CONFIRMED, f"connect() failed with EADDRNOTAVAIL {told} time(s), and "
-                                 f"{taken}; {_held_how(dp)}", evidence,
+                                 f"{taken}; {_held_how(dp, bound)}", evidence,
                  severity=Severity.CRITICAL)
     elif fails:
         f = fails[0]
@@ -1031,17 +1041,21 @@ def _eaddrnotavail(ev: Evidence) -> list[CauseVerdict]:
                  + ("; no connect() failed with EADDRNOTAVAIL in the probe window"
                     if probed else ""), evidence)
     elif held >= ports_rules.EXHAUST_CRIT_SHARE:
-        got = _v(cid, CONFIRMED, f"{taken}; {_held_how(dp)}", evidence,
+        got = _v(cid, CONFIRMED, f"{taken}; {_held_how(dp, bound)}", evidence,
                  severity=Severity.CRITICAL)
     elif share >= ports_rules.EXHAUST_WARN_SHARE:
-        got = _v(cid, LIKELY, f"{taken}; {_held_how(dp)}"
+        got = _v(cid, LIKELY, f"{taken}; {_held_how(dp, bound)}"
                  + ("; no connect() failed with EADDRNOTAVAIL in the probe window"
                     if probed else ""), evidence, PROBE)
     else:
         got = _v(cid, RULED_OUT, f"{taken} ({share:.0%}), far from all of them", evidence)
-    bound = bool(_bind_evidence(ev))
     if dp is not None and got.verdict in (CONFIRMED, LIKELY):
         got.action = outgoing_advice(dp, bind_hint=bound)
+        if bound and dp.reuse.applies:
+            got.action = ("A client here binds before connect(), and tcp_tw_reuse does not "
+                          "apply to bind(): set IP_BIND_ADDRESS_NO_PORT before bind() "
+                          "(connect() then picks the port, and may take TIME_WAIT ones back). "
+                          + got.action)
     elif bound and got.verdict in (CONFIRMED, LIKELY):
         got.action = (f"{got.cause.action} bind() failed here for want of a port: set "
                       "IP_BIND_ADDRESS_NO_PORT before bind() when choosing a source address.")
