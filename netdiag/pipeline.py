@@ -350,6 +350,14 @@ class History:
             return
         if self.unwritten is not None:
             return
+        if facts.counters is None:
+            # `sockets` (and `sysctl`) read no counters: a history row is a counter sample.
+            # Said once per run (--all-netns records each namespace).
+            if not any(e.collector == "history" and "reads no counters" in e.message
+                       for e in self.errors):
+                self._note("this command reads no counters, so it stores no run; check and "
+                           "the topic commands do (history was not kept)")
+            return
         ident, series = key
         try:
             self.store.record(facts, status, facts.netns, ident, series)

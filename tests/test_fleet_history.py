@@ -303,3 +303,14 @@ def test_history_shows_socket_counts_only_from_a_census_of_every_socket(tmp_path
     first, second = hist["runs"][-2:]
     assert first["sockets"] is None and first["TIME_WAIT"] is None
     assert isinstance(second["sockets"], int)  # a census of every socket: stored
+
+
+def test_a_command_without_counters_says_it_stores_no_run(tmp_path):
+    """`sockets --state-dir` reads no counters, so no run can be stored: said in `errors`
+    (it stored nothing without a word)."""
+    state = tmp_path / "state"
+    report, rc = run_json("sockets", "--state-dir", str(state))
+    assert rc in (0, 1, 2)
+    [note] = _history_errors(report)
+    assert "reads no counters, so it stores no run" in note
+    assert not (state / "history.sqlite").exists() or _rows(state) == []
