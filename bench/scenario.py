@@ -84,6 +84,15 @@ class Namespace:
                 pass
             p.kill()
             p.wait(timeout=30)
+        # and whatever they started (nginx workers, a shell's children): left running, they
+        # would keep the namespace alive and load the next measurement.
+        out = subprocess.run(["ip", "netns", "pids", self.name], capture_output=True,
+                             text=True).stdout.split()
+        for pid in (int(x) for x in out if x.isdigit()):
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
         subprocess.run(["ip", "netns", "del", self.name], check=False)
 
     def sh(self, command: str) -> str:

@@ -6,6 +6,7 @@ import functools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -176,6 +177,22 @@ class NetNS:
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 pass
+        # Every process still in the namespace too: a child of a load we started (timeout's
+        # redis-benchmark, a shell's children) outlives its killed parent, keeps the
+        # namespace alive after `ip netns del` and loads the machine long after the test.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            out = subprocess.run(["ip", "netns", "pids", self.name], capture_output=True,
+                                 text=True).stdout.split()
+            pids = [int(x) for x in out if x.isdigit()]
+            if not pids:
+                break
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.05)
         subprocess.run(["ip", "netns", "del", self.name], check=False)
 
     def exec(self, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
