@@ -34,6 +34,20 @@ def _rows(state: Path) -> list[tuple]:
         return db.execute("SELECT id, netns, taken_at, counters FROM runs ORDER BY id").fetchall()
 
 
+def _plant(state: Path, changes: list[dict]) -> None:
+    """Rows as damage or another version would leave them: copies of the newest stored run,
+    each with the columns in one dict of `changes` replaced."""
+    cols = ("netns", "series", "netns_inode", "netns_cookie", "boot_id", "taken_at", "status",
+            "counters")
+    with sqlite3.connect(str(state / "history.sqlite")) as db:
+        row = db.execute(f"SELECT {', '.join(cols)} FROM runs ORDER BY id DESC LIMIT 1"
+                         ).fetchone()
+        for change in changes:
+            values = dict(zip(cols, row), **change)
+            db.execute(f"INSERT INTO runs ({', '.join(cols)}) VALUES "
+                       f"({', '.join('?' * len(cols))})", tuple(values[c] for c in cols))
+
+
 def test_garbage_pages_are_moved_aside_once_and_history_restarts(tmp_path):
     state = tmp_path / "state"
     state.mkdir()
@@ -80,15 +94,9 @@ def test_truncated_store_is_moved_aside(tmp_path):
 def test_bad_newest_rows_are_skipped_not_fatal(tmp_path):
     state = tmp_path / "state"
     first, _ = _backlog(state)
-    good_id = _rows(state)[-1][0]
-    with sqlite3.connect(str(state / "history.sqlite")) as db:
-        row = db.execute("SELECT netns, series, netns_inode, netns_cookie, boot_id, taken_at "
-                         "FROM runs WHERE id = ?", (good_id,)).fetchone()
-        insert = ("INSERT INTO runs (netns, series, netns_inode, netns_cookie, boot_id, "
-                  "taken_at, status, counters) VALUES (?, ?, ?, ?, ?, ?, 'ok', ?)")
-        db.execute(insert, (*row, "{not json"))
-        db.execute(insert, (*row[:5], "yesterday", '{"TcpExt": {"ListenOverflows": 1}}'))
-        db.execute(insert, (*row, '{"TcpExt": {"ListenOverflows": "many"}}'))
+    _plant(state, [{"counters": "{not json"},
+                   {"taken_at": "yesterday", "counters": '{"TcpExt": {"ListenOverflows": 1}}'},
+                   {"counters": '{"TcpExt": {"ListenOverflows": "many"}}'}])
     report, _ = _backlog(state)
     ev = _overflow(report)
     assert ev["since"] == "previous run" and ev["seconds"] > 0 and not ev.get("reset")
@@ -105,14 +113,8 @@ def test_rows_out_of_range_are_skipped_by_runs_and_by_history(tmp_path):
     skipped and said by a run and by `history`, never an OverflowError."""
     state = tmp_path / "state"
     _backlog(state)
-    good_id = _rows(state)[-1][0]
-    with sqlite3.connect(str(state / "history.sqlite")) as db:
-        row = db.execute("SELECT netns, series, netns_inode, netns_cookie, boot_id, taken_at, "
-                         "counters FROM runs WHERE id = ?", (good_id,)).fetchone()
-        insert = ("INSERT INTO runs (netns, series, netns_inode, netns_cookie, boot_id, "
-                  "taken_at, status, counters) VALUES (?, ?, ?, ?, ?, ?, 'ok', ?)")
-        db.execute(insert, (*row[:5], 1e308, row[6]))
-        db.execute(insert, (*row[:6], '{"TcpExt": {"ListenOverflows": 1' + "0" * 400 + "}}"))
+    _plant(state, [{"taken_at": 1e308},
+                   {"counters": '{"TcpExt": {"ListenOverflows": 1' + "0" * 400 + "}}"}])
     report, _ = _backlog(state)
     assert not [e for e in report["errors"] if e["collector"] != "history"], report["errors"]
     [note] = _history_errors(report)

@@ -231,9 +231,10 @@ class CensusBuilder:
             c = self.dest.counts
             k = (count_index(family, state, timer), dport.to_bytes(2, "big") + src + dst)
             c[k] = c.get(k, 0) + 1
-            if state == TIME_WAIT and expires is not None and self.young_ms is not None:
+            above = self.young_above()
+            if state == TIME_WAIT and expires is not None and above is not None:
                 self.ages_seen = True
-                if expires > TIME_WAIT_MS - self.young_ms:
+                if expires > above:
                     self.count_young(family, k[1])
         else:
             c = self.peer.counts

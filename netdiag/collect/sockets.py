@@ -71,8 +71,6 @@ _MSG = struct.Struct("=IH10xBBBxHH16s16s16xII4xI")
 # for every socket (one more field costs less than a second unpack for each TIME_WAIT).
 _REC = struct.Struct("=IH10xHBxH34s12xI")
 _ERR = struct.Struct("=i")
-_U32 = struct.Struct("=I")
-MSG_EXPIRES_OFF = 16 + 52  # nlmsghdr, then inet_diag_msg's idiag_expires (ms left)
 # By family | state << 8: LISTEN and CLOSE_WAIT, and states past TCP's.
 _SPECIAL = bytearray(65536)
 for _state in (LISTEN, 8):
@@ -133,7 +131,6 @@ def parse_chunk(buf, n: int, builder: CensusBuilder) -> bool:
     if young_above is not None:
         builder.ages_seen = True  # netlink gives every socket's timer
     young = young_above if young_above is not None else 1 << 32  # no u32 is above it
-    u32 = _U32.unpack_from
     done = False
     off = 0
     while off < n:
@@ -165,7 +162,7 @@ def parse_chunk(buf, n: int, builder: CensusBuilder) -> bool:
                 (_, _, family, state, timer, sport, dport, src, dst, rq, wq,
                  inode) = _MSG.unpack_from(buf, off)
                 builder.add(family, state, timer, src, swap16(sport), dst, swap16(dport), rq,
-                            wq, inode, u32(buf, off + MSG_EXPIRES_OFF)[0])
+                            wq, inode, expires)
         elif mtype == NLMSG_DONE:
             # Its payload is the dump's final status: a negative errno when the kernel gave
             # up midway (then what came before is not the whole table).

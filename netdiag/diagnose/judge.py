@@ -29,6 +29,7 @@ from netdiag.rules import keepalive as keepalive_rules
 from netdiag.rules import ports as ports_rules
 from netdiag.rules._policy import Change, change
 from netdiag.rules._util import (
+    TIME_WAIT_SECONDS,
     DestinationPorts,
     destination_ports,
     duration,
@@ -968,7 +969,7 @@ def _held_how(dp: DestinationPorts, bound: bool = False) -> str:
     client binds before connect(): bind() takes only a port no socket holds, TIME_WAIT
     included, whatever tcp_tw_reuse says (it is connect()'s rule)."""
     if bound and dp.time_wait:
-        per_s = max(dp.usable - dp.bound_in_range - dp.in_use, 0) / 60
+        per_s = dp.burst_room / TIME_WAIT_SECONDS
         return (f"a client here binds before connect() (bind(0) failed for want of a "
                 f"port), and tcp_tw_reuse is connect()'s rule, not bind()'s: bind() takes a "
                 f"port a TIME_WAIT socket holds only when both set SO_REUSEADDR, so for such a "

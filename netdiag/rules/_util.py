@@ -200,8 +200,13 @@ class DestinationPorts:
         """The TIME_WAIT ports this destination would hold if connections kept closing at
         closes_per_s: each holds its port 60 s, or tcp_tw_reuse_delay with reuse. Below
         time_wait_holding, the pile is draining."""
-        hold = self.reuse.delay_ms / 1000 if self.reuse.applies else TIME_WAIT_SECONDS
-        return round(self.closes_per_s * hold)
+        return round(self.closes_per_s * self.hold_seconds)
+
+    @property
+    def hold_seconds(self) -> float:
+        """How long a TIME_WAIT socket keeps its port from connect(): tcp_tw_reuse_delay with
+        reuse, 60 s without."""
+        return self.reuse.delay_ms / 1000 if self.reuse.applies else TIME_WAIT_SECONDS
 
     @property
     def held(self) -> int:
@@ -232,8 +237,7 @@ class DestinationPorts:
     def sustainable_per_s(self) -> float:
         """New connections per second this destination can take when this host closes
         first: the free ports over how long each stays taken."""
-        hold = self.reuse.delay_ms / 1000 if self.reuse.applies else TIME_WAIT_SECONDS
-        return self.burst_room / hold
+        return self.burst_room / self.hold_seconds
 
     def evidence(self) -> dict[str, Any]:
         return {"source": self.source, "destination": self.destination, "port": self.port,
