@@ -296,10 +296,10 @@ def run_time_ns(loaded) -> dict[str, tuple[int, int]]:
     size = max(off.values()) + 8
     out = {}
     for hook in loaded.plan.enabled:
-        fn = loaded.bpf.funcs[hook.fn.encode()]
+        fd = loaded.prog_fd(hook)
         buf = ctypes.create_string_buffer(size)
         n = ctypes.c_uint32(size)
-        if lib.bpf_obj_get_info(ctypes.c_int(fn.fd), buf, ctypes.byref(n)) != 0:
+        if fd is None or lib.bpf_obj_get_info(ctypes.c_int(fd), buf, ctypes.byref(n)) != 0:
             continue
         out[hook.fn] = (
             int.from_bytes(buf.raw[off["run_time_ns"]:off["run_time_ns"] + 8], "little"),

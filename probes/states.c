@@ -8,7 +8,10 @@
  * passively, by local port) count in an array slot by port, no hashing, nothing that can
  * fill; a client's destinations are in the key, so its rows count in a hash.
  * Also: how long sockets stay in CLOSE_WAIT (per-socket entry time, tracked until they leave),
- * as a log2 histogram in ms, and those still waiting when the window closes. */
+ * as a log2 histogram in ms, and those still waiting when the window closes.
+ * Two ways in, one count: where the kernel allows it, a typed raw tracepoint (TYPED_np_set_state:
+ * the socket's fields are plain loads and no trace record is filled); else the tracepoint,
+ * reading its record. Both count the same changes by the same keys. */
 struct flow_key {
     u8 family; u8 oldstate; u8 newstate; u8 pad;
     u16 lport; u16 rport;
@@ -52,10 +55,8 @@ static inline void cw_count(int i) {
 
 /* CLOSE_WAIT entry and exit of one socket: its entry time claimed in a slot, and freed (the
  * time spent counted in the histogram) when it leaves. */
-static inline int cw_change(void *ctx, u64 sk, int oldstate, int newstate) {
+static __always_inline int cw_change(u64 sk, int oldstate, int newstate, u16 sport) {
     if (newstate == TCP_CLOSE_WAIT_) {
-        u16 sport = 0;
-        TP_READ(sport, inet_sock_set_state, sport);
         u64 now = bpf_ktime_get_ns();
         u32 home = cw_home(sk);
         int tracked = 0;
@@ -101,6 +102,97 @@ static inline int cw_change(void *ctx, u64 sk, int oldstate, int newstate) {
 }
 
 #ifdef HOOK_np_set_state
+/* A change of a socket of the counted namespace, by pair; and for the pairs shown by port or
+ * destination, its row. daddr(k) copies the destination address into the key (only for a
+ * client's row: the one place it is read). */
+#define TCP_PAIR(o, n) ((((o) & 15) << 4) | ((n) & 15))
+static __always_inline int is_row_pair(int pair) {
+    /* ESTABLISHED->FIN_WAIT1, ESTABLISHED->CLOSE_WAIT, SYN_SENT->ESTABLISHED,
+     * SYN_SENT->CLOSE, SYN_RECV->ESTABLISHED */
+    return pair == 0x14 || pair == 0x18 || pair == 0x21 || pair == 0x27 || pair == 0x31;
+}
+
+static __always_inline void count_pair(int pair) {
+    u64 *n = pairs.lookup(&pair);
+    if (n)
+        *n += 1;  /* this CPU's slot; a tracepoint program does not nest on its CPU */
+}
+
+/* A server's row: every passive open, and a close on a socket whose peer's port is ephemeral
+ * or whose own port had a listener (a client outside this host's port range, or behind NAT,
+ * is still a server's peer: not kept). Returns 0 when the change is a client's row instead. */
+static __always_inline int server_row(int pair, u16 sport, u16 lport, u16 rport) {
+    if (!(pair == 0x31 || ((pair == 0x18 || pair == 0x14) && (!rport || is_listening(sport)))))
+        return 0;
+    int p = lport;
+    struct port_rows *r = by_port.lookup(&p);
+    if (r) {
+        if (pair == 0x31)
+            __sync_fetch_and_add(&r->accepted, 1);
+        else if (pair == 0x18)
+            __sync_fetch_and_add(&r->passive_closes, 1);
+        else
+            __sync_fetch_and_add(&r->active_closes, 1);
+    }
+    return 1;
+}
+
+static __always_inline void client_row(struct flow_key *k) {
+    u64 z = 0, *v = flows.lookup_or_try_init(k, &z);
+    if (v)
+        __sync_fetch_and_add(v, 1);
+    else
+        lost_inc(LOSS_FLOWS);
+}
+
+#ifdef TYPED_np_set_state
+/* typed raw tracepoint inet_sock_set_state(const struct sock *sk, int oldstate, int newstate),
+ * fired before the state is stored: the socket's fields are read as they are at that moment,
+ * as the tracepoint's record copies them (skc_num is the record's sport: the port a failed
+ * connect() released is 0 in it, and an ephemeral port is shown as 0 either way). */
+int np_set_state(u64 *ctx) {
+    char *s = (char *)ctx[0];
+    if (*(u16 *)(s + SK_PROTOCOL_OFF) != 6)
+        return 0;
+#ifdef NETNS_INUM
+    char *net = *(char **)(s + SKC_NET_OFF);
+    if (!net || *(u32 *)(net + NET_INUM_OFF) != NETNS_INUM)
+        return 0;
+#endif
+    int oldstate = (int)ctx[1], newstate = (int)ctx[2];
+    int pair = TCP_PAIR(oldstate, newstate);
+    count_pair(pair);
+    u16 sport = *(u16 *)(s + SKC_NUM_OFF);
+    if (is_row_pair(pair)) {
+        u16 family = *(u16 *)(s + SKC_FAMILY_OFF);
+        u16 lport = local_shown(sport), rport = remote_shown(ntohs(*(u16 *)(s + SKC_DPORT_OFF)));
+        if (!server_row(pair, sport, lport, rport)) {
+            struct flow_key k = {};
+            k.family = family; k.oldstate = oldstate; k.newstate = newstate;
+            k.lport = lport; k.rport = rport;
+            if (rport) {
+                if (family == 2) {
+                    u32 a = *(u32 *)(s + SKC_DADDR_OFF);
+                    __builtin_memcpy(k.daddr, &a, 4);
+                } else {
+                    u64 a[2];
+                    a[0] = *(u64 *)(s + SKC_V6_DADDR_OFF);
+                    a[1] = *(u64 *)(s + SKC_V6_DADDR_OFF + 8);
+                    __builtin_memcpy(k.daddr, a, 16);
+                }
+            }
+            client_row(&k);
+        }
+    }
+    if (newstate != TCP_CLOSE_WAIT_ && oldstate != TCP_CLOSE_WAIT_)
+        return 0;
+    /* The socket's address as a number (its slot is a hash of it): the verifier allows no
+     * arithmetic on the typed pointer, so it is copied out of the arguments. */
+    u64 sk = 0;
+    bpf_probe_read_kernel(&sk, sizeof(sk), &ctx[0]);
+    return cw_change(sk, oldstate, newstate, sport);
+}
+#else
 int np_set_state(void *ctx) {
     u16 protocol = 0, family = 0, sport = 0, dport = 0;
     int oldstate = 0, newstate = 0;
@@ -113,38 +205,18 @@ int np_set_state(void *ctx) {
         return 0;
     TP_READ(oldstate, inet_sock_set_state, oldstate);
     TP_READ(newstate, inet_sock_set_state, newstate);
-    int pair = ((oldstate & 15) << 4) | (newstate & 15);
-    u64 *n = pairs.lookup(&pair);
-    if (n)
-        *n += 1;  /* this CPU's slot; a tracepoint program does not nest on its CPU */
-    /* ESTABLISHED->FIN_WAIT1, ESTABLISHED->CLOSE_WAIT, SYN_SENT->ESTABLISHED,
-     * SYN_SENT->CLOSE, SYN_RECV->ESTABLISHED: the pairs shown by port or destination */
-    if (pair == 0x14 || pair == 0x18 || pair == 0x21 || pair == 0x27 || pair == 0x31) {
+    int pair = TCP_PAIR(oldstate, newstate);
+    count_pair(pair);
+    TP_READ(sport, inet_sock_set_state, sport);
+    if (is_row_pair(pair)) {
         TP_READ(family, inet_sock_set_state, family);
-        TP_READ(sport, inet_sock_set_state, sport);
         TP_READ(dport, inet_sock_set_state, dport);
         u16 lport = local_shown(sport), rport = remote_shown(dport);
-        /* A server's row: every passive open, and a close on a socket whose peer's port is
-         * ephemeral or whose own port had a listener (a client outside this host's port
-         * range, or behind NAT, is still a server's peer: not kept). */
-        if (pair == 0x31 || ((pair == 0x18 || pair == 0x14) &&
-                             (!rport || is_listening(sport)))) {
-            int p = lport;
-            struct port_rows *r = by_port.lookup(&p);
-            if (r) {
-                if (pair == 0x31)
-                    __sync_fetch_and_add(&r->accepted, 1);
-                else if (pair == 0x18)
-                    __sync_fetch_and_add(&r->passive_closes, 1);
-                else
-                    __sync_fetch_and_add(&r->active_closes, 1);
-            }
-        } else {
+        if (!server_row(pair, sport, lport, rport)) {
             struct flow_key k = {};
             k.family = family; k.oldstate = oldstate; k.newstate = newstate;
-            k.lport = lport;
-            k.rport = rport;
-            if (k.rport) {
+            k.lport = lport; k.rport = rport;
+            if (rport) {
 #if OFF_inet_sock_set_state_daddr % 4 == 0 && OFF_inet_sock_set_state_daddr_v6 % 8 == 0
                 /* loaded from the record like any field (aligned, as the verifier wants): no
                  * helper call per client row */
@@ -166,13 +238,10 @@ int np_set_state(void *ctx) {
                                           (char *)ctx + OFF_inet_sock_set_state_daddr_v6);
 #endif
             }
-            u64 z = 0, *v = flows.lookup_or_try_init(&k, &z);
-            if (v)
-                __sync_fetch_and_add(v, 1);
-            else
-                lost_inc(LOSS_FLOWS);
+            client_row(&k);
         }
     }
-    return cw_change(ctx, sk, oldstate, newstate);
+    return cw_change(sk, oldstate, newstate, sport);
 }
+#endif
 #endif

@@ -307,3 +307,36 @@ def test_softirq_says_when_proc_hides_ksoftirqd():
     assert facts["ksoftirqd"] == []
     assert any(p.startswith("ksoftirqd time: no ksoftirqd/N kernel thread")
                for p in facts["missing_parts"]), facts["missing_parts"]
+
+
+def test_a_kernel_refusing_typed_raw_tracepoints_gets_the_tracepoint(probe_ns, monkeypatch):
+    """states is loaded as a typed raw tracepoint where the kernel allows it (this one does);
+    where the kernel refuses the program type, the same probe is compiled again for its
+    tracepoint, attaches, and counts: here, failed connects in the test's namespace."""
+    from netdiag.ebpf import runtime, typed
+    from netdiag.ebpf.btf import GROUPS, kernel_layout
+    from netdiag.ebpf.probes import PROBES
+
+    spec = PROBES["states"]
+    layout = kernel_layout()
+    defines = layout.defines(tuple(GROUPS))
+    defines.update(runtime.map_defines(spec.maps))
+    defines["NETNS_INUM"] = os.stat(f"/run/netns/{probe_ns.name}").st_ino
+    plan = runtime.plan_hooks(spec.hooks, layout=layout)
+    assert plan.typed == ["np_set_state"]  # this kernel has btf_trace_inet_sock_set_state
+
+    def refuse(insns: bytes, name: str, event: str) -> int:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(typed, "load", refuse)
+    loaded = runtime.Loaded("states", plan, defines)
+    try:
+        assert loaded.hook_names() == ["sock:inet_sock_set_state"] and not plan.typed
+        assert loaded.prog_fd(spec.hooks[0]) is not None
+        probe_ns.exec("bash", "-c", "for i in 1 2 3 4 5; do (exec 3<>/dev/tcp/127.0.0.1/9) "
+                      "2>/dev/null; done; true")
+        loaded.detach()
+        pairs = {k.value: sum(v) for k, v in loaded.bpf[b"pairs"].items() if sum(v)}
+    finally:
+        loaded.close()
+    assert pairs == {0x72: 5, 0x27: 5}  # CLOSE->SYN_SENT, SYN_SENT->CLOSE: refused

@@ -18,12 +18,19 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from netdiag.ebpf import tracefs
+from netdiag.ebpf import tracefs, typed
 
 SYSTEM_SITE = ("/usr/lib/python3/dist-packages", "/usr/lib64/python3/site-packages")
 CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
 # Testing knob: cap every probe map at N entries, to exercise the loss accounting.
 MAP_ENTRIES_ENV = "NETDIAG_PROBE_MAP_ENTRIES"
+# Testing knob: =1 loads every hook as its tracepoint, the way kernels that refuse typed raw
+# tracepoints (netdiag.ebpf.typed) run the probes, so that both variants are checked here.
+UNTYPED_ENV = "NETDIAG_PROBE_UNTYPED"
+
+
+def typed_allowed() -> bool:
+    return os.environ.get(UNTYPED_ENV) != "1"
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,10 @@ class Hook:
     # "packet" (the packet's socket or device), "inherits" (it only continues what a
     # filtered hook started), "none" (host-wide: softirqs and the scheduler have none).
     netns: str = "socket"
+    # Also written as a typed raw tracepoint (tp_btf, netdiag.ebpf.typed): the C file has a
+    # variant under TYPED_<fn> reading the tracepoint's arguments, which needs these struct
+    # offset groups too; used where the kernel allows it, the tracepoint otherwise.
+    typed: tuple[str, ...] | None = None
 
     @property
     def name(self) -> str:
@@ -62,6 +73,7 @@ class Plan:
     enabled: list[Hook] = field(default_factory=list)
     missing: list[tuple[Hook, str]] = field(default_factory=list)
     formats: dict[str, str] = field(default_factory=dict)  # "cat:event" -> format text
+    typed: list[str] = field(default_factory=list)  # fns to load as typed raw tracepoints
 
 
 def import_bcc():
@@ -192,6 +204,10 @@ def plan_hooks(hooks: tuple[Hook, ...], root: str | None = None, layout=None) ->
                 continue
         plan.enabled.append(hook)
         plan.formats[key] = text
+        if hook.typed is not None and layout is not None and typed_allowed() and \
+                not any(layout.why(g) for g in hook.typed) and \
+                typed.unavailable(hook.event) is None:
+            plan.typed.append(hook.fn)
     return plan
 
 
@@ -213,6 +229,8 @@ def c_source(name: str, plan: Plan, defines: dict[str, int] | None = None) -> st
              for k, v in (defines or {}).items()]
     for hook in plan.enabled:
         lines.append(f"#define HOOK_{hook.fn} 1")
+        if hook.fn in plan.typed:
+            lines.append(f"#define TYPED_{hook.fn} 1")
         if hook.raw:
             continue
         fields = tracefs.parse_fields(plan.formats[f"{hook.category}:{hook.event}"])
@@ -247,14 +265,14 @@ class Loaded:
                  fill=None, source: str | None = None) -> None:
         """source: C text to compile instead of the probe's own (bench/probes.py measures
         the hooks alone with programs that return at once)."""
-        bcc = import_bcc()
         self.name = name
         self.plan = plan
         self.attached: list[Hook] = []
+        self.typed_fds: dict[str, int] = {}  # fn -> program loaded as a typed raw tracepoint
+        self.links: dict[str, int] = {}  # fn -> its attachment while attached
+        self.bpf = None
         started = time.monotonic()
-        text = source if source is not None else c_source(name, plan, defines)
-        self.bpf = bcc.BPF(text=text.encode(),
-                           cflags=["-Wno-macro-redefined", "-Wno-unused-function"])
+        self._compile(source, defines)
         self.compile_s = round(time.monotonic() - started, 3)
         started = time.monotonic()
         try:
@@ -266,12 +284,50 @@ class Loaded:
             raise
         self.attach_s = round(time.monotonic() - started, 3)
 
+    def _compile(self, source: str | None, defines: dict[str, int] | None) -> None:
+        """Compile, and load the typed programs; a typed program the kernel refuses is
+        compiled again as the tracepoint variant (hook_names() says which way each hook
+        went)."""
+        bcc = import_bcc()
+        while True:
+            text = source if source is not None else c_source(self.name, self.plan, defines)
+            self.bpf = bcc.BPF(text=text.encode(),
+                               cflags=["-Wno-macro-redefined", "-Wno-unused-function"])
+            refused = None
+            for hook in self.plan.enabled:
+                if hook.fn not in self.plan.typed:
+                    continue
+                try:
+                    self.typed_fds[hook.fn] = typed.load(
+                        self.bpf.dump_func(hook.fn.encode()), hook.fn, hook.event)
+                except OSError:
+                    refused = hook.fn
+                    break
+            if refused is None:
+                return
+            self.close()
+            self.plan.typed.remove(refused)
+
+    def hook_names(self) -> list[str]:
+        """The enabled hooks as attached: btf:CATEGORY:EVENT for a typed raw tracepoint."""
+        return [f"btf:{h.category}:{h.event}" if h.fn in self.typed_fds else h.name
+                for h in self.plan.enabled]
+
+    def prog_fd(self, hook: Hook) -> int | None:
+        """The descriptor of a hook's loaded program (None before its first attach)."""
+        if hook.fn in self.typed_fds:
+            return self.typed_fds[hook.fn]
+        fn = self.bpf.funcs.get(hook.fn.encode()) if self.bpf is not None else None
+        return fn.fd if fn is not None else None
+
     def attach(self) -> None:
         """Attach every enabled hook (loading its program into the kernel the first time)."""
         for hook in self.plan.enabled:
             if hook in self.attached:
                 continue
-            if hook.raw:
+            if hook.fn in self.typed_fds:
+                self.links[hook.fn] = typed.attach(self.typed_fds[hook.fn])
+            elif hook.raw:
                 self.bpf.attach_raw_tracepoint(tp=hook.event.encode(), fn_name=hook.fn)
             else:
                 self.bpf.attach_tracepoint(tp=f"{hook.category}:{hook.event}".encode(),
@@ -286,7 +342,9 @@ class Loaded:
         end."""
         for hook in reversed(list(self.attached)):
             try:
-                if hook.raw:
+                if hook.fn in self.links:
+                    os.close(self.links.pop(hook.fn))
+                elif hook.raw:
                     self.bpf.detach_raw_tracepoint(tp=hook.event.encode())
                 else:
                     self.bpf.detach_tracepoint(tp=f"{hook.category}:{hook.event}".encode())
@@ -310,13 +368,13 @@ class Loaded:
             return None
         total = 0
         for hook in self.plan.enabled:
-            fn = self.bpf.funcs.get(hook.fn.encode())
-            if fn is None:
+            fd = self.prog_fd(hook)
+            if fd is None:
                 continue
             buf = ctypes.create_string_buffer(off + 8)
             size = ctypes.c_uint32(off + 8)
             try:
-                rc = lib.bpf_obj_get_info(ctypes.c_int(fn.fd), buf, ctypes.byref(size))
+                rc = lib.bpf_obj_get_info(ctypes.c_int(fd), buf, ctypes.byref(size))
             except (AttributeError, ctypes.ArgumentError):
                 return None
             if rc != 0 or size.value < off + 8:
@@ -325,6 +383,13 @@ class Loaded:
         return total
 
     def close(self) -> None:
+        for fds in (self.links, self.typed_fds):
+            for fd in fds.values():
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            fds.clear()
         if self.bpf is not None:
             bpf, self.bpf = self.bpf, None
             bpf.cleanup()

@@ -460,7 +460,7 @@ def _read(r: _Running, elapsed: float, window: Window) -> ProbeResult:
     res.window = window
     res.startup = r.startup
     res.scope = r.scope
-    res.hooks = [h.name for h in loaded.plan.enabled]
+    res.hooks = loaded.hook_names()
     res.missing_parts = [f"{h.part}: {why}" if h.part != why else why
                          for h, why in loaded.plan.missing]
     if spec.sample is not None and (samples is None or not samples[0] or not samples[1]):
