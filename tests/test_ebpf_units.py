@@ -313,6 +313,8 @@ def test_every_probe_declaration_is_complete(name):
         assert f"#ifdef HOOK_{hook.fn}" in src and f"int {hook.fn}(" in src, hook.fn
         assert hook.netns in ("socket", "packet", "inherits", "none")
         assert set(hook.btf) <= set(btf.GROUPS)
+        if hook.typed is not None:  # its typed raw tracepoint variant, and what it reads
+            assert f"#ifdef TYPED_{hook.fn}" in src and set(hook.typed) <= set(btf.GROUPS)
     for m in spec.maps:
         assert f"MAX_{m.name.upper()}" in src and f"LOSS_{m.name.upper()}" in src, m.name
         for table in m.tables:
