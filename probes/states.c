@@ -148,8 +148,11 @@ static __always_inline void client_row(struct flow_key *k) {
 #ifdef TYPED_np_set_state
 /* typed raw tracepoint inet_sock_set_state(const struct sock *sk, int oldstate, int newstate),
  * fired before the state is stored: the socket's fields are read as they are at that moment,
- * as the tracepoint's record copies them (skc_num is the record's sport: the port a failed
- * connect() released is 0 in it, and an ephemeral port is shown as 0 either way). */
+ * as the tracepoint's record copies them. The record's sport is inet_sport; skc_num is the
+ * same port except on a change to CLOSE, where tcp_set_state() has already released an
+ * automatically bound port (skc_num 0, inet_sport kept): the one such change with a row
+ * (SYN_SENT->CLOSE, a failed connect) reads inet_sport, from the inet_sock around the sock
+ * (beyond the typed struct: one helper read, on failed connects only). */
 int np_set_state(u64 *ctx) {
     char *s = (char *)ctx[0];
     if (*(u16 *)(s + SK_PROTOCOL_OFF) != 6)
@@ -163,6 +166,11 @@ int np_set_state(u64 *ctx) {
     int pair = TCP_PAIR(oldstate, newstate);
     count_pair(pair);
     u16 sport = *(u16 *)(s + SKC_NUM_OFF);
+    if (pair == 0x27) {
+        u16 be = 0;
+        bpf_probe_read_kernel(&be, sizeof(be), s + INET_SPORT_OFF);
+        sport = ntohs(be);
+    }
     if (is_row_pair(pair)) {
         u16 family = *(u16 *)(s + SKC_FAMILY_OFF);
         u16 lport = local_shown(sport), rport = remote_shown(ntohs(*(u16 *)(s + SKC_DPORT_OFF)));

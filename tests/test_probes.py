@@ -309,10 +309,13 @@ def test_softirq_says_when_proc_hides_ksoftirqd():
                for p in facts["missing_parts"]), facts["missing_parts"]
 
 
-def test_a_kernel_refusing_typed_raw_tracepoints_gets_the_tracepoint(probe_ns, monkeypatch):
+@pytest.mark.parametrize("stage", ["load", "attach"])
+def test_a_kernel_refusing_typed_raw_tracepoints_gets_the_tracepoint(probe_ns, monkeypatch,
+                                                                     stage):
     """states is loaded as a typed raw tracepoint where the kernel allows it (this one does);
-    where the kernel refuses the program type, the same probe is compiled again for its
-    tracepoint, attaches, and counts: here, failed connects in the test's namespace."""
+    where the kernel refuses the program (to load it or to attach it), the same probe is
+    compiled again for its tracepoint, attaches, and counts: here, failed connects in the
+    test's namespace."""
     from netdiag.ebpf import runtime, typed
     from netdiag.ebpf.btf import GROUPS, kernel_layout
     from netdiag.ebpf.probes import PROBES
@@ -325,13 +328,14 @@ def test_a_kernel_refusing_typed_raw_tracepoints_gets_the_tracepoint(probe_ns, m
     plan = runtime.plan_hooks(spec.hooks, layout=layout)
     assert plan.typed == ["np_set_state"]  # this kernel has btf_trace_inet_sock_set_state
 
-    def refuse(insns: bytes, name: str, event: str) -> int:
+    def refuse(*args) -> int:
         raise PermissionError(1, "Operation not permitted")
 
-    monkeypatch.setattr(typed, "load", refuse)
+    monkeypatch.setattr(typed, stage, refuse)
     loaded = runtime.Loaded("states", plan, defines)
     try:
         assert loaded.hook_names() == ["sock:inet_sock_set_state"] and not plan.typed
+        assert loaded.fallbacks == {"np_set_state": f"not {stage}ed: Operation not permitted"}
         assert loaded.prog_fd(spec.hooks[0]) is not None
         probe_ns.exec("bash", "-c", "for i in 1 2 3 4 5; do (exec 3<>/dev/tcp/127.0.0.1/9) "
                       "2>/dev/null; done; true")
@@ -340,3 +344,60 @@ def test_a_kernel_refusing_typed_raw_tracepoints_gets_the_tracepoint(probe_ns, m
     finally:
         loaded.close()
     assert pairs == {0x72: 5, 0x27: 5}  # CLOSE->SYN_SENT, SYN_SENT->CLOSE: refused
+
+
+def _states_loaded(ns, untyped: bool, monkeypatch):
+    """states for namespace `ns`, without its ephemeral range (every port shown as it is:
+    the strictest comparison), typed or through the tracepoint."""
+    from netdiag.ebpf import runtime
+    from netdiag.ebpf.btf import GROUPS, kernel_layout
+    from netdiag.ebpf.probes import PROBES
+
+    spec = PROBES["states"]
+    layout = kernel_layout()
+    defines = layout.defines(tuple(GROUPS))
+    defines.update(runtime.map_defines(spec.maps))
+    defines["NETNS_INUM"] = os.stat(f"/run/netns/{ns.name}").st_ino
+    with monkeypatch.context() as m:
+        if untyped:
+            m.setenv(runtime.UNTYPED_ENV, "1")
+        plan = runtime.plan_hooks(spec.hooks, layout=layout)
+    return runtime.Loaded("states", plan, defines)
+
+
+def test_both_ways_in_count_the_same_keys_port_for_port(probe_ns, monkeypatch):
+    """The typed variant and the tracepoint, attached at once, with every port shown as it is
+    (no ephemeral range): the same state pairs and the same rows, key for key. A failed
+    connect's own port is in its row (the kernel has released it from skc_num by the time the
+    tracepoint fires; the record keeps inet_sport, and so does the typed variant)."""
+    typed_ = _states_loaded(probe_ns, False, monkeypatch)
+    traced = _states_loaded(probe_ns, True, monkeypatch)
+    try:
+        assert typed_.hook_names() == ["btf:sock:inet_sock_set_state"]
+        assert traced.hook_names() == ["sock:inet_sock_set_state"]
+        probe_ns.exec(sys.executable, "-c", (
+            "import socket\n"
+            "srv = socket.create_server(('127.0.0.1', 9440))\n"
+            "for _ in range(5):\n"
+            "    c = socket.create_connection(('127.0.0.1', 9440)); a, _ = srv.accept()\n"
+            "    a.close(); c.close()\n"
+            "for _ in range(5):\n"
+            "    try:\n"
+            "        socket.create_connection(('127.0.0.1', 9441))\n"
+            "    except ConnectionRefusedError:\n"
+            "        pass\n"))
+        seen = []
+        for loaded in (typed_, traced):
+            loaded.detach()
+            pairs = {k.value: sum(v) for k, v in loaded.bpf[b"pairs"].items() if sum(v)}
+            flows = {(k.oldstate, k.newstate, k.lport, k.rport, bytes(k.daddr)): v.value
+                     for k, v in loaded.bpf[b"flows"].items()}
+            seen.append((pairs, flows))
+    finally:
+        typed_.close()
+        traced.close()
+    assert seen[0] == seen[1]
+    pairs, flows = seen[0]
+    assert pairs[0x27] == 5 and pairs[0x21] == 5
+    failed = [k for k in flows if k[:2] == (2, 7)]
+    assert len(failed) == 5 and all(k[2] != 0 and k[3] == 9441 for k in failed)

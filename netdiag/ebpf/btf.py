@@ -120,6 +120,7 @@ MEMBERS: dict[str, tuple[str, str]] = {
     "SK_WQ_OFF": ("sock", "sk_wq"),
     "SK_SOCKET_OFF": ("sock", "sk_socket"),
     "SK_PROTOCOL_OFF": ("sock", "sk_protocol"),
+    "INET_SPORT_OFF": ("inet_sock", "inet_sport"),
     # a task's file table, to go from a syscall's fd to its socket
     "TASK_FILES_OFF": ("task_struct", "files"),
     "TASK_PID_OFF": ("task_struct", "pid"),
@@ -172,6 +173,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "sk_ports": ("SKC_NUM_OFF", "SKC_DPORT_OFF", "SKC_FAMILY_OFF", "SKC_STATE_OFF",
                  "SKC_DADDR_OFF", "SKC_V6_DADDR_OFF"),
     "sk_protocol": ("SK_PROTOCOL_OFF",),
+    "inet_sport": ("INET_SPORT_OFF",),
     "sk_inode": ("SK_SOCKET_OFF", "SOCKALLOC_INODE_OFF", "INODE_INO_OFF"),
     "fd_socket": ("TASK_FILES_OFF", "FILES_FDT_OFF", "FDT_MAX_OFF", "FDT_FD_OFF",
                   "FILE_PRIV_OFF", "SOCKET_TYPE_OFF", "SOCKET_FILE_OFF", "SOCKET_SK_OFF"),

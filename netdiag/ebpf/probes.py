@@ -93,7 +93,7 @@ PROBES: dict[str, ProbeSpec] = {p.name: p for p in (
         "states", "TCP state transitions: who closes first (TIME_WAIT), connections made, "
         "refused and accepted per port or destination, CLOSE_WAIT entry and duration",
         (Hook("transitions", "sock", "inet_sock_set_state", "np_set_state", SOCK_FIELDS,
-              typed=("sk_ports", "sk_protocol")),),
+              typed=("sk_ports", "sk_protocol", "inet_sport")),),
         readers.read_states, "a per-CPU counter per TCP state change (about ten per "
         "connection); for the five changes shown by port or destination, an array slot by "
         "local port for a server's (2 MiB) or a hash update for a client's (its destination "

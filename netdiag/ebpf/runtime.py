@@ -258,55 +258,62 @@ def probe_sources():
     return Path(__file__).resolve().parents[2] / "probes"
 
 
+class _TypedRefused(Exception):
+    def __init__(self, fn: str, why: str) -> None:
+        super().__init__(why)
+        self.fn, self.why = fn, why
+
+
 class Loaded:
     """A compiled and attached probe. detach() stops counting; close() unloads everything."""
 
     def __init__(self, name: str, plan: Plan, defines: dict[str, int] | None = None,
                  fill=None, source: str | None = None) -> None:
         """source: C text to compile instead of the probe's own (bench/probes.py measures
-        the hooks alone with programs that return at once)."""
+        the hooks alone with programs that return at once). A typed program the kernel
+        refuses (to load or to attach) is compiled again as its tracepoint variant:
+        `fallbacks` says why, hook_names() which way each hook went."""
         self.name = name
         self.plan = plan
         self.attached: list[Hook] = []
         self.typed_fds: dict[str, int] = {}  # fn -> program loaded as a typed raw tracepoint
         self.links: dict[str, int] = {}  # fn -> its attachment while attached
+        self.fallbacks: dict[str, str] = {}  # fn -> why the kernel refused it typed
         self.bpf = None
-        started = time.monotonic()
-        self._compile(source, defines)
-        self.compile_s = round(time.monotonic() - started, 3)
-        started = time.monotonic()
-        try:
-            if fill is not None:
-                fill(self.bpf)  # maps the programs read from the start (listening ports)
-            self.attach()
-        except Exception:
-            self.close()
-            raise
-        self.attach_s = round(time.monotonic() - started, 3)
+        self._starting = True
+        while True:
+            try:
+                started = time.monotonic()
+                self._compile(source, defines)
+                self.compile_s = round(time.monotonic() - started, 3)
+                started = time.monotonic()
+                if fill is not None:
+                    fill(self.bpf)  # maps the programs read from the start (listening ports)
+                self.attach()
+                self.attach_s = round(time.monotonic() - started, 3)
+                self._starting = False
+                return
+            except _TypedRefused as refused:
+                self.close()
+                self.attached.clear()
+                self.plan.typed.remove(refused.fn)
+                self.fallbacks[refused.fn] = refused.why
+            except BaseException:
+                self.close()
+                raise
 
     def _compile(self, source: str | None, defines: dict[str, int] | None) -> None:
-        """Compile, and load the typed programs; a typed program the kernel refuses is
-        compiled again as the tracepoint variant (hook_names() says which way each hook
-        went)."""
         bcc = import_bcc()
-        while True:
-            text = source if source is not None else c_source(self.name, self.plan, defines)
-            self.bpf = bcc.BPF(text=text.encode(),
-                               cflags=["-Wno-macro-redefined", "-Wno-unused-function"])
-            refused = None
-            for hook in self.plan.enabled:
-                if hook.fn not in self.plan.typed:
-                    continue
+        text = source if source is not None else c_source(self.name, self.plan, defines)
+        self.bpf = bcc.BPF(text=text.encode(),
+                           cflags=["-Wno-macro-redefined", "-Wno-unused-function"])
+        for hook in self.plan.enabled:
+            if hook.fn in self.plan.typed:
                 try:
                     self.typed_fds[hook.fn] = typed.load(
                         self.bpf.dump_func(hook.fn.encode()), hook.fn, hook.event)
-                except OSError:
-                    refused = hook.fn
-                    break
-            if refused is None:
-                return
-            self.close()
-            self.plan.typed.remove(refused)
+                except OSError as exc:
+                    raise _TypedRefused(hook.fn, f"not loaded: {exc.strerror or exc}") from exc
 
     def hook_names(self) -> list[str]:
         """The enabled hooks as attached: btf:CATEGORY:EVENT for a typed raw tracepoint."""
@@ -314,7 +321,8 @@ class Loaded:
                 for h in self.plan.enabled]
 
     def prog_fd(self, hook: Hook) -> int | None:
-        """The descriptor of a hook's loaded program (None before its first attach)."""
+        """The descriptor of a hook's loaded program (None for a bcc-loaded one before its
+        first attach)."""
         if hook.fn in self.typed_fds:
             return self.typed_fds[hook.fn]
         fn = self.bpf.funcs.get(hook.fn.encode()) if self.bpf is not None else None
@@ -326,7 +334,13 @@ class Loaded:
             if hook in self.attached:
                 continue
             if hook.fn in self.typed_fds:
-                self.links[hook.fn] = typed.attach(self.typed_fds[hook.fn])
+                try:
+                    self.links[hook.fn] = typed.attach(self.typed_fds[hook.fn])
+                except OSError as exc:
+                    if not self._starting:  # it attached before: a real failure
+                        raise
+                    raise _TypedRefused(hook.fn, f"not attached: {exc.strerror or exc}") \
+                        from exc
             elif hook.raw:
                 self.bpf.attach_raw_tracepoint(tp=hook.event.encode(), fn_name=hook.fn)
             else:
