@@ -342,10 +342,10 @@ class Loaded:
                     raise _TypedRefused(hook.fn, f"not attached: {exc.strerror or exc}") \
                         from exc
             elif hook.raw:
-                self.bpf.attach_raw_tracepoint(tp=hook.event.encode(), fn_name=hook.fn)
+                self.bpf.attach_raw_tracepoint(tp=hook.event.encode(), fn_name=hook.fn.encode())
             else:
                 self.bpf.attach_tracepoint(tp=f"{hook.category}:{hook.event}".encode(),
-                                           fn_name=hook.fn)
+                                           fn_name=hook.fn.encode())
             self.attached.append(hook)
 
     def detach(self) -> None:
