@@ -281,11 +281,14 @@ class Loaded:
         self.fallbacks: dict[str, str] = {}  # fn -> why the kernel refused it typed
         self.bpf = None
         self._starting = True
+        self.compile_s = 0.0  # every compile it took (a refused typed program: two)
         while True:
             try:
                 started = time.monotonic()
-                self._compile(source, defines)
-                self.compile_s = round(time.monotonic() - started, 3)
+                try:
+                    self._compile(source, defines)
+                finally:
+                    self.compile_s = round(self.compile_s + time.monotonic() - started, 3)
                 started = time.monotonic()
                 if fill is not None:
                     fill(self.bpf)  # maps the programs read from the start (listening ports)
