@@ -103,8 +103,7 @@ static __always_inline int cw_change(u64 sk, int oldstate, int newstate, u16 spo
 
 #ifdef HOOK_np_set_state
 /* A change of a socket of the counted namespace, by pair; and for the pairs shown by port or
- * destination, its row. daddr(k) copies the destination address into the key (only for a
- * client's row: the one place it is read). */
+ * destination, its row: a server's by local port, a client's by destination. */
 #define TCP_PAIR(o, n) ((((o) & 15) << 4) | ((n) & 15))
 static __always_inline int is_row_pair(int pair) {
     /* ESTABLISHED->FIN_WAIT1, ESTABLISHED->CLOSE_WAIT, SYN_SENT->ESTABLISHED,
@@ -137,8 +136,29 @@ static __always_inline int server_row(int pair, u16 sport, u16 lport, u16 rport)
     return 1;
 }
 
-static __always_inline void client_row(struct flow_key *k) {
-    u64 z = 0, *v = flows.lookup_or_try_init(k, &z);
+/* A client's row, its destination in the key (for a service port): the address at v4 or v6
+ * (16 bytes), in the trace record or the typed socket. `loads` (a constant): plain aligned
+ * loads, as the verifier allows there; else one helper read (a record whose address fields
+ * are not aligned). */
+static __always_inline void client_row(u16 family, int oldstate, int newstate, u16 lport,
+                                       u16 rport, char *v4, char *v6, int loads) {
+    struct flow_key k = {};
+    k.family = family; k.oldstate = oldstate; k.newstate = newstate;
+    k.lport = lport; k.rport = rport;
+    if (rport) {
+        if (!loads) {
+            bpf_probe_read_kernel(&k.daddr, family == 2 ? 4 : 16, family == 2 ? v4 : v6);
+        } else if (family == 2) {
+            u32 a = *(u32 *)v4;
+            __builtin_memcpy(k.daddr, &a, 4);
+        } else {
+            u64 a[2];
+            a[0] = *(u64 *)v6;
+            a[1] = *(u64 *)(v6 + 8);
+            __builtin_memcpy(k.daddr, a, 16);
+        }
+    }
+    u64 z = 0, *v = flows.lookup_or_try_init(&k, &z);
     if (v)
         __sync_fetch_and_add(v, 1);
     else
@@ -174,28 +194,14 @@ int np_set_state(u64 *ctx) {
     if (is_row_pair(pair)) {
         u16 family = *(u16 *)(s + SKC_FAMILY_OFF);
         u16 lport = local_shown(sport), rport = remote_shown(ntohs(*(u16 *)(s + SKC_DPORT_OFF)));
-        if (!server_row(pair, sport, lport, rport)) {
-            struct flow_key k = {};
-            k.family = family; k.oldstate = oldstate; k.newstate = newstate;
-            k.lport = lport; k.rport = rport;
-            if (rport) {
-                if (family == 2) {
-                    u32 a = *(u32 *)(s + SKC_DADDR_OFF);
-                    __builtin_memcpy(k.daddr, &a, 4);
-                } else {
-                    u64 a[2];
-                    a[0] = *(u64 *)(s + SKC_V6_DADDR_OFF);
-                    a[1] = *(u64 *)(s + SKC_V6_DADDR_OFF + 8);
-                    __builtin_memcpy(k.daddr, a, 16);
-                }
-            }
-            client_row(&k);
-        }
+        if (!server_row(pair, sport, lport, rport))
+            client_row(family, oldstate, newstate, lport, rport, s + SKC_DADDR_OFF,
+                       s + SKC_V6_DADDR_OFF, 1);
     }
     if (newstate != TCP_CLOSE_WAIT_ && oldstate != TCP_CLOSE_WAIT_)
         return 0;
-    /* The socket's address as a number (its slot is a hash of it): the verifier allows no
-     * arithmetic on the typed pointer, so it is copied out of the arguments. */
+    /* The socket's address as a number (its slot is a hash of it): the verifier allows a
+     * typed pointer constant offsets only, so it is copied out of the arguments. */
     u64 sk = 0;
     bpf_probe_read_kernel(&sk, sizeof(sk), &ctx[0]);
     return cw_change(sk, oldstate, newstate, sport);
@@ -220,34 +226,12 @@ int np_set_state(void *ctx) {
         TP_READ(family, inet_sock_set_state, family);
         TP_READ(dport, inet_sock_set_state, dport);
         u16 lport = local_shown(sport), rport = remote_shown(dport);
-        if (!server_row(pair, sport, lport, rport)) {
-            struct flow_key k = {};
-            k.family = family; k.oldstate = oldstate; k.newstate = newstate;
-            k.lport = lport; k.rport = rport;
-            if (rport) {
-#if OFF_inet_sock_set_state_daddr % 4 == 0 && OFF_inet_sock_set_state_daddr_v6 % 8 == 0
-                /* loaded from the record like any field (aligned, as the verifier wants): no
-                 * helper call per client row */
-                if (family == 2) {
-                    u32 a = *(u32 *)((char *)ctx + OFF_inet_sock_set_state_daddr);
-                    __builtin_memcpy(k.daddr, &a, 4);
-                } else {
-                    u64 a[2];
-                    a[0] = *(u64 *)((char *)ctx + OFF_inet_sock_set_state_daddr_v6);
-                    a[1] = *(u64 *)((char *)ctx + OFF_inet_sock_set_state_daddr_v6 + 8);
-                    __builtin_memcpy(k.daddr, a, 16);
-                }
-#else
-                if (family == 2)
-                    bpf_probe_read_kernel(&k.daddr, 4,
-                                          (char *)ctx + OFF_inet_sock_set_state_daddr);
-                else
-                    bpf_probe_read_kernel(&k.daddr, 16,
-                                          (char *)ctx + OFF_inet_sock_set_state_daddr_v6);
-#endif
-            }
-            client_row(&k);
-        }
+        if (!server_row(pair, sport, lport, rport))
+            client_row(family, oldstate, newstate, lport, rport,
+                       (char *)ctx + OFF_inet_sock_set_state_daddr,
+                       (char *)ctx + OFF_inet_sock_set_state_daddr_v6,
+                       OFF_inet_sock_set_state_daddr % 4 == 0 &&
+                       OFF_inet_sock_set_state_daddr_v6 % 8 == 0);
     }
     return cw_change(sk, oldstate, newstate, sport);
 }
