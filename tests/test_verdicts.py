@@ -110,9 +110,10 @@ def delayed_path():
 
 
 @contextmanager
-def iperf3(a: NetNS, b: NetNS, port: int, *client: str, seconds: int = 8):
+def iperf3(a: NetNS, b: NetNS, port: int, *client: str, seconds: int = 8, ready=None):
     """iperf3 -s in B, iperf3 -c in A sending for `seconds`; yields once the data flow has
-    run a while, then waits for both to finish (bounded)."""
+    run a while (or, given `ready`, once ready() is true: bounded), then waits for both to
+    finish (bounded)."""
     server = subprocess.Popen(["ip", "netns", "exec", b.name, "iperf3", "-s", "-1", "-p",
                                str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     b.procs.append(server)
@@ -124,7 +125,10 @@ def iperf3(a: NetNS, b: NetNS, port: int, *client: str, seconds: int = 8):
     # The data connection is the second one to the port; let it run 2.5 s (ramp-up done).
     wait_for(lambda: b.exec("ss", "-tnH", "state", "established", f"sport = :{port}")
              .stdout.count("\n") >= 2)
-    time.sleep(2.5)
+    if ready is not None:
+        wait_for(ready, timeout=seconds / 2)
+    else:
+        time.sleep(2.5)
     try:
         yield cli
     finally:

@@ -11,6 +11,7 @@ saw. Nothing waits on a fixed delay except what the kernel itself times (SYN ret
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -427,6 +428,16 @@ def test_why_output_is_one_document_and_validates(ns):
     assert ranks == sorted(ranks) and ranks, labels
 
 
+def _rwnd_share(ns: NetNS) -> float:
+    """The largest share of busy time any of the namespace's senders toward B spent held by
+    the peer's window, in % (ss -ti: rwnd_limited:Nms(P%), since the connection began)."""
+    import test_verdicts as tv
+
+    out = ns.exec("ss", "-tinH", "dst", tv.B_ADDR).stdout
+    return max((float(x) for x in re.findall(r"rwnd_limited:\d+ms\(([\d.]+)%\)", out)),
+               default=0.0)
+
+
 def test_a_transfer_held_by_a_small_window(ns):
     """iperf3 -w 64K over a 50 ms path (two namespaces joined by tests/helpers/delaylink.py):
     ss shows the sender rwnd_limited most of its busy time. `why slow` on the sender confirms
@@ -443,7 +454,7 @@ def test_a_transfer_held_by_a_small_window(ns):
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             assert link.stdout.readline().startswith("READY"), link.stderr.read()
-            with tv.iperf3(ns, b, 5211, "-w", "64K"):
+            with tv.iperf3(ns, b, 5211, "-w", "64K", ready=lambda: _rwnd_share(ns) >= 50):
                 report, rc = run_json("why", "slow", "--peer", tv.B_ADDR, netns=ns.name)
         finally:
             link.terminate()
